@@ -1,0 +1,12 @@
+//! stagegate: a GitOps agent for Kubernetes that applies stages in dependency order
+//! and treats Jobs as one-shot runs keyed by the hash of their rendered spec.
+//!
+//! The pure core lives in [`stage`] (definitions, validation, the dependency graph)
+//! and [`render`] (manifests of one stage, without kustomize). Neither knows about
+//! Git or a cluster: files in, objects out.
+
+pub mod labels;
+pub mod object;
+pub mod plan;
+pub mod render;
+pub mod stage;

@@ -1,0 +1,81 @@
+//! A rendered Kubernetes object and the reference that identifies it.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Identity of an object on a cluster: what two stages must never both render.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ObjectRef {
+    /// API group, empty for the core group.
+    pub group: String,
+    pub kind: String,
+    /// `None` for cluster-scoped objects and for namespaced objects not yet placed.
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.group.is_empty() {
+            write!(f, "{}", self.kind)?;
+        } else {
+            write!(f, "{}.{}", self.kind, self.group)?;
+        }
+        match &self.namespace {
+            Some(ns) => write!(f, " {ns}/{}", self.name),
+            None => write!(f, " {}", self.name),
+        }
+    }
+}
+
+/// One rendered object, with the file it came from for error messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    pub value: Value,
+    pub source: PathBuf,
+}
+
+impl Manifest {
+    pub fn api_version(&self) -> &str {
+        self.value.get("apiVersion").and_then(Value::as_str).unwrap_or_default()
+    }
+
+    pub fn kind(&self) -> &str {
+        self.value.get("kind").and_then(Value::as_str).unwrap_or_default()
+    }
+
+    pub fn name(&self) -> &str {
+        self.metadata_str("name").unwrap_or_default()
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        self.metadata_str("namespace")
+    }
+
+    pub fn group(&self) -> &str {
+        match self.api_version().rsplit_once('/') {
+            Some((group, _)) => group,
+            None => "",
+        }
+    }
+
+    pub fn object_ref(&self) -> ObjectRef {
+        ObjectRef {
+            group: self.group().to_string(),
+            kind: self.kind().to_string(),
+            namespace: self.namespace().map(str::to_string),
+            name: self.name().to_string(),
+        }
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.value.pointer("/metadata/annotations")?.get(key)?.as_str()
+    }
+
+    fn metadata_str(&self, key: &str) -> Option<&str> {
+        self.value.get("metadata")?.get(key)?.as_str()
+    }
+}

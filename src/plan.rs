@@ -1,0 +1,1 @@
+//! From a repository checkout to an ordered plan of rendered stages.
