@@ -7,6 +7,7 @@
 
 pub mod labels;
 pub mod object;
+pub mod paths;
 pub mod plan;
 pub mod render;
 pub mod stage;
