@@ -5,9 +5,11 @@
 //! and [`render`] (manifests of one stage, without kustomize). Neither knows about
 //! Git or a cluster: files in, objects out.
 
+pub mod diagnostics;
 pub mod labels;
 pub mod object;
 pub mod paths;
 pub mod plan;
 pub mod render;
 pub mod stage;
+pub mod yaml;

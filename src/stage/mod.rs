@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::render::{ImageOverride, Patch};
 
+pub mod graph;
+
+pub use graph::{Cycle, StageGraph};
+
 pub const STAGE_API_VERSION: &str = "stagegate.dev/v1alpha1";
 pub const STAGE_KIND: &str = "Stage";
 pub const FLUX_KUSTOMIZATION_KIND: &str = "Kustomization";
