@@ -10,8 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::render::{ImageOverride, Patch};
 
+pub mod definition;
+pub mod discover;
 pub mod graph;
 
+pub use discover::discover_stages;
 pub use graph::{Cycle, StageGraph};
 
 pub const STAGE_API_VERSION: &str = "stagegate.dev/v1alpha1";
