@@ -120,3 +120,12 @@ impl fmt::Display for Problems {
 }
 
 impl std::error::Error for Problems {}
+
+impl IntoIterator for Problems {
+    type Item = Problem;
+    type IntoIter = std::vec::IntoIter<Problem>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}

@@ -8,6 +8,7 @@
 pub mod diagnostics;
 pub mod labels;
 pub mod object;
+pub mod output;
 pub mod paths;
 pub mod plan;
 pub mod render;

@@ -1,1 +1,237 @@
-//! From a repository checkout to an ordered plan of rendered stages.
+//! From a repository checkout to an ordered plan of rendered stages: discover
+//! the stage definitions, validate them, render each stage and check the
+//! result as a whole. Every problem is collected; a plan with errors is never
+//! returned, so nothing downstream can apply half of a broken repository.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use crate::diagnostics::{Problem, Problems};
+use crate::object::{Manifest, ObjectRef};
+use crate::paths::{PathError, display_path, resolve_inside};
+use crate::render::render_stage;
+use crate::stage::{Stage, StageGraph, StageName, discover_stages};
+
+/// The stages of one repository revision, dependencies first, each with its
+/// rendered objects.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Canonical path of the repository checkout.
+    pub root: PathBuf,
+    pub stages: Vec<PlannedStage>,
+    /// Warnings found while planning (errors prevent a plan).
+    pub warnings: Problems,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedStage {
+    pub stage: Stage,
+    pub objects: Vec<Manifest>,
+}
+
+impl Plan {
+    pub fn stage(&self, name: &str) -> Option<&PlannedStage> {
+        self.stages.iter().find(|s| s.stage.name.as_str() == name)
+    }
+
+    pub fn object_count(&self) -> usize {
+        self.stages.iter().map(|s| s.objects.len()).sum()
+    }
+}
+
+/// Where to look: the repository checkout and, inside it, the directory that
+/// holds the stage definitions (the root itself when `None`).
+pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Problems> {
+    let mut problems = Problems::default();
+    let root = root.canonicalize().map_err(|e| {
+        one_problem(Problem::error(format!("cannot open repository: {e}")).in_file(root))
+    })?;
+    let dir = match stages_dir {
+        None => root.clone(),
+        Some(dir) => resolve_dir(&root, dir).map_err(|p| one_problem(p.in_file(dir)))?,
+    };
+
+    let (stages, found) = discover_stages(&root, &dir);
+    problems.extend(found);
+    if stages.is_empty() && !problems.has_errors() {
+        problems.push(
+            Problem::error(
+                "no stage definitions found (apiVersion stagegate.dev/v1alpha1 kind Stage, \
+                 or a Flux kustomize.toolkit.fluxcd.io Kustomization)",
+            )
+            .in_file(display_path(&root, &dir)),
+        );
+    }
+    check_names(&stages, &mut problems);
+    check_dependencies(&stages, &mut problems);
+    let order = match StageGraph::new(&stages).topological_order() {
+        Ok(order) => order,
+        Err(cycles) => {
+            for cycle in cycles {
+                problems.push(Problem::error(format!("dependency cycle: {cycle}")));
+            }
+            Vec::new()
+        }
+    };
+
+    let rendered = render_all(&root, &stages, &mut problems);
+    check_duplicate_objects(&stages, &rendered, &mut problems);
+    for (stage, objects) in stages.iter().zip(&rendered) {
+        if objects.as_ref().is_some_and(Vec::is_empty) {
+            problems.push(
+                Problem::warning(format!("path {} holds no manifests", stage.path.display()))
+                    .in_file(&stage.source)
+                    .in_stage(&stage.name),
+            );
+        }
+    }
+
+    if problems.has_errors() {
+        return Err(problems);
+    }
+    let mut rendered: Vec<Option<Vec<Manifest>>> = rendered;
+    let stages = order
+        .into_iter()
+        .map(|i| PlannedStage { stage: stages[i].clone(), objects: rendered[i].take().unwrap_or_default() })
+        .collect();
+    Ok(Plan { root, stages, warnings: problems })
+}
+
+fn one_problem(problem: Problem) -> Problems {
+    let mut problems = Problems::default();
+    problems.push(problem);
+    problems
+}
+
+fn resolve_dir(root: &Path, rel: &Path) -> Result<PathBuf, Problem> {
+    let path = resolve_inside(root, root, rel).map_err(|e| Problem::error(path_message(&e)))?;
+    if !path.is_dir() {
+        return Err(Problem::error("is not a directory"));
+    }
+    Ok(path)
+}
+
+fn path_message(e: &PathError) -> String {
+    match e {
+        PathError::Missing { path } => format!("path {} does not exist", path.display()),
+        PathError::OutsideRoot { path } => {
+            format!("path {} is outside the repository root; refused", path.display())
+        }
+        PathError::Io { path, source } => format!("path {}: {source}", path.display()),
+    }
+}
+
+/// Stage names become label values (`stagegate.dev/stage`) and object names in
+/// Events, so they follow Kubernetes' rules for names.
+fn check_names(stages: &[Stage], problems: &mut Problems) {
+    let mut seen: HashMap<&str, &Stage> = HashMap::new();
+    for stage in stages {
+        if !is_dns_label(stage.name.as_str()) {
+            problems.push(
+                Problem::error(
+                    "stage name must be at most 63 lowercase letters, digits or '-', \
+                     starting and ending with a letter or digit",
+                )
+                .in_file(&stage.source)
+                .in_stage(&stage.name),
+            );
+        }
+        match seen.get(stage.name.as_str()) {
+            Some(first) => problems.push(
+                Problem::error(format!(
+                    "duplicate stage name, also defined in {}",
+                    first.source.display()
+                ))
+                .in_file(&stage.source)
+                .in_stage(&stage.name),
+            ),
+            None => {
+                seen.insert(stage.name.as_str(), stage);
+            }
+        }
+    }
+}
+
+fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+fn check_dependencies(stages: &[Stage], problems: &mut Problems) {
+    let names: std::collections::HashSet<&StageName> = stages.iter().map(|s| &s.name).collect();
+    for stage in stages {
+        for dep in &stage.depends_on {
+            if !names.contains(dep) {
+                problems.push(
+                    Problem::error(format!("dependsOn names unknown stage {dep}"))
+                        .in_file(&stage.source)
+                        .in_stage(&stage.name),
+                );
+            }
+        }
+    }
+}
+
+/// Render every stage whose path is safe to read; `None` where it could not
+/// be rendered (the reason is in `problems`). Stages render on all cores:
+/// they are independent and rendering is CPU-bound.
+fn render_all(root: &Path, stages: &[Stage], problems: &mut Problems) -> Vec<Option<Vec<Manifest>>> {
+    let results: Vec<Result<Vec<Manifest>, Problem>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = stages
+            .iter()
+            .map(|stage| scope.spawn(move || render_one(root, stage)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Problem::error("renderer panicked"))))
+            .collect()
+    });
+    results
+        .into_iter()
+        .map(|r| match r {
+            Ok(objects) => Some(objects),
+            Err(problem) => {
+                problems.push(problem);
+                None
+            }
+        })
+        .collect()
+}
+
+fn render_one(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, Problem> {
+    let at = |p: Problem| p.in_file(&stage.source).in_stage(&stage.name);
+    resolve_dir(root, &stage.path).map_err(|p| {
+        at(Problem::error(format!("spec.path {}: {}", stage.path.display(), p.message)))
+    })?;
+    render_stage(root, stage).map_err(|e| Problem::error(e.to_string()).in_stage(&stage.name))
+}
+
+fn check_duplicate_objects(stages: &[Stage], rendered: &[Option<Vec<Manifest>>], problems: &mut Problems) {
+    let mut owners: BTreeMap<ObjectRef, &Stage> = BTreeMap::new();
+    for (stage, objects) in stages.iter().zip(rendered) {
+        for object in objects.iter().flatten() {
+            let key = object.object_ref();
+            match owners.get(&key) {
+                Some(first) if first.name != stage.name => problems.push(
+                    Problem::error(format!(
+                        "{key} (from {}) is also rendered by stage {}",
+                        object.source.display(),
+                        first.name
+                    ))
+                    .in_stage(&stage.name),
+                ),
+                Some(_) => problems.push(
+                    Problem::error(format!("{key} (from {}) is rendered twice", object.source.display()))
+                        .in_stage(&stage.name),
+                ),
+                None => {
+                    owners.insert(key, stage);
+                }
+            }
+        }
+    }
+}
