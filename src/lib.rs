@@ -5,7 +5,10 @@
 //! and [`render`] (manifests of one stage, without kustomize). Neither knows about
 //! Git or a cluster: files in, objects out.
 
+pub mod apply;
 pub mod diagnostics;
+pub mod events;
+pub mod health;
 pub mod labels;
 pub mod object;
 pub mod output;
@@ -13,4 +16,5 @@ pub mod paths;
 pub mod plan;
 pub mod render;
 pub mod stage;
+pub mod state;
 pub mod yaml;
