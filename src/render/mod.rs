@@ -1,13 +1,39 @@
 //! Rendering the manifests of one stage without kustomize: YAML loading, the
 //! kustomization subset, patches, substitution, stagegate's labels and the Job
 //! spec hash. Files in, objects out; no Git, no cluster.
+//!
+//! Order, per stage: the kustomization (or the plain files) ▸ `targetNamespace`
+//! ▸ the stage's `patches` and `images` ▸ `${VAR}` substitution ▸ stagegate's
+//! labels ▸ the Job spec hash. Substitution comes after the stage's patches
+//! because Flux builds `targetNamespace`, `patches` and `images` into the
+//! kustomize build and runs `postBuild` substitution on its output, so a
+//! `${TAG}` inside a stage patch is substituted there too.
+
+mod error;
+pub mod hash;
+mod images;
+mod kustomization;
+mod load;
+mod metadata;
+mod nameref;
+mod patch;
+mod resource;
+mod substitute;
+mod target;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::object::Manifest;
+use crate::paths::resolve_inside;
 use crate::stage::Stage;
+
+pub use error::RenderError;
+pub use hash::{annotate_spec_hashes, spec_hash};
+pub use metadata::is_cluster_scoped;
+
+use resource::{Ctx, Resource};
 
 /// A kustomize-style patch, as written in a kustomization's `patches` or a
 /// stage's `patches` (Flux's `spec.patches`).
@@ -59,16 +85,84 @@ pub struct ImageOverride {
     pub digest: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RenderError {
-    #[error("stage {stage}: rendering is not implemented yet ({path})")]
-    Unimplemented { stage: String, path: PathBuf },
+/// Render every object of `stage`, reading only below `root`.
+///
+/// Jobs carry a spec hash computed over the stage's own ConfigMaps and
+/// Secrets; the planner may recompute it with the whole repository's through
+/// [`annotate_spec_hashes`].
+pub fn render_stage(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, RenderError> {
+    let root = root.canonicalize().map_err(|source| RenderError::Io {
+        stage: stage.name.clone(),
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let ctx = Ctx::new(&root, &stage.name);
+    let dir = resolve_inside(&root, &root, &stage.path).map_err(|e| ctx.path_error(e))?;
+    if !dir.is_dir() {
+        return Err(RenderError::NotADirectory {
+            stage: stage.name.clone(),
+            path: ctx.rel(&dir),
+        });
+    }
+
+    let mut resources = match kustomization::find_file(&dir) {
+        Some(_) => kustomization::build(&ctx, &dir, &mut Vec::new())?,
+        None => load::load_tree(&ctx, &dir)?,
+    };
+    // kustomize follows renamed objects once the whole build is done.
+    nameref::fix_references(&mut resources);
+
+    let stage_file = if stage.source.as_os_str().is_empty() {
+        ctx.rel(&dir)
+    } else {
+        stage.source.clone()
+    };
+    apply_stage_settings(&ctx, stage, &stage_file, &mut resources)?;
+
+    let mut manifests: Vec<Manifest> = resources.into_iter().map(Resource::into_manifest).collect();
+    metadata::add_stagegate_labels(&mut manifests, stage.name.as_str());
+    let sources: Vec<Manifest> = manifests
+        .iter()
+        .filter(|m| hash::is_config_source(m))
+        .cloned()
+        .collect();
+    annotate_spec_hashes(&mut manifests, &sources);
+    Ok(manifests)
 }
 
-/// Render every object of `stage`, reading only below `root`.
-pub fn render_stage(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, RenderError> {
-    Err(RenderError::Unimplemented {
-        stage: stage.name.to_string(),
-        path: root.join(&stage.path),
-    })
+/// The settings a stage definition adds on top of its kustomization.
+fn apply_stage_settings(
+    ctx: &Ctx<'_>,
+    stage: &Stage,
+    stage_file: &Path,
+    resources: &mut Vec<Resource>,
+) -> Result<(), RenderError> {
+    if let Some(namespace) = &stage.target_namespace {
+        metadata::set_namespace(resources, namespace);
+    }
+    let mut patches = Vec::with_capacity(stage.patches.len());
+    for p in &stage.patches {
+        if p.path.is_some() {
+            return Err(ctx.patch_error(
+                stage_file,
+                "a stage's patches must be inline (`patch`); `path` is only allowed in a kustomization",
+            ));
+        }
+        patches.push(patch::LoadedPatch::from_inline(ctx, stage_file, p)?);
+    }
+    patch::apply_all(ctx, resources, &patches)?;
+    images::apply(resources, &stage.images);
+    if !stage.substitute.is_empty() {
+        substitute::apply(ctx, resources, &stage.substitute)?;
+    }
+    Ok(())
+}
+
+/// File names kustomize accepts for a kustomization, in its order of preference.
+pub const KUSTOMIZATION_FILE_NAMES: [&str; 3] =
+    ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+
+/// Whether `dir` holds a kustomization file.
+pub fn has_kustomization(dir: &Path) -> Option<PathBuf> {
+    kustomization::find_file(dir)
 }

@@ -1,0 +1,135 @@
+//! What can go wrong while rendering a stage. Every variant names the stage
+//! and the file (relative to the repository root) so that `validate` can
+//! point at it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::paths::PathError;
+use crate::stage::StageName;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("stage {stage}: {source}")]
+    Path {
+        stage: StageName,
+        /// The offending path, relative to the repository root.
+        path: PathBuf,
+        #[source]
+        source: PathError,
+    },
+    #[error("stage {stage}: {path}: is not a directory")]
+    NotADirectory { stage: StageName, path: PathBuf },
+    #[error("stage {stage}: {path}: {source}")]
+    Io {
+        stage: StageName,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("stage {stage}: {path}: line {line}, column {column}: {message}")]
+    Yaml {
+        stage: StageName,
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A document that is not a usable Kubernetes object; `document` counts
+    /// the file's non-empty documents from 1.
+    #[error("stage {stage}: {path}: document {document} (line {line}): {problem}")]
+    InvalidObject {
+        stage: StageName,
+        path: PathBuf,
+        document: usize,
+        line: usize,
+        problem: String,
+    },
+    #[error(
+        "stage {stage}: {path}: kustomization field `{field}` is not supported by stagegate; \
+         remove it or render this stage with kustomize"
+    )]
+    UnsupportedField {
+        stage: StageName,
+        path: PathBuf,
+        field: String,
+    },
+    #[error("stage {stage}: {path}: {message}")]
+    Kustomization {
+        stage: StageName,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("stage {stage}: {path}: kustomization cycle: {chain}")]
+    Cycle {
+        stage: StageName,
+        path: PathBuf,
+        chain: String,
+    },
+    #[error("stage {stage}: {path}: patch: {message}")]
+    Patch {
+        stage: StageName,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("stage {stage}: {path}: selector `{selector}`: {message}")]
+    Selector {
+        stage: StageName,
+        path: PathBuf,
+        selector: String,
+        message: String,
+    },
+    #[error(
+        "stage {stage}: {path}: variable `{variable}` is not set in the stage's substitute \
+         and has no default (use ${{{variable}:=default}} or $${{{variable}}} for a literal)"
+    )]
+    UndefinedVariable {
+        stage: StageName,
+        path: PathBuf,
+        variable: String,
+    },
+    #[error("stage {stage}: {path}: {object} is defined more than once (also in {other})")]
+    Duplicate {
+        stage: StageName,
+        path: PathBuf,
+        object: String,
+        other: PathBuf,
+    },
+}
+
+impl RenderError {
+    pub fn stage(&self) -> &StageName {
+        match self {
+            Self::Path { stage, .. }
+            | Self::NotADirectory { stage, .. }
+            | Self::Io { stage, .. }
+            | Self::Yaml { stage, .. }
+            | Self::InvalidObject { stage, .. }
+            | Self::UnsupportedField { stage, .. }
+            | Self::Kustomization { stage, .. }
+            | Self::Cycle { stage, .. }
+            | Self::Patch { stage, .. }
+            | Self::Selector { stage, .. }
+            | Self::UndefinedVariable { stage, .. }
+            | Self::Duplicate { stage, .. } => stage,
+        }
+    }
+
+    /// The file (or directory) the problem is in, relative to the repository root.
+    pub fn file(&self) -> &Path {
+        match self {
+            Self::Path { path, .. }
+            | Self::NotADirectory { path, .. }
+            | Self::Io { path, .. }
+            | Self::Yaml { path, .. }
+            | Self::InvalidObject { path, .. }
+            | Self::UnsupportedField { path, .. }
+            | Self::Kustomization { path, .. }
+            | Self::Cycle { path, .. }
+            | Self::Patch { path, .. }
+            | Self::Selector { path, .. }
+            | Self::UndefinedVariable { path, .. }
+            | Self::Duplicate { path, .. } => path,
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! The kustomization subset stagegate renders itself: `resources` (and the
+//! deprecated `bases`), `namespace`, `namePrefix`, `nameSuffix`,
+//! `commonLabels`, `labels`, `commonAnnotations`, `images`, `patches`,
+//! `patchesJson6902` and `patchesStrategicMerge`. Any other field is an error
+//! naming it: dropping it silently would render something else than kustomize.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::error::RenderError;
+use super::metadata::{self, LabelScope};
+use super::patch::{self, LoadedPatch};
+use super::resource::{Ctx, Resource};
+use super::{ImageOverride, KUSTOMIZATION_FILE_NAMES, Patch, PatchTarget, images, load};
+use crate::paths::resolve_inside;
+use crate::yaml::parse_documents;
+
+const SUPPORTED_FIELDS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "metadata",
+    "resources",
+    "bases",
+    "namespace",
+    "namePrefix",
+    "nameSuffix",
+    "commonLabels",
+    "labels",
+    "commonAnnotations",
+    "images",
+    "patches",
+    "patchesJson6902",
+    "patchesStrategicMerge",
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Kustomization {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    resources: Vec<String>,
+    #[serde(default)]
+    bases: Vec<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    name_prefix: Option<String>,
+    #[serde(default)]
+    name_suffix: Option<String>,
+    #[serde(default)]
+    common_labels: BTreeMap<String, Scalar>,
+    #[serde(default)]
+    labels: Vec<Labels>,
+    #[serde(default)]
+    common_annotations: BTreeMap<String, Scalar>,
+    #[serde(default)]
+    images: Vec<ImageOverride>,
+    #[serde(default)]
+    patches: Vec<Patch>,
+    #[serde(default)]
+    patches_json6902: Vec<Json6902>,
+    #[serde(default)]
+    patches_strategic_merge: Vec<String>,
+}
+
+/// Label and annotation values written as numbers or booleans are strings
+/// to Kubernetes; kustomize writes them as such.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    String(String),
+    Other(serde_json::Number),
+    Bool(bool),
+}
+
+impl Scalar {
+    fn into_value(self) -> Value {
+        Value::String(match self {
+            Scalar::String(s) => s,
+            Scalar::Other(n) => n.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Labels {
+    #[serde(default)]
+    pairs: BTreeMap<String, Scalar>,
+    #[serde(default)]
+    include_selectors: bool,
+    #[serde(default)]
+    include_templates: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Json6902 {
+    target: PatchTarget,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    patch: Option<String>,
+}
+
+/// The kustomization file of `dir`, if it has one.
+pub(crate) fn find_file(dir: &Path) -> Option<PathBuf> {
+    KUSTOMIZATION_FILE_NAMES
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+}
+
+fn to_map(pairs: BTreeMap<String, Scalar>) -> Map<String, Value> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k, v.into_value()))
+        .collect()
+}
+
+/// Build the kustomization in `dir` (canonical, inside the root). `stack`
+/// holds the kustomizations being built above it, to report cycles.
+pub(crate) fn build(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    stack: &mut Vec<PathBuf>,
+) -> Result<Vec<Resource>, RenderError> {
+    let Some(file) = find_file(dir) else {
+        return Err(ctx.kustomization_error(dir, "directory has no kustomization.yaml"));
+    };
+    if stack.iter().any(|d| d == dir) {
+        let mut chain: Vec<String> = stack
+            .iter()
+            .skip_while(|d| *d != dir)
+            .map(|d| ctx.rel(d).display().to_string())
+            .collect();
+        chain.push(ctx.rel(dir).display().to_string());
+        return Err(RenderError::Cycle {
+            stage: ctx.stage.clone(),
+            path: ctx.rel(&file),
+            chain: chain.join(" -> "),
+        });
+    }
+    stack.push(dir.to_path_buf());
+    let result = build_file(ctx, dir, &file, stack);
+    stack.pop();
+    result
+}
+
+fn parse(ctx: &Ctx<'_>, file: &Path) -> Result<Kustomization, RenderError> {
+    let text = fs::read_to_string(file).map_err(|e| ctx.io_error(file, e))?;
+    let docs = parse_documents(&text).map_err(|e| RenderError::Yaml {
+        stage: ctx.stage.clone(),
+        path: ctx.rel(file),
+        line: e.line,
+        column: e.column,
+        message: e.message,
+    })?;
+    let value = match docs.as_slice() {
+        [] => Value::Object(Map::new()),
+        [one] => one.value.clone(),
+        _ => return Err(ctx.kustomization_error(file, "a kustomization must be one YAML document")),
+    };
+    let Some(map) = value.as_object() else {
+        return Err(ctx.kustomization_error(file, "a kustomization must be a mapping"));
+    };
+    if let Some(field) = map.keys().find(|k| !SUPPORTED_FIELDS.contains(&k.as_str())) {
+        return Err(RenderError::UnsupportedField {
+            stage: ctx.stage.clone(),
+            path: ctx.rel(file),
+            field: field.clone(),
+        });
+    }
+    let k: Kustomization = serde_json::from_value(value)
+        .map_err(|e| ctx.kustomization_error(file, format!("invalid kustomization: {e}")))?;
+    if let Some(kind) = &k.kind
+        && kind != "Kustomization"
+    {
+        return Err(RenderError::UnsupportedField {
+            stage: ctx.stage.clone(),
+            path: ctx.rel(file),
+            field: format!("kind: {kind}"),
+        });
+    }
+    Ok(k)
+}
+
+fn build_file(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    file: &Path,
+    stack: &mut Vec<PathBuf>,
+) -> Result<Vec<Resource>, RenderError> {
+    let k = parse(ctx, file)?;
+    let mut resources = Vec::new();
+    for entry in k.resources.iter().chain(&k.bases) {
+        if entry.contains("://") || entry.starts_with("github.com/") || entry.starts_with("git@") {
+            return Err(ctx.kustomization_error(
+                file,
+                format!(
+                    "remote resource `{entry}` is not supported; vendor it into the repository"
+                ),
+            ));
+        }
+        let path =
+            resolve_inside(ctx.root, dir, Path::new(entry)).map_err(|e| ctx.path_error(e))?;
+        if path.is_dir() {
+            resources.extend(build(ctx, &path, stack)?);
+        } else {
+            resources.extend(load::load_file(ctx, &path)?);
+        }
+    }
+    check_duplicates(ctx, &resources)?;
+
+    let mut strategic = Vec::new();
+    for entry in &k.patches_strategic_merge {
+        let (text, source) = read_patch(ctx, dir, file, None, Some(entry.as_str()))?;
+        strategic.push(LoadedPatch::from_text(ctx, &source, &text, None, None)?);
+    }
+    patch::apply_all(ctx, &mut resources, &strategic)?;
+
+    let mut patches = Vec::new();
+    for p in &k.patches {
+        let (text, source) = read_patch(ctx, dir, file, p.patch.as_deref(), p.path.as_deref())?;
+        patches.push(LoadedPatch::from_text(
+            ctx,
+            &source,
+            &text,
+            p.target.as_ref(),
+            p.options.as_ref(),
+        )?);
+    }
+    patch::apply_all(ctx, &mut resources, &patches)?;
+
+    if let Some(ns) = k.namespace.as_deref().filter(|ns| !ns.is_empty()) {
+        metadata::set_namespace(&mut resources, ns);
+    }
+    metadata::add_prefix_suffix(
+        &mut resources,
+        k.name_prefix.as_deref().unwrap_or(""),
+        k.name_suffix.as_deref().unwrap_or(""),
+    );
+    let common = to_map(k.common_labels);
+    metadata::add_labels(
+        &mut resources,
+        &common,
+        LabelScope {
+            selectors: true,
+            templates: true,
+        },
+    );
+    for set in k.labels {
+        let scope = LabelScope {
+            selectors: set.include_selectors,
+            templates: set.include_templates,
+        };
+        metadata::add_labels(&mut resources, &to_map(set.pairs), scope);
+    }
+    metadata::add_annotations(&mut resources, &to_map(k.common_annotations));
+
+    let mut json_patches = Vec::new();
+    for p in &k.patches_json6902 {
+        let (text, source) = read_patch(ctx, dir, file, p.patch.as_deref(), p.path.as_deref())?;
+        json_patches.push(LoadedPatch::from_text(
+            ctx,
+            &source,
+            &text,
+            Some(&p.target),
+            None,
+        )?);
+    }
+    patch::apply_all(ctx, &mut resources, &json_patches)?;
+
+    images::apply(&mut resources, &k.images);
+    Ok(resources)
+}
+
+/// The text of a patch given inline or by path (relative to the
+/// kustomization), with the file to name in errors.
+fn read_patch(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    file: &Path,
+    inline: Option<&str>,
+    path: Option<&str>,
+) -> Result<(String, PathBuf), RenderError> {
+    match (inline, path) {
+        (Some(text), None) => Ok((text.to_string(), file.to_path_buf())),
+        // patchesStrategicMerge entries may be inline YAML rather than a path.
+        (None, Some(p)) if p.contains('\n') => Ok((p.to_string(), file.to_path_buf())),
+        (None, Some(p)) => {
+            let real =
+                resolve_inside(ctx.root, dir, Path::new(p)).map_err(|e| ctx.path_error(e))?;
+            let text = fs::read_to_string(&real).map_err(|e| ctx.io_error(&real, e))?;
+            Ok((text, real))
+        }
+        (Some(_), Some(_)) => {
+            Err(ctx.patch_error(file, "a patch has both `patch` and `path`; give one"))
+        }
+        (None, None) => Err(ctx.patch_error(file, "a patch needs `patch` or `path`")),
+    }
+}
+
+/// kustomize refuses two resources with the same identity in one build.
+fn check_duplicates(ctx: &Ctx<'_>, resources: &[Resource]) -> Result<(), RenderError> {
+    let mut seen: HashMap<(String, String, String, String), &Path> =
+        HashMap::with_capacity(resources.len());
+    for r in resources {
+        let key = (
+            r.group().to_string(),
+            r.kind().to_string(),
+            r.namespace().unwrap_or("").to_string(),
+            r.name().to_string(),
+        );
+        if let Some(other) = seen.insert(key, &r.source) {
+            return Err(RenderError::Duplicate {
+                stage: ctx.stage.clone(),
+                path: r.source.clone(),
+                object: r.describe(),
+                other: other.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::StageName;
+
+    fn write(dir: &Path, rel: &str, text: &str) {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        fs::write(path, text).unwrap();
+    }
+
+    fn build_dir(root: &Path, rel: &str) -> Result<Vec<Resource>, RenderError> {
+        let stage = StageName::new("s");
+        let ctx = Ctx::new(root, &stage);
+        build(&ctx, &root.join(rel), &mut Vec::new())
+    }
+
+    #[test]
+    fn unsupported_field_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        write(
+            &root,
+            "app/kustomization.yaml",
+            "resources: []\nconfigMapGenerator:\n- name: x\n",
+        );
+        let err = build_dir(&root, "app").unwrap_err();
+        assert!(
+            matches!(&err, RenderError::UnsupportedField { field, path, .. }
+                if field == "configMapGenerator" && path == Path::new("app/kustomization.yaml")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cycles_are_reported_as_a_chain() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        write(&root, "a/kustomization.yaml", "resources: [../b]\n");
+        write(&root, "b/kustomization.yaml", "resources: [../a]\n");
+        let err = build_dir(&root, "a").unwrap_err().to_string();
+        assert!(err.contains("a -> b -> a"), "{err}");
+    }
+
+    #[test]
+    fn resources_outside_the_root_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("repo");
+        fs::create_dir_all(&root).unwrap();
+        let root = root.canonicalize().unwrap();
+        write(
+            tmp.path(),
+            "secret.yaml",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n",
+        );
+        write(
+            &root,
+            "a/kustomization.yaml",
+            "resources: [../../secret.yaml]\n",
+        );
+        let err = build_dir(&root, "a").unwrap_err();
+        assert!(matches!(err, RenderError::Path { .. }), "{err}");
+    }
+}

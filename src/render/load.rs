@@ -1,0 +1,195 @@
+//! Reading manifests from files: multi-document YAML or JSON, empty documents
+//! skipped, stage definitions left out (they describe stages, they are not
+//! objects to apply).
+
+use std::fs;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::error::RenderError;
+use super::kustomization;
+use super::resource::{Ctx, Resource};
+use crate::paths::resolve_inside;
+use crate::stage::is_stage_document;
+use crate::yaml::parse_documents;
+
+/// Every object in one file, in document order.
+pub(crate) fn load_file(ctx: &Ctx<'_>, path: &Path) -> Result<Vec<Resource>, RenderError> {
+    let text = fs::read_to_string(path).map_err(|e| ctx.io_error(path, e))?;
+    parse_objects(ctx, path, &text)
+}
+
+pub(crate) fn parse_objects(
+    ctx: &Ctx<'_>,
+    path: &Path,
+    text: &str,
+) -> Result<Vec<Resource>, RenderError> {
+    let rel = ctx.rel(path);
+    let documents = parse_documents(text).map_err(|e| RenderError::Yaml {
+        stage: ctx.stage.clone(),
+        path: rel.clone(),
+        line: e.line,
+        column: e.column,
+        message: e.message,
+    })?;
+    let mut out = Vec::with_capacity(documents.len());
+    for doc in documents {
+        let invalid = |problem: String| RenderError::InvalidObject {
+            stage: ctx.stage.clone(),
+            path: rel.clone(),
+            document: doc.index + 1,
+            line: doc.line,
+            problem,
+        };
+        if !doc.value.is_object() {
+            return Err(invalid("is not a mapping (a Kubernetes object)".into()));
+        }
+        check_identity(&doc.value).map_err(&invalid)?;
+        let api_version = doc.value["apiVersion"].as_str().unwrap_or_default();
+        let kind = doc.value["kind"].as_str().unwrap_or_default();
+        if is_stage_document(api_version, kind) {
+            continue;
+        }
+        if is_list(kind, &doc.value) {
+            // kustomize flattens `kind: List` (and `*List`) into its items.
+            let Value::Object(mut list) = doc.value else {
+                continue;
+            };
+            let Some(Value::Array(items)) = list.remove("items") else {
+                continue;
+            };
+            for (i, item) in items.into_iter().enumerate() {
+                check_identity(&item).map_err(|p| invalid(format!("items[{i}]: {p}")))?;
+                out.push(Resource::new(item, rel.clone()));
+            }
+            continue;
+        }
+        out.push(Resource::new(doc.value, rel.clone()));
+    }
+    Ok(out)
+}
+
+fn is_list(kind: &str, value: &Value) -> bool {
+    kind.ends_with("List") && value.get("items").is_some_and(Value::is_array)
+}
+
+/// apiVersion, kind and metadata.name are what identify an object; without
+/// them it cannot be applied, patched or pruned.
+fn check_identity(value: &Value) -> Result<(), String> {
+    let non_empty = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+    if !non_empty(value.get("apiVersion")) {
+        return Err("missing apiVersion".into());
+    }
+    if !non_empty(value.get("kind")) {
+        return Err("missing kind".into());
+    }
+    let kind = value["kind"].as_str().unwrap_or_default();
+    if kind.ends_with("List") && value.get("items").is_some_and(Value::is_array) {
+        return Ok(());
+    }
+    if !non_empty(value.get("metadata").and_then(|m| m.get("name"))) {
+        return Err("missing metadata.name".into());
+    }
+    Ok(())
+}
+
+fn is_manifest_file(name: &str) -> bool {
+    name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")
+}
+
+/// Every manifest under `dir` (no kustomization at its top), recursively, in
+/// sorted path order. A subdirectory with its own kustomization is built as
+/// one, as Flux does when it generates a kustomization for a plain directory.
+pub(crate) fn load_tree(ctx: &Ctx<'_>, dir: &Path) -> Result<Vec<Resource>, RenderError> {
+    let mut out = Vec::new();
+    walk(ctx, dir, &mut out)?;
+    Ok(out)
+}
+
+fn walk(ctx: &Ctx<'_>, dir: &Path, out: &mut Vec<Resource>) -> Result<(), RenderError> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| ctx.io_error(dir, e))? {
+        let entry = entry.map_err(|e| ctx.io_error(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        // Hidden entries are tooling (.git, .github workflows), not manifests.
+        if name.starts_with('.') {
+            continue;
+        }
+        names.push(name.to_string());
+    }
+    names.sort();
+    for name in names {
+        // Through resolve_inside, so a symlink cannot pull in files from
+        // outside the repository.
+        let path =
+            resolve_inside(ctx.root, dir, Path::new(&name)).map_err(|e| ctx.path_error(e))?;
+        if path.is_dir() {
+            if kustomization::find_file(&path).is_some() {
+                out.extend(kustomization::build(ctx, &path, &mut Vec::new())?);
+            } else {
+                walk(ctx, &path, out)?;
+            }
+        } else if is_manifest_file(&name) {
+            out.extend(load_file(ctx, &path)?);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::StageName;
+    use std::path::PathBuf;
+
+    fn parse(text: &str) -> Result<Vec<Resource>, RenderError> {
+        let stage = StageName::new("s");
+        let ctx = Ctx::new(Path::new("/repo"), &stage);
+        parse_objects(&ctx, &PathBuf::from("/repo/app/x.yaml"), text)
+    }
+
+    #[test]
+    fn empty_documents_and_stage_definitions_are_skipped() {
+        let text = "---\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n\
+                    apiVersion: stagegate.dev/v1alpha1\nkind: Stage\nmetadata: {name: s}\n";
+        let objects = parse(text).unwrap();
+        assert_eq!(objects.len(), 1);
+        assert_eq!(objects[0].name(), "a");
+        assert_eq!(objects[0].source, PathBuf::from("app/x.yaml"));
+    }
+
+    #[test]
+    fn missing_name_names_file_and_document() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Secret\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("app/x.yaml"), "{err}");
+        assert!(err.contains("document 2"), "{err}");
+        assert!(err.contains("metadata.name"), "{err}");
+        assert!(err.contains("stage s"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\nkind: [\n";
+        let err = parse(text).unwrap_err();
+        match &err {
+            RenderError::Yaml { line, path, .. } => {
+                assert!(*line >= 5, "{err}");
+                assert_eq!(path, &PathBuf::from("app/x.yaml"));
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn lists_are_flattened() {
+        let text = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n";
+        let objects = parse(text).unwrap();
+        assert_eq!(
+            objects.iter().map(Resource::name).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+    }
+}

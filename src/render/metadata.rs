@@ -1,0 +1,486 @@
+//! Metadata transformations: namespace, name prefix/suffix, labels and
+//! annotations (on metadata and, where kustomize puts them, on selectors and
+//! templates), and stagegate's own labels.
+
+use serde_json::{Map, Value};
+
+use super::resource::Resource;
+use crate::labels::{MANAGED_BY_KEY, MANAGED_BY_VALUE, STAGE_LABEL};
+use crate::object::Manifest;
+
+/// Kinds that live outside namespaces. Without a cluster to ask (discovery),
+/// this list decides where `namespace` / `targetNamespace` apply.
+const CLUSTER_SCOPED: &[&str] = &[
+    "APIService",
+    "CertificateSigningRequest",
+    "ClusterIssuer",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ComponentStatus",
+    "CSIDriver",
+    "CSINode",
+    "CustomResourceDefinition",
+    "FlowSchema",
+    "IngressClass",
+    "MutatingAdmissionPolicy",
+    "MutatingAdmissionPolicyBinding",
+    "MutatingWebhookConfiguration",
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "PodSecurityPolicy",
+    "PriorityClass",
+    "PriorityLevelConfiguration",
+    "RuntimeClass",
+    "StorageClass",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "ValidatingWebhookConfiguration",
+    "VolumeAttachment",
+    "VolumeSnapshotClass",
+    "VolumeSnapshotContent",
+];
+
+pub fn is_cluster_scoped(kind: &str) -> bool {
+    CLUSTER_SCOPED.contains(&kind)
+}
+
+fn metadata_mut(value: &mut Value) -> Option<&mut Map<String, Value>> {
+    let obj = value.as_object_mut()?;
+    let meta = obj
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !meta.is_object() {
+        *meta = Value::Object(Map::new());
+    }
+    meta.as_object_mut()
+}
+
+/// Put every namespaced object into `namespace`.
+pub(crate) fn set_namespace(resources: &mut [Resource], namespace: &str) {
+    for r in resources {
+        if is_cluster_scoped(r.kind()) || r.namespace() == Some(namespace) {
+            continue;
+        }
+        r.remember_identity();
+        if let Some(meta) = metadata_mut(&mut r.value) {
+            meta.insert("namespace".into(), Value::String(namespace.into()));
+        }
+    }
+}
+
+/// `namePrefix` / `nameSuffix`. kustomize leaves the names of CRDs,
+/// APIServices and Namespaces alone: they are referred to by fixed names.
+pub(crate) fn add_prefix_suffix(resources: &mut [Resource], prefix: &str, suffix: &str) {
+    if prefix.is_empty() && suffix.is_empty() {
+        return;
+    }
+    for r in resources {
+        if matches!(
+            r.kind(),
+            "CustomResourceDefinition" | "APIService" | "Namespace"
+        ) {
+            continue;
+        }
+        let new = format!("{prefix}{}{suffix}", r.name());
+        r.remember_identity();
+        if let Some(meta) = metadata_mut(&mut r.value) {
+            meta.insert("name".into(), Value::String(new));
+        }
+    }
+}
+
+/// A place kustomize writes labels or annotations to: for objects of
+/// `kind` (and `group`, when given), the map at `path`, created if missing
+/// when `create` is set. A list on the way is entered item by item.
+struct FieldSpec {
+    group: Option<&'static str>,
+    kind: &'static str,
+    path: &'static [&'static str],
+    create: bool,
+}
+
+const fn fs(
+    group: Option<&'static str>,
+    kind: &'static str,
+    path: &'static [&'static str],
+    create: bool,
+) -> FieldSpec {
+    FieldSpec {
+        group,
+        kind,
+        path,
+        create,
+    }
+}
+
+const TEMPLATE_LABELS: &[&str] = &["spec", "template", "metadata", "labels"];
+const MATCH_LABELS: &[&str] = &["spec", "selector", "matchLabels"];
+const AFFINITY_PATHS: &[&[&str]] = &[
+    &[
+        "spec",
+        "template",
+        "spec",
+        "affinity",
+        "podAffinity",
+        "preferredDuringSchedulingIgnoredDuringExecution",
+        "podAffinityTerm",
+        "labelSelector",
+        "matchLabels",
+    ],
+    &[
+        "spec",
+        "template",
+        "spec",
+        "affinity",
+        "podAffinity",
+        "requiredDuringSchedulingIgnoredDuringExecution",
+        "labelSelector",
+        "matchLabels",
+    ],
+    &[
+        "spec",
+        "template",
+        "spec",
+        "affinity",
+        "podAntiAffinity",
+        "preferredDuringSchedulingIgnoredDuringExecution",
+        "podAffinityTerm",
+        "labelSelector",
+        "matchLabels",
+    ],
+    &[
+        "spec",
+        "template",
+        "spec",
+        "affinity",
+        "podAntiAffinity",
+        "requiredDuringSchedulingIgnoredDuringExecution",
+        "labelSelector",
+        "matchLabels",
+    ],
+    &[
+        "spec",
+        "template",
+        "spec",
+        "topologySpreadConstraints",
+        "labelSelector",
+        "matchLabels",
+    ],
+];
+
+/// kustomize's template label places (`labels` with `includeTemplates`, and
+/// part of `commonLabels`).
+const TEMPLATE_LABEL_SPECS: &[FieldSpec] = &[
+    fs(None, "ReplicationController", TEMPLATE_LABELS, true),
+    fs(None, "Deployment", TEMPLATE_LABELS, true),
+    fs(None, "ReplicaSet", TEMPLATE_LABELS, true),
+    fs(None, "DaemonSet", TEMPLATE_LABELS, true),
+    fs(Some("apps"), "StatefulSet", TEMPLATE_LABELS, true),
+    fs(
+        Some("apps"),
+        "StatefulSet",
+        &["spec", "volumeClaimTemplates[]", "metadata", "labels"],
+        true,
+    ),
+    fs(Some("batch"), "Job", TEMPLATE_LABELS, true),
+    fs(
+        Some("batch"),
+        "CronJob",
+        &["spec", "jobTemplate", "metadata", "labels"],
+        true,
+    ),
+    fs(
+        Some("batch"),
+        "CronJob",
+        &[
+            "spec",
+            "jobTemplate",
+            "spec",
+            "template",
+            "metadata",
+            "labels",
+        ],
+        true,
+    ),
+];
+
+/// kustomize's selector places (`commonLabels`, `labels` with `includeSelectors`).
+const SELECTOR_LABEL_SPECS: &[FieldSpec] = &[
+    fs(None, "Service", &["spec", "selector"], true),
+    fs(None, "ReplicationController", &["spec", "selector"], true),
+    fs(None, "Deployment", MATCH_LABELS, true),
+    fs(None, "ReplicaSet", MATCH_LABELS, true),
+    fs(None, "DaemonSet", MATCH_LABELS, true),
+    fs(Some("apps"), "StatefulSet", MATCH_LABELS, true),
+    fs(Some("batch"), "Job", MATCH_LABELS, false),
+    fs(
+        Some("batch"),
+        "CronJob",
+        &["spec", "jobTemplate", "spec", "selector", "matchLabels"],
+        false,
+    ),
+    fs(Some("policy"), "PodDisruptionBudget", MATCH_LABELS, false),
+    fs(
+        Some("networking.k8s.io"),
+        "NetworkPolicy",
+        &["spec", "podSelector", "matchLabels"],
+        false,
+    ),
+    fs(
+        Some("networking.k8s.io"),
+        "NetworkPolicy",
+        &["spec", "ingress", "from", "podSelector", "matchLabels"],
+        false,
+    ),
+    fs(
+        Some("networking.k8s.io"),
+        "NetworkPolicy",
+        &["spec", "egress", "to", "podSelector", "matchLabels"],
+        false,
+    ),
+];
+
+const TEMPLATE_ANNOTATIONS: &[&str] = &["spec", "template", "metadata", "annotations"];
+const TEMPLATE_ANNOTATION_SPECS: &[FieldSpec] = &[
+    fs(None, "ReplicationController", TEMPLATE_ANNOTATIONS, true),
+    fs(None, "Deployment", TEMPLATE_ANNOTATIONS, true),
+    fs(None, "ReplicaSet", TEMPLATE_ANNOTATIONS, true),
+    fs(None, "DaemonSet", TEMPLATE_ANNOTATIONS, true),
+    fs(None, "StatefulSet", TEMPLATE_ANNOTATIONS, true),
+    fs(Some("batch"), "Job", TEMPLATE_ANNOTATIONS, true),
+    fs(
+        Some("batch"),
+        "CronJob",
+        &["spec", "jobTemplate", "metadata", "annotations"],
+        true,
+    ),
+    fs(
+        Some("batch"),
+        "CronJob",
+        &[
+            "spec",
+            "jobTemplate",
+            "spec",
+            "template",
+            "metadata",
+            "annotations",
+        ],
+        true,
+    ),
+];
+
+/// Where a set of labels goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LabelScope {
+    pub selectors: bool,
+    pub templates: bool,
+}
+
+pub(crate) fn add_labels(
+    resources: &mut [Resource],
+    labels: &Map<String, Value>,
+    scope: LabelScope,
+) {
+    if labels.is_empty() {
+        return;
+    }
+    for r in resources {
+        let kind = r.kind().to_string();
+        let group = r.group().to_string();
+        set_pairs(&mut r.value, &["metadata", "labels"], true, labels);
+        if scope.templates || scope.selectors {
+            for spec in TEMPLATE_LABEL_SPECS {
+                if spec_applies(spec, &kind, &group) {
+                    set_pairs(&mut r.value, spec.path, spec.create, labels);
+                }
+            }
+        }
+        if scope.selectors {
+            for spec in SELECTOR_LABEL_SPECS {
+                if spec_applies(spec, &kind, &group) {
+                    set_pairs(&mut r.value, spec.path, spec.create, labels);
+                }
+            }
+            if matches!(
+                (group.as_str(), kind.as_str()),
+                ("apps", "Deployment" | "StatefulSet")
+            ) {
+                for path in AFFINITY_PATHS {
+                    set_pairs(&mut r.value, path, false, labels);
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn add_annotations(resources: &mut [Resource], annotations: &Map<String, Value>) {
+    if annotations.is_empty() {
+        return;
+    }
+    for r in resources {
+        let kind = r.kind().to_string();
+        let group = r.group().to_string();
+        set_pairs(
+            &mut r.value,
+            &["metadata", "annotations"],
+            true,
+            annotations,
+        );
+        for spec in TEMPLATE_ANNOTATION_SPECS {
+            if spec_applies(spec, &kind, &group) {
+                set_pairs(&mut r.value, spec.path, spec.create, annotations);
+            }
+        }
+    }
+}
+
+fn spec_applies(spec: &FieldSpec, kind: &str, group: &str) -> bool {
+    spec.kind == kind && spec.group.is_none_or(|g| g == group)
+}
+
+fn set_pairs(value: &mut Value, path: &[&str], create: bool, pairs: &Map<String, Value>) {
+    let Some((first, rest)) = path.split_first() else {
+        if let Value::Object(map) = value {
+            for (k, v) in pairs {
+                map.insert(k.clone(), v.clone());
+            }
+        } else if value.is_null() && create {
+            *value = Value::Object(pairs.clone());
+        }
+        return;
+    };
+    match value {
+        Value::Array(items) => {
+            for item in items {
+                set_pairs(item, path, create, pairs);
+            }
+        }
+        Value::Object(map) => {
+            let (key, is_list) = match first.strip_suffix("[]") {
+                Some(k) => (k, true),
+                None => (*first, false),
+            };
+            match map.get_mut(key) {
+                Some(Value::Null) | None if create && !is_list => {
+                    let mut child = Value::Object(Map::new());
+                    set_pairs(&mut child, rest, create, pairs);
+                    map.insert(key.to_string(), child);
+                }
+                Some(child) => set_pairs(child, rest, create, pairs),
+                None => {}
+            }
+        }
+        _ => {}
+    }
+}
+
+/// stagegate's own labels, on metadata only: selectors are immutable on
+/// workloads, so adding them there would break existing Deployments.
+pub(crate) fn add_stagegate_labels(manifests: &mut [Manifest], stage: &str) {
+    for m in manifests {
+        let Some(meta) = metadata_mut(&mut m.value) else {
+            continue;
+        };
+        let labels = meta
+            .entry("labels")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !labels.is_object() {
+            *labels = Value::Object(Map::new());
+        }
+        if let Value::Object(labels) = labels {
+            labels.insert(
+                MANAGED_BY_KEY.into(),
+                Value::String(MANAGED_BY_VALUE.into()),
+            );
+            labels.insert(STAGE_LABEL.into(), Value::String(stage.into()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn deployment() -> Resource {
+        Resource::new(
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                   "spec": {"selector": {"matchLabels": {"app": "web"}},
+                            "template": {"metadata": {"labels": {"app": "web"}}}}}),
+            "f".into(),
+        )
+    }
+
+    #[test]
+    fn labels_reach_selectors_only_when_asked() {
+        let pairs = json!({"team": "a"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let mut meta_only = vec![deployment()];
+        add_labels(
+            &mut meta_only,
+            &pairs,
+            LabelScope {
+                selectors: false,
+                templates: false,
+            },
+        );
+        assert_eq!(meta_only[0].value["metadata"]["labels"]["team"], "a");
+        assert!(
+            meta_only[0].value["spec"]["selector"]["matchLabels"]
+                .get("team")
+                .is_none()
+        );
+        assert!(
+            meta_only[0].value["spec"]["template"]["metadata"]["labels"]
+                .get("team")
+                .is_none()
+        );
+
+        let mut templates = vec![deployment()];
+        add_labels(
+            &mut templates,
+            &pairs,
+            LabelScope {
+                selectors: false,
+                templates: true,
+            },
+        );
+        assert_eq!(
+            templates[0].value["spec"]["template"]["metadata"]["labels"]["team"],
+            "a"
+        );
+        assert!(
+            templates[0].value["spec"]["selector"]["matchLabels"]
+                .get("team")
+                .is_none()
+        );
+
+        let mut all = vec![deployment()];
+        add_labels(
+            &mut all,
+            &pairs,
+            LabelScope {
+                selectors: true,
+                templates: true,
+            },
+        );
+        assert_eq!(all[0].value["spec"]["selector"]["matchLabels"]["team"], "a");
+    }
+
+    #[test]
+    fn namespace_skips_cluster_scoped_kinds() {
+        let mut rs = vec![
+            deployment(),
+            Resource::new(
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r"}}),
+                "f".into(),
+            ),
+        ];
+        set_namespace(&mut rs, "apps");
+        assert_eq!(rs[0].namespace(), Some("apps"));
+        assert_eq!(rs[1].namespace(), None);
+    }
+}

@@ -1,0 +1,158 @@
+//! The renderer's working form of an object and the context errors are
+//! reported in.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::error::RenderError;
+use crate::object::Manifest;
+use crate::paths::{PathError, display_path};
+use crate::stage::StageName;
+
+/// An object being rendered.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Resource {
+    pub value: Value,
+    /// File it came from, relative to the repository root.
+    pub source: PathBuf,
+    /// Names and namespaces the object had before a prefix, suffix or
+    /// namespace changed them: kustomize lets an overlay's patch name an
+    /// object by its base name, so matching must know them.
+    pub previous: Vec<(String, Option<String>)>,
+}
+
+impl Resource {
+    pub fn new(value: Value, source: PathBuf) -> Self {
+        Self {
+            value,
+            source,
+            previous: Vec::new(),
+        }
+    }
+
+    pub fn into_manifest(self) -> Manifest {
+        Manifest {
+            value: self.value,
+            source: self.source,
+        }
+    }
+
+    pub fn api_version(&self) -> &str {
+        self.value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    pub fn kind(&self) -> &str {
+        self.value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    pub fn name(&self) -> &str {
+        self.meta_str("name").unwrap_or_default()
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        self.meta_str("namespace")
+    }
+
+    pub fn group(&self) -> &str {
+        group_of(self.api_version())
+    }
+
+    pub fn version(&self) -> &str {
+        let api_version = self.api_version();
+        api_version.rsplit_once('/').map_or(api_version, |(_, v)| v)
+    }
+
+    fn meta_str(&self, key: &str) -> Option<&str> {
+        self.value.get("metadata")?.get(key)?.as_str()
+    }
+
+    /// Remember the current identity before changing it.
+    pub fn remember_identity(&mut self) {
+        let current = (
+            self.name().to_string(),
+            self.namespace().map(str::to_string),
+        );
+        if !self.previous.contains(&current) {
+            self.previous.push(current);
+        }
+    }
+
+    /// `kind group/namespace/name`, for messages.
+    pub fn describe(&self) -> String {
+        let group = self.group();
+        let kind = if group.is_empty() {
+            self.kind().to_string()
+        } else {
+            format!("{}.{group}", self.kind())
+        };
+        match self.namespace() {
+            Some(ns) => format!("{kind} {ns}/{}", self.name()),
+            None => format!("{kind} {}", self.name()),
+        }
+    }
+}
+
+pub(crate) fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
+}
+
+/// The stage being rendered and the repository root, for error messages.
+pub(crate) struct Ctx<'a> {
+    pub root: &'a Path,
+    pub stage: &'a StageName,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(root: &'a Path, stage: &'a StageName) -> Self {
+        Self { root, stage }
+    }
+
+    /// A path as the user knows it: relative to the repository root.
+    pub fn rel(&self, path: &Path) -> PathBuf {
+        display_path(self.root, path)
+    }
+
+    pub fn path_error(&self, source: PathError) -> RenderError {
+        let path = match &source {
+            PathError::Missing { path }
+            | PathError::OutsideRoot { path }
+            | PathError::Io { path, .. } => path.clone(),
+        };
+        RenderError::Path {
+            stage: self.stage.clone(),
+            path,
+            source,
+        }
+    }
+
+    pub fn io_error(&self, path: &Path, source: std::io::Error) -> RenderError {
+        RenderError::Io {
+            stage: self.stage.clone(),
+            path: self.rel(path),
+            source,
+        }
+    }
+
+    pub fn patch_error(&self, path: &Path, message: impl Into<String>) -> RenderError {
+        RenderError::Patch {
+            stage: self.stage.clone(),
+            path: self.rel(path),
+            message: message.into(),
+        }
+    }
+
+    pub fn kustomization_error(&self, path: &Path, message: impl Into<String>) -> RenderError {
+        RenderError::Kustomization {
+            stage: self.stage.clone(),
+            path: self.rel(path),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! render_stage end to end on small repositories written into a tempdir.
+
+use std::fs;
+use std::path::Path;
+
+use stagegate::labels::{MANAGED_BY_KEY, SPEC_HASH_ANNOTATION, STAGE_LABEL};
+use stagegate::object::Manifest;
+use stagegate::render::{Patch, PatchTarget, RenderError, render_stage};
+use stagegate::stage::Stage;
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let path = root.join(rel);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, text).unwrap();
+}
+
+fn names(objects: &[Manifest]) -> Vec<String> {
+    objects
+        .iter()
+        .map(|m| format!("{}/{}", m.kind(), m.name()))
+        .collect()
+}
+
+const MIGRATION: &str = r#"
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: migrate
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: migrate
+          image: app:${TAG}
+          command: ["/bin/sh", "/scripts/migrate.sh"]
+          volumeMounts: [{name: scripts, mountPath: /scripts}]
+      volumes:
+        - name: scripts
+          configMap: {name: migrate-scripts}
+"#;
+
+fn scripts(body: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: migrate-scripts\ndata:\n  migrate.sh: |\n    {body}\n"
+    )
+}
+
+#[test]
+fn plain_directory_renders_files_in_sorted_path_order_with_stagegate_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(root, "pre/b-job.yaml", MIGRATION);
+    write(
+        root,
+        "pre/a-scripts.yaml",
+        &format!(
+            "---\n# leading empty document\n---\n{}",
+            scripts("echo $HOME")
+        ),
+    );
+    write(
+        root,
+        "pre/nested/svc.json",
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"db"}}"#,
+    );
+    write(
+        root,
+        "pre/stage.yaml",
+        "apiVersion: stagegate.dev/v1alpha1\nkind: Stage\nmetadata: {name: pre}\nspec: {path: ./pre}\n",
+    );
+    write(root, "pre/README.md", "not yaml");
+
+    let mut stage = Stage::new("pre", "pre");
+    stage.substitute.insert("TAG".into(), "1.4.2".into());
+    stage.target_namespace = Some("db".into());
+    let objects = render_stage(root, &stage).unwrap();
+
+    assert_eq!(
+        names(&objects),
+        ["ConfigMap/migrate-scripts", "Job/migrate", "Service/db"]
+    );
+    for m in &objects {
+        assert_eq!(m.value["metadata"]["labels"][MANAGED_BY_KEY], "stagegate");
+        assert_eq!(m.value["metadata"]["labels"][STAGE_LABEL], "pre");
+        assert_eq!(m.namespace(), Some("db"));
+    }
+    let job = &objects[1];
+    assert_eq!(
+        job.value["spec"]["template"]["spec"]["containers"][0]["image"],
+        "app:1.4.2"
+    );
+    assert_eq!(job.source, Path::new("pre/b-job.yaml"));
+    assert_eq!(job.annotation(SPEC_HASH_ANNOTATION).map(str::len), Some(64));
+    // `$HOME` is not Flux syntax and stays for the shell.
+    assert_eq!(objects[0].value["data"]["migrate.sh"], "echo $HOME\n");
+    assert!(objects[0].annotation(SPEC_HASH_ANNOTATION).is_none());
+}
+
+#[test]
+fn job_hash_follows_the_script_in_its_config_map() {
+    let hash_with = |script: &str| {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "pre/job.yaml", MIGRATION);
+        write(tmp.path(), "pre/scripts.yaml", &scripts(script));
+        let mut stage = Stage::new("pre", "pre");
+        stage.substitute.insert("TAG".into(), "1".into());
+        let objects = render_stage(tmp.path(), &stage).unwrap();
+        objects
+            .iter()
+            .find(|m| m.kind() == "Job")
+            .and_then(|m| m.annotation(SPEC_HASH_ANNOTATION))
+            .map(str::to_string)
+            .unwrap()
+    };
+    assert_eq!(hash_with("echo 1"), hash_with("echo 1"));
+    assert_ne!(hash_with("echo 1"), hash_with("echo 2"));
+}
+
+#[test]
+fn kustomization_then_substitution_then_stage_patches_and_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(
+        root,
+        "app/base/kustomization.yaml",
+        "resources: [deploy.yaml]\ncommonLabels: {app: web}\n",
+    );
+    write(
+        root,
+        "app/base/deploy.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: ${REPLICAS:=1}\n  template:\n    spec:\n      containers:\n      - name: web\n        image: web:${TAG}\n",
+    );
+    write(
+        root,
+        "app/overlay/kustomization.yaml",
+        "resources: [../base]\nnamePrefix: prod-\nnamespace: prod\n",
+    );
+    // Not part of the kustomization: never read.
+    write(root, "app/overlay/stray.yaml", "not: [valid");
+
+    let mut stage = Stage::new("application", "app/overlay");
+    stage.substitute.insert("TAG".into(), "2.0".into());
+    stage.substitute.insert("REPLICAS".into(), "3".into());
+    stage.patches.push(Patch {
+        patch: Some(
+            "- op: add\n  path: /metadata/annotations\n  value: {tag: \"${TAG}\"}\n".into(),
+        ),
+        target: Some(PatchTarget {
+            kind: Some("Deployment".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let objects = render_stage(root, &stage).unwrap();
+    assert_eq!(names(&objects), ["Deployment/prod-web"]);
+    let d = &objects[0].value;
+    assert_eq!(d["metadata"]["namespace"], "prod");
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "web");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "web:2.0"
+    );
+    assert_eq!(
+        d["metadata"]["annotations"]["tag"], "2.0",
+        "stage patches are substituted, as in Flux"
+    );
+}
+
+#[test]
+fn errors_name_stage_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(
+        root,
+        "a/ok.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n",
+    );
+    write(
+        root,
+        "a/broken.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [x\n",
+    );
+    let err = render_stage(root, &Stage::new("alpha", "a")).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, RenderError::Yaml { line: 4.., .. }), "{text}");
+    assert!(
+        text.contains("stage alpha") && text.contains("a/broken.yaml"),
+        "{text}"
+    );
+
+    write(
+        root,
+        "b/x.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {v: \"${UNSET}\"}\n",
+    );
+    let mut stage = Stage::new("beta", "b");
+    stage.substitute.insert("OTHER".into(), "1".into());
+    let text = render_stage(root, &stage).unwrap_err().to_string();
+    assert!(
+        text.contains("UNSET") && text.contains("b/x.yaml") && text.contains("stage beta"),
+        "{text}"
+    );
+
+    let text = render_stage(root, &Stage::new("gamma", "../outside"))
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("outside the repository root"), "{text}");
+}
+
+#[cfg(unix)]
+#[test]
+fn symlink_out_of_the_repository_is_refused() {
+    let outside = tempfile::tempdir().unwrap();
+    write(
+        outside.path(),
+        "secret.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tmp.path().join("app")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.yaml"),
+        tmp.path().join("app/secret.yaml"),
+    )
+    .unwrap();
+    let err = render_stage(tmp.path(), &Stage::new("app", "app")).unwrap_err();
+    assert!(matches!(err, RenderError::Path { .. }), "{err}");
+}
