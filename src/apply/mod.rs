@@ -3,8 +3,16 @@
 //! handling of immutable fields, prune, and watch-driven health waits. The
 //! engine knows nothing of Git or of the loop that calls it.
 
+mod engine;
 pub mod error;
+mod item;
 pub mod job_policy;
+mod jobs;
+mod prune;
+mod recreate;
 pub mod resolve;
+mod waits;
 
+pub use engine::{Engine, EngineSettings, StageReport};
 pub use error::ApplyError;
+pub use jobs::JobReport;

@@ -42,8 +42,8 @@ pub struct JobWatch<'a> {
 }
 
 enum Seen {
-    Job(Job),
-    Pod(Pod),
+    Job(Box<Job>),
+    Pod(Box<Pod>),
 }
 
 pub async fn wait_job(w: JobWatch<'_>) -> JobOutcome {
@@ -51,11 +51,11 @@ pub async fn wait_job(w: JobWatch<'_>) -> JobOutcome {
     let jobs = watcher(w.jobs.clone(), watcher::Config::default().fields(&format!("metadata.name={}", w.name)))
         .default_backoff()
         .applied_objects()
-        .filter_map(|r| async move { r.ok().map(Seen::Job) });
+        .filter_map(|r| async move { r.ok().map(|j| Seen::Job(Box::new(j))) });
     let pods = watcher(w.pods.clone(), watcher::Config::default().labels(&pod_selector(w.uid)))
         .default_backoff()
         .applied_objects()
-        .filter_map(|r| async move { r.ok().map(Seen::Pod) });
+        .filter_map(|r| async move { r.ok().map(|p| Seen::Pod(Box::new(p))) });
     let mut seen = stream::select(jobs.boxed(), pods.boxed());
 
     // Pods first seen stuck, and when; reported once each.
@@ -93,12 +93,12 @@ pub async fn wait_job(w: JobWatch<'_>) -> JobOutcome {
                 let name = pod.metadata.name.clone().unwrap_or_default();
                 match stuck_reason(&pod) {
                     Some(message) => {
-                        if !stuck.contains_key(&name) {
+                        if let std::collections::hash_map::Entry::Vacant(slot) = stuck.entry(name.clone()) {
                             let note = format!("pod {name}: {message}");
                             w.progress.set(note.clone());
                             tracing::warn!(job = w.name, pod = %name, "{message}");
                             w.events.warning(w.reference, "PodStuck", "Wait", &note).await;
-                            stuck.insert(name, (Instant::now(), note));
+                            slot.insert((Instant::now(), note));
                         }
                     }
                     None => {

@@ -1,0 +1,402 @@
+//! Applying one stage: resolve, detect what is unchanged, apply in kind
+//! order, run Jobs, prune, wait.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use futures::{StreamExt, stream};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client};
+use tracing::{info, warn};
+
+use super::error::{ApplyError, is_immutable_field};
+use super::item::{Item, Rank};
+use super::jobs::{JobReport, JobTask};
+use super::prune::prune;
+use super::resolve::Resolver;
+use super::waits::wait_all;
+use crate::events::EventSink;
+use crate::labels::{FIELD_MANAGER, STAGE_LABEL};
+use crate::object::ObjectRef;
+use crate::plan::PlannedStage;
+use crate::state::{InventoryEntry, StageState};
+
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Objects applied at the same time within a stage.
+    pub concurrency: usize,
+    /// How long a Job's pod may stay stuck (image pull, unschedulable) before
+    /// the stage fails, rather than waiting out the whole timeout.
+    pub stuck_pod_grace: Duration,
+    /// Stage timeout when the stage sets none.
+    pub default_timeout: Duration,
+    /// Retry interval for `jobRetries` when the stage sets none.
+    pub default_retry_interval: Duration,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            stuck_pod_grace: Duration::from_secs(120),
+            default_timeout: Duration::from_secs(300),
+            default_retry_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What applying a stage did.
+#[derive(Debug, Clone, Default)]
+pub struct StageReport {
+    pub ready: bool,
+    pub message: String,
+    pub applied: usize,
+    pub unchanged: usize,
+    pub recreated: usize,
+    pub pruned: usize,
+    pub jobs: Vec<JobReport>,
+}
+
+pub struct Engine {
+    pub(super) client: Client,
+    pub(super) resolver: Resolver,
+    pub(super) events: EventSink,
+    pub(super) settings: EngineSettings,
+}
+
+/// What every step of one stage's apply needs to know.
+/// Objects found unchanged since the last apply, with their recorded entry.
+type Unchanged = HashMap<ObjectRef, InventoryEntry>;
+
+pub(super) struct StageCtx<'a> {
+    pub planned: &'a PlannedStage,
+    pub revision: &'a str,
+    pub selector: String,
+}
+
+impl<'a> StageCtx<'a> {
+    pub fn name(&self) -> &str {
+        self.planned.stage.name.as_str()
+    }
+}
+
+/// Server-side apply, forcing conflicts: the repository is the source of
+/// truth, and a field last touched by `kubectl edit` or a former tool would
+/// otherwise fail every apply until someone intervenes by hand. This is what
+/// GitOps promises and what Flux does too.
+pub(super) fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+impl Engine {
+    pub fn new(client: Client, settings: EngineSettings) -> Self {
+        let events = EventSink::new(client.clone(), std::env::var("POD_NAME").ok());
+        Self { resolver: Resolver::new(client.clone()), client, events, settings }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn events(&self) -> &EventSink {
+        &self.events
+    }
+
+    /// Make the cluster match `planned`, updating `state` (inventory, Job
+    /// runs). Never panics on cluster errors: they end up in the report.
+    pub async fn apply_stage(&self, planned: &PlannedStage, revision: &str, state: &mut StageState) -> StageReport {
+        let stage = &planned.stage;
+        let ctx = StageCtx { planned, revision, selector: format!("{STAGE_LABEL}={}", stage.name) };
+        let mut report = StageReport::default();
+        match self.apply_inner(&ctx, state, &mut report).await {
+            Ok(()) => {
+                report.ready = true;
+                if report.message.is_empty() {
+                    report.message = format!(
+                        "applied {} objects ({} unchanged, {} recreated, {} pruned)",
+                        report.applied + report.unchanged,
+                        report.unchanged,
+                        report.recreated,
+                        report.pruned
+                    );
+                }
+            }
+            Err(message) => {
+                report.ready = false;
+                report.message = message;
+            }
+        }
+        report
+    }
+
+    async fn apply_inner(&self, ctx: &StageCtx<'_>, state: &mut StageState, report: &mut StageReport) -> Result<(), String> {
+        let stage = &ctx.planned.stage;
+        let default_ns = stage.target_namespace.clone().unwrap_or_else(|| "default".to_string());
+        let mut items: Vec<Item> = ctx.planned.objects.iter().map(|m| Item::new(m.value.clone())).collect();
+
+        // Kinds this stage's own CRDs define cannot be resolved before the CRDs exist.
+        let defined: HashSet<(String, String)> = items.iter().filter(|i| i.is_crd()).filter_map(crd_group_kind).collect();
+        self.resolve_items(&mut items, &default_ns, |i| !defined.contains(&(i.group().to_string(), i.kind.clone())))
+            .await?;
+
+        let unchanged = self.unchanged(ctx, &items, state).await;
+        let mut inventory: BTreeMap<(String, String, Option<String>, String), InventoryEntry> = BTreeMap::new();
+
+        // Namespaces and CRDs.
+        let foundation: Vec<&Item> = items.iter().filter(|i| i.resolved.is_some() && i.rank() == Rank::Foundation).collect();
+        self.apply_group(ctx, &foundation, &unchanged, &mut inventory, report).await?;
+        for crd in foundation.iter().filter(|i| i.is_crd()) {
+            self.wait_crd_established(crd).await?;
+        }
+        if !defined.is_empty() {
+            self.resolve_items(&mut items, &default_ns, |i| i.resolved.is_none()).await?;
+        }
+
+        for rank in [Rank::ClusterScoped, Rank::Namespaced] {
+            let group: Vec<&Item> = items.iter().filter(|i| i.rank() == rank).collect();
+            self.apply_group(ctx, &group, &unchanged, &mut inventory, report).await?;
+        }
+
+        // Jobs, each by its own rules; all Jobs of the stage at once.
+        let waits = stage.wait.unwrap_or_else(|| items.iter().any(Item::is_job));
+        let jobs: Vec<&Item> = items.iter().filter(|i| i.is_job()).collect();
+        let job_results = stream::iter(jobs.iter().map(|item| {
+            let task = JobTask { engine: self, ctx, item, state: &*state, wait: waits };
+            task.run()
+        }))
+        .buffer_unordered(self.settings.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+        let mut job_failures = Vec::new();
+        for result in job_results {
+            for (key, run) in result.runs {
+                state.jobs.entry(key).or_default().record(run);
+            }
+            if let Some(taken) = &result.rerun_taken {
+                state.rerun.remove(taken);
+            }
+            if let Some(entry) = result.inventory.clone() {
+                inventory.insert(inv_key(&entry), entry);
+            } else if let Some(old) = find_entry(state, &result.item_key) {
+                // A Job that is not in the cluster any more (TTL) stays in the
+                // inventory, so that prune does not try to delete it.
+                inventory.insert(inv_key(old), old.clone());
+            }
+            if result.recreated {
+                report.recreated += 1;
+            }
+            if let Some(failure) = &result.failure {
+                job_failures.push(failure.clone());
+            }
+            report.jobs.push(result.report);
+        }
+        if state.rerun.contains("*") {
+            state.rerun.remove("*");
+        }
+
+        // The inventory is updated before prune and wait: what was applied is
+        // in the cluster whatever happens next.
+        let old_inventory = std::mem::replace(&mut state.inventory, inventory.into_values().collect());
+        state.prune = stage.prune;
+
+        if !job_failures.is_empty() {
+            return Err(job_failures.join("; "));
+        }
+
+        if stage.prune {
+            let keep: HashSet<_> = state.inventory.iter().map(|e| e.object_ref()).collect();
+            let (pruned, notes) = prune(self, ctx, &old_inventory, &keep).await;
+            report.pruned = pruned;
+            if !notes.is_empty() {
+                report.message = notes.join("; ");
+            }
+        }
+
+        if waits {
+            let timeout = stage.timeout.unwrap_or(self.settings.default_timeout);
+            let to_wait: Vec<&Item> = items
+                .iter()
+                .filter(|i| !i.is_job() && !unchanged.contains_key(&i.object_ref()) && needs_wait(i))
+                .collect();
+            wait_all(self, &to_wait, timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// Resolve the items `pick` selects; every unknown kind is reported at once.
+    async fn resolve_items(&self, items: &mut [Item], default_ns: &str, pick: impl Fn(&Item) -> bool) -> Result<(), String> {
+        let mut unknown = Vec::new();
+        for item in items.iter_mut().filter(|i| pick(i)) {
+            match self.resolver.resolve(&item.api_version, &item.kind).await {
+                Ok(Some(resolved)) => item.place(resolved, default_ns),
+                Ok(None) => unknown.push(
+                    ApplyError::UnknownKind {
+                        object: item.object_ref(),
+                        api_version: item.api_version.clone(),
+                        kind: item.kind.clone(),
+                    }
+                    .to_string(),
+                ),
+                Err(e) => return Err(format!("discovery of {}/{}: {e}", item.api_version, item.kind)),
+            }
+        }
+        if unknown.is_empty() { Ok(()) } else { Err(unknown.join("; ")) }
+    }
+
+    /// Objects whose rendered form is what was last applied and whose live
+    /// resourceVersion has not moved since: one LIST (metadata only) per kind
+    /// and namespace, instead of one request per object.
+    async fn unchanged(&self, ctx: &StageCtx<'_>, items: &[Item], state: &StageState) -> Unchanged {
+        let recorded: HashMap<_, &InventoryEntry> = state.inventory.iter().map(|e| (e.object_ref(), e)).collect();
+        let mut groups: BTreeMap<(String, String, Option<String>), Vec<&Item>> = BTreeMap::new();
+        for item in items.iter().filter(|i| i.resolved.is_some() && !i.is_job()) {
+            if recorded.get(&item.object_ref()).is_some_and(|e| e.hash == item.hash && !e.resource_version.is_empty()) {
+                groups
+                    .entry((item.api_version.clone(), item.kind.clone(), item.namespace.clone()))
+                    .or_default()
+                    .push(item);
+            }
+        }
+        let mut unchanged = Unchanged::new();
+        for group in groups.values() {
+            let Some(api) = group[0].api(&self.client) else { continue };
+            let Ok(list) = api.list_metadata(&ListParams::default().labels(&ctx.selector)).await else { continue };
+            let live: HashMap<&str, &str> = list
+                .items
+                .iter()
+                .filter_map(|o| Some((o.metadata.name.as_deref()?, o.metadata.resource_version.as_deref()?)))
+                .collect();
+            for item in group {
+                let oref = item.object_ref();
+                if let Some(entry) = recorded.get(&oref)
+                    && live.get(item.name.as_str()) == Some(&entry.resource_version.as_str())
+                {
+                    unchanged.insert(oref, (*entry).clone());
+                }
+            }
+        }
+        unchanged
+    }
+
+    async fn apply_group(
+        &self,
+        ctx: &StageCtx<'_>,
+        group: &[&Item],
+        unchanged: &Unchanged,
+        inventory: &mut BTreeMap<(String, String, Option<String>, String), InventoryEntry>,
+        report: &mut StageReport,
+    ) -> Result<(), String> {
+        let results = stream::iter(group.iter().map(|item| async move {
+            let oref = item.object_ref();
+            if unchanged.contains_key(&oref) {
+                return (item, Ok(None));
+            }
+            (item, self.apply_object(ctx, item).await.map(Some))
+        }))
+        .buffer_unordered(self.settings.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+        let mut errors = Vec::new();
+        for (item, result) in results {
+            match result {
+                Ok(None) => {
+                    report.unchanged += 1;
+                    if let Some(recorded) = unchanged.get(&item.object_ref()) {
+                        inventory.insert(inv_key(recorded), recorded.clone());
+                    }
+                }
+                Ok(Some(applied)) => {
+                    report.applied += 1;
+                    if applied.recreated {
+                        report.recreated += 1;
+                    }
+                    let entry = item.inventory_entry(applied.resource_version);
+                    inventory.insert(inv_key(&entry), entry);
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+    }
+
+    async fn wait_crd_established(&self, crd: &Item) -> Result<(), String> {
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let wait = await_condition(api, &crd.name, conditions::is_crd_established());
+        match tokio::time::timeout(self.settings.default_timeout, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("{}: waiting for Established: {e}", crd.object_ref())),
+            Err(_) => Err(format!("{}: not Established in time", crd.object_ref())),
+        }
+    }
+}
+
+pub(super) struct Applied {
+    pub resource_version: String,
+    pub recreated: bool,
+}
+
+impl Engine {
+    /// Server-side apply one object; an immutable-field rejection recreates it
+    /// when the stage allows (`force`), and fails naming it otherwise.
+    pub(super) async fn apply_object(&self, ctx: &StageCtx<'_>, item: &Item) -> Result<Applied, ApplyError> {
+        let api = item.api(&self.client).ok_or_else(|| ApplyError::Invalid {
+            object: item.object_ref(),
+            message: "kind not resolved".into(),
+        })?;
+        match api.patch(&item.name, &apply_params(), &Patch::Apply(&item.value)).await {
+            Ok(obj) => Ok(Applied { resource_version: obj.metadata.resource_version.unwrap_or_default(), recreated: false }),
+            Err(e) if is_immutable_field(&e) => {
+                let message = super::error::api_status(&e).map(|s| s.message.clone()).unwrap_or_default();
+                if !ctx.planned.stage.force {
+                    return Err(ApplyError::Immutable { object: item.object_ref(), message });
+                }
+                info!(stage = ctx.name(), object = %item.object_ref(), "immutable field changed; recreating (force)");
+                super::recreate::delete_and_wait(self, &api, item).await?;
+                let created = api
+                    .patch(&item.name, &apply_params(), &Patch::Apply(&item.value))
+                    .await
+                    .map_err(|source| ApplyError::Kube { object: item.object_ref(), source })?;
+                let reference = item.reference(created.metadata.uid.clone());
+                self.events
+                    .normal(&reference, "Recreated", "Recreate", &format!("recreated because an immutable field changed: {message}"))
+                    .await;
+                Ok(Applied { resource_version: created.metadata.resource_version.unwrap_or_default(), recreated: true })
+            }
+            Err(e) => {
+                warn!(stage = ctx.name(), object = %item.object_ref(), error = %e, "apply failed");
+                Err(match super::error::api_status(&e) {
+                    Some(status) => ApplyError::Rejected { object: item.object_ref(), message: status.message.clone() },
+                    None => ApplyError::Kube { object: item.object_ref(), source: e },
+                })
+            }
+        }
+    }
+}
+
+pub(super) fn inv_key(e: &InventoryEntry) -> (String, String, Option<String>, String) {
+    (e.api_version.clone(), e.kind.clone(), e.namespace.clone(), e.name.clone())
+}
+
+fn find_entry<'a>(state: &'a StageState, key: &(String, String, Option<String>, String)) -> Option<&'a InventoryEntry> {
+    state.inventory.iter().find(|e| &inv_key(e) == key)
+}
+
+/// `(group, kind)` a CRD defines.
+fn crd_group_kind(item: &Item) -> Option<(String, String)> {
+    let spec = item.value.get("spec")?;
+    let group = spec.get("group")?.as_str()?.to_string();
+    let kind = spec.pointer("/names/kind")?.as_str()?.to_string();
+    Some((group, kind))
+}
+
+/// Kinds whose readiness means more than "applied".
+fn needs_wait(item: &Item) -> bool {
+    !matches!(
+        item.kind.as_str(),
+        "ConfigMap" | "Secret" | "Service" | "ServiceAccount" | "Namespace" | "Role" | "RoleBinding" | "ClusterRole"
+            | "ClusterRoleBinding" | "CronJob" | "Lease" | "Event" | "PersistentVolumeClaim" | "NetworkPolicy"
+            | "PodDisruptionBudget" | "Ingress" | "LimitRange" | "ResourceQuota"
+    ) && item.resolved.is_some()
+}

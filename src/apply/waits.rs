@@ -1,0 +1,44 @@
+//! Waiting for a stage's applied objects (other than Jobs) to be healthy,
+//! all at once, within the stage's timeout.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+
+use super::engine::Engine;
+use super::item::Item;
+use crate::health::Health;
+use crate::health::wait::{Progress, wait_ready};
+
+pub(super) async fn wait_all(engine: &Engine, items: &[&Item], timeout: Duration) -> Result<(), String> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let progress: Vec<Progress> = items.iter().map(|_| Progress::default()).collect();
+    let waits = items.iter().zip(&progress).filter_map(|(item, progress)| {
+        let api = item.api(&engine.client)?;
+        Some(async move { (item, wait_ready(api, &item.name, &item.kind, progress).await) })
+    });
+    match tokio::time::timeout(timeout, join_all(waits)).await {
+        Ok(results) => {
+            let failed: Vec<String> = results
+                .into_iter()
+                .filter_map(|(item, health)| match health {
+                    Health::Failed(message) => Some(format!("{}: {message}", item.object_ref())),
+                    _ => None,
+                })
+                .collect();
+            if failed.is_empty() { Ok(()) } else { Err(failed.join("; ")) }
+        }
+        Err(_) => {
+            let waiting: Vec<String> = items
+                .iter()
+                .zip(&progress)
+                .map(|(item, p)| (item, p.get()))
+                .filter(|(_, p)| !p.is_empty())
+                .map(|(item, p)| format!("{}: {p}", item.object_ref()))
+                .collect();
+            Err(format!("timed out after {}; not ready: {}", humantime::format_duration(timeout), waiting.join("; ")))
+        }
+    }
+}
