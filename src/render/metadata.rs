@@ -59,12 +59,40 @@ fn metadata_mut(value: &mut Value) -> Option<&mut Map<String, Value>> {
 /// Put every namespaced object into `namespace`.
 pub(crate) fn set_namespace(resources: &mut [Resource], namespace: &str) {
     for r in resources {
+        if r.kind() == "Namespace" {
+            // kustomize renames Namespace objects to the namespace everything moves to.
+            if r.name() != namespace {
+                r.remember_identity();
+                if let Some(meta) = metadata_mut(&mut r.value) {
+                    meta.insert("name".into(), Value::String(namespace.into()));
+                }
+            }
+            continue;
+        }
+        if matches!(r.kind(), "RoleBinding" | "ClusterRoleBinding") {
+            set_default_service_account_namespace(&mut r.value, namespace);
+        }
         if is_cluster_scoped(r.kind()) || r.namespace() == Some(namespace) {
             continue;
         }
         r.remember_identity();
         if let Some(meta) = metadata_mut(&mut r.value) {
             meta.insert("namespace".into(), Value::String(namespace.into()));
+        }
+    }
+}
+
+/// kustomize moves a binding's subject `ServiceAccount default` along with
+/// the namespace: every namespace has its own `default` account.
+fn set_default_service_account_namespace(value: &mut Value, namespace: &str) {
+    let Some(Value::Array(subjects)) = value.get_mut("subjects") else {
+        return;
+    };
+    for s in subjects {
+        let is_default_sa = s.get("kind").and_then(Value::as_str) == Some("ServiceAccount")
+            && s.get("name").and_then(Value::as_str) == Some("default");
+        if is_default_sa && let Value::Object(map) = s {
+            map.insert("namespace".into(), Value::String(namespace.into()));
         }
     }
 }

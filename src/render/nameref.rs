@@ -47,11 +47,20 @@ fn effective(ns: Option<&str>) -> String {
         .to_string()
 }
 
+/// A ServiceAccount that moved: its first name and namespace, and its current ones.
+struct MovedAccount {
+    original_name: String,
+    original_ns: Option<String>,
+    name: String,
+    namespace: Option<String>,
+}
+
 /// Rewrite references to objects that were renamed during this render.
 pub(crate) fn fix_references(resources: &mut [Resource]) {
     let mut renames = Renames::new();
+    let mut accounts = Vec::new();
     for r in resources.iter() {
-        let Some((original, _)) = r.previous.first() else {
+        let Some((original, original_ns)) = r.previous.first() else {
             continue;
         };
         if original != r.name() {
@@ -62,8 +71,16 @@ pub(crate) fn fix_references(resources: &mut [Resource]) {
             );
             renames.insert(key, r.name().to_string());
         }
+        if r.kind() == "ServiceAccount" {
+            accounts.push(MovedAccount {
+                original_name: original.clone(),
+                original_ns: original_ns.clone(),
+                name: r.name().to_string(),
+                namespace: r.namespace().map(str::to_string),
+            });
+        }
     }
-    if renames.is_empty() {
+    if renames.is_empty() && accounts.is_empty() {
         return;
     }
     for r in resources.iter_mut() {
@@ -84,7 +101,8 @@ pub(crate) fn fix_references(resources: &mut [Resource]) {
             *svc = new;
         }
         if matches!(kind.as_str(), "RoleBinding" | "ClusterRoleBinding") {
-            fix_binding(&mut r.value, &ns, &lookup);
+            fix_role_ref(&mut r.value, &ns, &lookup);
+            fix_subjects(&mut r.value, &accounts);
         }
     }
 }
@@ -151,37 +169,46 @@ fn fix_pod_spec(spec: &mut Value, lookup: &dyn Fn(&str, &str) -> Option<String>)
     }
 }
 
-fn fix_binding(value: &mut Value, ns: &str, lookup: &dyn Fn(&str, &str, &str) -> Option<String>) {
-    if let Some(role_ref) = value.get_mut("roleRef") {
-        let kind = role_ref
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or("Role")
-            .to_string();
-        // A ClusterRole has no namespace; renames record it under "default".
-        let ref_ns = if kind == "ClusterRole" { "default" } else { ns };
-        if let Some(Value::String(name)) = role_ref.get_mut("name")
-            && let Some(new) = lookup(&kind, ref_ns, name)
-        {
-            *name = new;
-        }
+fn fix_role_ref(value: &mut Value, ns: &str, lookup: &dyn Fn(&str, &str, &str) -> Option<String>) {
+    let Some(role_ref) = value.get_mut("roleRef") else {
+        return;
+    };
+    let kind = role_ref
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("Role")
+        .to_string();
+    // A ClusterRole has no namespace; renames record it under "default".
+    let ref_ns = if kind == "ClusterRole" { "default" } else { ns };
+    if let Some(Value::String(name)) = role_ref.get_mut("name")
+        && let Some(new) = lookup(&kind, ref_ns, name)
+    {
+        *name = new;
     }
-    if let Some(Value::Array(subjects)) = value.get_mut("subjects") {
-        for s in subjects {
-            if s.get("kind").and_then(Value::as_str) != Some("ServiceAccount") {
-                continue;
-            }
-            let subject_ns = effective(s.get("namespace").and_then(Value::as_str));
-            let subject_ns = if s.get("namespace").is_some() {
-                subject_ns
-            } else {
-                ns.to_string()
-            };
-            if let Some(Value::String(name)) = s.get_mut("name")
-                && let Some(new) = lookup("ServiceAccount", &subject_ns, name)
-            {
-                *name = new;
-            }
+}
+
+/// A subject naming a ServiceAccount of this render follows it to its new
+/// name and namespace, as kustomize's name references do.
+fn fix_subjects(value: &mut Value, accounts: &[MovedAccount]) {
+    let Some(Value::Array(subjects)) = value.get_mut("subjects") else {
+        return;
+    };
+    for s in subjects {
+        if s.get("kind").and_then(Value::as_str) != Some("ServiceAccount") {
+            continue;
+        }
+        let name = s.get("name").and_then(Value::as_str).unwrap_or_default();
+        let ns = s.get("namespace").and_then(Value::as_str);
+        let Some(account) = accounts
+            .iter()
+            .find(|a| a.original_name == name && a.original_ns.as_deref() == ns)
+        else {
+            continue;
+        };
+        let Value::Object(map) = s else { continue };
+        map.insert("name".into(), Value::String(account.name.clone()));
+        if let Some(ns) = &account.namespace {
+            map.insert("namespace".into(), Value::String(ns.clone()));
         }
     }
 }

@@ -379,6 +379,9 @@ fn merge_map(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
     }
 }
 
+/// kustomize's order: the patch's items first, in the patch's order (merged
+/// into the existing item with the same key), then the existing items the
+/// patch does not mention.
 fn merge_list(target: &mut Vec<Value>, patch: &[Value], key: &str) {
     if patch
         .iter()
@@ -391,25 +394,31 @@ fn merge_list(target: &mut Vec<Value>, patch: &[Value], key: &str) {
             .collect();
         return;
     }
+    let mut existing: Vec<Option<Value>> = std::mem::take(target).into_iter().map(Some).collect();
+    let mut merged = Vec::with_capacity(existing.len() + patch.len());
     for item in patch {
         let Some(item_map) = item.as_object() else {
             continue;
         };
-        let id = item_map.get(key);
-        let pos = id.and_then(|id| target.iter().position(|t| t.get(key) == Some(id)));
-        match (directive(item_map), pos) {
-            (Some("delete"), Some(p)) => {
-                target.remove(p);
+        let pos = item_map.get(key).and_then(|id| {
+            existing
+                .iter()
+                .position(|t| t.as_ref().and_then(|t| t.get(key)) == Some(id))
+        });
+        let current = pos.and_then(|p| existing[p].take());
+        if directive(item_map) == Some("delete") {
+            continue;
+        }
+        match current {
+            Some(Value::Object(mut map)) => {
+                merge_map(&mut map, item_map);
+                merged.push(Value::Object(map));
             }
-            (Some("delete"), None) => {}
-            (_, Some(p)) => {
-                if let Some(existing) = target[p].as_object_mut() {
-                    merge_map(existing, item_map);
-                }
-            }
-            (_, None) => target.push(strip(item)),
+            _ => merged.push(strip(item)),
         }
     }
+    merged.extend(existing.into_iter().flatten());
+    *target = merged;
 }
 
 /// A patch value inserted whole: drop directives and nulls, which only mean

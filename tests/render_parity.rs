@@ -1,0 +1,142 @@
+//! stagegate's renderer against the reference, `kubectl kustomize`, on the
+//! fixtures under tests/fixtures/render: the same objects (as a set, without
+//! the labels and annotation stagegate adds itself) for every overlay.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use stagegate::labels::{MANAGED_BY_KEY, SPEC_HASH_ANNOTATION, STAGE_LABEL};
+use stagegate::render::render_stage;
+use stagegate::stage::Stage;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/render")
+}
+
+fn kubectl_kustomize(dir: &Path) -> Vec<Value> {
+    let output = match Command::new("kubectl").arg("kustomize").arg(dir).output() {
+        Ok(output) => output,
+        Err(e) => panic!(
+            "`kubectl` is needed as the reference renderer for these tests and could not be run ({e}); \
+             install kubectl (it bundles kustomize) and put it on PATH"
+        ),
+    };
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {} failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    stagegate::yaml::parse_documents(&text)
+        .expect("kubectl's output is YAML")
+        .into_iter()
+        .map(|d| d.value)
+        .collect()
+}
+
+/// Drop what stagegate adds and maps left empty by that, so both sides say
+/// the same thing the same way.
+fn strip_stagegate(mut v: Value) -> Value {
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for (field, keys) in [
+            ("labels", &[MANAGED_BY_KEY, STAGE_LABEL][..]),
+            ("annotations", &[SPEC_HASH_ANNOTATION][..]),
+        ] {
+            if let Some(map) = meta.get_mut(field).and_then(Value::as_object_mut) {
+                for k in keys {
+                    map.remove(*k);
+                }
+                if map.is_empty() {
+                    meta.remove(field);
+                }
+            }
+        }
+    }
+    v
+}
+
+fn id(v: &Value) -> String {
+    format!(
+        "{} {} {}/{}",
+        v["apiVersion"].as_str().unwrap_or(""),
+        v["kind"].as_str().unwrap_or(""),
+        v["metadata"]["namespace"].as_str().unwrap_or(""),
+        v["metadata"]["name"].as_str().unwrap_or("")
+    )
+}
+
+fn by_id(objects: Vec<Value>) -> BTreeMap<String, Value> {
+    objects.into_iter().map(|v| (id(&v), v)).collect()
+}
+
+fn assert_same_as_kustomize(case: &str) {
+    let root = fixtures();
+    let expected = by_id(kubectl_kustomize(&root.join(case)));
+    let rendered = render_stage(&root, &Stage::new("parity", case))
+        .unwrap_or_else(|e| panic!("stagegate failed to render {case}: {e}"));
+    let actual = by_id(
+        rendered
+            .into_iter()
+            .map(|m| strip_stagegate(m.value))
+            .collect(),
+    );
+
+    let mut problems = Vec::new();
+    for key in expected.keys().filter(|k| !actual.contains_key(*k)) {
+        problems.push(format!("missing from stagegate: {key}"));
+    }
+    for key in actual.keys().filter(|k| !expected.contains_key(*k)) {
+        problems.push(format!("only in stagegate: {key}"));
+    }
+    for (key, want) in &expected {
+        if let Some(got) = actual.get(key)
+            && got != want
+        {
+            problems.push(format!(
+                "{key} differs\n--- kubectl kustomize\n{}\n--- stagegate\n{}",
+                serde_yaml::to_string(want).unwrap_or_default(),
+                serde_yaml::to_string(got).unwrap_or_default()
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{case}: {} difference(s)\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    assert!(!expected.is_empty(), "{case}: the fixture renders nothing");
+}
+
+#[test]
+fn base_matches_kustomize() {
+    assert_same_as_kustomize("base");
+}
+
+#[test]
+fn images_with_new_name_tag_and_digest_match_kustomize() {
+    assert_same_as_kustomize("overlays/images");
+}
+
+#[test]
+fn every_patch_kind_with_targets_matches_kustomize() {
+    assert_same_as_kustomize("overlays/patches");
+}
+
+#[test]
+fn namespace_prefix_suffix_and_name_references_match_kustomize() {
+    assert_same_as_kustomize("overlays/names");
+}
+
+#[test]
+fn common_labels_labels_and_annotations_match_kustomize() {
+    assert_same_as_kustomize("overlays/labels");
+}
+
+#[test]
+fn nested_overlays_match_kustomize() {
+    assert_same_as_kustomize("overlays/nested");
+}
