@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::object::ObjectRef;
 
+pub mod store;
+
+pub use store::{StateError, StateStore};
+
 /// How many runs of one Job are kept; older ones say nothing the newest don't.
 const RUNS_KEPT: usize = 5;
 
@@ -20,6 +24,13 @@ const RUNS_KEPT: usize = 5;
 pub struct State {
     #[serde(default)]
     pub stages: BTreeMap<String, StageState>,
+    /// Id of the last rerun request absorbed (see [`store`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rerun_seen: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
