@@ -1,1 +1,217 @@
-//! kube-sim
+//! kube-sim: a simulated Kubernetes API server, speaking the real HTTP
+//! protocol on loopback, for stagegate's tests, benchmarks and demo.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kube_sim::SimError> {
+//! let sim = kube_sim::KubeSim::start(kube_sim::SimConfig::default()).await?;
+//! sim.write_kubeconfig(std::path::Path::new("/tmp/kubeconfig")).unwrap();
+//! println!("{}", sim.url());
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod controllers;
+mod discovery;
+mod faults;
+mod listener;
+mod ops;
+mod patch;
+mod request;
+mod resources;
+mod selector;
+mod server;
+mod ssa;
+mod stats;
+mod status;
+mod store;
+mod util;
+mod validation;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use controllers::job::{
+    DURATION as DURATION_ANNOTATION, LOG as LOG_ANNOTATION, OUTCOME as OUTCOME_ANNOTATION,
+};
+pub use controllers::rollout::ROLLOUT as ROLLOUT_ANNOTATION;
+pub use faults::{FailRule, Faults};
+pub use stats::{RequestStats, Verb};
+
+/// Settings of one simulated cluster.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// How long a Job pod runs when the Job has no `sim.stagegate.dev/duration`.
+    pub job_duration: Duration,
+    /// How long after a spec change a Deployment/StatefulSet/DaemonSet shows a finished rollout.
+    pub rollout_delay: Duration,
+    /// How long a deleted pod stays Terminating (zero: deleted at once).
+    pub pod_termination: Duration,
+    /// How often the simulated controllers run.
+    pub tick: Duration,
+    /// Events kept for watches resuming from a resourceVersion; older ones get 410 Expired.
+    pub watch_history: usize,
+    /// How far a watcher may fall behind before its watch is closed.
+    pub watch_buffer: usize,
+    /// Interval of BOOKMARK events for watches that allow them.
+    pub bookmark_interval: Duration,
+    /// Server-side end of a watch without `timeoutSeconds`.
+    pub watch_timeout: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            job_duration: Duration::from_millis(500),
+            rollout_delay: Duration::from_millis(300),
+            pod_termination: Duration::from_millis(100),
+            tick: Duration::from_millis(50),
+            watch_history: 10_000,
+            watch_buffer: 10_000,
+            bookmark_interval: Duration::from_secs(5),
+            watch_timeout: Duration::from_secs(1800),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the listener has no local address: {0}")]
+    LocalAddr(std::io::Error),
+}
+
+/// A running simulated API server.
+pub struct KubeSim {
+    shared: Arc<server::Shared>,
+    addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl KubeSim {
+    /// Starts on 127.0.0.1 with a free port.
+    pub async fn start(config: SimConfig) -> Result<KubeSim, SimError> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
+    }
+
+    /// Starts on the given address; the server accepts connections when this returns.
+    pub async fn start_on(addr: SocketAddr, config: SimConfig) -> Result<KubeSim, SimError> {
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| SimError::Bind { addr, source })?;
+        let addr = tcp.local_addr().map_err(SimError::LocalAddr)?;
+        let mut store = store::Store::new(config.watch_history, config.watch_buffer);
+        store.pod_termination = config.pod_termination;
+        bootstrap(&mut store);
+        let store = Arc::new(Mutex::new(store));
+        let shared = Arc::new(server::Shared {
+            faults: Faults::new(store.clone()),
+            store,
+            config: config.clone(),
+            stats: stats::Counters::default(),
+            shutdown: tokio::sync::watch::channel(false).0,
+            server_address: addr.to_string(),
+        });
+        let listener = listener::SimListener::new(tcp, shared.clone());
+        let app = server::router(shared.clone());
+        let mut stop = shared.shutdown.subscribe();
+        let serve = tokio::spawn(async move {
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "kube-sim server stopped");
+            }
+        });
+        let ctl = tokio::spawn(controllers::run(shared.clone(), config));
+        Ok(KubeSim {
+            shared,
+            addr,
+            tasks: vec![serve, ctl],
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig whose current context points at this server.
+    pub fn kubeconfig_yaml(&self) -> String {
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: kube-sim
+  cluster:
+    server: {url}
+contexts:
+- name: kube-sim
+  context:
+    cluster: kube-sim
+    user: kube-sim
+    namespace: default
+current-context: kube-sim
+preferences: {{}}
+users:
+- name: kube-sim
+  user:
+    token: kube-sim
+",
+            url = self.url()
+        )
+    }
+
+    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig_yaml())
+    }
+
+    /// Requests counted by verb since start (admin paths not counted).
+    pub fn stats(&self) -> RequestStats {
+        self.shared.stats.snapshot()
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    /// Stops accepting, ends every watch and the controllers.
+    pub async fn shutdown(self) {
+        let _ = self.shared.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+/// The namespaces every cluster starts with.
+fn bootstrap(store: &mut store::Store) {
+    let Some(ns) = store.registry.get("", "namespaces").cloned() else {
+        return;
+    };
+    let opts = ops::WriteOpts {
+        manager: "kube-apiserver".into(),
+        api_version: "v1".into(),
+        ..Default::default()
+    };
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let _ = store.create(
+            &ns,
+            "",
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+            &opts,
+        );
+    }
+}

@@ -1,0 +1,514 @@
+//! The Job controller and the kubelet of its pods: one Pod per attempt, which
+//! runs for the simulated duration and ends as the Job's annotations say.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+
+use crate::SimConfig;
+use crate::ops::{DeleteOpts, Propagation, WriteOpts};
+use crate::store::Store;
+use crate::util::{
+    annotation, i64_at, name_of, namespace_of, now_rfc3339, parse_time, str_at, uid_of,
+};
+
+pub const OUTCOME: &str = "sim.stagegate.dev/outcome";
+pub const DURATION: &str = "sim.stagegate.dev/duration";
+pub const LOG: &str = "sim.stagegate.dev/log";
+const ATTEMPT: &str = "sim.stagegate.dev/attempt";
+const NODE: &str = "kube-sim-node";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Succeed,
+    Fail,
+    FailThenSucceed(u32),
+    ImagePullBackOff,
+    Unschedulable,
+}
+
+fn outcome_of(job: &Value) -> Outcome {
+    match annotation(job, OUTCOME).map(str::trim) {
+        None | Some("") | Some("succeed") => Outcome::Succeed,
+        Some("fail") => Outcome::Fail,
+        Some("image-pull-backoff") => Outcome::ImagePullBackOff,
+        Some("unschedulable") => Outcome::Unschedulable,
+        Some(other) => match other.strip_prefix("fail-then-succeed:").map(str::parse) {
+            Some(Ok(n)) => Outcome::FailThenSucceed(n),
+            _ => {
+                tracing::warn!(
+                    job = name_of(job),
+                    value = other,
+                    "unknown {OUTCOME}, succeeding"
+                );
+                Outcome::Succeed
+            }
+        },
+    }
+}
+
+fn duration_of(job: &Value, config: &SimConfig) -> Duration {
+    annotation(job, DURATION)
+        .and_then(|d| humantime::parse_duration(d.trim()).ok())
+        .unwrap_or(config.job_duration)
+}
+
+fn condition_true(obj: &Value, ctype: &str) -> bool {
+    obj.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("type").and_then(Value::as_str) == Some(ctype)
+                    && c.get("status").and_then(Value::as_str) == Some("True")
+            })
+        })
+}
+
+fn condition(ctype: &str, reason: &str, message: &str) -> Value {
+    let now = now_rfc3339();
+    json!({
+        "type": ctype,
+        "status": "True",
+        "lastProbeTime": now,
+        "lastTransitionTime": now,
+        "reason": reason,
+        "message": message,
+    })
+}
+
+fn internal() -> WriteOpts {
+    WriteOpts {
+        manager: "kube-controller-manager".into(),
+        ..Default::default()
+    }
+}
+
+pub fn reconcile_all(store: &mut Store, config: &SimConfig) {
+    let jobs_key = ("batch".to_string(), "jobs".to_string());
+    let jobs = store.list(&jobs_key, None);
+    // Pods first: the kubelet moves them on, then the Job controller counts.
+    for job in &jobs {
+        run_pods(store, job, config);
+    }
+    for job in jobs {
+        let ns = namespace_of(&job).to_string();
+        let name = name_of(&job).to_string();
+        // Re-read: the pods' progress may have been written meanwhile.
+        if let Some(job) = store.get(&jobs_key, &ns, &name) {
+            reconcile(store, &job);
+        }
+    }
+}
+
+fn pods_of(store: &Store, job: &Value) -> Vec<std::sync::Arc<Value>> {
+    let uid = uid_of(job);
+    store
+        .list(&("".into(), "pods".into()), Some(namespace_of(job)))
+        .into_iter()
+        .filter(|p| crate::store::owns(p, uid))
+        .collect()
+}
+
+/// The kubelet part: Pending pods start, Running pods end when their time is up.
+fn run_pods(store: &mut Store, job: &Value, config: &SimConfig) {
+    let Some(pod_type) = store.registry.get("", "pods").cloned() else {
+        return;
+    };
+    for pod in pods_of(store, job) {
+        if pod.pointer("/metadata/deletionTimestamp").is_some() {
+            continue;
+        }
+        let phase = str_at(&pod, "/status/phase").unwrap_or("Pending");
+        let attempt: u32 = annotation(&pod, ATTEMPT)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0);
+        let outcome = outcome_of(job);
+        let mut next = (*pod).clone();
+        match phase {
+            "Pending" => match outcome {
+                Outcome::ImagePullBackOff => {
+                    if pod.pointer("/status/containerStatuses").is_some() {
+                        continue;
+                    }
+                    next["spec"]["nodeName"] = json!(NODE);
+                    next["status"] = json!({
+                        "phase": "Pending",
+                        "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339()}],
+                        "containerStatuses": container_statuses(&pod, |c| json!({"waiting": {
+                            "reason": "ImagePullBackOff",
+                            "message": format!("Back-off pulling image {:?}", c.get("image").and_then(Value::as_str).unwrap_or("")),
+                        }}), false),
+                        "qosClass": "BestEffort",
+                    });
+                }
+                Outcome::Unschedulable => {
+                    if pod.pointer("/status/conditions").is_some() {
+                        continue;
+                    }
+                    next["status"] = json!({
+                        "phase": "Pending",
+                        "conditions": [{
+                            "type": "PodScheduled", "status": "False", "lastTransitionTime": now_rfc3339(),
+                            "reason": "Unschedulable",
+                            "message": "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.",
+                        }],
+                        "qosClass": "BestEffort",
+                    });
+                }
+                _ => {
+                    let now = now_rfc3339();
+                    next["spec"]["nodeName"] = json!(NODE);
+                    next["status"] = json!({
+                        "phase": "Running",
+                        "conditions": [
+                            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                            {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                        ],
+                        "hostIP": "10.0.0.1",
+                        "podIP": format!("10.244.0.{}", 2 + attempt % 250),
+                        "startTime": now,
+                        "containerStatuses": container_statuses(&pod, |_| json!({"running": {"startedAt": now}}), true),
+                        "qosClass": "BestEffort",
+                    });
+                    // Sub-second durations: the pod remembers when it really started.
+                    next["metadata"]["annotations"]["sim.stagegate.dev/started-at-ms"] = json!(
+                        SystemTime::now()
+                            .duration_since(SystemTime::UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_millis()
+                            .to_string()
+                    );
+                }
+            },
+            "Running" => {
+                let started_ms: u128 = annotation(&pod, "sim.stagegate.dev/started-at-ms")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let now_ms = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis();
+                if now_ms < started_ms + duration_of(job, config).as_millis() {
+                    continue;
+                }
+                let fails = match outcome {
+                    Outcome::Fail => true,
+                    Outcome::FailThenSucceed(n) => attempt < n,
+                    _ => false,
+                };
+                let (phase, code, reason) = if fails {
+                    ("Failed", 1, "Error")
+                } else {
+                    ("Succeeded", 0, "Completed")
+                };
+                let started = str_at(&pod, "/status/startTime").unwrap_or("").to_string();
+                let now = now_rfc3339();
+                next["status"]["phase"] = json!(phase);
+                next["status"]["containerStatuses"] = container_statuses(
+                    &pod,
+                    |_| {
+                        json!({"terminated": {
+                            "exitCode": code, "reason": reason, "startedAt": started, "finishedAt": now,
+                        }})
+                    },
+                    false,
+                );
+                next["status"]["conditions"] = json!([
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": started},
+                    {"type": "Initialized", "status": "True", "lastTransitionTime": started},
+                    {"type": "ContainersReady", "status": "False", "lastTransitionTime": now, "reason": "PodCompleted"},
+                    {"type": "Ready", "status": "False", "lastTransitionTime": now, "reason": "PodCompleted"},
+                ]);
+            }
+            _ => continue,
+        }
+        store.put(&pod_type, next);
+    }
+}
+
+fn container_statuses(pod: &Value, state: impl Fn(&Value) -> Value, ready: bool) -> Value {
+    let containers = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    Value::Array(
+        containers
+            .iter()
+            .map(|c| {
+                json!({
+                    "name": c.get("name").cloned().unwrap_or(Value::Null),
+                    "image": c.get("image").cloned().unwrap_or(Value::Null),
+                    "imageID": "",
+                    "ready": ready,
+                    "started": ready,
+                    "restartCount": 0,
+                    "state": state(c),
+                })
+            })
+            .collect(),
+    )
+}
+
+fn reconcile(store: &mut Store, job: &Value) {
+    let Some(job_type) = store.registry.get("batch", "jobs").cloned() else {
+        return;
+    };
+    if job.pointer("/metadata/deletionTimestamp").is_some() {
+        return;
+    }
+    let ns = namespace_of(job).to_string();
+    let name = name_of(job).to_string();
+    let finished = condition_true(job, "Complete") || condition_true(job, "Failed");
+    if finished {
+        if let Some(ttl) = i64_at(job, "/spec/ttlSecondsAfterFinished") {
+            let done_at = job
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| {
+                    cs.iter()
+                        .rev()
+                        .find_map(|c| c.get("lastTransitionTime").and_then(Value::as_str))
+                })
+                .and_then(parse_time)
+                .unwrap_or_else(SystemTime::now);
+            // TTL counts from the finish, in whole seconds like the real controller.
+            if crate::util::since(done_at) >= Duration::from_secs(ttl.max(0) as u64) {
+                let _ = store.delete(
+                    &job_type,
+                    &ns,
+                    &name,
+                    &DeleteOpts {
+                        propagation: Some(Propagation::Background),
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+        return;
+    }
+    let pods = pods_of(store, job);
+    let live: Vec<_> = pods
+        .iter()
+        .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
+        .collect();
+    let phase = |p: &Value| str_at(p, "/status/phase").unwrap_or("Pending").to_string();
+    let succeeded = live.iter().filter(|p| phase(p) == "Succeeded").count() as i64;
+    let failed = live.iter().filter(|p| phase(p) == "Failed").count() as i64;
+    let active: Vec<_> = live
+        .iter()
+        .filter(|p| matches!(phase(p).as_str(), "Pending" | "Running"))
+        .collect();
+    let ready = active.iter().filter(|p| phase(p) == "Running").count() as i64;
+    let terminating = pods.len() - live.len();
+    let completions = i64_at(job, "/spec/completions");
+    let parallelism = i64_at(job, "/spec/parallelism").unwrap_or(1);
+    let backoff_limit = i64_at(job, "/spec/backoffLimit").unwrap_or(6);
+    let suspended = job
+        .pointer("/spec/suspend")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+
+    let mut status = job.get("status").cloned().unwrap_or(json!({}));
+    if !status.is_object() {
+        status = json!({});
+    }
+    let mut conditions: Vec<Value> = status
+        .get("conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let has = |cs: &[Value], t: &str| {
+        cs.iter()
+            .any(|c| c.get("type").and_then(Value::as_str) == Some(t))
+    };
+
+    let pod_type = store.registry.get("", "pods").cloned();
+    let delete_active = |store: &mut Store| {
+        if let Some(pt) = &pod_type {
+            for p in &active {
+                let _ = store.delete(
+                    pt,
+                    &ns,
+                    name_of(p),
+                    &DeleteOpts {
+                        propagation: Some(Propagation::Background),
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+    };
+
+    if suspended {
+        delete_active(store);
+        if !has(&conditions, "Suspended") {
+            conditions.push(condition("Suspended", "JobSuspended", "Job suspended"));
+        }
+        status["active"] = json!(0);
+        status["ready"] = json!(0);
+        status["conditions"] = json!(conditions);
+        write_status(store, &job_type, job, status);
+        return;
+    }
+    conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("Suspended"));
+    if status.get("startTime").is_none() {
+        status["startTime"] = json!(now_rfc3339());
+    }
+    let started = str_at(&status, "/startTime")
+        .and_then(parse_time)
+        .unwrap_or_else(SystemTime::now);
+
+    // Terminal decisions: the *Target condition first, the final one once
+    // no pod of the Job is still running or terminating.
+    let failure = if has(&conditions, "FailureTarget") {
+        None
+    } else if failed > backoff_limit {
+        Some((
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+        ))
+    } else if let Some(deadline) = i64_at(job, "/spec/activeDeadlineSeconds")
+        && crate::util::since(started) >= Duration::from_secs(deadline.max(0) as u64)
+    {
+        Some((
+            "DeadlineExceeded",
+            "Job was active longer than specified deadline",
+        ))
+    } else {
+        None
+    };
+    if let Some((reason, message)) = failure {
+        conditions.push(condition("FailureTarget", reason, message));
+    }
+    let target_completions = completions.unwrap_or(1);
+    if !has(&conditions, "FailureTarget")
+        && !has(&conditions, "SuccessCriteriaMet")
+        && succeeded >= target_completions
+    {
+        conditions.push(condition(
+            "SuccessCriteriaMet",
+            "CompletionsReached",
+            "Reached expected number of succeeded pods",
+        ));
+    }
+    let ending = has(&conditions, "FailureTarget") || has(&conditions, "SuccessCriteriaMet");
+    let mut still_active = active.len() as i64;
+    if ending {
+        if !active.is_empty() {
+            delete_active(store);
+        }
+        still_active = 0;
+        if active.is_empty() && terminating == 0 {
+            let target = conditions.iter().find(|c| {
+                matches!(
+                    c.get("type").and_then(Value::as_str),
+                    Some("FailureTarget") | Some("SuccessCriteriaMet")
+                )
+            });
+            let reason = target
+                .and_then(|c| c.get("reason"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let message = target
+                .and_then(|c| c.get("message"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if has(&conditions, "FailureTarget") {
+                conditions.push(condition("Failed", &reason, &message));
+            } else {
+                conditions.push(condition("Complete", &reason, &message));
+                status["completionTime"] = json!(now_rfc3339());
+            }
+        }
+    } else {
+        let remaining = (target_completions - succeeded - still_active).max(0);
+        let want = parallelism.min(remaining + still_active) - still_active;
+        if let Some(pt) = &pod_type {
+            for i in 0..want.max(0) {
+                let attempt = (succeeded + failed + still_active + i) as u32;
+                let pod = pod_for(job, attempt);
+                if store.create(pt, &ns, pod, &internal()).is_ok() {
+                    still_active += 1;
+                }
+            }
+        }
+    }
+    status["active"] = json!(still_active);
+    status["ready"] = json!(if ending { 0 } else { ready });
+    status["succeeded"] = json!(succeeded);
+    status["failed"] = json!(failed);
+    status["terminating"] = json!(terminating);
+    status["uncountedTerminatedPods"] = json!({});
+    if !conditions.is_empty() {
+        status["conditions"] = json!(conditions);
+    }
+    if let Value::Object(m) = &mut status {
+        for k in ["succeeded", "failed", "terminating"] {
+            if m.get(k) == Some(&json!(0)) {
+                m.remove(k);
+            }
+        }
+    }
+    write_status(store, &job_type, job, status);
+}
+
+fn write_status(
+    store: &mut Store,
+    rt: &crate::resources::ResourceType,
+    job: &Value,
+    status: Value,
+) {
+    if job.get("status") == Some(&status) {
+        return;
+    }
+    let mut next = job.clone();
+    next["status"] = status;
+    store.put(rt, next);
+}
+
+/// A Pod as the real Job controller makes it: the template, owned by the Job.
+fn pod_for(job: &Value, attempt: u32) -> Value {
+    let name = name_of(job);
+    let template = job.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let mut meta = template.get("metadata").cloned().unwrap_or(json!({}));
+    if !meta.is_object() {
+        meta = json!({});
+    }
+    meta["generateName"] = json!(format!("{name}-"));
+    if let Value::Object(m) = &mut meta {
+        m.remove("name");
+    }
+    let annotations = crate::util::ensure_map(&mut meta, &["annotations"]);
+    annotations.insert(ATTEMPT.into(), json!(attempt.to_string()));
+    if let Some(log) = annotation(job, LOG) {
+        annotations.insert(LOG.into(), json!(log));
+    }
+    meta["ownerReferences"] = json!([{
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "name": name,
+        "uid": uid_of(job),
+        "controller": true,
+        "blockOwnerDeletion": true,
+    }]);
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": template.get("spec").cloned().unwrap_or(json!({})),
+    })
+}
+
+/// What `pods/log` returns for a pod.
+pub fn pod_log(pod: &Value) -> String {
+    let mut log = annotation(pod, LOG).unwrap_or("").to_string();
+    if !log.is_empty() && !log.ends_with('\n') {
+        log.push('\n');
+    }
+    log
+}

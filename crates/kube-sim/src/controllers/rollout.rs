@@ -1,0 +1,208 @@
+//! Rollouts of Deployments, StatefulSets and DaemonSets: after the configured
+//! delay the status shows a finished rollout of the current generation,
+//! unless `sim.stagegate.dev/rollout` says `hang` or `fail`.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::SimConfig;
+use crate::store::Store;
+use crate::util::{annotation, i64_at, name_of, namespace_of, now_rfc3339, uid_of};
+
+pub const ROLLOUT: &str = "sim.stagegate.dev/rollout";
+
+/// When each (uid, generation) was first seen, so the delay counts from the change.
+#[derive(Default)]
+pub struct Tracker {
+    seen: HashMap<(String, i64), Instant>,
+}
+
+impl Tracker {
+    pub fn reconcile_all(&mut self, store: &mut Store, config: &SimConfig) {
+        let mut alive = Vec::new();
+        for plural in ["deployments", "statefulsets", "daemonsets"] {
+            let Some(rt) = store.registry.get("apps", plural).cloned() else {
+                continue;
+            };
+            for obj in store.list(&rt.key(), None) {
+                let generation = i64_at(&obj, "/metadata/generation").unwrap_or(1);
+                let key = (uid_of(&obj).to_string(), generation);
+                alive.push(key.clone());
+                let first = *self.seen.entry(key).or_insert_with(Instant::now);
+                if obj.pointer("/metadata/deletionTimestamp").is_some()
+                    || first.elapsed() < config.rollout_delay
+                {
+                    continue;
+                }
+                let mode = annotation(&obj, ROLLOUT).unwrap_or("");
+                let status = match plural {
+                    "deployments" => deployment_status(&obj, generation, mode),
+                    "statefulsets" => statefulset_status(&obj, generation, mode),
+                    _ => daemonset_status(generation, mode),
+                };
+                if obj.get("status") != Some(&status) {
+                    let mut next = (*obj).clone();
+                    next["status"] = status;
+                    store.put(&rt, next);
+                }
+            }
+        }
+        self.seen.retain(|k, _| alive.contains(k));
+    }
+}
+
+fn replicas(obj: &Value) -> i64 {
+    i64_at(obj, "/spec/replicas").unwrap_or(1)
+}
+
+/// Keeps lastTransitionTime of conditions whose status did not change.
+fn keep_times(obj: &Value, mut conds: Vec<Value>) -> Vec<Value> {
+    let old = obj
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for c in conds.iter_mut() {
+        if let Some(o) = old.iter().find(|o| {
+            o.get("type") == c.get("type")
+                && o.get("status") == c.get("status")
+                && o.get("reason") == c.get("reason")
+        }) {
+            for k in ["lastTransitionTime", "lastUpdateTime"] {
+                if let Some(t) = o.get(k) {
+                    c[k] = t.clone();
+                }
+            }
+        }
+    }
+    conds
+}
+
+fn cond(t: &str, status: &str, reason: &str, message: String) -> Value {
+    let now = now_rfc3339();
+    json!({"type": t, "status": status, "lastUpdateTime": now, "lastTransitionTime": now, "reason": reason, "message": message})
+}
+
+fn deployment_status(obj: &Value, generation: i64, mode: &str) -> Value {
+    let n = replicas(obj);
+    let rs = format!("{}-{}", name_of(obj), short_hash(obj));
+    let (updated, available, progressing) = match mode {
+        "hang" => (
+            0,
+            0,
+            cond(
+                "Progressing",
+                "True",
+                "ReplicaSetUpdated",
+                format!("ReplicaSet \"{rs}\" is progressing."),
+            ),
+        ),
+        "fail" => (
+            0,
+            0,
+            cond(
+                "Progressing",
+                "False",
+                "ProgressDeadlineExceeded",
+                format!("ReplicaSet \"{rs}\" has timed out progressing."),
+            ),
+        ),
+        _ => (
+            n,
+            n,
+            cond(
+                "Progressing",
+                "True",
+                "NewReplicaSetAvailable",
+                format!("ReplicaSet \"{rs}\" has successfully progressed."),
+            ),
+        ),
+    };
+    let available_cond = if available >= n {
+        cond(
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.".into(),
+        )
+    } else {
+        cond(
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.".into(),
+        )
+    };
+    let mut s = json!({
+        "observedGeneration": generation,
+        "replicas": n,
+        "updatedReplicas": updated,
+        "conditions": keep_times(obj, vec![available_cond, progressing]),
+    });
+    if available > 0 {
+        s["readyReplicas"] = json!(available);
+        s["availableReplicas"] = json!(available);
+    }
+    if n - available > 0 {
+        s["unavailableReplicas"] = json!(n - available);
+    }
+    s
+}
+
+fn statefulset_status(obj: &Value, generation: i64, mode: &str) -> Value {
+    let n = replicas(obj);
+    let revision = format!("{}-{}", name_of(obj), short_hash(obj));
+    let done = mode.is_empty() || mode == "succeed";
+    let mut s = json!({
+        "observedGeneration": generation,
+        "replicas": n,
+        "currentReplicas": if done { n } else { 0 },
+        "updatedReplicas": if done { n } else { 0 },
+        "readyReplicas": if done { n } else { 0 },
+        "availableReplicas": if done { n } else { 0 },
+        "currentRevision": revision,
+        "updateRevision": revision,
+        "collisionCount": 0,
+    });
+    if !done && let Value::Object(m) = &mut s {
+        m.insert(
+            "currentRevision".into(),
+            json!(format!("{}-previous", name_of(obj))),
+        );
+    }
+    s
+}
+
+fn daemonset_status(generation: i64, mode: &str) -> Value {
+    let done = mode.is_empty() || mode == "succeed";
+    let ready = i64::from(done);
+    json!({
+        "observedGeneration": generation,
+        "desiredNumberScheduled": 1,
+        "currentNumberScheduled": 1,
+        "updatedNumberScheduled": ready,
+        "numberReady": ready,
+        "numberAvailable": ready,
+        "numberMisscheduled": 0,
+        "numberUnavailable": 1 - ready,
+    })
+}
+
+/// A stable pseudo pod-template-hash.
+fn short_hash(obj: &Value) -> String {
+    let tmpl = obj
+        .pointer("/spec/template")
+        .map(Value::to_string)
+        .unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in tmpl.bytes().chain(namespace_of(obj).bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..10)
+        .map(|i| ALPHABET[((h >> (i * 6)) % ALPHABET.len() as u64) as usize] as char)
+        .collect()
+}

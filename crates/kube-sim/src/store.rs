@@ -1,0 +1,289 @@
+//! The stored objects, the resourceVersion clock and the bounded event
+//! history that watches replay from.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::resources::{Registry, ResKey, ResourceType};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as every watcher of its resource sees it.
+#[derive(Debug)]
+pub struct Event {
+    pub rv: u64,
+    pub key: ResKey,
+    pub namespace: String,
+    pub etype: EventType,
+    pub object: Arc<Value>,
+    pub previous: Option<Arc<Value>>,
+    json: OnceLock<Bytes>,
+}
+
+impl Event {
+    /// The object serialized once, however many watchers send it.
+    pub fn object_json(&self) -> Bytes {
+        self.json
+            .get_or_init(|| Bytes::from(serde_json::to_vec(&*self.object).unwrap_or_default()))
+            .clone()
+    }
+}
+
+pub type ObjKey = (String, String);
+
+/// Everything behind the server's one lock.
+pub struct Store {
+    pub registry: Registry,
+    objects: HashMap<ResKey, BTreeMap<ObjKey, Arc<Value>>>,
+    rv: u64,
+    history: VecDeque<Arc<Event>>,
+    history_cap: usize,
+    /// A watch from a resourceVersion below this one is too old (410 Expired).
+    floor: u64,
+    tx: broadcast::Sender<Arc<Event>>,
+    /// Objects with a deletionTimestamp (and since when), checked by the garbage collector.
+    pub terminating: HashMap<(ResKey, ObjKey), Instant>,
+    /// How long a deleted pod stays Terminating before it goes away.
+    pub pod_termination: Duration,
+    ip_counter: u32,
+}
+
+impl Store {
+    pub fn new(history_cap: usize, channel_cap: usize) -> Self {
+        let (tx, _) = broadcast::channel(channel_cap.max(16));
+        Store {
+            registry: Registry::with_builtins(),
+            objects: HashMap::new(),
+            rv: 0,
+            history: VecDeque::new(),
+            history_cap: history_cap.max(1),
+            floor: 0,
+            tx,
+            terminating: HashMap::new(),
+            pod_termination: Duration::ZERO,
+            ip_counter: 0,
+        }
+    }
+
+    /// The next free address in 10.96.0.0/16, for Service clusterIPs.
+    pub fn allocate_ip(&mut self) -> String {
+        self.ip_counter += 1;
+        let n = self.ip_counter + 9;
+        format!("10.96.{}.{}", (n >> 8) & 0xff, n & 0xff)
+    }
+
+    pub fn current_rv(&self) -> u64 {
+        self.rv
+    }
+
+    pub fn next_rv(&mut self) -> u64 {
+        self.rv += 1;
+        self.rv
+    }
+
+    pub fn floor(&self) -> u64 {
+        self.floor
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+
+    /// Events after `rv` still in the history, or `None` if `rv` is too old.
+    pub fn events_since(&self, rv: u64) -> Option<Vec<Arc<Event>>> {
+        if rv < self.floor {
+            return None;
+        }
+        let start = self.history.partition_point(|e| e.rv <= rv);
+        Some(self.history.range(start..).cloned().collect())
+    }
+
+    /// Forgets the whole history, as an etcd compaction would; watches from
+    /// any earlier resourceVersion then get 410 Expired.
+    pub fn compact(&mut self) {
+        let rv = self.next_rv();
+        self.history.clear();
+        self.floor = rv;
+    }
+
+    pub fn get(&self, key: &ResKey, ns: &str, name: &str) -> Option<Arc<Value>> {
+        self.objects
+            .get(key)?
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Objects of one resource, in one namespace or all, in (namespace, name) order.
+    pub fn list(&self, key: &ResKey, ns: Option<&str>) -> Vec<Arc<Value>> {
+        let Some(m) = self.objects.get(key) else {
+            return Vec::new();
+        };
+        match ns {
+            Some(ns) => m
+                .range((ns.to_string(), String::new())..)
+                .take_while(|((n, _), _)| n == ns)
+                .map(|(_, v)| v.clone())
+                .collect(),
+            None => m.values().cloned().collect(),
+        }
+    }
+
+    /// Stores an object under a fresh resourceVersion and tells the watchers.
+    pub fn put(&mut self, rt: &ResourceType, mut obj: Value) -> Arc<Value> {
+        let rv = self.next_rv();
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+        }
+        let ns = crate::util::namespace_of(&obj).to_string();
+        let name = crate::util::name_of(&obj).to_string();
+        let obj = Arc::new(obj);
+        let previous = self
+            .objects
+            .entry(rt.key())
+            .or_default()
+            .insert((ns.clone(), name.clone()), obj.clone());
+        let k = (rt.key(), (ns.clone(), name));
+        if obj.pointer("/metadata/deletionTimestamp").is_some() {
+            self.terminating.entry(k).or_insert_with(Instant::now);
+        } else {
+            self.terminating.remove(&k);
+        }
+        let etype = if previous.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        self.emit(rv, rt.key(), ns, etype, obj.clone(), previous);
+        obj
+    }
+
+    /// Removes an object; watchers get DELETED with the last state.
+    pub fn remove(&mut self, rt: &ResourceType, ns: &str, name: &str) -> Option<Arc<Value>> {
+        let key = rt.key();
+        let old = self
+            .objects
+            .get_mut(&key)?
+            .remove(&(ns.to_string(), name.to_string()))?;
+        self.terminating
+            .remove(&(key.clone(), (ns.to_string(), name.to_string())));
+        let rv = self.next_rv();
+        let mut last = (*old).clone();
+        if let Some(meta) = last.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+        }
+        let last = Arc::new(last);
+        self.emit(
+            rv,
+            key,
+            ns.to_string(),
+            EventType::Deleted,
+            last.clone(),
+            Some(old),
+        );
+        Some(last)
+    }
+
+    fn emit(
+        &mut self,
+        rv: u64,
+        key: ResKey,
+        namespace: String,
+        etype: EventType,
+        object: Arc<Value>,
+        previous: Option<Arc<Value>>,
+    ) {
+        let ev = Arc::new(Event {
+            rv,
+            key,
+            namespace,
+            etype,
+            object,
+            previous,
+            json: OnceLock::new(),
+        });
+        self.history.push_back(ev.clone());
+        while self.history.len() > self.history_cap {
+            if let Some(old) = self.history.pop_front() {
+                self.floor = old.rv;
+            }
+        }
+        let _ = self.tx.send(ev);
+    }
+
+    /// Drops a whole resource (its CRD went away); watchers get DELETED for each.
+    pub fn drop_resource(&mut self, rt: &ResourceType) {
+        let keys: Vec<ObjKey> = self
+            .objects
+            .get(&rt.key())
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for (ns, name) in keys {
+            self.remove(rt, &ns, &name);
+        }
+        self.objects.remove(&rt.key());
+    }
+
+    /// Every stored object whose ownerReferences name `uid`, as (type, ns, name).
+    pub fn dependents(&self, owner_uid: &str, owner_ns: &str) -> Vec<(ResKey, String, String)> {
+        let mut out = Vec::new();
+        for (key, m) in &self.objects {
+            let iter: Box<dyn Iterator<Item = (&ObjKey, &Arc<Value>)>> = if owner_ns.is_empty() {
+                Box::new(m.iter())
+            } else {
+                Box::new(
+                    m.range((owner_ns.to_string(), String::new())..)
+                        .take_while(|((n, _), _)| n == owner_ns),
+                )
+            };
+            for ((ns, name), obj) in iter {
+                if owns(obj, owner_uid) {
+                    out.push((key.clone(), ns.clone(), name.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every namespaced object in a namespace, as (type, name).
+    pub fn in_namespace(&self, ns: &str) -> Vec<(ResKey, String)> {
+        let mut out = Vec::new();
+        for (key, m) in &self.objects {
+            for ((_, name), _) in m
+                .range((ns.to_string(), String::new())..)
+                .take_while(|((n, _), _)| n == ns)
+            {
+                out.push((key.clone(), name.clone()));
+            }
+        }
+        out
+    }
+}
+
+pub fn owns(obj: &Value, owner_uid: &str) -> bool {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.get("uid").and_then(Value::as_str) == Some(owner_uid))
+        })
+}

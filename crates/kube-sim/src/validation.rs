@@ -1,0 +1,468 @@
+//! Defaults the real API server sets and the validation it does for the kinds
+//! stagegate touches (Job template immutability above all).
+
+use serde_json::{Value, json};
+
+use crate::resources::ResourceType;
+use crate::status::{ApiError, FieldError};
+use crate::util::{ensure_map, go_label_selector, name_of, uid_of};
+
+/// Defaults applied on create (and, where the real server does so, on update).
+pub fn apply_defaults(
+    rt: &ResourceType,
+    obj: &mut Value,
+    old: Option<&Value>,
+    cluster_ip: impl FnOnce() -> String,
+) {
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("batch", "jobs") => default_job(obj, old),
+        ("apps", "deployments") => {
+            let spec = ensure_map(obj, &["spec"]);
+            spec.entry("replicas").or_insert(json!(1));
+            spec.entry("revisionHistoryLimit").or_insert(json!(10));
+            spec.entry("progressDeadlineSeconds").or_insert(json!(600));
+            let strategy = spec
+                .entry("strategy")
+                .or_insert_with(|| json!({"type": "RollingUpdate"}));
+            if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+                && strategy.get("rollingUpdate").is_none()
+            {
+                strategy["rollingUpdate"] = json!({"maxUnavailable": "25%", "maxSurge": "25%"});
+            }
+            default_pod_spec(obj.pointer_mut("/spec/template/spec"));
+        }
+        ("apps", "statefulsets") => {
+            let spec = ensure_map(obj, &["spec"]);
+            spec.entry("replicas").or_insert(json!(1));
+            spec.entry("podManagementPolicy")
+                .or_insert(json!("OrderedReady"));
+            spec.entry("revisionHistoryLimit").or_insert(json!(10));
+            spec.entry("updateStrategy")
+                .or_insert(json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
+            default_pod_spec(obj.pointer_mut("/spec/template/spec"));
+        }
+        ("apps", "daemonsets") => {
+            let spec = ensure_map(obj, &["spec"]);
+            spec.entry("revisionHistoryLimit").or_insert(json!(10));
+            spec.entry("updateStrategy").or_insert(json!({
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}
+            }));
+            default_pod_spec(obj.pointer_mut("/spec/template/spec"));
+        }
+        ("", "pods") => default_pod_spec(obj.get_mut("spec")),
+        ("", "services") => {
+            let old_ip = old.and_then(|o| o.pointer("/spec/clusterIP")).cloned();
+            let spec = ensure_map(obj, &["spec"]);
+            spec.entry("type").or_insert(json!("ClusterIP"));
+            spec.entry("sessionAffinity").or_insert(json!("None"));
+            if !spec.contains_key("clusterIP") {
+                let ip = match old_ip {
+                    Some(ip) => ip,
+                    None => json!(cluster_ip()),
+                };
+                spec.insert("clusterIP".into(), ip.clone());
+                spec.insert("clusterIPs".into(), json!([ip]));
+            }
+            if let Some(Value::Array(ports)) = spec.get_mut("ports") {
+                for p in ports {
+                    if let Value::Object(p) = p {
+                        p.entry("protocol").or_insert(json!("TCP"));
+                        if let Some(port) = p.get("port").cloned() {
+                            p.entry("targetPort").or_insert(port);
+                        }
+                    }
+                }
+            }
+        }
+        ("", "namespaces") => {
+            let name = name_of(obj).to_string();
+            ensure_map(obj, &["metadata", "labels"])
+                .insert("kubernetes.io/metadata.name".into(), json!(name));
+            ensure_map(obj, &["spec"])
+                .entry("finalizers")
+                .or_insert(json!(["kubernetes"]));
+            if obj.pointer("/metadata/deletionTimestamp").is_none() {
+                obj["status"] = json!({"phase": "Active"});
+            }
+        }
+        ("", "secrets") => {
+            ensure_map(obj, &[])
+                .entry("type")
+                .or_insert(json!("Opaque"));
+        }
+        _ => {}
+    }
+}
+
+fn default_pod_spec(spec: Option<&mut Value>) {
+    let Some(Value::Object(spec)) = spec else {
+        return;
+    };
+    spec.entry("restartPolicy").or_insert(json!("Always"));
+    spec.entry("terminationGracePeriodSeconds")
+        .or_insert(json!(30));
+    spec.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
+    spec.entry("schedulerName")
+        .or_insert(json!("default-scheduler"));
+    spec.entry("securityContext").or_insert(json!({}));
+    for list in ["containers", "initContainers"] {
+        if let Some(Value::Array(cs)) = spec.get_mut(list) {
+            for c in cs {
+                let Value::Object(c) = c else { continue };
+                let latest = c.get("image").and_then(Value::as_str).is_some_and(|i| {
+                    !i.rsplit('/').next().unwrap_or(i).contains(':') || i.ends_with(":latest")
+                });
+                c.entry("imagePullPolicy").or_insert(json!(if latest {
+                    "Always"
+                } else {
+                    "IfNotPresent"
+                }));
+                c.entry("terminationMessagePath")
+                    .or_insert(json!("/dev/termination-log"));
+                c.entry("terminationMessagePolicy").or_insert(json!("File"));
+                c.entry("resources").or_insert(json!({}));
+                if let Some(Value::Array(ports)) = c.get_mut("ports") {
+                    for p in ports {
+                        if let Value::Object(p) = p {
+                            p.entry("protocol").or_insert(json!("TCP"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The Job defaults the controller relies on: a generated selector on the
+/// Job's uid, the matching template labels, and the count defaults.
+fn default_job(obj: &mut Value, old: Option<&Value>) {
+    let uid = uid_of(obj).to_string();
+    let name = name_of(obj).to_string();
+    let manual = obj
+        .pointer("/spec/manualSelector")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let old_selector = old.and_then(|o| o.pointer("/spec/selector")).cloned();
+    {
+        let spec = ensure_map(obj, &["spec"]);
+        let parallelism_set = spec.contains_key("parallelism");
+        if !spec.contains_key("completions") && !parallelism_set {
+            spec.insert("completions".into(), json!(1));
+        }
+        spec.entry("parallelism").or_insert(json!(1));
+        spec.entry("backoffLimit").or_insert(json!(6));
+        spec.entry("completionMode").or_insert(json!("NonIndexed"));
+        spec.entry("suspend").or_insert(json!(false));
+        spec.entry("manualSelector").or_insert(json!(false));
+        spec.entry("podReplacementPolicy")
+            .or_insert(json!("TerminatingOrFailed"));
+        if !manual && !spec.contains_key("selector") {
+            let sel = old_selector.unwrap_or_else(
+                || json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+            );
+            spec.insert("selector".into(), sel);
+        }
+    }
+    if !manual {
+        let labels = ensure_map(obj, &["spec", "template", "metadata", "labels"]);
+        for (k, v) in [
+            ("batch.kubernetes.io/controller-uid", &uid),
+            ("batch.kubernetes.io/job-name", &name),
+            ("controller-uid", &uid),
+            ("job-name", &name),
+        ] {
+            labels.entry(k).or_insert(json!(v));
+        }
+    }
+    default_pod_spec(obj.pointer_mut("/spec/template/spec"));
+}
+
+/// Validation of a whole object, for create and update.
+// One arm per kind reads better than guards spread over the match.
+#[allow(clippy::collapsible_match)]
+pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    let name = name_of(obj);
+    let mut errs = Vec::new();
+    let namespace_like = rt.is("", "namespaces");
+    if namespace_like {
+        if !valid_label(name) {
+            errs.push(FieldError::invalid(
+                "metadata.name",
+                format!("{name:?}"),
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+            ));
+        }
+    } else if !crate::util::valid_dns_subdomain(name) && !rt.from_crd {
+        errs.push(FieldError::invalid(
+            "metadata.name",
+            format!("{name:?}"),
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+        ));
+    }
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("batch", "jobs") => {
+            check_containers(obj, "/spec/template/spec", "spec.template.spec", &mut errs);
+            let rp = obj
+                .pointer("/spec/template/spec/restartPolicy")
+                .and_then(Value::as_str)
+                .unwrap_or("Always");
+            if rp != "Never" && rp != "OnFailure" {
+                errs.push(FieldError {
+                    kind: crate::status::FieldErrorKind::Unsupported,
+                    field: "spec.template.spec.restartPolicy".into(),
+                    detail: "supported values: \"OnFailure\", \"Never\"".into(),
+                    value: Some(format!("{rp:?}")),
+                });
+            }
+            for f in ["backoffLimit", "completions", "parallelism"] {
+                if obj
+                    .pointer(&format!("/spec/{f}"))
+                    .and_then(Value::as_i64)
+                    .is_some_and(|v| v < 0)
+                {
+                    errs.push(FieldError::invalid(
+                        format!("spec.{f}"),
+                        obj.pointer(&format!("/spec/{f}"))
+                            .map(|v| v.to_string())
+                            .unwrap_or_default(),
+                        "must be greater than or equal to 0",
+                    ));
+                }
+            }
+        }
+        ("apps", "deployments")
+        | ("apps", "statefulsets")
+        | ("apps", "daemonsets")
+        | ("apps", "replicasets") => {
+            check_containers(obj, "/spec/template/spec", "spec.template.spec", &mut errs);
+            match obj.pointer("/spec/selector") {
+                None => errs.push(FieldError::required("spec.selector", "")),
+                Some(sel) => {
+                    let selector = crate::selector::LabelSelector::from_object(sel);
+                    let tmpl = json!({"metadata": {"labels": obj.pointer("/spec/template/metadata/labels").cloned().unwrap_or(json!({}))}});
+                    if !selector.matches(&tmpl) {
+                        errs.push(FieldError::invalid(
+                            "spec.template.metadata.labels",
+                            format!(
+                                "map[string]string{{{}}}",
+                                go_map(obj.pointer("/spec/template/metadata/labels"))
+                            ),
+                            "`selector` does not match template `labels`",
+                        ));
+                    }
+                }
+            }
+        }
+        ("", "pods") => check_containers(obj, "/spec", "spec", &mut errs),
+        ("batch", "cronjobs") => {
+            if obj
+                .pointer("/spec/schedule")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                errs.push(FieldError::required("spec.schedule", ""));
+            }
+        }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            let group = obj
+                .pointer("/spec/group")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let plural = obj
+                .pointer("/spec/names/plural")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if name != format!("{plural}.{group}") {
+                errs.push(FieldError::invalid(
+                    "metadata.name",
+                    format!("{name:?}"),
+                    "must be spec.names.plural+\".\"+spec.group",
+                ));
+            }
+            if crate::resources::type_from_crd(obj).is_none() {
+                errs.push(FieldError::required(
+                    "spec.versions",
+                    "must have exactly one version marked as storage version",
+                ));
+            }
+        }
+        _ => {}
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(rt, name, errs))
+    }
+}
+
+fn valid_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn go_map(v: Option<&Value>) -> String {
+    let mut pairs: Vec<String> = v
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k:?}:{:?}", v.as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default();
+    pairs.sort();
+    pairs.join(", ")
+}
+
+fn check_containers(obj: &Value, pointer: &str, field: &str, errs: &mut Vec<FieldError>) {
+    let containers = obj
+        .pointer(&format!("{pointer}/containers"))
+        .and_then(Value::as_array);
+    match containers {
+        None => errs.push(FieldError::required(format!("{field}.containers"), "")),
+        Some(cs) if cs.is_empty() => {
+            errs.push(FieldError::required(format!("{field}.containers"), ""))
+        }
+        Some(cs) => {
+            for (i, c) in cs.iter().enumerate() {
+                if c.get("name")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    errs.push(FieldError::required(
+                        format!("{field}.containers[{i}].name"),
+                        "",
+                    ));
+                }
+                if c.get("image")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    errs.push(FieldError::required(
+                        format!("{field}.containers[{i}].image"),
+                        "",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Fields that may not change once set: the real messages for Job, Deployment,
+/// StatefulSet, Service, and immutable ConfigMaps/Secrets.
+#[allow(clippy::collapsible_match)]
+pub fn validate_update(rt: &ResourceType, old: &Value, new: &Value) -> Result<(), ApiError> {
+    let name = name_of(new);
+    let mut errs = Vec::new();
+    let changed = |p: &str| old.pointer(p) != new.pointer(p);
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("batch", "jobs") => {
+            if changed("/spec/template") {
+                errs.push(FieldError::immutable(
+                    "spec.template",
+                    "core.PodTemplateSpec{...}",
+                ));
+            }
+            if changed("/spec/selector") {
+                errs.push(FieldError::immutable(
+                    "spec.selector",
+                    go_label_selector(new.pointer("/spec/selector")),
+                ));
+            }
+            let indexed =
+                new.pointer("/spec/completionMode").and_then(Value::as_str) == Some("Indexed");
+            if !indexed && changed("/spec/completions") {
+                errs.push(FieldError::immutable(
+                    "spec.completions",
+                    new.pointer("/spec/completions")
+                        .map(|v| v.to_string())
+                        .unwrap_or("nil".into()),
+                ));
+            }
+            if changed("/spec/completionMode") {
+                errs.push(FieldError::immutable(
+                    "spec.completionMode",
+                    format!(
+                        "{:?}",
+                        new.pointer("/spec/completionMode")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                    ),
+                ));
+            }
+        }
+        ("apps", "deployments") | ("apps", "daemonsets") | ("apps", "replicasets") => {
+            if changed("/spec/selector") {
+                errs.push(FieldError::immutable(
+                    "spec.selector",
+                    go_label_selector(new.pointer("/spec/selector")),
+                ));
+            }
+        }
+        ("apps", "statefulsets") => {
+            let mutable = [
+                "replicas",
+                "ordinals",
+                "template",
+                "updateStrategy",
+                "persistentVolumeClaimRetentionPolicy",
+                "minReadySeconds",
+            ];
+            let strip = |v: &Value| {
+                let mut s = v.get("spec").cloned().unwrap_or(json!({}));
+                if let Value::Object(m) = &mut s {
+                    m.retain(|k, _| !mutable.contains(&k.as_str()));
+                }
+                s
+            };
+            if strip(old) != strip(new) {
+                errs.push(FieldError {
+                    kind: crate::status::FieldErrorKind::Forbidden,
+                    field: "spec".into(),
+                    detail: "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden".into(),
+                    value: None,
+                });
+            }
+        }
+        ("", "services") => {
+            let old_ip = old
+                .pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let new_ip = new
+                .pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !old_ip.is_empty() && old_ip != new_ip {
+                errs.push(FieldError::immutable(
+                    "spec.clusterIP",
+                    format!("{new_ip:?}"),
+                ));
+            }
+        }
+        ("", "configmaps") | ("", "secrets") => {
+            if old.get("immutable").and_then(Value::as_bool) == Some(true) {
+                for f in ["data", "binaryData", "stringData"] {
+                    if old.get(f) != new.get(f) {
+                        errs.push(FieldError {
+                            kind: crate::status::FieldErrorKind::Forbidden,
+                            field: f.into(),
+                            detail: "field is immutable when `immutable` is set".into(),
+                            value: None,
+                        });
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(rt, name, errs))
+    }
+}
