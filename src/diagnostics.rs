@@ -15,6 +15,9 @@ pub enum Severity {
     Warning,
 }
 
+/// How discovery introduces a YAML syntax error.
+pub const DISCOVERY_YAML: &str = "invalid YAML: ";
+
 /// One problem, naming where it is: the file and, when known, the stage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
@@ -100,6 +103,18 @@ impl Problems {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// A YAML file inside a stage is read by discovery and by the stage's
+    /// render: keep the render's report, which names the stage.
+    pub fn drop_discovery_duplicates(&mut self) {
+        let rendered: Vec<PathBuf> = self
+            .0
+            .iter()
+            .filter(|p| !p.message.starts_with(DISCOVERY_YAML))
+            .filter_map(|p| p.file.clone())
+            .collect();
+        self.0.retain(|p| !(p.message.starts_with(DISCOVERY_YAML) && p.file.as_ref().is_some_and(|f| rendered.contains(f))));
     }
 
     /// Errors first, then warnings; each group in the order found.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::diagnostics::{Problem, Problems};
 use crate::object::{Manifest, ObjectRef};
 use crate::paths::{PathError, display_path, resolve_inside};
-use crate::render::render_stage;
+use crate::render::{RenderError, annotate_spec_hashes, is_cluster_scoped, render_stage};
 use crate::stage::{Stage, StageGraph, StageName, discover_stages};
 
 /// The stages of one repository revision, dependencies first, each with its
@@ -48,7 +48,9 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
     })?;
     let dir = match stages_dir {
         None => root.clone(),
-        Some(dir) => resolve_dir(&root, dir).map_err(|p| one_problem(p.in_file(dir)))?,
+        Some(dir) => resolve_dir(&root, dir).map_err(|p| {
+            one_problem(Problem::error(format!("--path {}: {}", dir.display(), p.message)))
+        })?,
     };
 
     let (stages, found) = discover_stages(&root, &dir);
@@ -74,27 +76,32 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
         }
     };
 
-    let rendered = render_all(&root, &stages, &mut problems);
+    let mut rendered = render_all(&root, &stages, &mut problems);
+    hash_with_repository_config(&mut rendered);
     check_duplicate_objects(&stages, &rendered, &mut problems);
     for (stage, objects) in stages.iter().zip(&rendered) {
         if objects.as_ref().is_some_and(Vec::is_empty) {
             problems.push(
-                Problem::warning(format!("path {} holds no manifests", stage.path.display()))
+                Problem::warning(format!("path {} holds no manifests", shown_path(&stage.path)))
                     .in_file(&stage.source)
                     .in_stage(&stage.name),
             );
         }
     }
 
+    problems.drop_discovery_duplicates();
     if problems.has_errors() {
         return Err(problems);
     }
-    let mut rendered: Vec<Option<Vec<Manifest>>> = rendered;
     let stages = order
         .into_iter()
         .map(|i| PlannedStage { stage: stages[i].clone(), objects: rendered[i].take().unwrap_or_default() })
         .collect();
     Ok(Plan { root, stages, warnings: problems })
+}
+
+fn shown_path(path: &Path) -> String {
+    if path.as_os_str().is_empty() { ".".to_string() } else { path.display().to_string() }
 }
 
 fn one_problem(problem: Problem) -> Problems {
@@ -103,22 +110,20 @@ fn one_problem(problem: Problem) -> Problems {
     problems
 }
 
+/// A directory inside the repository; the problem says what is wrong with it
+/// without repeating the path, which the caller names as the user wrote it.
 fn resolve_dir(root: &Path, rel: &Path) -> Result<PathBuf, Problem> {
-    let path = resolve_inside(root, root, rel).map_err(|e| Problem::error(path_message(&e)))?;
+    let path = resolve_inside(root, root, rel).map_err(|e| {
+        Problem::error(match e {
+            PathError::Missing { .. } => "does not exist".to_string(),
+            PathError::OutsideRoot { .. } => "is outside the repository root; refused".to_string(),
+            PathError::Io { source, .. } => source.to_string(),
+        })
+    })?;
     if !path.is_dir() {
         return Err(Problem::error("is not a directory"));
     }
     Ok(path)
-}
-
-fn path_message(e: &PathError) -> String {
-    match e {
-        PathError::Missing { path } => format!("path {} does not exist", path.display()),
-        PathError::OutsideRoot { path } => {
-            format!("path {} is outside the repository root; refused", path.display())
-        }
-        PathError::Io { path, source } => format!("path {}: {source}", path.display()),
-    }
 }
 
 /// Stage names become label values (`stagegate.dev/stage`) and object names in
@@ -205,16 +210,44 @@ fn render_all(root: &Path, stages: &[Stage], problems: &mut Problems) -> Vec<Opt
 fn render_one(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, Problem> {
     let at = |p: Problem| p.in_file(&stage.source).in_stage(&stage.name);
     resolve_dir(root, &stage.path).map_err(|p| {
-        at(Problem::error(format!("spec.path {}: {}", stage.path.display(), p.message)))
+        at(Problem::error(format!("spec.path {}: {}", shown_path(&stage.path), p.message)))
     })?;
-    render_stage(root, stage).map_err(|e| Problem::error(e.to_string()).in_stage(&stage.name))
+    render_stage(root, stage).map_err(|e| {
+        // The renderer's errors name the stage and file themselves.
+        let problem = Problem::error(e.to_string());
+        match e {
+            RenderError::Yaml { stage, path, line, column, message } => {
+                Problem::error(format!("line {line}, column {column}: {message}")).in_file(path).in_stage(&stage)
+            }
+            _ => problem,
+        }
+    })
+}
+
+/// A Job's spec hash covers the ConfigMaps and Secrets its pods read, wherever
+/// in the repository they are rendered (a script may live in another stage).
+fn hash_with_repository_config(rendered: &mut [Option<Vec<Manifest>>]) {
+    let sources: Vec<Manifest> = rendered
+        .iter()
+        .flatten()
+        .flatten()
+        .filter(|m| m.api_version() == "v1" && matches!(m.kind(), "ConfigMap" | "Secret"))
+        .cloned()
+        .collect();
+    for objects in rendered.iter_mut().flatten() {
+        annotate_spec_hashes(objects, &sources);
+    }
 }
 
 fn check_duplicate_objects(stages: &[Stage], rendered: &[Option<Vec<Manifest>>], problems: &mut Problems) {
     let mut owners: BTreeMap<ObjectRef, &Stage> = BTreeMap::new();
     for (stage, objects) in stages.iter().zip(rendered) {
         for object in objects.iter().flatten() {
-            let key = object.object_ref();
+            let mut key = object.object_ref();
+            // A namespaced object without a namespace lands in `default`.
+            if key.namespace.is_none() && !is_cluster_scoped(&key.kind) {
+                key.namespace = Some("default".into());
+            }
             match owners.get(&key) {
                 Some(first) if first.name != stage.name => problems.push(
                     Problem::error(format!(

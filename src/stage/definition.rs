@@ -2,7 +2,7 @@
 //! into a [`Stage`].
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::{FLUX_KUSTOMIZATION_KIND, STAGE_API_VERSION, STAGE_KIND, Stage, StageName, StageOrigin};
 use crate::diagnostics::Problem;
+use crate::paths::normalize;
 use crate::render::{ImageOverride, Patch};
 use crate::yaml::Document;
 
@@ -240,7 +241,7 @@ fn from_native(file: &Path, doc: NativeDocument) -> Stage {
         name: StageName::new(doc.metadata.name),
         source: file.to_path_buf(),
         origin: StageOrigin::Native,
-        path: PathBuf::from(spec.path),
+        path: normalize(Path::new(&spec.path)),
         depends_on: spec.depends_on.into_iter().map(StageName::new).collect(),
         wait: spec.wait,
         force: spec.force,
@@ -273,7 +274,7 @@ fn from_flux(file: &Path, name: &str, spec: FluxSpec) -> Result<Stage, String> {
         name: StageName::from(name),
         source: file.to_path_buf(),
         origin: StageOrigin::Flux,
-        path: PathBuf::from(path),
+        path: normalize(Path::new(&path)),
         depends_on: spec.depends_on.into_iter().map(|d| StageName::new(d.name)).collect(),
         wait: spec.wait,
         force: spec.force,

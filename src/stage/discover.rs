@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::definition::read_definition;
 use super::{Stage, is_stage_document};
-use crate::diagnostics::{Problem, Problems};
+use crate::diagnostics::{DISCOVERY_YAML, Problem, Problems};
 use crate::paths::display_path;
 use crate::yaml::parse_documents;
 
@@ -31,7 +31,7 @@ pub fn discover_stages(root: &Path, dir: &Path) -> (Vec<Stage>, Problems) {
         let docs = match parse_documents(&text) {
             Ok(docs) => docs,
             Err(e) => {
-                problems.push(Problem::error(format!("invalid YAML: {e}")).in_file(&shown));
+                problems.push(Problem::error(format!("{DISCOVERY_YAML}{e}")).in_file(&shown));
                 continue;
             }
         };

@@ -1,0 +1,326 @@
+//! The apply engine against kube-sim over HTTP: Jobs by spec hash, immutable
+//! fields, prune, CRDs, rollout waits.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use stagegate::apply::{Engine, EngineSettings};
+use stagegate::state::StageState;
+
+fn engine(client: &kube::Client) -> Engine {
+    Engine::new(client.clone(), EngineSettings { stuck_pod_grace: Duration::from_secs(5), ..EngineSettings::default() })
+}
+
+async fn job_uid(client: &kube::Client, ns: &str, name: &str) -> Option<String> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    jobs.get_opt(name).await.unwrap().and_then(|j| j.metadata.uid)
+}
+
+async fn pods_of(client: &kube::Client, ns: &str, uid: &str) -> usize {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={uid}"))).await.unwrap().items.len()
+}
+
+fn writes(stats: kube_sim::RequestStats) -> u64 {
+    stats.create + stats.update + stats.patch + stats.delete
+}
+
+#[tokio::test]
+async fn changed_job_is_recreated_with_its_pods_gone_and_completes() {
+    let c = cluster().await;
+    let dir = repo(&[("stages.yaml", &stage_doc("pre", "pre", "")), ("pre/job.yaml", &pi_job("pi", 2000, ""))]);
+    let engine = engine(&c.client);
+    let mut state = StageState::default();
+
+    let report = engine.apply_stage(&plan(dir.path()).stages[0], "r1", &mut state).await;
+    assert!(report.ready, "{}", report.message);
+    let first = job_uid(&c.client, "default", "pi").await.unwrap();
+    assert_eq!(pods_of(&c.client, "default", &first).await, 1);
+
+    write_files(dir.path(), &[("pre/job.yaml", &pi_job("pi", 20, ""))]);
+    let report = engine.apply_stage(&plan(dir.path()).stages[0], "r2", &mut state).await;
+    assert!(report.ready, "{}", report.message);
+    assert_eq!(report.recreated, 1);
+    assert!(report.jobs[0].action.starts_with("recreate because spec hash"), "{:?}", report.jobs);
+    let second = job_uid(&c.client, "default", "pi").await.unwrap();
+    assert_ne!(first, second);
+    assert_eq!(pods_of(&c.client, "default", &first).await, 0, "the old Job's pods are gone");
+
+    let runs = &state.jobs["default/pi"].runs;
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().all(|r| r.result == stagegate::state::JobResult::Succeeded), "{runs:?}");
+
+    // The new Job carries a Recreated event.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.client.clone(), "default");
+    let recreated = events.list(&ListParams::default()).await.unwrap().items.into_iter().any(|e| {
+        e.reason.as_deref() == Some("Recreated") && e.regarding.and_then(|r| r.uid).as_deref() == Some(second.as_str())
+    });
+    assert!(recreated, "a Recreated event on the new Job");
+    c.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn unchanged_job_applied_ten_times_is_never_written() {
+    let c = cluster().await;
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("pre", "pre", "")),
+        ("pre/job.yaml", &pi_job("pi", 2000, "")),
+        ("pre/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n"),
+    ]);
+    let engine = engine(&c.client);
+    let mut state = StageState::default();
+    let planned = plan(dir.path()).stages.remove(0);
+    let report = engine.apply_stage(&planned, "r1", &mut state).await;
+    assert!(report.ready, "{}", report.message);
+    let uid = job_uid(&c.client, "default", "pi").await.unwrap();
+
+    let before = c.sim.stats();
+    for i in 0..10 {
+        let report = engine.apply_stage(&planned, &format!("r{}", i + 2), &mut state).await;
+        assert!(report.ready, "{}", report.message);
+        assert_eq!(report.unchanged, 1, "the ConfigMap is found unchanged");
+    }
+    let after = c.sim.stats();
+    assert_eq!(writes(after), writes(before), "no writes: {before:?} -> {after:?}");
+    assert_eq!(job_uid(&c.client, "default", "pi").await.unwrap(), uid);
+    c.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn completed_job_removed_by_ttl_is_not_run_again() {
+    let c = cluster().await;
+    let job = pi_job("pi", 2000, "").replace("backoffLimit: 4", "backoffLimit: 4\n  ttlSecondsAfterFinished: 0");
+    let dir = repo(&[("stages.yaml", &stage_doc("pre", "pre", "")), ("pre/job.yaml", &job)]);
+    let engine = engine(&c.client);
+    let mut state = StageState::default();
+    let planned = plan(dir.path()).stages.remove(0);
+    let report = engine.apply_stage(&planned, "r1", &mut state).await;
+    assert!(report.ready, "{}", report.message);
+
+    // The cluster removes the finished Job.
+    let jobs: Api<Job> = Api::namespaced(c.client.clone(), "default");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while jobs.get_opt("pi").await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("ttl controller removes the Job");
+
+    let creates = c.sim.stats().create;
+    let report = engine.apply_stage(&planned, "r2", &mut state).await;
+    assert!(report.ready, "{}", report.message);
+    assert_eq!(report.jobs[0].action, "not re-run: already completed");
+    assert!(jobs.get_opt("pi").await.unwrap().is_none());
+    assert_eq!(c.sim.stats().create, creates);
+    c.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn failing_job_fails_the_stage_with_reason_log_tail_and_event() {
+    let c = cluster().await;
+    let annotations = "    sim.stagegate.dev/outcome: fail\n    sim.stagegate.dev/log: \"Traceback\\nConnectionRefusedError: db:5432\"\n";
+    let dir = repo(&[("stages.yaml", &stage_doc("pre", "pre", "")), ("pre/job.yaml", &pi_job("pi", 2000, annotations).replace("200ms", "20ms"))]);
+    let engine = engine(&c.client);
+    let mut state = StageState::default();
+    let planned = plan(dir.path()).stages.remove(0);
+    let report = engine.apply_stage(&planned, "r1", &mut state).await;
+    assert!(!report.ready);
+    assert!(report.message.contains("BackoffLimitExceeded"), "{}", report.message);
+    assert!(report.message.contains("ConnectionRefusedError: db:5432"), "{}", report.message);
+
+    let uid = job_uid(&c.client, "default", "pi").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let failed = pods
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={uid}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"))
+        .count();
+    assert_eq!(failed, 5, "backoffLimit 4 means 5 failed pods");
+
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.client.clone(), "default");
+    let warning = events.list(&ListParams::default()).await.unwrap().items.into_iter().find(|e| {
+        e.type_.as_deref() == Some("Warning") && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("pi")
+    });
+    let note = warning.and_then(|e| e.note).unwrap_or_default();
+    assert!(note.contains("BackoffLimitExceeded") && note.contains("ConnectionRefusedError"), "{note}");
+
+    // The failure is recorded and not re-run on the next reconcile.
+    let report = engine.apply_stage(&planned, "r2", &mut state).await;
+    assert!(!report.ready);
+    assert_eq!(job_uid(&c.client, "default", "pi").await.unwrap(), uid);
+    c.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn service_with_changed_cluster_ip_is_recreated_with_force_and_fails_clearly_without() {
+    let c = cluster().await;
+    let service = |ip: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: db}}\nspec:\n  clusterIP: {ip}\n  ports: [{{port: 5432}}]\n")
+    };
+    let dir = repo(&[("stages.yaml", &stage_doc("net", "net", "")), ("net/svc.yaml", &service("10.96.0.10"))]);
+    let engine = engine(&c.client);
+    let mut state = StageState::default();
+    assert!(engine.apply_stage(&plan(dir.path()).stages[0], "r1", &mut state).await.ready);
+    let services: Api<Service> = Api::namespaced(c.client.clone(), "default");
+    let uid = services.get("db").await.unwrap().metadata.uid;
+
+    write_files(dir.path(), &[("net/svc.yaml", &service("10.96.0.11"))]);
+    let report = engine.apply_stage(&plan(dir.path()).stages[0], "r2", &mut state).await;
+    assert!(!report.ready);
+    assert!(report.message.contains("Service default/db"), "{}", report.message);
+    assert!(report.message.contains("immutable"), "{}", report.message);
+    assert_eq!(services.get("db").await.unwrap().metadata.uid, uid, "left alone without force");
+
+    write_files(dir.path(), &[("stages.yaml", &stage_doc("net", "net", "  force: true\n"))]);
+    let report = engine.apply_stage(&plan(dir.path()).stages[0], "r3", &mut state).await;
+    assert!(report.ready, "{}", report.message);
+    assert_eq!(report.recreated, 1);
+    let live = services.get("db").await.unwrap();
+    assert_ne!(live.metadata.uid, uid);
+    assert_eq!(live.spec.unwrap().cluster_ip.as_deref(), Some("10.96.0.11"));
+    c.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn prune_deletes_what_left_the_repository_but_never_foreign_objects() {
+    let c = cluster().await;
+    let cm = |name: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata: {{a: b}}\n");
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("app", "app", "  prune: true\n")),
+        ("app/one.yaml", &cm("one")),
+        ("app/two.yaml", &cm("two")),
+        ("app/three.yaml", &cm("three")),
+    ]);
+    let engine = engine(&c.client);
+    let mut state = StageState::default();
+    assert!(engine.apply_stage(&plan(dir.path()).stages[0], "r1", &mut state).await.ready);
+
+    // Someone else takes `three` over: it loses our labels.
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    let mut three = cms.get("three").await.unwrap();
+    three.metadata.labels = None;
+    three.metadata.managed_fields = None;
+    cms.replace("three", &PostParams::default(), &three).await.unwrap();
+
+    std::fs::remove_file(dir.path().join("app/two.yaml")).unwrap();
+    std::fs::remove_file(dir.path().join("app/three.yaml")).unwrap();
+    let report = engine.apply_stage(&plan(dir.path()).stages[0], "r2", &mut state).await;
+    assert!(report.ready, "{}", report.message);
+    assert_eq!(report.pruned, 1);
+    assert!(cms.get_opt("one").await.unwrap().is_some());
+    assert!(cms.get_opt("two").await.unwrap().is_none(), "pruned");
+    assert!(cms.get_opt("three").await.unwrap().is_some(), "never prune an object without our labels");
+    assert!(report.message.contains("three") && report.message.contains("not pruned"), "{}", report.message);
+
+    // The whole stage leaves the repository.
+    let (pruned, _) = engine.prune_removed_stage("app", &state.inventory).await;
+    assert_eq!(pruned, 1);
+    assert!(cms.get_opt("one").await.unwrap().is_none());
+    c.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn crd_and_its_custom_resource_apply_in_one_stage() {
+    let c = cluster().await;
+    let crd = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          x-kubernetes-preserve-unknown-fields: true
+"#;
+    let widget = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: blue}\nspec: {size: 3}\n";
+    let dir = repo(&[("stages.yaml", &stage_doc("crds", "crds", "")), ("crds/crd.yaml", crd), ("crds/widget.yaml", widget)]);
+    let engine = engine(&c.client);
+    let mut state = StageState::default();
+    let report = engine.apply_stage(&plan(dir.path()).stages[0], "r1", &mut state).await;
+    assert!(report.ready, "{}", report.message);
+    assert_eq!(report.applied, 2);
+    assert_eq!(state.inventory.len(), 2);
+    c.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_kind_fails_the_stage_naming_it_and_applies_nothing() {
+    let c = cluster().await;
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("s", "s", "")),
+        ("s/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"),
+        ("s/thing.yaml", "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g}\n"),
+    ]);
+    let engine = engine(&c.client);
+    let report = engine.apply_stage(&plan(dir.path()).stages[0], "r1", &mut StageState::default()).await;
+    assert!(!report.ready);
+    assert!(report.message.contains("Gadget.example.com g: kind example.com/v1/Gadget is not served"), "{}", report.message);
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    assert!(cms.get_opt("x").await.unwrap().is_none());
+    c.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn deployment_rollout_waits_succeed_hang_until_timeout_or_fail() {
+    let c = cluster().await;
+    let engine = engine(&c.client);
+    let with = |name: &str, annotation: &str| {
+        DEPLOYMENT.replacen("name: web\n", &format!("name: {name}\n  annotations: {{{annotation}}}\n"), 1)
+    };
+    let stage = |name: &str, extra: &str| stage_doc(name, name, &format!("  wait: true\n{extra}"));
+
+    let ok = repo(&[("stages.yaml", &stage("web", "")), ("web/d.yaml", &with("web", ""))]);
+    let report = engine.apply_stage(&plan(ok.path()).stages[0], "r1", &mut StageState::default()).await;
+    assert!(report.ready, "{}", report.message);
+
+    let hang = repo(&[("stages.yaml", &stage("slow", "  timeout: 2s\n")), ("slow/d.yaml", &with("slow", "sim.stagegate.dev/rollout: hang"))]);
+    let report = engine.apply_stage(&plan(hang.path()).stages[0], "r1", &mut StageState::default()).await;
+    assert!(!report.ready);
+    assert!(report.message.contains("timed out after 2s") && report.message.contains("Deployment.apps default/slow"), "{}", report.message);
+
+    let fail = repo(&[("stages.yaml", &stage("bad", "")), ("bad/d.yaml", &with("bad", "sim.stagegate.dev/rollout: fail"))]);
+    let report = engine.apply_stage(&plan(fail.path()).stages[0], "r1", &mut StageState::default()).await;
+    assert!(!report.ready);
+    assert!(report.message.contains("ProgressDeadlineExceeded"), "{}", report.message);
+    c.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn running_job_of_an_older_spec_is_waited_for_before_replacement() {
+    let c = cluster().await;
+    let slow = pi_job("migrate", 2000, "").replace("200ms", "1500ms");
+    let dir = repo(&[("stages.yaml", &stage_doc("pre", "pre", "  wait: false\n")), ("pre/job.yaml", &slow)]);
+    let engine = engine(&c.client);
+    let mut state = StageState::default();
+    let report = engine.apply_stage(&plan(dir.path()).stages[0], "r1", &mut state).await;
+    assert!(report.ready, "{}", report.message);
+    let first = job_uid(&c.client, "default", "migrate").await.unwrap();
+
+    write_files(dir.path(), &[("stages.yaml", &stage_doc("pre", "pre", "")), ("pre/job.yaml", &pi_job("migrate", 20, ""))]);
+    let report = engine.apply_stage(&plan(dir.path()).stages[0], "r2", &mut state).await;
+    assert!(report.ready, "{}", report.message);
+    assert!(report.jobs[0].action.starts_with("recreate after the running Job finishes"), "{:?}", report.jobs);
+    let runs = &state.jobs["default/migrate"].runs;
+    let old = runs.iter().find(|r| r.uid.as_deref() == Some(first.as_str())).unwrap();
+    assert_eq!(old.result, stagegate::state::JobResult::Succeeded, "the old run was allowed to finish");
+    let jobs: Api<Job> = Api::namespaced(c.client.clone(), "default");
+    let _ = jobs.delete("migrate", &DeleteParams::background()).await;
+    c.sim.shutdown().await;
+}
