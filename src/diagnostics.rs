@@ -29,11 +29,19 @@ pub struct Problem {
 
 impl Problem {
     pub fn error(message: impl Into<String>) -> Self {
-        Self { severity: Severity::Error, file: None, stage: None, message: message.into() }
+        Self {
+            severity: Severity::Error,
+            file: None,
+            stage: None,
+            message: message.into(),
+        }
     }
 
     pub fn warning(message: impl Into<String>) -> Self {
-        Self { severity: Severity::Warning, ..Self::error(message) }
+        Self {
+            severity: Severity::Warning,
+            ..Self::error(message)
+        }
     }
 
     pub fn in_file(mut self, file: impl Into<PathBuf>) -> Self {
@@ -114,7 +122,10 @@ impl Problems {
             .filter(|p| !p.message.starts_with(DISCOVERY_YAML))
             .filter_map(|p| p.file.clone())
             .collect();
-        self.0.retain(|p| !(p.message.starts_with(DISCOVERY_YAML) && p.file.as_ref().is_some_and(|f| rendered.contains(f))));
+        self.0.retain(|p| {
+            !(p.message.starts_with(DISCOVERY_YAML)
+                && p.file.as_ref().is_some_and(|f| rendered.contains(f)))
+        });
     }
 
     /// Errors first, then warnings; each group in the order found.

@@ -15,19 +15,45 @@ const NOTE_LIMIT: usize = 1000;
 
 impl EventSink {
     pub fn new(client: Client, instance: Option<String>) -> Self {
-        let reporter = Reporter { controller: "stagegate".into(), instance };
-        Self { recorder: Recorder::new(client, reporter) }
+        let reporter = Reporter {
+            controller: "stagegate".into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client, reporter),
+        }
     }
 
-    pub async fn normal(&self, regarding: &ObjectReference, reason: &str, action: &str, note: &str) {
-        self.publish(regarding, EventType::Normal, reason, action, note).await;
+    pub async fn normal(
+        &self,
+        regarding: &ObjectReference,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        self.publish(regarding, EventType::Normal, reason, action, note)
+            .await;
     }
 
-    pub async fn warning(&self, regarding: &ObjectReference, reason: &str, action: &str, note: &str) {
-        self.publish(regarding, EventType::Warning, reason, action, note).await;
+    pub async fn warning(
+        &self,
+        regarding: &ObjectReference,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        self.publish(regarding, EventType::Warning, reason, action, note)
+            .await;
     }
 
-    async fn publish(&self, regarding: &ObjectReference, type_: EventType, reason: &str, action: &str, note: &str) {
+    async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
         let event = Event {
             type_,
             reason: reason.into(),

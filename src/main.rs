@@ -10,7 +10,11 @@ use stagegate::output::{graph_dot, graph_text, yaml_stream};
 use stagegate::plan::{Plan, build_plan};
 
 #[derive(Parser)]
-#[command(name = "stagegate", version, about = "GitOps for Kubernetes with stages in dependency order and Jobs that run once per change")]
+#[command(
+    name = "stagegate",
+    version,
+    about = "GitOps for Kubernetes with stages in dependency order and Jobs that run once per change"
+)]
 struct Cli {
     /// Log output format (logs go to stderr).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "STAGEGATE_LOG_FORMAT")]
@@ -78,7 +82,9 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STAGEGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -121,7 +127,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Some(name) => match plan.stage(name) {
                     Some(planned) => planned.objects.iter().collect(),
                     None => {
-                        let known: Vec<&str> = plan.stages.iter().map(|s| s.stage.name.as_str()).collect();
+                        let known: Vec<&str> =
+                            plan.stages.iter().map(|s| s.stage.name.as_str()).collect();
                         eprintln!("error: no stage named {name}; stages: {}", known.join(", "));
                         return Ok(ExitCode::from(1));
                     }

@@ -40,11 +40,17 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn api_version(&self) -> &str {
-        self.value.get("apiVersion").and_then(Value::as_str).unwrap_or_default()
+        self.value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
 
     pub fn kind(&self) -> &str {
-        self.value.get("kind").and_then(Value::as_str).unwrap_or_default()
+        self.value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
 
     pub fn name(&self) -> &str {
@@ -72,7 +78,10 @@ impl Manifest {
     }
 
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.value.pointer("/metadata/annotations")?.get(key)?.as_str()
+        self.value
+            .pointer("/metadata/annotations")?
+            .get(key)?
+            .as_str()
     }
 
     fn metadata_str(&self, key: &str) -> Option<&str> {

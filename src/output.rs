@@ -32,7 +32,12 @@ pub fn graph_dot(plan: &Plan) -> String {
     }
     for planned in &plan.stages {
         for dep in &planned.stage.depends_on {
-            let _ = writeln!(out, "  {} -> {};", quote(dep.as_str()), quote(planned.stage.name.as_str()));
+            let _ = writeln!(
+                out,
+                "  {} -> {};",
+                quote(dep.as_str()),
+                quote(planned.stage.name.as_str())
+            );
         }
     }
     out.push_str("}\n");
@@ -44,7 +49,9 @@ fn quote(s: &str) -> String {
 }
 
 /// Objects as a YAML stream, each document introduced by `---`.
-pub fn yaml_stream<'a>(objects: impl IntoIterator<Item = &'a Manifest>) -> Result<String, serde_yaml::Error> {
+pub fn yaml_stream<'a>(
+    objects: impl IntoIterator<Item = &'a Manifest>,
+) -> Result<String, serde_yaml::Error> {
     let mut out = String::new();
     for object in objects {
         out.push_str("---\n");

@@ -22,17 +22,28 @@ pub enum PathError {
 pub fn resolve_inside(root: &Path, base: &Path, rel: &Path) -> Result<PathBuf, PathError> {
     let joined = normalize(&base.join(rel));
     if !joined.starts_with(root) {
-        return Err(PathError::OutsideRoot { path: display_path(root, &joined) });
+        return Err(PathError::OutsideRoot {
+            path: display_path(root, &joined),
+        });
     }
     let real = match joined.canonicalize() {
         Ok(real) => real,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(PathError::Missing { path: display_path(root, &joined) });
+            return Err(PathError::Missing {
+                path: display_path(root, &joined),
+            });
         }
-        Err(source) => return Err(PathError::Io { path: display_path(root, &joined), source }),
+        Err(source) => {
+            return Err(PathError::Io {
+                path: display_path(root, &joined),
+                source,
+            });
+        }
     };
     if !real.starts_with(root) {
-        return Err(PathError::OutsideRoot { path: display_path(root, &joined) });
+        return Err(PathError::OutsideRoot {
+            path: display_path(root, &joined),
+        });
     }
     Ok(real)
 }
@@ -57,7 +68,9 @@ pub fn normalize(path: &Path) -> PathBuf {
 
 /// A path as the user wrote it: relative to the repository root when inside it.
 pub fn display_path(root: &Path, path: &Path) -> PathBuf {
-    path.strip_prefix(root).map(Path::to_path_buf).unwrap_or_else(|_| path.to_path_buf())
+    path.strip_prefix(root)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| path.to_path_buf())
 }
 
 #[cfg(test)]
@@ -66,7 +79,10 @@ mod tests {
 
     #[test]
     fn normalize_removes_dot_components() {
-        assert_eq!(normalize(Path::new("/r/a/./b/../c")), PathBuf::from("/r/a/c"));
+        assert_eq!(
+            normalize(Path::new("/r/a/./b/../c")),
+            PathBuf::from("/r/a/c")
+        );
     }
 
     #[test]

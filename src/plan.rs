@@ -49,7 +49,11 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
     let dir = match stages_dir {
         None => root.clone(),
         Some(dir) => resolve_dir(&root, dir).map_err(|p| {
-            one_problem(Problem::error(format!("--path {}: {}", dir.display(), p.message)))
+            one_problem(Problem::error(format!(
+                "--path {}: {}",
+                dir.display(),
+                p.message
+            )))
         })?,
     };
 
@@ -82,9 +86,12 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
     for (stage, objects) in stages.iter().zip(&rendered) {
         if objects.as_ref().is_some_and(Vec::is_empty) {
             problems.push(
-                Problem::warning(format!("path {} holds no manifests", shown_path(&stage.path)))
-                    .in_file(&stage.source)
-                    .in_stage(&stage.name),
+                Problem::warning(format!(
+                    "path {} holds no manifests",
+                    shown_path(&stage.path)
+                ))
+                .in_file(&stage.source)
+                .in_stage(&stage.name),
             );
         }
     }
@@ -95,13 +102,24 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
     }
     let stages = order
         .into_iter()
-        .map(|i| PlannedStage { stage: stages[i].clone(), objects: rendered[i].take().unwrap_or_default() })
+        .map(|i| PlannedStage {
+            stage: stages[i].clone(),
+            objects: rendered[i].take().unwrap_or_default(),
+        })
         .collect();
-    Ok(Plan { root, stages, warnings: problems })
+    Ok(Plan {
+        root,
+        stages,
+        warnings: problems,
+    })
 }
 
 fn shown_path(path: &Path) -> String {
-    if path.as_os_str().is_empty() { ".".to_string() } else { path.display().to_string() }
+    if path.as_os_str().is_empty() {
+        ".".to_string()
+    } else {
+        path.display().to_string()
+    }
 }
 
 fn one_problem(problem: Problem) -> Problems {
@@ -161,7 +179,9 @@ fn is_dns_label(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes[0] != b'-'
         && bytes[bytes.len() - 1] != b'-'
 }
@@ -184,7 +204,11 @@ fn check_dependencies(stages: &[Stage], problems: &mut Problems) {
 /// Render every stage whose path is safe to read; `None` where it could not
 /// be rendered (the reason is in `problems`). Stages render on all cores:
 /// they are independent and rendering is CPU-bound.
-fn render_all(root: &Path, stages: &[Stage], problems: &mut Problems) -> Vec<Option<Vec<Manifest>>> {
+fn render_all(
+    root: &Path,
+    stages: &[Stage],
+    problems: &mut Problems,
+) -> Vec<Option<Vec<Manifest>>> {
     let results: Vec<Result<Vec<Manifest>, Problem>> = std::thread::scope(|scope| {
         let handles: Vec<_> = stages
             .iter()
@@ -192,7 +216,10 @@ fn render_all(root: &Path, stages: &[Stage], problems: &mut Problems) -> Vec<Opt
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(Problem::error("renderer panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Problem::error("renderer panicked")))
+            })
             .collect()
     });
     results
@@ -210,15 +237,25 @@ fn render_all(root: &Path, stages: &[Stage], problems: &mut Problems) -> Vec<Opt
 fn render_one(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, Problem> {
     let at = |p: Problem| p.in_file(&stage.source).in_stage(&stage.name);
     resolve_dir(root, &stage.path).map_err(|p| {
-        at(Problem::error(format!("spec.path {}: {}", shown_path(&stage.path), p.message)))
+        at(Problem::error(format!(
+            "spec.path {}: {}",
+            shown_path(&stage.path),
+            p.message
+        )))
     })?;
     render_stage(root, stage).map_err(|e| {
         // The renderer's errors name the stage and file themselves.
         let problem = Problem::error(e.to_string());
         match e {
-            RenderError::Yaml { stage, path, line, column, message } => {
-                Problem::error(format!("line {line}, column {column}: {message}")).in_file(path).in_stage(&stage)
-            }
+            RenderError::Yaml {
+                stage,
+                path,
+                line,
+                column,
+                message,
+            } => Problem::error(format!("line {line}, column {column}: {message}"))
+                .in_file(path)
+                .in_stage(&stage),
             _ => problem,
         }
     })
@@ -239,7 +276,11 @@ fn hash_with_repository_config(rendered: &mut [Option<Vec<Manifest>>]) {
     }
 }
 
-fn check_duplicate_objects(stages: &[Stage], rendered: &[Option<Vec<Manifest>>], problems: &mut Problems) {
+fn check_duplicate_objects(
+    stages: &[Stage],
+    rendered: &[Option<Vec<Manifest>>],
+    problems: &mut Problems,
+) {
     let mut owners: BTreeMap<ObjectRef, &Stage> = BTreeMap::new();
     for (stage, objects) in stages.iter().zip(rendered) {
         for object in objects.iter().flatten() {
@@ -258,8 +299,11 @@ fn check_duplicate_objects(stages: &[Stage], rendered: &[Option<Vec<Manifest>>],
                     .in_stage(&stage.name),
                 ),
                 Some(_) => problems.push(
-                    Problem::error(format!("{key} (from {}) is rendered twice", object.source.display()))
-                        .in_stage(&stage.name),
+                    Problem::error(format!(
+                        "{key} (from {}) is rendered twice",
+                        object.source.display()
+                    ))
+                    .in_stage(&stage.name),
                 ),
                 None => {
                     owners.insert(key, stage);

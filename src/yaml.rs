@@ -30,7 +30,10 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
             continue;
         }
         let value: Value = serde_yaml::from_str(&chunk).map_err(|e| {
-            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
             YamlError {
                 line: start_line + line - 1,
                 column,
@@ -40,7 +43,11 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
         if value.is_null() {
             continue;
         }
-        documents.push(Document { index: documents.len(), line: start_line, value });
+        documents.push(Document {
+            index: documents.len(),
+            line: start_line,
+            value,
+        });
     }
     Ok(documents)
 }

@@ -14,17 +14,30 @@ use stagegate::apply::{Engine, EngineSettings};
 use stagegate::state::StageState;
 
 fn engine(client: &kube::Client) -> Engine {
-    Engine::new(client.clone(), EngineSettings { stuck_pod_grace: Duration::from_secs(5), ..EngineSettings::default() })
+    Engine::new(
+        client.clone(),
+        EngineSettings {
+            stuck_pod_grace: Duration::from_secs(5),
+            ..EngineSettings::default()
+        },
+    )
 }
 
 async fn job_uid(client: &kube::Client, ns: &str, name: &str) -> Option<String> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
-    jobs.get_opt(name).await.unwrap().and_then(|j| j.metadata.uid)
+    jobs.get_opt(name)
+        .await
+        .unwrap()
+        .and_then(|j| j.metadata.uid)
 }
 
 async fn pods_of(client: &kube::Client, ns: &str, uid: &str) -> usize {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={uid}"))).await.unwrap().items.len()
+    pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={uid}")))
+        .await
+        .unwrap()
+        .items
+        .len()
 }
 
 fn writes(stats: kube_sim::RequestStats) -> u64 {
@@ -34,33 +47,62 @@ fn writes(stats: kube_sim::RequestStats) -> u64 {
 #[tokio::test]
 async fn changed_job_is_recreated_with_its_pods_gone_and_completes() {
     let c = cluster().await;
-    let dir = repo(&[("stages.yaml", &stage_doc("pre", "pre", "")), ("pre/job.yaml", &pi_job("pi", 2000, ""))]);
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("pre", "pre", "")),
+        ("pre/job.yaml", &pi_job("pi", 2000, "")),
+    ]);
     let engine = engine(&c.client);
     let mut state = StageState::default();
 
-    let report = engine.apply_stage(&plan(dir.path()).stages[0], "r1", &mut state).await;
+    let report = engine
+        .apply_stage(&plan(dir.path()).stages[0], "r1", &mut state)
+        .await;
     assert!(report.ready, "{}", report.message);
     let first = job_uid(&c.client, "default", "pi").await.unwrap();
     assert_eq!(pods_of(&c.client, "default", &first).await, 1);
 
     write_files(dir.path(), &[("pre/job.yaml", &pi_job("pi", 20, ""))]);
-    let report = engine.apply_stage(&plan(dir.path()).stages[0], "r2", &mut state).await;
+    let report = engine
+        .apply_stage(&plan(dir.path()).stages[0], "r2", &mut state)
+        .await;
     assert!(report.ready, "{}", report.message);
     assert_eq!(report.recreated, 1);
-    assert!(report.jobs[0].action.starts_with("recreate because spec hash"), "{:?}", report.jobs);
+    assert!(
+        report.jobs[0]
+            .action
+            .starts_with("recreate because spec hash"),
+        "{:?}",
+        report.jobs
+    );
     let second = job_uid(&c.client, "default", "pi").await.unwrap();
     assert_ne!(first, second);
-    assert_eq!(pods_of(&c.client, "default", &first).await, 0, "the old Job's pods are gone");
+    assert_eq!(
+        pods_of(&c.client, "default", &first).await,
+        0,
+        "the old Job's pods are gone"
+    );
 
     let runs = &state.jobs["default/pi"].runs;
     assert_eq!(runs.len(), 2);
-    assert!(runs.iter().all(|r| r.result == stagegate::state::JobResult::Succeeded), "{runs:?}");
+    assert!(
+        runs.iter()
+            .all(|r| r.result == stagegate::state::JobResult::Succeeded),
+        "{runs:?}"
+    );
 
     // The new Job carries a Recreated event.
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.client.clone(), "default");
-    let recreated = events.list(&ListParams::default()).await.unwrap().items.into_iter().any(|e| {
-        e.reason.as_deref() == Some("Recreated") && e.regarding.and_then(|r| r.uid).as_deref() == Some(second.as_str())
-    });
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(c.client.clone(), "default");
+    let recreated = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .any(|e| {
+            e.reason.as_deref() == Some("Recreated")
+                && e.regarding.and_then(|r| r.uid).as_deref() == Some(second.as_str())
+        });
     assert!(recreated, "a Recreated event on the new Job");
     c.sim.shutdown().await;
 }
@@ -71,7 +113,10 @@ async fn unchanged_job_applied_ten_times_is_never_written() {
     let dir = repo(&[
         ("stages.yaml", &stage_doc("pre", "pre", "")),
         ("pre/job.yaml", &pi_job("pi", 2000, "")),
-        ("pre/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n"),
+        (
+            "pre/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n",
+        ),
     ]);
     let engine = engine(&c.client);
     let mut state = StageState::default();
@@ -82,12 +127,18 @@ async fn unchanged_job_applied_ten_times_is_never_written() {
 
     let before = c.sim.stats();
     for i in 0..10 {
-        let report = engine.apply_stage(&planned, &format!("r{}", i + 2), &mut state).await;
+        let report = engine
+            .apply_stage(&planned, &format!("r{}", i + 2), &mut state)
+            .await;
         assert!(report.ready, "{}", report.message);
         assert_eq!(report.unchanged, 1, "the ConfigMap is found unchanged");
     }
     let after = c.sim.stats();
-    assert_eq!(writes(after), writes(before), "no writes: {before:?} -> {after:?}");
+    assert_eq!(
+        writes(after),
+        writes(before),
+        "no writes: {before:?} -> {after:?}"
+    );
     assert_eq!(job_uid(&c.client, "default", "pi").await.unwrap(), uid);
     c.sim.shutdown().await;
 }
@@ -95,8 +146,14 @@ async fn unchanged_job_applied_ten_times_is_never_written() {
 #[tokio::test]
 async fn completed_job_removed_by_ttl_is_not_run_again() {
     let c = cluster().await;
-    let job = pi_job("pi", 2000, "").replace("backoffLimit: 4", "backoffLimit: 4\n  ttlSecondsAfterFinished: 0");
-    let dir = repo(&[("stages.yaml", &stage_doc("pre", "pre", "")), ("pre/job.yaml", &job)]);
+    let job = pi_job("pi", 2000, "").replace(
+        "backoffLimit: 4",
+        "backoffLimit: 4\n  ttlSecondsAfterFinished: 0",
+    );
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("pre", "pre", "")),
+        ("pre/job.yaml", &job),
+    ]);
     let engine = engine(&c.client);
     let mut state = StageState::default();
     let planned = plan(dir.path()).stages.remove(0);
@@ -126,14 +183,28 @@ async fn completed_job_removed_by_ttl_is_not_run_again() {
 async fn failing_job_fails_the_stage_with_reason_log_tail_and_event() {
     let c = cluster().await;
     let annotations = "    sim.stagegate.dev/outcome: fail\n    sim.stagegate.dev/log: \"Traceback\\nConnectionRefusedError: db:5432\"\n";
-    let dir = repo(&[("stages.yaml", &stage_doc("pre", "pre", "")), ("pre/job.yaml", &pi_job("pi", 2000, annotations).replace("200ms", "20ms"))]);
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("pre", "pre", "")),
+        (
+            "pre/job.yaml",
+            &pi_job("pi", 2000, annotations).replace("200ms", "20ms"),
+        ),
+    ]);
     let engine = engine(&c.client);
     let mut state = StageState::default();
     let planned = plan(dir.path()).stages.remove(0);
     let report = engine.apply_stage(&planned, "r1", &mut state).await;
     assert!(!report.ready);
-    assert!(report.message.contains("BackoffLimitExceeded"), "{}", report.message);
-    assert!(report.message.contains("ConnectionRefusedError: db:5432"), "{}", report.message);
+    assert!(
+        report.message.contains("BackoffLimitExceeded"),
+        "{}",
+        report.message
+    );
+    assert!(
+        report.message.contains("ConnectionRefusedError: db:5432"),
+        "{}",
+        report.message
+    );
 
     let uid = job_uid(&c.client, "default", "pi").await.unwrap();
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
@@ -147,12 +218,23 @@ async fn failing_job_fails_the_stage_with_reason_log_tail_and_event() {
         .count();
     assert_eq!(failed, 5, "backoffLimit 4 means 5 failed pods");
 
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.client.clone(), "default");
-    let warning = events.list(&ListParams::default()).await.unwrap().items.into_iter().find(|e| {
-        e.type_.as_deref() == Some("Warning") && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("pi")
-    });
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(c.client.clone(), "default");
+    let warning = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("pi")
+        });
     let note = warning.and_then(|e| e.note).unwrap_or_default();
-    assert!(note.contains("BackoffLimitExceeded") && note.contains("ConnectionRefusedError"), "{note}");
+    assert!(
+        note.contains("BackoffLimitExceeded") && note.contains("ConnectionRefusedError"),
+        "{note}"
+    );
 
     // The failure is recorded and not re-run on the next reconcile.
     let report = engine.apply_stage(&planned, "r2", &mut state).await;
@@ -165,24 +247,49 @@ async fn failing_job_fails_the_stage_with_reason_log_tail_and_event() {
 async fn service_with_changed_cluster_ip_is_recreated_with_force_and_fails_clearly_without() {
     let c = cluster().await;
     let service = |ip: &str| {
-        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: db}}\nspec:\n  clusterIP: {ip}\n  ports: [{{port: 5432}}]\n")
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: db}}\nspec:\n  clusterIP: {ip}\n  ports: [{{port: 5432}}]\n"
+        )
     };
-    let dir = repo(&[("stages.yaml", &stage_doc("net", "net", "")), ("net/svc.yaml", &service("10.96.0.10"))]);
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("net", "net", "")),
+        ("net/svc.yaml", &service("10.96.0.10")),
+    ]);
     let engine = engine(&c.client);
     let mut state = StageState::default();
-    assert!(engine.apply_stage(&plan(dir.path()).stages[0], "r1", &mut state).await.ready);
+    assert!(
+        engine
+            .apply_stage(&plan(dir.path()).stages[0], "r1", &mut state)
+            .await
+            .ready
+    );
     let services: Api<Service> = Api::namespaced(c.client.clone(), "default");
     let uid = services.get("db").await.unwrap().metadata.uid;
 
     write_files(dir.path(), &[("net/svc.yaml", &service("10.96.0.11"))]);
-    let report = engine.apply_stage(&plan(dir.path()).stages[0], "r2", &mut state).await;
+    let report = engine
+        .apply_stage(&plan(dir.path()).stages[0], "r2", &mut state)
+        .await;
     assert!(!report.ready);
-    assert!(report.message.contains("Service default/db"), "{}", report.message);
+    assert!(
+        report.message.contains("Service default/db"),
+        "{}",
+        report.message
+    );
     assert!(report.message.contains("immutable"), "{}", report.message);
-    assert_eq!(services.get("db").await.unwrap().metadata.uid, uid, "left alone without force");
+    assert_eq!(
+        services.get("db").await.unwrap().metadata.uid,
+        uid,
+        "left alone without force"
+    );
 
-    write_files(dir.path(), &[("stages.yaml", &stage_doc("net", "net", "  force: true\n"))]);
-    let report = engine.apply_stage(&plan(dir.path()).stages[0], "r3", &mut state).await;
+    write_files(
+        dir.path(),
+        &[("stages.yaml", &stage_doc("net", "net", "  force: true\n"))],
+    );
+    let report = engine
+        .apply_stage(&plan(dir.path()).stages[0], "r3", &mut state)
+        .await;
     assert!(report.ready, "{}", report.message);
     assert_eq!(report.recreated, 1);
     let live = services.get("db").await.unwrap();
@@ -194,7 +301,9 @@ async fn service_with_changed_cluster_ip_is_recreated_with_force_and_fails_clear
 #[tokio::test]
 async fn prune_deletes_what_left_the_repository_but_never_foreign_objects() {
     let c = cluster().await;
-    let cm = |name: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata: {{a: b}}\n");
+    let cm = |name: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata: {{a: b}}\n")
+    };
     let dir = repo(&[
         ("stages.yaml", &stage_doc("app", "app", "  prune: true\n")),
         ("app/one.yaml", &cm("one")),
@@ -203,24 +312,40 @@ async fn prune_deletes_what_left_the_repository_but_never_foreign_objects() {
     ]);
     let engine = engine(&c.client);
     let mut state = StageState::default();
-    assert!(engine.apply_stage(&plan(dir.path()).stages[0], "r1", &mut state).await.ready);
+    assert!(
+        engine
+            .apply_stage(&plan(dir.path()).stages[0], "r1", &mut state)
+            .await
+            .ready
+    );
 
     // Someone else takes `three` over: it loses our labels.
     let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
     let mut three = cms.get("three").await.unwrap();
     three.metadata.labels = None;
     three.metadata.managed_fields = None;
-    cms.replace("three", &PostParams::default(), &three).await.unwrap();
+    cms.replace("three", &PostParams::default(), &three)
+        .await
+        .unwrap();
 
     std::fs::remove_file(dir.path().join("app/two.yaml")).unwrap();
     std::fs::remove_file(dir.path().join("app/three.yaml")).unwrap();
-    let report = engine.apply_stage(&plan(dir.path()).stages[0], "r2", &mut state).await;
+    let report = engine
+        .apply_stage(&plan(dir.path()).stages[0], "r2", &mut state)
+        .await;
     assert!(report.ready, "{}", report.message);
     assert_eq!(report.pruned, 1);
     assert!(cms.get_opt("one").await.unwrap().is_some());
     assert!(cms.get_opt("two").await.unwrap().is_none(), "pruned");
-    assert!(cms.get_opt("three").await.unwrap().is_some(), "never prune an object without our labels");
-    assert!(report.message.contains("three") && report.message.contains("not pruned"), "{}", report.message);
+    assert!(
+        cms.get_opt("three").await.unwrap().is_some(),
+        "never prune an object without our labels"
+    );
+    assert!(
+        report.message.contains("three") && report.message.contains("not pruned"),
+        "{}",
+        report.message
+    );
 
     // The whole stage leaves the repository.
     let (pruned, _) = engine.prune_removed_stage("app", &state.inventory).await;
@@ -249,11 +374,18 @@ spec:
           type: object
           x-kubernetes-preserve-unknown-fields: true
 "#;
-    let widget = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: blue}\nspec: {size: 3}\n";
-    let dir = repo(&[("stages.yaml", &stage_doc("crds", "crds", "")), ("crds/crd.yaml", crd), ("crds/widget.yaml", widget)]);
+    let widget =
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: blue}\nspec: {size: 3}\n";
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("crds", "crds", "")),
+        ("crds/crd.yaml", crd),
+        ("crds/widget.yaml", widget),
+    ]);
     let engine = engine(&c.client);
     let mut state = StageState::default();
-    let report = engine.apply_stage(&plan(dir.path()).stages[0], "r1", &mut state).await;
+    let report = engine
+        .apply_stage(&plan(dir.path()).stages[0], "r1", &mut state)
+        .await;
     assert!(report.ready, "{}", report.message);
     assert_eq!(report.applied, 2);
     assert_eq!(state.inventory.len(), 2);
@@ -265,13 +397,31 @@ async fn unknown_kind_fails_the_stage_naming_it_and_applies_nothing() {
     let c = cluster().await;
     let dir = repo(&[
         ("stages.yaml", &stage_doc("s", "s", "")),
-        ("s/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"),
-        ("s/thing.yaml", "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g}\n"),
+        (
+            "s/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+        ),
+        (
+            "s/thing.yaml",
+            "apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g}\n",
+        ),
     ]);
     let engine = engine(&c.client);
-    let report = engine.apply_stage(&plan(dir.path()).stages[0], "r1", &mut StageState::default()).await;
+    let report = engine
+        .apply_stage(
+            &plan(dir.path()).stages[0],
+            "r1",
+            &mut StageState::default(),
+        )
+        .await;
     assert!(!report.ready);
-    assert!(report.message.contains("Gadget.example.com g: kind example.com/v1/Gadget is not served"), "{}", report.message);
+    assert!(
+        report
+            .message
+            .contains("Gadget.example.com g: kind example.com/v1/Gadget is not served"),
+        "{}",
+        report.message
+    );
     let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
     assert!(cms.get_opt("x").await.unwrap().is_none());
     c.sim.shutdown().await;
@@ -282,23 +432,65 @@ async fn deployment_rollout_waits_succeed_hang_until_timeout_or_fail() {
     let c = cluster().await;
     let engine = engine(&c.client);
     let with = |name: &str, annotation: &str| {
-        DEPLOYMENT.replacen("name: web\n", &format!("name: {name}\n  annotations: {{{annotation}}}\n"), 1)
+        DEPLOYMENT.replacen(
+            "name: web\n",
+            &format!("name: {name}\n  annotations: {{{annotation}}}\n"),
+            1,
+        )
     };
     let stage = |name: &str, extra: &str| stage_doc(name, name, &format!("  wait: true\n{extra}"));
 
-    let ok = repo(&[("stages.yaml", &stage("web", "")), ("web/d.yaml", &with("web", ""))]);
-    let report = engine.apply_stage(&plan(ok.path()).stages[0], "r1", &mut StageState::default()).await;
+    let ok = repo(&[
+        ("stages.yaml", &stage("web", "")),
+        ("web/d.yaml", &with("web", "")),
+    ]);
+    let report = engine
+        .apply_stage(&plan(ok.path()).stages[0], "r1", &mut StageState::default())
+        .await;
     assert!(report.ready, "{}", report.message);
 
-    let hang = repo(&[("stages.yaml", &stage("slow", "  timeout: 2s\n")), ("slow/d.yaml", &with("slow", "sim.stagegate.dev/rollout: hang"))]);
-    let report = engine.apply_stage(&plan(hang.path()).stages[0], "r1", &mut StageState::default()).await;
+    let hang = repo(&[
+        ("stages.yaml", &stage("slow", "  timeout: 2s\n")),
+        (
+            "slow/d.yaml",
+            &with("slow", "sim.stagegate.dev/rollout: hang"),
+        ),
+    ]);
+    let report = engine
+        .apply_stage(
+            &plan(hang.path()).stages[0],
+            "r1",
+            &mut StageState::default(),
+        )
+        .await;
     assert!(!report.ready);
-    assert!(report.message.contains("timed out after 2s") && report.message.contains("Deployment.apps default/slow"), "{}", report.message);
+    assert!(
+        report.message.contains("timed out after 2s")
+            && report.message.contains("Deployment.apps default/slow"),
+        "{}",
+        report.message
+    );
 
-    let fail = repo(&[("stages.yaml", &stage("bad", "")), ("bad/d.yaml", &with("bad", "sim.stagegate.dev/rollout: fail"))]);
-    let report = engine.apply_stage(&plan(fail.path()).stages[0], "r1", &mut StageState::default()).await;
+    let fail = repo(&[
+        ("stages.yaml", &stage("bad", "")),
+        (
+            "bad/d.yaml",
+            &with("bad", "sim.stagegate.dev/rollout: fail"),
+        ),
+    ]);
+    let report = engine
+        .apply_stage(
+            &plan(fail.path()).stages[0],
+            "r1",
+            &mut StageState::default(),
+        )
+        .await;
     assert!(!report.ready);
-    assert!(report.message.contains("ProgressDeadlineExceeded"), "{}", report.message);
+    assert!(
+        report.message.contains("ProgressDeadlineExceeded"),
+        "{}",
+        report.message
+    );
     c.sim.shutdown().await;
 }
 
@@ -306,20 +498,46 @@ async fn deployment_rollout_waits_succeed_hang_until_timeout_or_fail() {
 async fn running_job_of_an_older_spec_is_waited_for_before_replacement() {
     let c = cluster().await;
     let slow = pi_job("migrate", 2000, "").replace("200ms", "1500ms");
-    let dir = repo(&[("stages.yaml", &stage_doc("pre", "pre", "  wait: false\n")), ("pre/job.yaml", &slow)]);
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("pre", "pre", "  wait: false\n")),
+        ("pre/job.yaml", &slow),
+    ]);
     let engine = engine(&c.client);
     let mut state = StageState::default();
-    let report = engine.apply_stage(&plan(dir.path()).stages[0], "r1", &mut state).await;
+    let report = engine
+        .apply_stage(&plan(dir.path()).stages[0], "r1", &mut state)
+        .await;
     assert!(report.ready, "{}", report.message);
     let first = job_uid(&c.client, "default", "migrate").await.unwrap();
 
-    write_files(dir.path(), &[("stages.yaml", &stage_doc("pre", "pre", "")), ("pre/job.yaml", &pi_job("migrate", 20, ""))]);
-    let report = engine.apply_stage(&plan(dir.path()).stages[0], "r2", &mut state).await;
+    write_files(
+        dir.path(),
+        &[
+            ("stages.yaml", &stage_doc("pre", "pre", "")),
+            ("pre/job.yaml", &pi_job("migrate", 20, "")),
+        ],
+    );
+    let report = engine
+        .apply_stage(&plan(dir.path()).stages[0], "r2", &mut state)
+        .await;
     assert!(report.ready, "{}", report.message);
-    assert!(report.jobs[0].action.starts_with("recreate after the running Job finishes"), "{:?}", report.jobs);
+    assert!(
+        report.jobs[0]
+            .action
+            .starts_with("recreate after the running Job finishes"),
+        "{:?}",
+        report.jobs
+    );
     let runs = &state.jobs["default/migrate"].runs;
-    let old = runs.iter().find(|r| r.uid.as_deref() == Some(first.as_str())).unwrap();
-    assert_eq!(old.result, stagegate::state::JobResult::Succeeded, "the old run was allowed to finish");
+    let old = runs
+        .iter()
+        .find(|r| r.uid.as_deref() == Some(first.as_str()))
+        .unwrap();
+    assert_eq!(
+        old.result,
+        stagegate::state::JobResult::Succeeded,
+        "the old run was allowed to finish"
+    );
     let jobs: Api<Job> = Api::namespaced(c.client.clone(), "default");
     let _ = jobs.delete("migrate", &DeleteParams::background()).await;
     c.sim.shutdown().await;

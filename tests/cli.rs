@@ -21,7 +21,11 @@ fn stderr(out: &Output) -> String {
 }
 
 fn example(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name).display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 /// A repository in a temp dir, from (path, content) pairs.
@@ -42,7 +46,8 @@ fn stage(name: &str, path: &str, deps: &[&str]) -> String {
     )
 }
 
-const CONFIGMAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: b\n";
+const CONFIGMAP: &str =
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: b\n";
 
 fn path_of(dir: &tempfile::TempDir) -> String {
     dir.path().display().to_string()
@@ -53,7 +58,11 @@ fn validate_accepts_both_examples_with_a_summary() {
     for name in ["native", "flux"] {
         let out = stagegate(&["validate", &example(name)]);
         assert!(out.status.success(), "{name}: {}", stderr(&out));
-        assert_eq!(stdout(&out), "ok: 2 stages, 5 objects, 0 warnings\n", "{name}");
+        assert_eq!(
+            stdout(&out),
+            "ok: 2 stages, 5 objects, 0 warnings\n",
+            "{name}"
+        );
     }
 }
 
@@ -63,7 +72,14 @@ fn graph_prints_dependencies_first_as_text_and_dot() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "pre\napplication <- pre\n");
 
-    let out = stagegate(&["graph", &example("flux"), "--path", "clusters/demo", "--format", "dot"]);
+    let out = stagegate(&[
+        "graph",
+        &example("flux"),
+        "--path",
+        "clusters/demo",
+        "--format",
+        "dot",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let dot = stdout(&out);
     assert!(dot.starts_with("digraph stages {"), "{dot}");
@@ -88,8 +104,13 @@ fn render_streams_objects_in_dependency_order_with_substitution_and_hash() {
         job["spec"]["template"]["spec"]["containers"][0]["image"].as_str(),
         Some("registry.example.com/shop/app:1.4.2")
     );
-    assert_eq!(job["metadata"]["labels"]["stagegate.dev/stage"].as_str(), Some("pre"));
-    let hash = job["metadata"]["annotations"]["stagegate.dev/spec-hash"].as_str().unwrap();
+    assert_eq!(
+        job["metadata"]["labels"]["stagegate.dev/stage"].as_str(),
+        Some("pre")
+    );
+    let hash = job["metadata"]["annotations"]["stagegate.dev/spec-hash"]
+        .as_str()
+        .unwrap();
     assert_eq!(hash.len(), 64);
     // No stage definition is ever rendered as an object.
     assert!(!kinds.contains(&"Stage"));
@@ -116,11 +137,18 @@ fn render_one_stage_only_and_unknown_stage_is_an_error() {
     let out = stagegate(&["render", &example("native"), "--stage", "application"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("kind: Deployment") && !text.contains("kind: Job"), "{text}");
+    assert!(
+        text.contains("kind: Deployment") && !text.contains("kind: Job"),
+        "{text}"
+    );
 
     let out = stagegate(&["render", &example("native"), "--stage", "nope"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("no stage named nope"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no stage named nope"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -137,8 +165,14 @@ fn every_problem_is_reported_together_naming_file_and_stage() {
         ("stages.yaml", &stages),
         ("a/cm.yaml", CONFIGMAP),
         ("b/cm.yaml", CONFIGMAP),
-        ("c/other.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: other}\n"),
-        ("d/bad.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [x\n"),
+        (
+            "c/other.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: other}\n",
+        ),
+        (
+            "d/bad.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [x\n",
+        ),
     ]);
     let out = stagegate(&["validate", &path_of(&dir)]);
     assert_eq!(out.status.code(), Some(1));
@@ -164,7 +198,11 @@ fn symlink_out_of_the_repository_is_refused_and_never_read() {
     std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
     let out = stagegate(&["render", &path_of(&dir)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("outside the repository root"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("outside the repository root"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stdout(&out).is_empty());
 }
 
@@ -181,7 +219,12 @@ fn unknown_field_and_yaml_error_name_the_file_and_line() {
     let out = stagegate(&["validate", &path_of(&dir)]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("stages.yaml: stage s: line 1: invalid Stage: spec.dependOn: unknown field `dependOn`"), "{err}");
+    assert!(
+        err.contains(
+            "stages.yaml: stage s: line 1: invalid Stage: spec.dependOn: unknown field `dependOn`"
+        ),
+        "{err}"
+    );
     assert!(err.contains("other.yaml: invalid YAML: line "), "{err}");
 }
 
@@ -198,8 +241,16 @@ fn empty_stage_and_unsupported_flux_field_are_warnings() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "ok: 1 stages, 0 objects, 2 warnings\n");
     let err = stderr(&out);
-    assert!(err.contains("warning: clusters/k.yaml: stage apps: line 1: Kustomization field spec.healthChecks"), "{err}");
-    assert!(err.contains("warning: clusters/k.yaml: stage apps: path apps holds no manifests"), "{err}");
+    assert!(
+        err.contains(
+            "warning: clusters/k.yaml: stage apps: line 1: Kustomization field spec.healthChecks"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: clusters/k.yaml: stage apps: path apps holds no manifests"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -224,4 +275,3 @@ fn help_is_available_on_every_command() {
         assert!(stdout(&out).contains("Usage:"));
     }
 }
-

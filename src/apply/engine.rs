@@ -93,7 +93,12 @@ pub(super) fn apply_params() -> PatchParams {
 impl Engine {
     pub fn new(client: Client, settings: EngineSettings) -> Self {
         let events = EventSink::new(client.clone(), std::env::var("POD_NAME").ok());
-        Self { resolver: Resolver::new(client.clone()), client, events, settings }
+        Self {
+            resolver: Resolver::new(client.clone()),
+            client,
+            events,
+            settings,
+        }
     }
 
     pub fn client(&self) -> &Client {
@@ -106,9 +111,18 @@ impl Engine {
 
     /// Make the cluster match `planned`, updating `state` (inventory, Job
     /// runs). Never panics on cluster errors: they end up in the report.
-    pub async fn apply_stage(&self, planned: &PlannedStage, revision: &str, state: &mut StageState) -> StageReport {
+    pub async fn apply_stage(
+        &self,
+        planned: &PlannedStage,
+        revision: &str,
+        state: &mut StageState,
+    ) -> StageReport {
         let stage = &planned.stage;
-        let ctx = StageCtx { planned, revision, selector: format!("{STAGE_LABEL}={}", stage.name) };
+        let ctx = StageCtx {
+            planned,
+            revision,
+            selector: format!("{STAGE_LABEL}={}", stage.name),
+        };
         let mut report = StageReport::default();
         match self.apply_inner(&ctx, state, &mut report).await {
             Ok(()) => {
@@ -131,39 +145,71 @@ impl Engine {
         report
     }
 
-    async fn apply_inner(&self, ctx: &StageCtx<'_>, state: &mut StageState, report: &mut StageReport) -> Result<(), String> {
+    async fn apply_inner(
+        &self,
+        ctx: &StageCtx<'_>,
+        state: &mut StageState,
+        report: &mut StageReport,
+    ) -> Result<(), String> {
         let stage = &ctx.planned.stage;
-        let default_ns = stage.target_namespace.clone().unwrap_or_else(|| "default".to_string());
-        let mut items: Vec<Item> = ctx.planned.objects.iter().map(|m| Item::new(m.value.clone())).collect();
+        let default_ns = stage
+            .target_namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
+        let mut items: Vec<Item> = ctx
+            .planned
+            .objects
+            .iter()
+            .map(|m| Item::new(m.value.clone()))
+            .collect();
 
         // Kinds this stage's own CRDs define cannot be resolved before the CRDs exist.
-        let defined: HashSet<(String, String)> = items.iter().filter(|i| i.is_crd()).filter_map(crd_group_kind).collect();
-        self.resolve_items(&mut items, &default_ns, |i| !defined.contains(&(i.group().to_string(), i.kind.clone())))
-            .await?;
+        let defined: HashSet<(String, String)> = items
+            .iter()
+            .filter(|i| i.is_crd())
+            .filter_map(crd_group_kind)
+            .collect();
+        self.resolve_items(&mut items, &default_ns, |i| {
+            !defined.contains(&(i.group().to_string(), i.kind.clone()))
+        })
+        .await?;
 
         let unchanged = self.unchanged(ctx, &items, state).await;
-        let mut inventory: BTreeMap<(String, String, Option<String>, String), InventoryEntry> = BTreeMap::new();
+        let mut inventory: BTreeMap<(String, String, Option<String>, String), InventoryEntry> =
+            BTreeMap::new();
 
         // Namespaces and CRDs.
-        let foundation: Vec<&Item> = items.iter().filter(|i| i.resolved.is_some() && i.rank() == Rank::Foundation).collect();
-        self.apply_group(ctx, &foundation, &unchanged, &mut inventory, report).await?;
+        let foundation: Vec<&Item> = items
+            .iter()
+            .filter(|i| i.resolved.is_some() && i.rank() == Rank::Foundation)
+            .collect();
+        self.apply_group(ctx, &foundation, &unchanged, &mut inventory, report)
+            .await?;
         for crd in foundation.iter().filter(|i| i.is_crd()) {
             self.wait_crd_established(crd).await?;
         }
         if !defined.is_empty() {
-            self.resolve_items(&mut items, &default_ns, |i| i.resolved.is_none()).await?;
+            self.resolve_items(&mut items, &default_ns, |i| i.resolved.is_none())
+                .await?;
         }
 
         for rank in [Rank::ClusterScoped, Rank::Namespaced] {
             let group: Vec<&Item> = items.iter().filter(|i| i.rank() == rank).collect();
-            self.apply_group(ctx, &group, &unchanged, &mut inventory, report).await?;
+            self.apply_group(ctx, &group, &unchanged, &mut inventory, report)
+                .await?;
         }
 
         // Jobs, each by its own rules; all Jobs of the stage at once.
         let waits = stage.wait.unwrap_or_else(|| items.iter().any(Item::is_job));
         let jobs: Vec<&Item> = items.iter().filter(|i| i.is_job()).collect();
         let job_results = stream::iter(jobs.iter().map(|item| {
-            let task = JobTask { engine: self, ctx, item, state: &*state, wait: waits };
+            let task = JobTask {
+                engine: self,
+                ctx,
+                item,
+                state: &*state,
+                wait: waits,
+            };
             task.run()
         }))
         .buffer_unordered(self.settings.concurrency.max(1))
@@ -198,7 +244,8 @@ impl Engine {
 
         // The inventory is updated before prune and wait: what was applied is
         // in the cluster whatever happens next.
-        let old_inventory = std::mem::replace(&mut state.inventory, inventory.into_values().collect());
+        let old_inventory =
+            std::mem::replace(&mut state.inventory, inventory.into_values().collect());
         state.prune = stage.prune;
 
         if !job_failures.is_empty() {
@@ -218,7 +265,9 @@ impl Engine {
             let timeout = stage.timeout.unwrap_or(self.settings.default_timeout);
             let to_wait: Vec<&Item> = items
                 .iter()
-                .filter(|i| !i.is_job() && !unchanged.contains_key(&i.object_ref()) && needs_wait(i))
+                .filter(|i| {
+                    !i.is_job() && !unchanged.contains_key(&i.object_ref()) && needs_wait(i)
+                })
                 .collect();
             wait_all(self, &to_wait, timeout).await?;
         }
@@ -226,7 +275,12 @@ impl Engine {
     }
 
     /// Resolve the items `pick` selects; every unknown kind is reported at once.
-    async fn resolve_items(&self, items: &mut [Item], default_ns: &str, pick: impl Fn(&Item) -> bool) -> Result<(), String> {
+    async fn resolve_items(
+        &self,
+        items: &mut [Item],
+        default_ns: &str,
+        pick: impl Fn(&Item) -> bool,
+    ) -> Result<(), String> {
         let mut unknown = Vec::new();
         for item in items.iter_mut().filter(|i| pick(i)) {
             match self.resolver.resolve(&item.api_version, &item.kind).await {
@@ -239,34 +293,66 @@ impl Engine {
                     }
                     .to_string(),
                 ),
-                Err(e) => return Err(format!("discovery of {}/{}: {e}", item.api_version, item.kind)),
+                Err(e) => {
+                    return Err(format!(
+                        "discovery of {}/{}: {e}",
+                        item.api_version, item.kind
+                    ));
+                }
             }
         }
-        if unknown.is_empty() { Ok(()) } else { Err(unknown.join("; ")) }
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(unknown.join("; "))
+        }
     }
 
     /// Objects whose rendered form is what was last applied and whose live
     /// resourceVersion has not moved since: one LIST (metadata only) per kind
     /// and namespace, instead of one request per object.
     async fn unchanged(&self, ctx: &StageCtx<'_>, items: &[Item], state: &StageState) -> Unchanged {
-        let recorded: HashMap<_, &InventoryEntry> = state.inventory.iter().map(|e| (e.object_ref(), e)).collect();
+        let recorded: HashMap<_, &InventoryEntry> = state
+            .inventory
+            .iter()
+            .map(|e| (e.object_ref(), e))
+            .collect();
         let mut groups: BTreeMap<(String, String, Option<String>), Vec<&Item>> = BTreeMap::new();
         for item in items.iter().filter(|i| i.resolved.is_some() && !i.is_job()) {
-            if recorded.get(&item.object_ref()).is_some_and(|e| e.hash == item.hash && !e.resource_version.is_empty()) {
+            if recorded
+                .get(&item.object_ref())
+                .is_some_and(|e| e.hash == item.hash && !e.resource_version.is_empty())
+            {
                 groups
-                    .entry((item.api_version.clone(), item.kind.clone(), item.namespace.clone()))
+                    .entry((
+                        item.api_version.clone(),
+                        item.kind.clone(),
+                        item.namespace.clone(),
+                    ))
                     .or_default()
                     .push(item);
             }
         }
         let mut unchanged = Unchanged::new();
         for group in groups.values() {
-            let Some(api) = group[0].api(&self.client) else { continue };
-            let Ok(list) = api.list_metadata(&ListParams::default().labels(&ctx.selector)).await else { continue };
+            let Some(api) = group[0].api(&self.client) else {
+                continue;
+            };
+            let Ok(list) = api
+                .list_metadata(&ListParams::default().labels(&ctx.selector))
+                .await
+            else {
+                continue;
+            };
             let live: HashMap<&str, &str> = list
                 .items
                 .iter()
-                .filter_map(|o| Some((o.metadata.name.as_deref()?, o.metadata.resource_version.as_deref()?)))
+                .filter_map(|o| {
+                    Some((
+                        o.metadata.name.as_deref()?,
+                        o.metadata.resource_version.as_deref()?,
+                    ))
+                })
                 .collect();
             for item in group {
                 let oref = item.object_ref();
@@ -318,7 +404,11 @@ impl Engine {
                 Err(e) => errors.push(e.to_string()),
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
     }
 
     async fn wait_crd_established(&self, crd: &Item) -> Result<(), String> {
@@ -326,7 +416,10 @@ impl Engine {
         let wait = await_condition(api, &crd.name, conditions::is_crd_established());
         match tokio::time::timeout(self.settings.default_timeout, wait).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("{}: waiting for Established: {e}", crd.object_ref())),
+            Ok(Err(e)) => Err(format!(
+                "{}: waiting for Established: {e}",
+                crd.object_ref()
+            )),
             Err(_) => Err(format!("{}: not Established in time", crd.object_ref())),
         }
     }
@@ -340,35 +433,67 @@ pub(super) struct Applied {
 impl Engine {
     /// Server-side apply one object; an immutable-field rejection recreates it
     /// when the stage allows (`force`), and fails naming it otherwise.
-    pub(super) async fn apply_object(&self, ctx: &StageCtx<'_>, item: &Item) -> Result<Applied, ApplyError> {
+    pub(super) async fn apply_object(
+        &self,
+        ctx: &StageCtx<'_>,
+        item: &Item,
+    ) -> Result<Applied, ApplyError> {
         let api = item.api(&self.client).ok_or_else(|| ApplyError::Invalid {
             object: item.object_ref(),
             message: "kind not resolved".into(),
         })?;
-        match api.patch(&item.name, &apply_params(), &Patch::Apply(&item.value)).await {
-            Ok(obj) => Ok(Applied { resource_version: obj.metadata.resource_version.unwrap_or_default(), recreated: false }),
+        match api
+            .patch(&item.name, &apply_params(), &Patch::Apply(&item.value))
+            .await
+        {
+            Ok(obj) => Ok(Applied {
+                resource_version: obj.metadata.resource_version.unwrap_or_default(),
+                recreated: false,
+            }),
             Err(e) if is_immutable_field(&e) => {
-                let message = super::error::api_status(&e).map(|s| s.message.clone()).unwrap_or_default();
+                let message = super::error::api_status(&e)
+                    .map(|s| s.message.clone())
+                    .unwrap_or_default();
                 if !ctx.planned.stage.force {
-                    return Err(ApplyError::Immutable { object: item.object_ref(), message });
+                    return Err(ApplyError::Immutable {
+                        object: item.object_ref(),
+                        message,
+                    });
                 }
                 info!(stage = ctx.name(), object = %item.object_ref(), "immutable field changed; recreating (force)");
                 super::recreate::delete_and_wait(self, &api, item).await?;
                 let created = api
                     .patch(&item.name, &apply_params(), &Patch::Apply(&item.value))
                     .await
-                    .map_err(|source| ApplyError::Kube { object: item.object_ref(), source })?;
+                    .map_err(|source| ApplyError::Kube {
+                        object: item.object_ref(),
+                        source,
+                    })?;
                 let reference = item.reference(created.metadata.uid.clone());
                 self.events
-                    .normal(&reference, "Recreated", "Recreate", &format!("recreated because an immutable field changed: {message}"))
+                    .normal(
+                        &reference,
+                        "Recreated",
+                        "Recreate",
+                        &format!("recreated because an immutable field changed: {message}"),
+                    )
                     .await;
-                Ok(Applied { resource_version: created.metadata.resource_version.unwrap_or_default(), recreated: true })
+                Ok(Applied {
+                    resource_version: created.metadata.resource_version.unwrap_or_default(),
+                    recreated: true,
+                })
             }
             Err(e) => {
                 warn!(stage = ctx.name(), object = %item.object_ref(), error = %e, "apply failed");
                 Err(match super::error::api_status(&e) {
-                    Some(status) => ApplyError::Rejected { object: item.object_ref(), message: status.message.clone() },
-                    None => ApplyError::Kube { object: item.object_ref(), source: e },
+                    Some(status) => ApplyError::Rejected {
+                        object: item.object_ref(),
+                        message: status.message.clone(),
+                    },
+                    None => ApplyError::Kube {
+                        object: item.object_ref(),
+                        source: e,
+                    },
                 })
             }
         }
@@ -376,10 +501,18 @@ impl Engine {
 }
 
 pub(super) fn inv_key(e: &InventoryEntry) -> (String, String, Option<String>, String) {
-    (e.api_version.clone(), e.kind.clone(), e.namespace.clone(), e.name.clone())
+    (
+        e.api_version.clone(),
+        e.kind.clone(),
+        e.namespace.clone(),
+        e.name.clone(),
+    )
 }
 
-fn find_entry<'a>(state: &'a StageState, key: &(String, String, Option<String>, String)) -> Option<&'a InventoryEntry> {
+fn find_entry<'a>(
+    state: &'a StageState,
+    key: &(String, String, Option<String>, String),
+) -> Option<&'a InventoryEntry> {
     state.inventory.iter().find(|e| &inv_key(e) == key)
 }
 
@@ -395,8 +528,23 @@ fn crd_group_kind(item: &Item) -> Option<(String, String)> {
 fn needs_wait(item: &Item) -> bool {
     !matches!(
         item.kind.as_str(),
-        "ConfigMap" | "Secret" | "Service" | "ServiceAccount" | "Namespace" | "Role" | "RoleBinding" | "ClusterRole"
-            | "ClusterRoleBinding" | "CronJob" | "Lease" | "Event" | "PersistentVolumeClaim" | "NetworkPolicy"
-            | "PodDisruptionBudget" | "Ingress" | "LimitRange" | "ResourceQuota"
+        "ConfigMap"
+            | "Secret"
+            | "Service"
+            | "ServiceAccount"
+            | "Namespace"
+            | "Role"
+            | "RoleBinding"
+            | "ClusterRole"
+            | "ClusterRoleBinding"
+            | "CronJob"
+            | "Lease"
+            | "Event"
+            | "PersistentVolumeClaim"
+            | "NetworkPolicy"
+            | "PodDisruptionBudget"
+            | "Ingress"
+            | "LimitRange"
+            | "ResourceQuota"
     ) && item.resolved.is_some()
 }

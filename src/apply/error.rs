@@ -4,11 +4,19 @@ use crate::object::ObjectRef;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("{object}: kind {api_version}/{kind} is not served by the cluster (no such resource type)")]
-    UnknownKind { object: ObjectRef, api_version: String, kind: String },
+    #[error(
+        "{object}: kind {api_version}/{kind} is not served by the cluster (no such resource type)"
+    )]
+    UnknownKind {
+        object: ObjectRef,
+        api_version: String,
+        kind: String,
+    },
     #[error("{object}: {message}")]
     Rejected { object: ObjectRef, message: String },
-    #[error("{object}: immutable field changed ({message}); set force: true on the stage to recreate it")]
+    #[error(
+        "{object}: immutable field changed ({message}); set force: true on the stage to recreate it"
+    )]
     Immutable { object: ObjectRef, message: String },
     #[error("{object}: {source}")]
     Kube {
@@ -52,7 +60,9 @@ pub fn is_not_found(e: &kube::Error) -> bool {
 /// object is deleted and recreated. Flux treats every 409/422 this way and has
 /// deleted users' volumes on every reconcile; we look at what the server said.
 pub fn is_immutable_field(e: &kube::Error) -> bool {
-    let Some(status) = api_status(e) else { return false };
+    let Some(status) = api_status(e) else {
+        return false;
+    };
     if status.code != 422 {
         return false;
     }

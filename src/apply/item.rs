@@ -37,16 +37,40 @@ pub struct Item {
 
 impl Item {
     pub fn new(value: Value) -> Self {
-        let text = |k: &str| value.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let text = |k: &str| {
+            value
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         let api_version = text("apiVersion");
         let kind = text("kind");
-        let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-        let namespace = value.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
-        Self { value, api_version, kind, name, namespace, resolved: None, hash: String::new() }
+        let name = value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let namespace = value
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        Self {
+            value,
+            api_version,
+            kind,
+            name,
+            namespace,
+            resolved: None,
+            hash: String::new(),
+        }
     }
 
     pub fn group(&self) -> &str {
-        self.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or_default()
+        self.api_version
+            .rsplit_once('/')
+            .map(|(g, _)| g)
+            .unwrap_or_default()
     }
 
     pub fn is_job(&self) -> bool {
@@ -73,18 +97,31 @@ impl Item {
     /// namespace go to `default_namespace`; cluster-scoped ones lose any.
     pub fn place(&mut self, resolved: Resolved, default_namespace: &str) {
         if resolved.namespaced {
-            let ns = self.namespace.get_or_insert_with(|| default_namespace.to_string()).clone();
-            if let Some(meta) = self.value.get_mut("metadata").and_then(Value::as_object_mut) {
+            let ns = self
+                .namespace
+                .get_or_insert_with(|| default_namespace.to_string())
+                .clone();
+            if let Some(meta) = self
+                .value
+                .get_mut("metadata")
+                .and_then(Value::as_object_mut)
+            {
                 meta.insert("namespace".into(), Value::String(ns));
             }
         } else {
             self.namespace = None;
-            if let Some(meta) = self.value.get_mut("metadata").and_then(Value::as_object_mut) {
+            if let Some(meta) = self
+                .value
+                .get_mut("metadata")
+                .and_then(Value::as_object_mut)
+            {
                 meta.remove("namespace");
             }
         }
         self.resolved = Some(resolved);
-        self.hash = hex::encode(Sha256::digest(serde_json::to_vec(&self.value).unwrap_or_default()));
+        self.hash = hex::encode(Sha256::digest(
+            serde_json::to_vec(&self.value).unwrap_or_default(),
+        ));
     }
 
     pub fn object_ref(&self) -> ObjectRef {
@@ -99,13 +136,18 @@ impl Item {
     pub fn api(&self, client: &Client) -> Option<Api<DynamicObject>> {
         let resolved = self.resolved.as_ref()?;
         Some(match &self.namespace {
-            Some(ns) if resolved.namespaced => Api::namespaced_with(client.clone(), ns, &resolved.resource),
+            Some(ns) if resolved.namespaced => {
+                Api::namespaced_with(client.clone(), ns, &resolved.resource)
+            }
             _ => Api::all_with(client.clone(), &resolved.resource),
         })
     }
 
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.value.pointer("/metadata/annotations")?.get(key)?.as_str()
+        self.value
+            .pointer("/metadata/annotations")?
+            .get(key)?
+            .as_str()
     }
 
     pub fn inventory_entry(&self, resource_version: String) -> InventoryEntry {

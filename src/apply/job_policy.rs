@@ -107,7 +107,9 @@ pub fn decide(input: &JobInputs<'_>) -> JobAction {
         }
         RunPolicy::EveryRevision => {
             let ran_this_revision = input.history.is_some_and(|h| {
-                h.runs.iter().any(|r| r.hash == input.hash && r.revision == input.revision)
+                h.runs
+                    .iter()
+                    .any(|r| r.hash == input.hash && r.revision == input.revision)
             });
             match input.live {
                 _ if ran_this_revision => on_change(input),
@@ -123,9 +125,13 @@ pub fn decide(input: &JobInputs<'_>) -> JobAction {
 /// for unless the author said it may be cut short.
 fn replace(input: &JobInputs<'_>, live: &LiveJob) -> JobAction {
     if live.status == LiveStatus::Running && !input.replace_running {
-        JobAction::WaitThenReplace { old_hash: live.hash.clone() }
+        JobAction::WaitThenReplace {
+            old_hash: live.hash.clone(),
+        }
     } else {
-        JobAction::Replace { old_hash: live.hash.clone() }
+        JobAction::Replace {
+            old_hash: live.hash.clone(),
+        }
     }
 }
 
@@ -135,19 +141,25 @@ fn on_change(input: &JobInputs<'_>) -> JobAction {
     match input.live {
         Some(live) if live.hash.as_deref() == Some(input.hash) => {
             if live.status == LiveStatus::Failed && retry_left {
-                JobAction::Retry { attempt: failures + 1 }
+                JobAction::Retry {
+                    attempt: failures + 1,
+                }
             } else {
                 JobAction::Keep
             }
         }
         Some(live) => replace(input, live),
         None => {
-            let Some(history) = input.history else { return JobAction::Create };
+            let Some(history) = input.history else {
+                return JobAction::Create;
+            };
             if history.succeeded(input.hash) {
                 return JobAction::Skip(SkipReason::AlreadySucceeded);
             }
             match history.last_of(input.hash).map(|r| r.result) {
-                Some(JobResult::Failed) if retry_left => JobAction::Retry { attempt: failures + 1 },
+                Some(JobResult::Failed) if retry_left => JobAction::Retry {
+                    attempt: failures + 1,
+                },
                 Some(JobResult::Failed) => JobAction::Skip(SkipReason::PreviouslyFailed),
                 // Running in the record but gone from the cluster: someone deleted
                 // it mid-run, so it never finished; run it.
@@ -180,7 +192,11 @@ mod tests {
     }
 
     fn live(hash: Option<&str>, status: LiveStatus) -> LiveJob {
-        LiveJob { uid: "u".into(), hash: hash.map(str::to_string), status }
+        LiveJob {
+            uid: "u".into(),
+            hash: hash.map(str::to_string),
+            status,
+        }
     }
 
     fn input<'a>(live: Option<&'a LiveJob>, history: Option<&'a JobHistory>) -> JobInputs<'a> {
@@ -204,7 +220,10 @@ mod tests {
     #[test]
     fn completed_spec_removed_by_ttl_does_not_run_again() {
         let h = history(&[("new", "r1", JobResult::Succeeded)]);
-        assert_eq!(decide(&input(None, Some(&h))), JobAction::Skip(SkipReason::AlreadySucceeded));
+        assert_eq!(
+            decide(&input(None, Some(&h))),
+            JobAction::Skip(SkipReason::AlreadySucceeded)
+        );
     }
 
     #[test]
@@ -219,23 +238,41 @@ mod tests {
     #[test]
     fn changed_or_foreign_job_is_replaced_and_a_running_one_waited_for() {
         let l = live(Some("old"), LiveStatus::Succeeded);
-        assert_eq!(decide(&input(Some(&l), None)), JobAction::Replace { old_hash: Some("old".into()) });
+        assert_eq!(
+            decide(&input(Some(&l), None)),
+            JobAction::Replace {
+                old_hash: Some("old".into())
+            }
+        );
         let l = live(None, LiveStatus::Failed);
-        assert_eq!(decide(&input(Some(&l), None)), JobAction::Replace { old_hash: None });
+        assert_eq!(
+            decide(&input(Some(&l), None)),
+            JobAction::Replace { old_hash: None }
+        );
         let l = live(Some("old"), LiveStatus::Running);
         assert_eq!(
             decide(&input(Some(&l), None)),
-            JobAction::WaitThenReplace { old_hash: Some("old".into()) }
+            JobAction::WaitThenReplace {
+                old_hash: Some("old".into())
+            }
         );
         let mut i = input(Some(&l), None);
         i.replace_running = true;
-        assert_eq!(decide(&i), JobAction::Replace { old_hash: Some("old".into()) });
+        assert_eq!(
+            decide(&i),
+            JobAction::Replace {
+                old_hash: Some("old".into())
+            }
+        );
     }
 
     #[test]
     fn failed_spec_is_not_rerun_without_retries_or_request() {
         let h = history(&[("new", "r1", JobResult::Failed)]);
-        assert_eq!(decide(&input(None, Some(&h))), JobAction::Skip(SkipReason::PreviouslyFailed));
+        assert_eq!(
+            decide(&input(None, Some(&h))),
+            JobAction::Skip(SkipReason::PreviouslyFailed)
+        );
         let mut i = input(None, Some(&h));
         i.rerun_requested = true;
         assert_eq!(decide(&i), JobAction::Create);
@@ -276,7 +313,12 @@ mod tests {
         let l = live(Some("new"), LiveStatus::Succeeded);
         let mut i = input(Some(&l), Some(&h));
         i.policy = RunPolicy::EveryRevision;
-        assert_eq!(decide(&i), JobAction::Replace { old_hash: Some("new".into()) });
+        assert_eq!(
+            decide(&i),
+            JobAction::Replace {
+                old_hash: Some("new".into())
+            }
+        );
         let h = history(&[("new", "r2", JobResult::Succeeded)]);
         let mut i = input(Some(&l), Some(&h));
         i.policy = RunPolicy::EveryRevision;

@@ -13,8 +13,8 @@ use tracing::{info, warn};
 use super::engine::{Engine, StageCtx, apply_params, inv_key};
 use super::item::Item;
 use super::job_policy::{
-    JobAction, JobInputs, LiveJob, LiveStatus, REPLACE_RUNNING_ANNOTATION, RUN_POLICY_ANNOTATION, RunPolicy, SkipReason,
-    decide,
+    JobAction, JobInputs, LiveJob, LiveStatus, REPLACE_RUNNING_ANNOTATION, RUN_POLICY_ANNOTATION,
+    RunPolicy, SkipReason, decide,
 };
 use super::recreate::delete_and_wait_for;
 use crate::health::job::{JobOutcome, JobWatch, wait_job};
@@ -67,14 +67,23 @@ pub fn live_job(job: &Job) -> LiveJob {
     };
     LiveJob {
         uid: job.metadata.uid.clone().unwrap_or_default(),
-        hash: job.metadata.annotations.as_ref().and_then(|a| a.get(SPEC_HASH_ANNOTATION)).cloned(),
+        hash: job
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SPEC_HASH_ANNOTATION))
+            .cloned(),
         status,
     }
 }
 
 impl JobTask<'_> {
     pub async fn run(self) -> JobTaskResult {
-        let namespace = self.item.namespace.clone().unwrap_or_else(|| "default".into());
+        let namespace = self
+            .item
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let key = format!("{namespace}/{}", self.item.name);
         let mut result = JobTaskResult {
             item_key: inv_key(&self.item.inventory_entry(String::new())),
@@ -83,7 +92,11 @@ impl JobTask<'_> {
             inventory: None,
             recreated: false,
             failure: None,
-            report: JobReport { job: key.clone(), action: String::new(), outcome: String::new() },
+            report: JobReport {
+                job: key.clone(),
+                action: String::new(),
+                outcome: String::new(),
+            },
         };
         if let Err(message) = self.run_inner(&namespace, &key, &mut result).await {
             result.report.outcome = format!("failed: {message}");
@@ -94,19 +107,29 @@ impl JobTask<'_> {
         result
     }
 
-    async fn run_inner(&self, namespace: &str, key: &str, result: &mut JobTaskResult) -> Result<(), String> {
+    async fn run_inner(
+        &self,
+        namespace: &str,
+        key: &str,
+        result: &mut JobTaskResult,
+    ) -> Result<(), String> {
         let engine = self.engine;
         let stage = &self.ctx.planned.stage;
         let hash = self
             .item
             .annotation(SPEC_HASH_ANNOTATION)
-            .ok_or_else(|| format!("has no {SPEC_HASH_ANNOTATION} annotation (not rendered by stagegate?)"))?
+            .ok_or_else(|| {
+                format!("has no {SPEC_HASH_ANNOTATION} annotation (not rendered by stagegate?)")
+            })?
             .to_string();
         let policy = RunPolicy::parse(self.item.annotation(RUN_POLICY_ANNOTATION))?;
         let jobs: Api<Job> = Api::namespaced(engine.client.clone(), namespace);
         let pods: Api<Pod> = Api::namespaced(engine.client.clone(), namespace);
 
-        let live = jobs.get_opt(&self.item.name).await.map_err(|e| format!("reading the live Job: {e}"))?;
+        let live = jobs
+            .get_opt(&self.item.name)
+            .await
+            .map_err(|e| format!("reading the live Job: {e}"))?;
         let live_state = live.as_ref().map(live_job);
         let history = self.state.jobs.get(key);
         let rerun_requested = self.state.rerun.contains(key) || self.state.rerun.contains("*");
@@ -133,29 +156,60 @@ impl JobTask<'_> {
             }
             JobAction::Skip(SkipReason::PreviouslyFailed) => {
                 let last = history.and_then(|h| h.last_of(&hash));
-                let reason = last.and_then(|r| r.reason.clone()).unwrap_or_else(|| "failed".into());
+                let reason = last
+                    .and_then(|r| r.reason.clone())
+                    .unwrap_or_else(|| "failed".into());
                 let tail = last.and_then(|r| r.log_tail.clone());
                 return Err(with_tail(
-                    &format!("failed earlier and is not run again until its spec changes or `stagegate rerun` asks: {reason}"),
+                    &format!(
+                        "failed earlier and is not run again until its spec changes or `stagegate rerun` asks: {reason}"
+                    ),
                     tail.as_deref(),
                 ));
             }
-            JobAction::Keep => live_state.as_ref().map(|l| l.uid.clone()).unwrap_or_default(),
+            JobAction::Keep => live_state
+                .as_ref()
+                .map(|l| l.uid.clone())
+                .unwrap_or_default(),
             JobAction::Create => self.create(&jobs, &hash, result).await?,
             JobAction::WaitThenReplace { old_hash } => {
                 if let Some(old) = &live_state {
-                    info!(stage = self.ctx.name(), object = key, "waiting for the running Job of the previous spec to finish");
+                    info!(
+                        stage = self.ctx.name(),
+                        object = key,
+                        "waiting for the running Job of the previous spec to finish"
+                    );
                     let outcome = self.watch(&jobs, &pods, &old.uid).await?;
-                    self.record_outcome(result, key, old.hash.as_deref().unwrap_or_default(), &old.uid, &outcome);
+                    self.record_outcome(
+                        result,
+                        key,
+                        old.hash.as_deref().unwrap_or_default(),
+                        &old.uid,
+                        &outcome,
+                    );
                 }
-                self.replace(&jobs, &hash, old_hash.as_deref(), result).await?
+                self.replace(&jobs, &hash, old_hash.as_deref(), result)
+                    .await?
             }
-            JobAction::Replace { old_hash } => self.replace(&jobs, &hash, old_hash.as_deref(), result).await?,
+            JobAction::Replace { old_hash } => {
+                self.replace(&jobs, &hash, old_hash.as_deref(), result)
+                    .await?
+            }
             JobAction::Retry { attempt } => {
-                let interval = stage.retry_interval.unwrap_or(engine.settings.default_retry_interval);
-                let last_end = history.and_then(|h| h.last_of(&hash)).and_then(|r| r.finished.clone());
+                let interval = stage
+                    .retry_interval
+                    .unwrap_or(engine.settings.default_retry_interval);
+                let last_end = history
+                    .and_then(|h| h.last_of(&hash))
+                    .and_then(|r| r.finished.clone());
                 if let Some(wait) = remaining(last_end.as_deref(), interval) {
-                    info!(stage = self.ctx.name(), object = key, attempt, "retrying the failed Job after {}", humantime::format_duration(wait));
+                    info!(
+                        stage = self.ctx.name(),
+                        object = key,
+                        attempt,
+                        "retrying the failed Job after {}",
+                        humantime::format_duration(wait)
+                    );
                     tokio::time::sleep(wait).await;
                 }
                 self.replace(&jobs, &hash, Some(&hash), result).await?
@@ -178,14 +232,27 @@ impl JobTask<'_> {
         }
     }
 
-    async fn create(&self, jobs: &Api<Job>, hash: &str, result: &mut JobTaskResult) -> Result<String, String> {
+    async fn create(
+        &self,
+        jobs: &Api<Job>,
+        hash: &str,
+        result: &mut JobTaskResult,
+    ) -> Result<String, String> {
         let created = jobs
-            .patch(&self.item.name, &apply_params(), &Patch::Apply(&self.item.value))
+            .patch(
+                &self.item.name,
+                &apply_params(),
+                &Patch::Apply(&self.item.value),
+            )
             .await
             .map_err(|e| format!("create: {e}"))?;
         let uid = created.metadata.uid.clone().unwrap_or_default();
         result.runs.push((
-            format!("{}/{}", self.item.namespace.as_deref().unwrap_or("default"), self.item.name),
+            format!(
+                "{}/{}",
+                self.item.namespace.as_deref().unwrap_or("default"),
+                self.item.name
+            ),
             JobRun {
                 hash: hash.to_string(),
                 revision: self.ctx.revision.to_string(),
@@ -201,28 +268,60 @@ impl JobTask<'_> {
     }
 
     /// Delete the live Job with its pods, wait until it is gone, create the new one.
-    async fn replace(&self, jobs: &Api<Job>, hash: &str, old_hash: Option<&str>, result: &mut JobTaskResult) -> Result<String, String> {
+    async fn replace(
+        &self,
+        jobs: &Api<Job>,
+        hash: &str,
+        old_hash: Option<&str>,
+        result: &mut JobTaskResult,
+    ) -> Result<String, String> {
         // Foreground: the Job object stays until the garbage collector removed
         // its pods, so once it is gone no pod of the old spec is left running
         // beside the new one. Background would drop the Job at once and leave
         // its pods to be collected later, possibly overlapping the new run;
         // and with no policy at all, batch/v1 orphans the pods.
-        delete_and_wait_for(jobs, &self.item.name, &DeleteParams::foreground(), self.engine.settings.default_timeout)
-            .await
-            .map_err(|e| format!("deleting the previous Job: {e}"))?;
+        delete_and_wait_for(
+            jobs,
+            &self.item.name,
+            &DeleteParams::foreground(),
+            self.engine.settings.default_timeout,
+        )
+        .await
+        .map_err(|e| format!("deleting the previous Job: {e}"))?;
         let uid = self.create(jobs, hash, result).await?;
         result.recreated = true;
         let old = old_hash.map(short).unwrap_or("(none)");
-        let note = format!("spec hash {old} -> {}: deleted the previous Job with its pods and created it again", short(hash));
+        let note = format!(
+            "spec hash {old} -> {}: deleted the previous Job with its pods and created it again",
+            short(hash)
+        );
         info!(stage = self.ctx.name(), revision = self.ctx.revision, object = %self.item.object_ref(), "Job recreated: {note}");
-        self.engine.events.normal(&self.item.reference(Some(uid.clone())), "Recreated", "Recreate", &note).await;
+        self.engine
+            .events
+            .normal(
+                &self.item.reference(Some(uid.clone())),
+                "Recreated",
+                "Recreate",
+                &note,
+            )
+            .await;
         Ok(uid)
     }
 
-    async fn watch(&self, jobs: &Api<Job>, pods: &Api<Pod>, uid: &str) -> Result<JobOutcome, String> {
+    async fn watch(
+        &self,
+        jobs: &Api<Job>,
+        pods: &Api<Pod>,
+        uid: &str,
+    ) -> Result<JobOutcome, String> {
         let progress = Progress::default();
         let reference = self.item.reference(Some(uid.to_string()));
-        let timeout = self.ctx.planned.stage.timeout.unwrap_or(self.engine.settings.default_timeout);
+        let timeout = self
+            .ctx
+            .planned
+            .stage
+            .timeout
+            .unwrap_or(self.engine.settings.default_timeout);
         let watch = wait_job(JobWatch {
             jobs: jobs.clone(),
             pods: pods.clone(),
@@ -236,28 +335,55 @@ impl JobTask<'_> {
         let outcome = match tokio::time::timeout(timeout, watch).await {
             Ok(outcome) => outcome,
             Err(_) => {
-                return Err(format!("not complete after {}: {}", humantime::format_duration(timeout), progress.get()));
+                return Err(format!(
+                    "not complete after {}: {}",
+                    humantime::format_duration(timeout),
+                    progress.get()
+                ));
             }
         };
         if let JobOutcome::Failed { reason, log_tail } = &outcome {
             warn!(stage = self.ctx.name(), revision = self.ctx.revision, object = %self.item.object_ref(), reason, "Job failed");
-            self.engine.events.warning(&reference, "Failed", "Wait", &with_tail(reason, log_tail.as_deref())).await;
+            self.engine
+                .events
+                .warning(
+                    &reference,
+                    "Failed",
+                    "Wait",
+                    &with_tail(reason, log_tail.as_deref()),
+                )
+                .await;
         }
         Ok(outcome)
     }
 
-    fn record_outcome(&self, result: &mut JobTaskResult, key: &str, hash: &str, uid: &str, outcome: &JobOutcome) {
-        let previous = self.state.jobs.get(key).and_then(|h| h.runs.iter().find(|r| r.uid.as_deref() == Some(uid)));
+    fn record_outcome(
+        &self,
+        result: &mut JobTaskResult,
+        key: &str,
+        hash: &str,
+        uid: &str,
+        outcome: &JobOutcome,
+    ) {
+        let previous = self
+            .state
+            .jobs
+            .get(key)
+            .and_then(|h| h.runs.iter().find(|r| r.uid.as_deref() == Some(uid)));
         let started = result
             .runs
             .iter()
             .find(|(_, r)| r.uid.as_deref() == Some(uid))
             .and_then(|(_, r)| r.started.clone())
             .or_else(|| previous.and_then(|r| r.started.clone()));
-        let revision = previous.map(|r| r.revision.clone()).unwrap_or_else(|| self.ctx.revision.to_string());
+        let revision = previous
+            .map(|r| r.revision.clone())
+            .unwrap_or_else(|| self.ctx.revision.to_string());
         let (job_result, reason, log_tail) = match outcome {
             JobOutcome::Succeeded => (JobResult::Succeeded, None, None),
-            JobOutcome::Failed { reason, log_tail } => (JobResult::Failed, Some(reason.clone()), log_tail.clone()),
+            JobOutcome::Failed { reason, log_tail } => {
+                (JobResult::Failed, Some(reason.clone()), log_tail.clone())
+            }
         };
         result.runs.push((
             key.to_string(),
@@ -280,7 +406,11 @@ fn describe(action: &JobAction, hash: &str) -> String {
         JobAction::Create => format!("create (spec {})", short(hash)),
         JobAction::Keep => "left alone (unchanged)".into(),
         JobAction::Replace { old_hash } => {
-            format!("recreate because spec hash {} -> {}", old_hash.as_deref().map(short).unwrap_or("(none)"), short(hash))
+            format!(
+                "recreate because spec hash {} -> {}",
+                old_hash.as_deref().map(short).unwrap_or("(none)"),
+                short(hash)
+            )
         }
         JobAction::WaitThenReplace { old_hash } => format!(
             "recreate after the running Job finishes, spec hash {} -> {}",
@@ -290,7 +420,9 @@ fn describe(action: &JobAction, hash: &str) -> String {
         JobAction::Retry { attempt } => format!("retry (run {attempt})"),
         JobAction::Skip(SkipReason::AlreadySucceeded) => "not re-run: already completed".into(),
         JobAction::Skip(SkipReason::OnceAlreadyRan) => "not re-run: run policy once".into(),
-        JobAction::Skip(SkipReason::PreviouslyFailed) => "not re-run: failed earlier with this spec".into(),
+        JobAction::Skip(SkipReason::PreviouslyFailed) => {
+            "not re-run: failed earlier with this spec".into()
+        }
     }
 }
 
@@ -304,7 +436,9 @@ pub(super) fn with_tail(reason: &str, tail: Option<&str>) -> String {
 /// Time left before a retry is due, `finished + interval` from now.
 fn remaining(finished: Option<&str>, interval: Duration) -> Option<Duration> {
     let finished: jiff::Timestamp = finished?.parse().ok()?;
-    let due = finished.checked_add(jiff::SignedDuration::try_from(interval).ok()?).ok()?;
+    let due = finished
+        .checked_add(jiff::SignedDuration::try_from(interval).ok()?)
+        .ok()?;
     let left = jiff::Timestamp::now().duration_until(due);
     Duration::try_from(left).ok().filter(|d| !d.is_zero())
 }

@@ -19,12 +19,25 @@ use crate::state::InventoryEntry;
 
 /// Delete inventory entries not in `keep`; returns how many were deleted and
 /// notes on those deliberately left in place.
-pub(super) async fn prune(engine: &Engine, ctx: &StageCtx<'_>, old: &[InventoryEntry], keep: &HashSet<ObjectRef>) -> (usize, Vec<String>) {
+pub(super) async fn prune(
+    engine: &Engine,
+    ctx: &StageCtx<'_>,
+    old: &[InventoryEntry],
+    keep: &HashSet<ObjectRef>,
+) -> (usize, Vec<String>) {
     prune_entries(engine, ctx.name(), old, keep).await
 }
 
-pub(super) async fn prune_entries(engine: &Engine, stage: &str, old: &[InventoryEntry], keep: &HashSet<ObjectRef>) -> (usize, Vec<String>) {
-    let mut doomed: Vec<&InventoryEntry> = old.iter().filter(|e| !keep.contains(&e.object_ref())).collect();
+pub(super) async fn prune_entries(
+    engine: &Engine,
+    stage: &str,
+    old: &[InventoryEntry],
+    keep: &HashSet<ObjectRef>,
+) -> (usize, Vec<String>) {
+    let mut doomed: Vec<&InventoryEntry> = old
+        .iter()
+        .filter(|e| !keep.contains(&e.object_ref()))
+        .collect();
     // Namespaces and CRDs last: deleting them first would take the rest with
     // them before we had checked the rest was ours to delete.
     doomed.sort_by_key(|e| matches!(e.kind.as_str(), "Namespace" | "CustomResourceDefinition"));
@@ -48,25 +61,38 @@ pub(super) async fn prune_entries(engine: &Engine, stage: &str, old: &[Inventory
 }
 
 async fn prune_one(engine: &Engine, stage: &str, entry: &InventoryEntry) -> Result<bool, String> {
-    let Some(resolved) = engine.resolver.resolve(&entry.api_version, &entry.kind).await.map_err(|e| e.to_string())? else {
+    let Some(resolved) = engine
+        .resolver
+        .resolve(&entry.api_version, &entry.kind)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
         return Ok(false);
     };
     let api: Api<kube::api::DynamicObject> = match &entry.namespace {
-        Some(ns) if resolved.namespaced => Api::namespaced_with(engine.client.clone(), ns, &resolved.resource),
+        Some(ns) if resolved.namespaced => {
+            Api::namespaced_with(engine.client.clone(), ns, &resolved.resource)
+        }
         _ => Api::all_with(engine.client.clone(), &resolved.resource),
     };
-    let Some(live) = api.get_opt(&entry.name).await.map_err(|e| e.to_string())? else { return Ok(false) };
+    let Some(live) = api.get_opt(&entry.name).await.map_err(|e| e.to_string())? else {
+        return Ok(false);
+    };
     let labels = live.metadata.labels.clone().unwrap_or_default();
     if labels.get(MANAGED_BY_KEY).map(String::as_str) != Some(MANAGED_BY_VALUE)
         || labels.get(STAGE_LABEL).map(String::as_str) != Some(stage)
     {
-        return Err(format!("not pruned: it lacks the labels {MANAGED_BY_KEY}={MANAGED_BY_VALUE}, {STAGE_LABEL}={stage}"));
+        return Err(format!(
+            "not pruned: it lacks the labels {MANAGED_BY_KEY}={MANAGED_BY_VALUE}, {STAGE_LABEL}={stage}"
+        ));
     }
     if entry.kind == "Namespace"
         && entry.api_version == "v1"
         && let Some(foreign) = unmanaged_in_namespace(&engine.client, &entry.name).await
     {
-        return Err(format!("Namespace not pruned: it still holds {foreign}, which stagegate does not manage"));
+        return Err(format!(
+            "Namespace not pruned: it still holds {foreign}, which stagegate does not manage"
+        ));
     }
     match api.delete(&entry.name, &DeleteParams::background()).await {
         Ok(_) => Ok(true),
@@ -80,19 +106,31 @@ async fn prune_one(engine: &Engine, stage: &str, entry: &InventoryEntry) -> Resu
 async fn unmanaged_in_namespace(client: &Client, ns: &str) -> Option<String> {
     async fn first<K>(client: &Client, ns: &str) -> Option<String>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
         K::DynamicType: Default,
     {
         let api: Api<K> = Api::namespaced(client.clone(), ns);
         let list = api.list_metadata(&ListParams::default()).await.ok()?;
         list.items.iter().find_map(|o| {
             let meta = &o.metadata;
-            let ours = meta.labels.as_ref().and_then(|l| l.get(MANAGED_BY_KEY)).map(String::as_str) == Some(MANAGED_BY_VALUE);
-            let owned = meta.owner_references.as_ref().is_some_and(|r| !r.is_empty());
+            let ours = meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(MANAGED_BY_KEY))
+                .map(String::as_str)
+                == Some(MANAGED_BY_VALUE);
+            let owned = meta
+                .owner_references
+                .as_ref()
+                .is_some_and(|r| !r.is_empty());
             let name = meta.name.clone().unwrap_or_default();
             // The cluster puts this ConfigMap in every namespace.
             let builtin = name == "kube-root-ca.crt";
-            (!ours && !owned && !builtin).then(|| format!("{} {name}", K::kind(&K::DynamicType::default())))
+            (!ours && !owned && !builtin)
+                .then(|| format!("{} {name}", K::kind(&K::DynamicType::default())))
         })
     }
     if let Some(found) = first::<ConfigMap>(client, ns).await {
@@ -119,7 +157,11 @@ async fn unmanaged_in_namespace(client: &Client, ns: &str) -> Option<String> {
 impl Engine {
     /// Delete the objects of a stage that is no longer in the repository, if
     /// it pruned when it was last applied.
-    pub async fn prune_removed_stage(&self, stage: &str, inventory: &[InventoryEntry]) -> (usize, Vec<String>) {
+    pub async fn prune_removed_stage(
+        &self,
+        stage: &str,
+        inventory: &[InventoryEntry],
+    ) -> (usize, Vec<String>) {
         prune_entries(self, stage, inventory, &HashSet::new()).await
     }
 }

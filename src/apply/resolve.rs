@@ -21,12 +21,19 @@ pub struct Resolver {
 
 impl Resolver {
     pub fn new(client: Client) -> Self {
-        Self { client, cache: Mutex::new(HashMap::new()) }
+        Self {
+            client,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// `Ok(None)` when the cluster does not serve the kind (yet: a CRD in the
     /// same stage may still be on its way). Unknown kinds are not cached.
-    pub async fn resolve(&self, api_version: &str, kind: &str) -> Result<Option<Resolved>, kube::Error> {
+    pub async fn resolve(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<Resolved>, kube::Error> {
         let key = (api_version.to_string(), kind.to_string());
         if let Some(hit) = self.lock().get(&key) {
             return Ok(Some(hit.clone()));
@@ -38,7 +45,10 @@ impl Resolver {
         let gvk = GroupVersionKind::gvk(group, version, kind);
         match pinned_kind(&self.client, &gvk).await {
             Ok((resource, caps)) => {
-                let resolved = Resolved { resource, namespaced: caps.scope == Scope::Namespaced };
+                let resolved = Resolved {
+                    resource,
+                    namespaced: caps.scope == Scope::Namespaced,
+                };
                 self.lock().insert(key, resolved.clone());
                 Ok(Some(resolved))
             }

@@ -10,14 +10,23 @@ use super::item::Item;
 use crate::health::Health;
 use crate::health::wait::{Progress, wait_ready};
 
-pub(super) async fn wait_all(engine: &Engine, items: &[&Item], timeout: Duration) -> Result<(), String> {
+pub(super) async fn wait_all(
+    engine: &Engine,
+    items: &[&Item],
+    timeout: Duration,
+) -> Result<(), String> {
     if items.is_empty() {
         return Ok(());
     }
     let progress: Vec<Progress> = items.iter().map(|_| Progress::default()).collect();
     let waits = items.iter().zip(&progress).filter_map(|(item, progress)| {
         let api = item.api(&engine.client)?;
-        Some(async move { (item, wait_ready(api, &item.name, &item.kind, progress).await) })
+        Some(async move {
+            (
+                item,
+                wait_ready(api, &item.name, &item.kind, progress).await,
+            )
+        })
     });
     match tokio::time::timeout(timeout, join_all(waits)).await {
         Ok(results) => {
@@ -28,7 +37,11 @@ pub(super) async fn wait_all(engine: &Engine, items: &[&Item], timeout: Duration
                     _ => None,
                 })
                 .collect();
-            if failed.is_empty() { Ok(()) } else { Err(failed.join("; ")) }
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(failed.join("; "))
+            }
         }
         Err(_) => {
             let waiting: Vec<String> = items
@@ -38,7 +51,11 @@ pub(super) async fn wait_all(engine: &Engine, items: &[&Item], timeout: Duration
                 .filter(|(_, p)| !p.is_empty())
                 .map(|(item, p)| format!("{}: {p}", item.object_ref()))
                 .collect();
-            Err(format!("timed out after {}; not ready: {}", humantime::format_duration(timeout), waiting.join("; ")))
+            Err(format!(
+                "timed out after {}; not ready: {}",
+                humantime::format_duration(timeout),
+                waiting.join("; ")
+            ))
         }
     }
 }

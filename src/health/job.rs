@@ -22,12 +22,20 @@ use crate::events::EventSink;
 pub const LOG_TAIL_LINES: i64 = 20;
 
 /// Waiting reasons of a container that will not resolve by themselves soon.
-const STUCK_REASONS: &[&str] = &["ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError", "InvalidImageName"];
+const STUCK_REASONS: &[&str] = &[
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CreateContainerConfigError",
+    "InvalidImageName",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
     Succeeded,
-    Failed { reason: String, log_tail: Option<String> },
+    Failed {
+        reason: String,
+        log_tail: Option<String>,
+    },
 }
 
 pub struct JobWatch<'a> {
@@ -48,20 +56,29 @@ enum Seen {
 
 pub async fn wait_job(w: JobWatch<'_>) -> JobOutcome {
     w.progress.set("waiting for the Job's first status");
-    let jobs = watcher(w.jobs.clone(), watcher::Config::default().fields(&format!("metadata.name={}", w.name)))
-        .default_backoff()
-        .applied_objects()
-        .filter_map(|r| async move { r.ok().map(|j| Seen::Job(Box::new(j))) });
-    let pods = watcher(w.pods.clone(), watcher::Config::default().labels(&pod_selector(w.uid)))
-        .default_backoff()
-        .applied_objects()
-        .filter_map(|r| async move { r.ok().map(|p| Seen::Pod(Box::new(p))) });
+    let jobs = watcher(
+        w.jobs.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={}", w.name)),
+    )
+    .default_backoff()
+    .applied_objects()
+    .filter_map(|r| async move { r.ok().map(|j| Seen::Job(Box::new(j))) });
+    let pods = watcher(
+        w.pods.clone(),
+        watcher::Config::default().labels(&pod_selector(w.uid)),
+    )
+    .default_backoff()
+    .applied_objects()
+    .filter_map(|r| async move { r.ok().map(|p| Seen::Pod(Box::new(p))) });
     let mut seen = stream::select(jobs.boxed(), pods.boxed());
 
     // Pods first seen stuck, and when; reported once each.
     let mut stuck: HashMap<String, (Instant, String)> = HashMap::new();
     loop {
-        let deadline = stuck.values().map(|(since, _)| *since + w.stuck_grace).min();
+        let deadline = stuck
+            .values()
+            .map(|(since, _)| *since + w.stuck_grace)
+            .min();
         let next = match deadline {
             Some(deadline) => tokio::select! {
                 item = seen.next() => item,
@@ -74,7 +91,12 @@ pub async fn wait_job(w: JobWatch<'_>) -> JobOutcome {
             None => seen.next().await,
         };
         match next {
-            None => return JobOutcome::Failed { reason: "watch ended".into(), log_tail: None },
+            None => {
+                return JobOutcome::Failed {
+                    reason: "watch ended".into(),
+                    log_tail: None,
+                };
+            }
             Some(Seen::Job(job)) => {
                 if job.metadata.uid.as_deref() != Some(w.uid) {
                     continue;
@@ -93,11 +115,15 @@ pub async fn wait_job(w: JobWatch<'_>) -> JobOutcome {
                 let name = pod.metadata.name.clone().unwrap_or_default();
                 match stuck_reason(&pod) {
                     Some(message) => {
-                        if let std::collections::hash_map::Entry::Vacant(slot) = stuck.entry(name.clone()) {
+                        if let std::collections::hash_map::Entry::Vacant(slot) =
+                            stuck.entry(name.clone())
+                        {
                             let note = format!("pod {name}: {message}");
                             w.progress.set(note.clone());
                             tracing::warn!(job = w.name, pod = %name, "{message}");
-                            w.events.warning(w.reference, "PodStuck", "Wait", &note).await;
+                            w.events
+                                .warning(w.reference, "PodStuck", "Wait", &note)
+                                .await;
                             slot.insert((Instant::now(), note));
                         }
                     }
@@ -118,19 +144,37 @@ pub fn pod_selector(uid: &str) -> String {
 /// Why a pod cannot make progress, if it is stuck.
 pub fn stuck_reason(pod: &Pod) -> Option<String> {
     let status = pod.status.as_ref()?;
-    let containers = status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
+    let containers = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten());
     for c in containers {
         if let Some(waiting) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) {
             let reason = waiting.reason.as_deref().unwrap_or_default();
             if STUCK_REASONS.contains(&reason) {
                 let message = waiting.message.as_deref().unwrap_or_default();
-                return Some(format!("container {} is waiting: {reason} {message}", c.name).trim_end().to_string());
+                return Some(
+                    format!("container {} is waiting: {reason} {message}", c.name)
+                        .trim_end()
+                        .to_string(),
+                );
             }
         }
     }
     for c in status.conditions.iter().flatten() {
-        if c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable") {
-            return Some(format!("Unschedulable: {}", c.message.as_deref().unwrap_or_default()).trim_end().to_string());
+        if c.type_ == "PodScheduled"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("Unschedulable")
+        {
+            return Some(
+                format!(
+                    "Unschedulable: {}",
+                    c.message.as_deref().unwrap_or_default()
+                )
+                .trim_end()
+                .to_string(),
+            );
         }
     }
     None
@@ -138,17 +182,28 @@ pub fn stuck_reason(pod: &Pod) -> Option<String> {
 
 /// The last lines of the most recent failed pod's log.
 pub async fn last_failed_pod_log(pods: &Api<Pod>, uid: &str) -> Option<String> {
-    let list = pods.list(&ListParams::default().labels(&pod_selector(uid))).await.ok()?;
+    let list = pods
+        .list(&ListParams::default().labels(&pod_selector(uid)))
+        .await
+        .ok()?;
     let pod = list
         .items
         .into_iter()
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"))
         .max_by(|a, b| {
-            let key = |p: &Pod| (p.metadata.creation_timestamp.clone(), p.metadata.name.clone());
+            let key = |p: &Pod| {
+                (
+                    p.metadata.creation_timestamp.clone(),
+                    p.metadata.name.clone(),
+                )
+            };
             key(a).cmp(&key(b))
         })?;
     let name = pod.metadata.name?;
-    let params = LogParams { tail_lines: Some(LOG_TAIL_LINES), ..LogParams::default() };
+    let params = LogParams {
+        tail_lines: Some(LOG_TAIL_LINES),
+        ..LogParams::default()
+    };
     match pods.logs(&name, &params).await {
         Ok(log) => Some(format!("pod {name}:\n{}", log.trim_end())),
         Err(e) => Some(format!("pod {name}: log unavailable: {e}")),

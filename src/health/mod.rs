@@ -29,7 +29,11 @@ pub fn evaluate(kind: &str, obj: &Value) -> Health {
         },
         _ => match condition(status, "Ready") {
             Some(("True", _, _)) | None => Health::Ready,
-            Some((_, reason, message)) => Health::Progressing(format!("Ready is not True: {reason} {message}").trim().to_string()),
+            Some((_, reason, message)) => Health::Progressing(
+                format!("Ready is not True: {reason} {message}")
+                    .trim()
+                    .to_string(),
+            ),
         },
     }
 }
@@ -37,7 +41,9 @@ pub fn evaluate(kind: &str, obj: &Value) -> Health {
 /// `(status, reason, message)` of the condition of `type_`.
 pub fn condition<'a>(status: &'a Value, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
     let conditions = status.get("conditions")?.as_array()?;
-    let c = conditions.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(type_))?;
+    let c = conditions
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(type_))?;
     let field = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default();
     Some((field("status"), field("reason"), field("message")))
 }
@@ -55,7 +61,11 @@ fn job_health(status: &Value) -> Health {
     for failed in ["Failed", "FailureTarget"] {
         if let Some(("True", reason, message)) = condition(status, failed) {
             let reason = if reason.is_empty() { "Failed" } else { reason };
-            return Health::Failed(format!("{reason}: {message}").trim_end_matches(": ").to_string());
+            return Health::Failed(
+                format!("{reason}: {message}")
+                    .trim_end_matches(": ")
+                    .to_string(),
+            );
         }
     }
     Health::Progressing(format!(
@@ -67,20 +77,33 @@ fn job_health(status: &Value) -> Health {
 }
 
 fn generation_observed(obj: &Value, status: &Value) -> bool {
-    let generation = obj.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+    let generation = obj
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     int(status, "observedGeneration") >= generation
 }
 
 fn deployment_health(obj: &Value, status: &Value) -> Health {
     if let Some((_, "ProgressDeadlineExceeded", message)) = condition(status, "Progressing") {
-        return Health::Failed(format!("ProgressDeadlineExceeded: {message}").trim_end_matches(": ").to_string());
+        return Health::Failed(
+            format!("ProgressDeadlineExceeded: {message}")
+                .trim_end_matches(": ")
+                .to_string(),
+        );
     }
     if !generation_observed(obj, status) {
         return Health::Progressing("new generation not observed yet".into());
     }
-    let want = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-    let (updated, ready, available) =
-        (int(status, "updatedReplicas"), int(status, "readyReplicas"), int(status, "availableReplicas"));
+    let want = obj
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let (updated, ready, available) = (
+        int(status, "updatedReplicas"),
+        int(status, "readyReplicas"),
+        int(status, "availableReplicas"),
+    );
     if updated >= want && ready >= want && available >= want && int(status, "replicas") <= want {
         Health::Ready
     } else {
@@ -94,12 +117,17 @@ fn statefulset_health(obj: &Value, status: &Value) -> Health {
     if !generation_observed(obj, status) {
         return Health::Progressing("new generation not observed yet".into());
     }
-    let want = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+    let want = obj
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
     let (updated, ready) = (int(status, "updatedReplicas"), int(status, "readyReplicas"));
     if updated >= want && ready >= want {
         Health::Ready
     } else {
-        Health::Progressing(format!("rollout: {updated}/{want} updated, {ready}/{want} ready"))
+        Health::Progressing(format!(
+            "rollout: {updated}/{want} updated, {ready}/{want} ready"
+        ))
     }
 }
 
@@ -116,7 +144,9 @@ fn daemonset_health(obj: &Value, status: &Value) -> Health {
     if updated >= want && ready >= want && available >= want {
         Health::Ready
     } else {
-        Health::Progressing(format!("rollout: {updated}/{want} updated, {ready}/{want} ready"))
+        Health::Progressing(format!(
+            "rollout: {updated}/{want} updated, {ready}/{want} ready"
+        ))
     }
 }
 
@@ -124,7 +154,11 @@ fn pod_health(status: &Value) -> Health {
     match status.get("phase").and_then(Value::as_str) {
         Some("Succeeded") => Health::Ready,
         Some("Failed") => Health::Failed(
-            status.get("message").and_then(Value::as_str).unwrap_or("pod failed").to_string(),
+            status
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("pod failed")
+                .to_string(),
         ),
         _ if matches!(condition(status, "Ready"), Some(("True", _, _))) => Health::Ready,
         phase => Health::Progressing(format!("pod phase {}", phase.unwrap_or("Pending"))),
@@ -145,9 +179,14 @@ mod tests {
         ]}});
         assert_eq!(
             evaluate("Job", &failed),
-            Health::Failed("BackoffLimitExceeded: Job has reached the specified backoff limit".into())
+            Health::Failed(
+                "BackoffLimitExceeded: Job has reached the specified backoff limit".into()
+            )
         );
-        assert!(matches!(evaluate("Job", &json!({"status": {"active": 1}})), Health::Progressing(_)));
+        assert!(matches!(
+            evaluate("Job", &json!({"status": {"active": 1}})),
+            Health::Progressing(_)
+        ));
     }
 
     #[test]
@@ -161,14 +200,23 @@ mod tests {
         d["status"]["observedGeneration"] = json!(2);
         assert_eq!(evaluate("Deployment", &d), Health::Ready);
         d["status"]["conditions"] = json!([{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "too slow"}]);
-        assert_eq!(evaluate("Deployment", &d), Health::Failed("ProgressDeadlineExceeded: too slow".into()));
+        assert_eq!(
+            evaluate("Deployment", &d),
+            Health::Failed("ProgressDeadlineExceeded: too slow".into())
+        );
     }
 
     #[test]
     fn other_kinds_use_ready_condition_when_present() {
         assert_eq!(evaluate("ConfigMap", &json!({})), Health::Ready);
         let not_ready = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Waiting"}]}});
-        assert!(matches!(evaluate("Certificate", &not_ready), Health::Progressing(_)));
-        assert_eq!(evaluate("Pod", &json!({"status": {"phase": "Succeeded"}})), Health::Ready);
+        assert!(matches!(
+            evaluate("Certificate", &not_ready),
+            Health::Progressing(_)
+        ));
+        assert_eq!(
+            evaluate("Pod", &json!({"status": {"phase": "Succeeded"}})),
+            Health::Ready
+        );
     }
 }

@@ -27,10 +27,18 @@ impl Progress {
 
 /// Watch `name` until `evaluate` says Ready or Failed. Watch errors are
 /// retried with backoff; the caller bounds the wait with the stage timeout.
-pub async fn wait_ready(api: Api<DynamicObject>, name: &str, kind: &str, progress: &Progress) -> Health {
+pub async fn wait_ready(
+    api: Api<DynamicObject>,
+    name: &str,
+    kind: &str,
+    progress: &Progress,
+) -> Health {
     progress.set("waiting for the first status");
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher(api, config).default_backoff().applied_objects().boxed();
+    let mut stream = watcher(api, config)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
     while let Some(item) = stream.next().await {
         match item {
             Ok(obj) => {

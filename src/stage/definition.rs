@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{FLUX_KUSTOMIZATION_KIND, STAGE_API_VERSION, STAGE_KIND, Stage, StageName, StageOrigin};
+use super::{
+    FLUX_KUSTOMIZATION_KIND, STAGE_API_VERSION, STAGE_KIND, Stage, StageName, StageOrigin,
+};
 use crate::diagnostics::Problem;
 use crate::paths::normalize;
 use crate::render::{ImageOverride, Patch};
@@ -165,8 +167,16 @@ const FLUX_SUPPORTED: &[&str] = &[
 
 /// Read a stage definition document found in `file` (relative to the root).
 pub fn read_definition(file: &Path, doc: &Document) -> Definition {
-    let api_version = doc.value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-    let kind = doc.value.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let api_version = doc
+        .value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kind = doc
+        .value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let name = doc.value.pointer("/metadata/name").and_then(Value::as_str);
     let at = |message: String| {
         let problem = Problem::error(format!("line {}: {message}", doc.line)).in_file(file);
@@ -183,7 +193,10 @@ pub fn read_definition(file: &Path, doc: &Document) -> Definition {
     };
     if api_version == STAGE_API_VERSION && kind == STAGE_KIND {
         match serde_path_to_error::deserialize::<_, NativeDocument>(&doc.value) {
-            Ok(native) => Definition { stage: Some(from_native(file, native)), problems: vec![] },
+            Ok(native) => Definition {
+                stage: Some(from_native(file, native)),
+                problems: vec![],
+            },
             Err(e) => Definition {
                 stage: None,
                 problems: vec![at(format!("invalid Stage: {}: {}", e.path(), e.inner()))],
@@ -205,15 +218,28 @@ pub fn read_definition(file: &Path, doc: &Document) -> Definition {
             .collect();
         match serde_path_to_error::deserialize::<_, FluxSpec>(&spec) {
             Ok(spec) => match from_flux(file, name, spec) {
-                Ok(stage) => Definition { stage: Some(stage), problems },
+                Ok(stage) => Definition {
+                    stage: Some(stage),
+                    problems,
+                },
                 Err(message) => {
                     problems.push(at(message));
-                    Definition { stage: None, problems }
+                    Definition {
+                        stage: None,
+                        problems,
+                    }
                 }
             },
             Err(e) => {
-                problems.push(at(format!("invalid Kustomization: spec.{}: {}", e.path(), e.inner())));
-                Definition { stage: None, problems }
+                problems.push(at(format!(
+                    "invalid Kustomization: spec.{}: {}",
+                    e.path(),
+                    e.inner()
+                )));
+                Definition {
+                    stage: None,
+                    problems,
+                }
             }
         }
     }
@@ -221,7 +247,9 @@ pub fn read_definition(file: &Path, doc: &Document) -> Definition {
 
 /// Fields of a Flux spec that stagegate does not honour, as dotted paths.
 fn flux_unsupported_fields(spec: &Value) -> Vec<String> {
-    let Some(map) = spec.as_object() else { return Vec::new() };
+    let Some(map) = spec.as_object() else {
+        return Vec::new();
+    };
     let mut fields: Vec<String> = map
         .keys()
         .filter(|k| !FLUX_SUPPORTED.contains(&k.as_str()))
@@ -229,7 +257,10 @@ fn flux_unsupported_fields(spec: &Value) -> Vec<String> {
         .collect();
     if let Some(post_build) = map.get("postBuild").and_then(Value::as_object) {
         fields.extend(
-            post_build.keys().filter(|k| *k != "substitute").map(|k| format!("postBuild.{k}")),
+            post_build
+                .keys()
+                .filter(|k| *k != "substitute")
+                .map(|k| format!("postBuild.{k}")),
         );
     }
     fields
@@ -251,7 +282,11 @@ fn from_native(file: &Path, doc: NativeDocument) -> Stage {
         retry_interval: spec.retry_interval,
         job_retries: spec.job_retries,
         target_namespace: spec.target_namespace,
-        substitute: spec.substitute.into_iter().map(|(k, v)| (k, v.into_string())).collect(),
+        substitute: spec
+            .substitute
+            .into_iter()
+            .map(|(k, v)| (k, v.into_string()))
+            .collect(),
         patches: spec.patches,
         images: spec.images,
         suspend: spec.suspend,
@@ -263,11 +298,18 @@ fn from_flux(file: &Path, name: &str, spec: FluxSpec) -> Result<Stage, String> {
     let path = spec.path.unwrap_or_else(|| "./".to_string());
     let substitute = spec
         .post_build
-        .map(|p| p.substitute.into_iter().map(|(k, v)| (k, v.into_string())).collect())
+        .map(|p| {
+            p.substitute
+                .into_iter()
+                .map(|(k, v)| (k, v.into_string()))
+                .collect()
+        })
         .unwrap_or_default();
     for patch in &spec.patches {
         if patch.path.is_some() {
-            return Err("Kustomization spec.patches[].path is not valid in Flux; inline the patch".into());
+            return Err(
+                "Kustomization spec.patches[].path is not valid in Flux; inline the patch".into(),
+            );
         }
     }
     Ok(Stage {
@@ -275,7 +317,11 @@ fn from_flux(file: &Path, name: &str, spec: FluxSpec) -> Result<Stage, String> {
         source: file.to_path_buf(),
         origin: StageOrigin::Flux,
         path: normalize(Path::new(&path)),
-        depends_on: spec.depends_on.into_iter().map(|d| StageName::new(d.name)).collect(),
+        depends_on: spec
+            .depends_on
+            .into_iter()
+            .map(|d| StageName::new(d.name))
+            .collect(),
         wait: spec.wait,
         force: spec.force,
         prune: spec.prune,
@@ -335,7 +381,10 @@ spec:
         assert_eq!(stage.job_retries, 2);
         assert_eq!(stage.substitute["REPLICAS"], "3");
         assert_eq!(stage.images[0].new_tag.as_deref(), Some("2"));
-        assert_eq!(stage.patches[0].target.as_ref().unwrap().kind.as_deref(), Some("Deployment"));
+        assert_eq!(
+            stage.patches[0].target.as_ref().unwrap().kind.as_deref(),
+            Some("Deployment")
+        );
     }
 
     #[test]
@@ -355,7 +404,11 @@ spec:
         let def = read(
             "apiVersion: stagegate.dev/v1alpha1\nkind: Stage\nmetadata: {name: a}\nspec:\n  path: a\n  timeout: soon\n",
         );
-        assert!(def.problems[0].to_string().contains("spec.timeout"), "{}", def.problems[0]);
+        assert!(
+            def.problems[0].to_string().contains("spec.timeout"),
+            "{}",
+            def.problems[0]
+        );
     }
 
     #[test]
@@ -390,7 +443,9 @@ spec:
 
     #[test]
     fn missing_name_is_an_error() {
-        let def = read("apiVersion: stagegate.dev/v1alpha1\nkind: Stage\nmetadata: {}\nspec: {path: a}\n");
+        let def = read(
+            "apiVersion: stagegate.dev/v1alpha1\nkind: Stage\nmetadata: {}\nspec: {path: a}\n",
+        );
         assert!(def.problems[0].to_string().contains("metadata.name"));
     }
 }

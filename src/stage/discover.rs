@@ -36,8 +36,16 @@ pub fn discover_stages(root: &Path, dir: &Path) -> (Vec<Stage>, Problems) {
             }
         };
         for doc in docs {
-            let api_version = doc.value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-            let kind = doc.value.get("kind").and_then(Value::as_str).unwrap_or_default();
+            let api_version = doc
+                .value
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let kind = doc
+                .value
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if !is_stage_document(api_version, kind) {
                 continue;
             }
@@ -56,15 +64,23 @@ fn collect_yaml_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>, problems:
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
-            problems.push(Problem::error(format!("cannot read directory: {e}")).in_file(display_path(root, dir)));
+            problems.push(
+                Problem::error(format!("cannot read directory: {e}"))
+                    .in_file(display_path(root, dir)),
+            );
             return;
         }
     };
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
     for path in paths {
-        let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
-        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
         if meta.is_dir() {
             if !hidden {
                 collect_yaml_files(root, &path, out, problems);
@@ -72,7 +88,9 @@ fn collect_yaml_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>, problems:
         } else if is_yaml(&path) && !hidden {
             // A symlinked file is read only when it stays inside the root.
             if meta.file_type().is_symlink()
-                && !path.canonicalize().is_ok_and(|real| real.starts_with(root) && real.is_file())
+                && !path
+                    .canonicalize()
+                    .is_ok_and(|real| real.starts_with(root) && real.is_file())
             {
                 continue;
             }
@@ -82,7 +100,10 @@ fn collect_yaml_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>, problems:
 }
 
 fn is_yaml(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
 }
 
 #[cfg(test)]
@@ -126,6 +147,9 @@ mod tests {
         fs::write(root.join("broken.yaml"), "a: 1\n---\nb: [\n").unwrap();
         let (_, problems) = discover_stages(&root, &root);
         let message = problems.iter().next().unwrap().to_string();
-        assert!(message.starts_with("error: broken.yaml: invalid YAML: line"), "{message}");
+        assert!(
+            message.starts_with("error: broken.yaml: invalid YAML: line"),
+            "{message}"
+        );
     }
 }

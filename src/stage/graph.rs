@@ -138,7 +138,11 @@ impl<'a> StageGraph<'a> {
         let first = (0..cycle.len())
             .min_by_key(|&k| self.stages[cycle[k]].name.as_str())
             .unwrap_or(0);
-        cycle[first..].iter().chain(&cycle[..first]).copied().collect()
+        cycle[first..]
+            .iter()
+            .chain(&cycle[..first])
+            .copied()
+            .collect()
     }
 }
 
@@ -170,7 +174,12 @@ mod tests {
 
     #[test]
     fn cycle_is_reported_as_a_path() {
-        let stages = vec![stage("a", &["b"]), stage("b", &["c"]), stage("c", &["a"]), stage("d", &["a"])];
+        let stages = vec![
+            stage("a", &["b"]),
+            stage("b", &["c"]),
+            stage("c", &["a"]),
+            stage("d", &["a"]),
+        ];
         let cycles = StageGraph::new(&stages).topological_order().unwrap_err();
         assert_eq!(cycles.len(), 1);
         assert_eq!(cycles[0].to_string(), "a -> b -> c -> a");

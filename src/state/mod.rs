@@ -105,7 +105,11 @@ pub struct InventoryEntry {
 impl InventoryEntry {
     pub fn object_ref(&self) -> ObjectRef {
         ObjectRef {
-            group: self.api_version.rsplit_once('/').map(|(g, _)| g.to_string()).unwrap_or_default(),
+            group: self
+                .api_version
+                .rsplit_once('/')
+                .map(|(g, _)| g.to_string())
+                .unwrap_or_default(),
             kind: self.kind.clone(),
             namespace: self.namespace.clone(),
             name: self.name.clone(),
@@ -158,7 +162,9 @@ impl JobHistory {
 
     /// Whether this spec hash ran to success at some point.
     pub fn succeeded(&self, hash: &str) -> bool {
-        self.runs.iter().any(|r| r.hash == hash && r.result == JobResult::Succeeded)
+        self.runs
+            .iter()
+            .any(|r| r.hash == hash && r.result == JobResult::Succeeded)
     }
 
     /// Failed runs of this hash since its last success (for `jobRetries`).
@@ -174,7 +180,12 @@ impl JobHistory {
 
     /// Record a run, or update it when it is the same Job object (same uid).
     pub fn record(&mut self, run: JobRun) {
-        match self.runs.iter_mut().rev().find(|r| r.uid.is_some() && r.uid == run.uid) {
+        match self
+            .runs
+            .iter_mut()
+            .rev()
+            .find(|r| r.uid.is_some() && r.uid == run.uid)
+        {
             Some(existing) => *existing = run,
             None => self.runs.push(run),
         }

@@ -43,7 +43,9 @@ pub enum StateError {
          split the repository across agents or reduce the number of objects per stage"
     )]
     TooLarge { stages: usize, size: usize },
-    #[error("namespace {0} does not exist: create it (kubectl create namespace {0}) or install stagegate's manifests")]
+    #[error(
+        "namespace {0} does not exist: create it (kubectl create namespace {0}) or install stagegate's manifests"
+    )]
     MissingNamespace(String),
 }
 
@@ -64,7 +66,10 @@ pub struct StateStore {
 
 impl StateStore {
     pub fn new(client: Client, namespace: &str) -> Self {
-        Self { api: Api::namespaced(client, namespace), namespace: namespace.to_string() }
+        Self {
+            api: Api::namespaced(client, namespace),
+            namespace: namespace.to_string(),
+        }
     }
 
     pub fn namespace(&self) -> &str {
@@ -72,19 +77,32 @@ impl StateStore {
     }
 
     fn kube_err(&self, source: kube::Error) -> StateError {
-        if crate::apply::error::api_status(&source).is_some_and(|s| s.code == 404 && s.details.as_ref().is_some_and(|d| d.kind == "namespaces")) {
+        if crate::apply::error::api_status(&source).is_some_and(|s| {
+            s.code == 404 && s.details.as_ref().is_some_and(|d| d.kind == "namespaces")
+        }) {
             return StateError::MissingNamespace(self.namespace.clone());
         }
-        StateError::Kube { namespace: self.namespace.clone(), source }
+        StateError::Kube {
+            namespace: self.namespace.clone(),
+            source,
+        }
     }
 
     /// The persisted state (empty when none yet), with pending rerun requests absorbed.
     pub async fn load(&self) -> Result<State, StateError> {
-        let Some(cm) = self.api.get_opt(STATE_CONFIGMAP).await.map_err(|e| self.kube_err(e))? else {
+        let Some(cm) = self
+            .api
+            .get_opt(STATE_CONFIGMAP)
+            .await
+            .map_err(|e| self.kube_err(e))?
+        else {
             return Ok(State::default());
         };
         let mut state = match cm.binary_data.as_ref().and_then(|d| d.get(STATE_KEY)) {
-            Some(bytes) => decode(&bytes.0).map_err(|message| StateError::Corrupt { namespace: self.namespace.clone(), message })?,
+            Some(bytes) => decode(&bytes.0).map_err(|message| StateError::Corrupt {
+                namespace: self.namespace.clone(),
+                message,
+            })?,
             None => State::default(),
         };
         absorb(&mut state, &reruns_of(&cm));
@@ -93,7 +111,14 @@ impl StateStore {
 
     /// Absorb rerun requests written since the last look into `state`.
     pub async fn absorb_reruns(&self, state: &mut State) -> Result<bool, StateError> {
-        let Some(cm) = self.api.get_opt(STATE_CONFIGMAP).await.map_err(|e| self.kube_err(e))? else { return Ok(false) };
+        let Some(cm) = self
+            .api
+            .get_opt(STATE_CONFIGMAP)
+            .await
+            .map_err(|e| self.kube_err(e))?
+        else {
+            return Ok(false);
+        };
         Ok(absorb(state, &reruns_of(&cm)))
     }
 
@@ -101,27 +126,50 @@ impl StateStore {
     pub async fn save(&self, state: &State) -> Result<(), StateError> {
         let encoded = encode(state);
         if encoded.len() > STATE_LIMIT_BYTES {
-            return Err(StateError::TooLarge { stages: state.stages.len(), size: encoded.len() });
+            return Err(StateError::TooLarge {
+                stages: state.stages.len(),
+                size: encoded.len(),
+            });
         }
         loop {
-            let current = self.api.get_opt(STATE_CONFIGMAP).await.map_err(|e| self.kube_err(e))?;
-            let pending: Vec<RerunRequest> =
-                current.as_ref().map(reruns_of).unwrap_or_default().into_iter().filter(|r| r.id > state.rerun_seen).collect();
+            let current = self
+                .api
+                .get_opt(STATE_CONFIGMAP)
+                .await
+                .map_err(|e| self.kube_err(e))?;
+            let pending: Vec<RerunRequest> = current
+                .as_ref()
+                .map(reruns_of)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| r.id > state.rerun_seen)
+                .collect();
             let mut cm = ConfigMap {
                 metadata: ObjectMeta {
                     name: Some(STATE_CONFIGMAP.into()),
                     namespace: Some(self.namespace.clone()),
-                    labels: Some(BTreeMap::from([(crate::labels::MANAGED_BY_KEY.to_string(), crate::labels::MANAGED_BY_VALUE.to_string())])),
+                    labels: Some(BTreeMap::from([(
+                        crate::labels::MANAGED_BY_KEY.to_string(),
+                        crate::labels::MANAGED_BY_VALUE.to_string(),
+                    )])),
                     ..ObjectMeta::default()
                 },
-                binary_data: Some(BTreeMap::from([(STATE_KEY.to_string(), ByteString(encoded.clone()))])),
-                data: Some(BTreeMap::from([(RERUNS_KEY.to_string(), serde_json::to_string(&pending).unwrap_or_default())])),
+                binary_data: Some(BTreeMap::from([(
+                    STATE_KEY.to_string(),
+                    ByteString(encoded.clone()),
+                )])),
+                data: Some(BTreeMap::from([(
+                    RERUNS_KEY.to_string(),
+                    serde_json::to_string(&pending).unwrap_or_default(),
+                )])),
                 ..ConfigMap::default()
             };
             let result = match current {
                 Some(current) => {
                     cm.metadata.resource_version = current.metadata.resource_version;
-                    self.api.replace(STATE_CONFIGMAP, &PostParams::default(), &cm).await
+                    self.api
+                        .replace(STATE_CONFIGMAP, &PostParams::default(), &cm)
+                        .await
                 }
                 None => self.api.create(&PostParams::default(), &cm).await,
             };
@@ -137,17 +185,29 @@ impl StateStore {
     /// Ask the running agent to run `job` (or every Job, `*`) of `stage` again.
     pub async fn request_rerun(&self, stage: &str, job: &str) -> Result<RerunRequest, StateError> {
         loop {
-            let current = self.api.get_opt(STATE_CONFIGMAP).await.map_err(|e| self.kube_err(e))?;
+            let current = self
+                .api
+                .get_opt(STATE_CONFIGMAP)
+                .await
+                .map_err(|e| self.kube_err(e))?;
             let mut reruns = current.as_ref().map(reruns_of).unwrap_or_default();
             let now = jiff::Timestamp::now().as_nanosecond().max(0) as u64;
             let id = reruns.iter().map(|r| r.id + 1).max().unwrap_or(0).max(now);
-            let request = RerunRequest { id, stage: stage.to_string(), job: job.to_string() };
+            let request = RerunRequest {
+                id,
+                stage: stage.to_string(),
+                job: job.to_string(),
+            };
             reruns.push(request.clone());
             let text = serde_json::to_string(&reruns).unwrap_or_default();
             let result = match current {
                 Some(mut cm) => {
-                    cm.data.get_or_insert_with(BTreeMap::new).insert(RERUNS_KEY.into(), text);
-                    self.api.replace(STATE_CONFIGMAP, &PostParams::default(), &cm).await
+                    cm.data
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(RERUNS_KEY.into(), text);
+                    self.api
+                        .replace(STATE_CONFIGMAP, &PostParams::default(), &cm)
+                        .await
                 }
                 None => {
                     let cm = ConfigMap {
@@ -183,10 +243,20 @@ fn reruns_of(cm: &ConfigMap) -> Vec<RerunRequest> {
 fn absorb(state: &mut State, reruns: &[RerunRequest]) -> bool {
     let mut any = false;
     for request in reruns.iter().filter(|r| r.id > state.rerun_seen) {
-        state.stages.entry(request.stage.clone()).or_default().rerun.insert(request.job.clone());
+        state
+            .stages
+            .entry(request.stage.clone())
+            .or_default()
+            .rerun
+            .insert(request.job.clone());
         any = true;
     }
-    state.rerun_seen = reruns.iter().map(|r| r.id).max().unwrap_or(0).max(state.rerun_seen);
+    state.rerun_seen = reruns
+        .iter()
+        .map(|r| r.id)
+        .max()
+        .unwrap_or(0)
+        .max(state.rerun_seen);
     any
 }
 
@@ -200,7 +270,9 @@ pub fn encode(state: &State) -> Vec<u8> {
 
 pub fn decode(bytes: &[u8]) -> Result<State, String> {
     let mut json = Vec::new();
-    GzDecoder::new(bytes).read_to_end(&mut json).map_err(|e| format!("gzip: {e}"))?;
+    GzDecoder::new(bytes)
+        .read_to_end(&mut json)
+        .map_err(|e| format!("gzip: {e}"))?;
     serde_json::from_slice(&json).map_err(|e| format!("json: {e}"))
 }
 
@@ -232,7 +304,11 @@ mod tests {
     #[test]
     fn reruns_are_absorbed_once() {
         let mut state = State::default();
-        let reruns = vec![RerunRequest { id: 5, stage: "pre".into(), job: "*".into() }];
+        let reruns = vec![RerunRequest {
+            id: 5,
+            stage: "pre".into(),
+            job: "*".into(),
+        }];
         assert!(absorb(&mut state, &reruns));
         assert!(state.stages["pre"].rerun.contains("*"));
         state.stages.get_mut("pre").unwrap().rerun.clear();
