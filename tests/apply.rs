@@ -542,3 +542,61 @@ async fn running_job_of_an_older_spec_is_waited_for_before_replacement() {
     let _ = jobs.delete("migrate", &DeleteParams::background()).await;
     c.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn failed_job_runs_again_only_when_an_operator_asks_or_retries_allow() {
+    let c = cluster().await;
+    let fail = "    sim.stagegate.dev/outcome: fail\n";
+    let job = pi_job("pi", 2000, fail)
+        .replace("200ms", "20ms")
+        .replace("backoffLimit: 4", "backoffLimit: 0");
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("pre", "pre", "")),
+        ("pre/job.yaml", &job),
+    ]);
+    let engine = engine(&c.client);
+    let mut state = StageState::default();
+    let planned = plan(dir.path()).stages.remove(0);
+    assert!(!engine.apply_stage(&planned, "r1", &mut state).await.ready);
+    let first = job_uid(&c.client, "default", "pi").await.unwrap();
+
+    // Reconciling again does not run it again.
+    let report = engine.apply_stage(&planned, "r1", &mut state).await;
+    assert!(!report.ready);
+    assert_eq!(job_uid(&c.client, "default", "pi").await.unwrap(), first);
+
+    // `stagegate rerun pre pi` leaves this request in the state.
+    state.rerun.insert("pi".into());
+    let report = engine.apply_stage(&planned, "r1", &mut state).await;
+    assert!(!report.ready);
+    let second = job_uid(&c.client, "default", "pi").await.unwrap();
+    assert_ne!(first, second, "run again on request");
+    assert!(state.rerun.is_empty(), "the request is consumed");
+
+    // jobRetries: 2 counts every failed run of this spec, the requested one too.
+    write_files(
+        dir.path(),
+        &[(
+            "stages.yaml",
+            &stage_doc("pre", "pre", "  jobRetries: 2\n  retryInterval: 100ms\n"),
+        )],
+    );
+    let planned = plan(dir.path()).stages.remove(0);
+    let report = engine.apply_stage(&planned, "r2", &mut state).await;
+    assert!(!report.ready);
+    assert!(
+        report.jobs[0].action.starts_with("retry"),
+        "{:?}",
+        report.jobs
+    );
+    let third = job_uid(&c.client, "default", "pi").await.unwrap();
+    assert_ne!(second, third);
+    let report = engine.apply_stage(&planned, "r2", &mut state).await;
+    assert!(!report.ready);
+    assert_eq!(
+        report.jobs[0].action, "left alone (unchanged)",
+        "{:?}",
+        report.jobs
+    );
+    c.sim.shutdown().await;
+}

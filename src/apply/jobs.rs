@@ -132,10 +132,12 @@ impl JobTask<'_> {
             .map_err(|e| format!("reading the live Job: {e}"))?;
         let live_state = live.as_ref().map(live_job);
         let history = self.state.jobs.get(key);
-        let rerun_requested = self.state.rerun.contains(key) || self.state.rerun.contains("*");
-        if self.state.rerun.contains(key) {
-            result.rerun_taken = Some(key.to_string());
-        }
+        // An operator may name the Job as `namespace/name` or just `name`.
+        let asked = [key, self.item.name.as_str()]
+            .into_iter()
+            .find(|k| self.state.rerun.contains(*k));
+        let rerun_requested = asked.is_some() || self.state.rerun.contains("*");
+        result.rerun_taken = asked.map(str::to_string);
         let action = decide(&JobInputs {
             hash: &hash,
             revision: self.ctx.revision,
@@ -167,10 +169,32 @@ impl JobTask<'_> {
                     tail.as_deref(),
                 ));
             }
-            JobAction::Keep => live_state
-                .as_ref()
-                .map(|l| l.uid.clone())
-                .unwrap_or_default(),
+            JobAction::Keep => {
+                let live = live_state.as_ref().ok_or("kept Job vanished")?;
+                // Already watched to its end and recorded: nothing to wait for,
+                // and no new Event for an old failure.
+                let recorded = history.and_then(|h| {
+                    h.runs
+                        .iter()
+                        .rev()
+                        .find(|r| r.uid.as_deref() == Some(live.uid.as_str()))
+                });
+                result.inventory = Some(self.item.inventory_entry(String::new()));
+                match (recorded.map(|r| r.result), &live.status) {
+                    (Some(JobResult::Succeeded), LiveStatus::Succeeded) => {
+                        result.report.outcome = "succeeded (unchanged)".into();
+                        return Ok(());
+                    }
+                    (Some(JobResult::Failed), LiveStatus::Failed) => {
+                        let run = recorded.ok_or("no record")?;
+                        return Err(with_tail(
+                            run.reason.as_deref().unwrap_or("failed"),
+                            run.log_tail.as_deref(),
+                        ));
+                    }
+                    _ => live.uid.clone(),
+                }
+            }
             JobAction::Create => self.create(&jobs, &hash, result).await?,
             JobAction::WaitThenReplace { old_hash } => {
                 if let Some(old) = &live_state {
