@@ -288,3 +288,33 @@ pub fn openapi_v3_doc(reg: &Registry, group: &str, version: &str) -> Option<Valu
         "components": {"schemas": schemas},
     }))
 }
+
+/// The real server answers the protobuf document as an octet stream.
+pub const OPENAPI_V2_PROTOBUF: &str = "application/octet-stream";
+
+/// An empty OpenAPI v2 document (no definitions), in the protobuf form
+/// kubectl asks for: kubectl falls back to v2 for kinds missing from v3 and
+/// skips validating kinds it has no schema for, as with a real server.
+pub fn openapi_v2_protobuf() -> Vec<u8> {
+    let mut info = Vec::new();
+    for (field, s) in [(1u8, "Kubernetes"), (2u8, "v1.32.0")] {
+        info.push((field << 3) | 2);
+        info.push(s.len() as u8);
+        info.extend_from_slice(s.as_bytes());
+    }
+    let mut doc = vec![(1 << 3) | 2, 3];
+    doc.extend_from_slice(b"2.0");
+    doc.push((2 << 3) | 2);
+    doc.push(info.len() as u8);
+    doc.extend_from_slice(&info);
+    doc
+}
+
+pub fn openapi_v2_json() -> Value {
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": "v1.32.0"},
+        "paths": {},
+        "definitions": {},
+    })
+}

@@ -241,7 +241,12 @@ async fn dispatch(
         Route::GroupVersion(g, v) => discovery::resource_list(&store()?.registry, &g, &v)
             .map(|v| json_response(200, &v))
             .ok_or_else(ApiError::path_not_found),
-        Route::OpenApiV2 => Err(ApiError::path_not_found()),
+        Route::OpenApiV2 if accept.contains("protobuf") => Ok(bytes_response(
+            200,
+            discovery::OPENAPI_V2_PROTOBUF,
+            discovery::openapi_v2_protobuf(),
+        )),
+        Route::OpenApiV2 => Ok(json_response(200, &discovery::openapi_v2_json())),
         Route::OpenApiV3Root => Ok(json_response(
             200,
             &discovery::openapi_v3_root(&store()?.registry),
