@@ -1,0 +1,1277 @@
+//! The real kube client against kube-sim: typed APIs, dynamic objects with
+//! discovery, watchers (including the 410 relist), await_condition.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{WAIT, client, eventually, raw, sim};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchParams,
+};
+use kube::core::WatchEvent;
+use kube::discovery::{Discovery, Scope};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+
+fn job(name: &str, annotations: Value, spec_extra: Value) -> Job {
+    let mut spec = json!({
+        "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox:1.36"}]}}
+    });
+    if let (Value::Object(s), Value::Object(extra)) = (&mut spec, spec_extra) {
+        s.extend(extra);
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn api_error(e: kube::Error) -> kube::core::Status {
+    match e {
+        kube::Error::Api(s) => *s,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn condition<'a>(job: &'a Job, t: &str) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == t)
+}
+
+async fn job_pods(pods: &Api<Pod>, name: &str) -> Vec<Pod> {
+    pods.list(&ListParams::default().labels(&format!("job-name={name}")))
+        .await
+        .unwrap()
+        .items
+}
+
+async fn wait_job(jobs: &Api<Job>, name: &str, cond: &'static str) -> Job {
+    let done = tokio::time::timeout(
+        WAIT,
+        await_condition(jobs.clone(), name, move |j: Option<&Job>| {
+            j.and_then(|j| condition(j, cond))
+                .is_some_and(|c| c.status == "True")
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("job {name} never got {cond}"))
+    .unwrap();
+    done.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_job_runs_to_complete_with_real_looking_status_and_pods() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let jobs: Api<Job> = Api::default_namespaced(c.clone());
+    let pods: Api<Pod> = Api::default_namespaced(c.clone());
+    let created = jobs
+        .create(
+            &PostParams::default(),
+            &job(
+                "migrate",
+                json!({"sim.stagegate.dev/log": "done"}),
+                json!({}),
+            ),
+        )
+        .await
+        .unwrap();
+    let uid = created.metadata.uid.clone().unwrap();
+    let spec = created.spec.clone().unwrap();
+    assert_eq!(spec.backoff_limit, Some(6));
+    assert_eq!(spec.completions, Some(1));
+    assert_eq!(spec.parallelism, Some(1));
+    let sel = spec.selector.unwrap().match_labels.unwrap();
+    assert_eq!(sel.get("batch.kubernetes.io/controller-uid"), Some(&uid));
+    let tl = spec.template.metadata.unwrap().labels.unwrap();
+    assert_eq!(tl.get("job-name").map(String::as_str), Some("migrate"));
+    assert_eq!(tl.get("controller-uid"), Some(&uid));
+    assert_eq!(created.metadata.generation, Some(1));
+
+    let done = tokio::time::timeout(
+        WAIT,
+        await_condition(jobs.clone(), "migrate", conditions::is_job_completed()),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    let st = done.status.clone().unwrap();
+    assert_eq!(st.succeeded, Some(1));
+    assert_eq!(st.active, Some(0));
+    assert!(st.start_time.is_some() && st.completion_time.is_some());
+    assert_eq!(
+        condition(&done, "SuccessCriteriaMet").unwrap().status,
+        "True"
+    );
+    assert_eq!(
+        condition(&done, "Complete").unwrap().reason.as_deref(),
+        Some("CompletionsReached")
+    );
+
+    let ps = job_pods(&pods, "migrate").await;
+    assert_eq!(ps.len(), 1);
+    let pod = &ps[0];
+    assert_eq!(
+        pod.status.as_ref().unwrap().phase.as_deref(),
+        Some("Succeeded")
+    );
+    let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("Job", uid.as_str(), Some(true))
+    );
+    let log = pods
+        .logs(pod.metadata.name.as_deref().unwrap(), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(log, "done\n");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_job_retries_until_backoff_limit_exceeded() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let jobs: Api<Job> = Api::default_namespaced(c.clone());
+    let pods: Api<Pod> = Api::default_namespaced(c.clone());
+    let ann = json!({"sim.stagegate.dev/outcome": "fail", "sim.stagegate.dev/duration": "50ms"});
+    jobs.create(
+        &PostParams::default(),
+        &job("broken", ann, json!({"backoffLimit": 4})),
+    )
+    .await
+    .unwrap();
+    let failed = wait_job(&jobs, "broken", "Failed").await;
+    let c = condition(&failed, "Failed").unwrap();
+    assert_eq!(c.reason.as_deref(), Some("BackoffLimitExceeded"));
+    assert_eq!(
+        c.message.as_deref(),
+        Some("Job has reached the specified backoff limit")
+    );
+    assert_eq!(
+        condition(&failed, "FailureTarget")
+            .unwrap()
+            .reason
+            .as_deref(),
+        Some("BackoffLimitExceeded")
+    );
+    assert_eq!(failed.status.as_ref().unwrap().failed, Some(5));
+    assert!(condition(&failed, "Complete").is_none());
+    let ps = job_pods(&pods, "broken").await;
+    assert_eq!(ps.len(), 5, "backoffLimit 4 means five failed pods");
+    assert!(
+        ps.iter()
+            .all(|p| p.status.as_ref().unwrap().phase.as_deref() == Some("Failed"))
+    );
+
+    // fail-then-succeed:2 fails twice, then completes with the third pod.
+    let ann = json!({"sim.stagegate.dev/outcome": "fail-then-succeed:2", "sim.stagegate.dev/duration": "50ms"});
+    jobs.create(&PostParams::default(), &job("flaky", ann, json!({})))
+        .await
+        .unwrap();
+    let done = wait_job(&jobs, "flaky", "Complete").await;
+    let st = done.status.unwrap();
+    assert_eq!((st.failed, st.succeeded), (Some(2), Some(1)));
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_parallelism_suspend_ttl_and_stuck_pods() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let jobs: Api<Job> = Api::default_namespaced(c.clone());
+    let pods: Api<Pod> = Api::default_namespaced(c.clone());
+    let pp = PostParams::default();
+
+    jobs.create(
+        &pp,
+        &job(
+            "slow",
+            json!({"sim.stagegate.dev/duration": "1h"}),
+            json!({"activeDeadlineSeconds": 1}),
+        ),
+    )
+    .await
+    .unwrap();
+    jobs.create(
+        &pp,
+        &job(
+            "wide",
+            json!({"sim.stagegate.dev/duration": "100ms"}),
+            json!({"completions": 3, "parallelism": 2}),
+        ),
+    )
+    .await
+    .unwrap();
+    jobs.create(&pp, &job("paused", json!({}), json!({"suspend": true})))
+        .await
+        .unwrap();
+    jobs.create(
+        &pp,
+        &job(
+            "short-lived",
+            json!({"sim.stagegate.dev/duration": "50ms"}),
+            json!({"ttlSecondsAfterFinished": 0}),
+        ),
+    )
+    .await
+    .unwrap();
+    jobs.create(
+        &pp,
+        &job(
+            "pull",
+            json!({"sim.stagegate.dev/outcome": "image-pull-backoff"}),
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    jobs.create(
+        &pp,
+        &job(
+            "nowhere",
+            json!({"sim.stagegate.dev/outcome": "unschedulable"}),
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+
+    let slow = wait_job(&jobs, "slow", "Failed").await;
+    assert_eq!(
+        condition(&slow, "Failed").unwrap().reason.as_deref(),
+        Some("DeadlineExceeded")
+    );
+
+    let wide = wait_job(&jobs, "wide", "Complete").await;
+    assert_eq!(wide.status.unwrap().succeeded, Some(3));
+
+    eventually(
+        "the finished job is removed by its TTL, with its pods",
+        || async {
+            jobs.get_opt("short-lived").await.unwrap().is_none()
+                && job_pods(&pods, "short-lived").await.is_empty()
+        },
+    )
+    .await;
+
+    eventually("stuck pods show why", || async {
+        let pull = job_pods(&pods, "pull").await;
+        let nowhere = job_pods(&pods, "nowhere").await;
+        let waiting = pull.first().and_then(|p| {
+            let cs = p.status.as_ref()?.container_statuses.as_ref()?;
+            cs[0].state.as_ref()?.waiting.as_ref()?.reason.clone()
+        });
+        let unsched = nowhere.first().and_then(|p| {
+            let c = p
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == "PodScheduled")?
+                .clone();
+            Some((c.status, c.reason))
+        });
+        waiting.as_deref() == Some("ImagePullBackOff")
+            && unsched == Some(("False".into(), Some("Unschedulable".into())))
+    })
+    .await;
+    let pull = jobs.get("pull").await.unwrap();
+    assert_eq!(pull.status.unwrap().active, Some(1));
+
+    // Suspended: no pods until resumed.
+    assert!(job_pods(&pods, "paused").await.is_empty());
+    assert_eq!(
+        condition(&jobs.get("paused").await.unwrap(), "Suspended")
+            .unwrap()
+            .status,
+        "True"
+    );
+    jobs.patch(
+        "paused",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"suspend": false}})),
+    )
+    .await
+    .unwrap();
+    wait_job(&jobs, "paused", "Complete").await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_server_side_apply_rolls_out_and_conflicts_are_real() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let deps: Api<Deployment> = Api::default_namespaced(c.clone());
+    let manifest = |replicas: i32, image: &str| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "labels": {"app": "web"}},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": image}]}}
+            }
+        })
+    };
+    let ssa = PatchParams::apply("stagegate");
+    let d = deps
+        .patch("web", &ssa, &Patch::Apply(manifest(2, "nginx:1")))
+        .await
+        .unwrap();
+    assert_eq!(d.metadata.generation, Some(1));
+    let mf = d.metadata.managed_fields.clone().unwrap();
+    assert_eq!(
+        (mf[0].manager.as_deref(), mf[0].operation.as_deref()),
+        (Some("stagegate"), Some("Apply"))
+    );
+    let done = tokio::time::timeout(
+        WAIT,
+        await_condition(deps.clone(), "web", conditions::is_deployment_completed()),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    let st = done.status.unwrap();
+    assert_eq!(
+        (
+            st.observed_generation,
+            st.replicas,
+            st.ready_replicas,
+            st.available_replicas
+        ),
+        (Some(1), Some(2), Some(2), Some(2))
+    );
+
+    // Same config again: nothing changes, not even the resourceVersion.
+    let again = deps
+        .patch("web", &ssa, &Patch::Apply(manifest(2, "nginx:1")))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.metadata.resource_version,
+        done.metadata.resource_version
+    );
+
+    // A label change is metadata: no new generation. An image change is.
+    let mut labelled = manifest(2, "nginx:1");
+    labelled["metadata"]["labels"]["tier"] = json!("front");
+    let d = deps
+        .patch("web", &ssa, &Patch::Apply(labelled))
+        .await
+        .unwrap();
+    assert_eq!(d.metadata.generation, Some(1));
+    let d = deps
+        .patch("web", &ssa, &Patch::Apply(manifest(2, "nginx:2")))
+        .await
+        .unwrap();
+    assert_eq!(d.metadata.generation, Some(2));
+    assert!(
+        d.metadata.labels.unwrap().get("tier").is_none(),
+        "a field no longer applied is removed"
+    );
+
+    // Another manager changing an owned field conflicts unless forced.
+    let err = api_error(
+        deps.patch(
+            "web",
+            &PatchParams::apply("other"),
+            &Patch::Apply(manifest(4, "nginx:2")),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(err.code, 409);
+    assert_eq!(err.reason, "Conflict");
+    assert_eq!(
+        err.message,
+        "Apply failed with 1 conflict: conflict with \"stagegate\": .spec.replicas"
+    );
+    let causes = err.details.unwrap().causes;
+    assert_eq!(causes[0].field, ".spec.replicas");
+    let forced = deps
+        .patch(
+            "web",
+            &PatchParams::apply("other").force(),
+            &Patch::Apply(manifest(4, "nginx:2")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.spec.unwrap().replicas, Some(4));
+
+    // Selector is immutable, with the real message.
+    let mut moved = manifest(4, "nginx:2");
+    moved["spec"]["selector"]["matchLabels"]["app"] = json!("other");
+    moved["spec"]["template"]["metadata"]["labels"]["app"] = json!("other");
+    let err = api_error(
+        deps.patch(
+            "web",
+            &PatchParams::apply("other").force(),
+            &Patch::Apply(moved),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(err.code, 422);
+    assert!(
+        err.message.starts_with(
+            "Deployment.apps \"web\" is invalid: spec.selector: Invalid value: v1.LabelSelector{"
+        ),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.ends_with("field is immutable"),
+        "{}",
+        err.message
+    );
+
+    // Writes to the main resource ignore status; /status writes only status.
+    let mut d = deps.get("web").await.unwrap();
+    d.status.as_mut().unwrap().replicas = Some(99);
+    let replaced = deps
+        .replace("web", &PostParams::default(), &d)
+        .await
+        .unwrap();
+    assert_ne!(replaced.status.unwrap().replicas, Some(99));
+    let st = deps
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"replicas": 7}, "spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (st.status.unwrap().replicas, st.spec.unwrap().replicas),
+        (Some(7), Some(4))
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_objects_through_discovery_including_a_crd() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let crds: Api<DynamicObject> = {
+        let d = Discovery::new(c.clone()).run().await.unwrap();
+        let (ar, caps) = d
+            .resolve_gvk(&kube::api::GroupVersionKind::gvk(
+                "apiextensions.k8s.io",
+                "v1",
+                "CustomResourceDefinition",
+            ))
+            .unwrap();
+        assert_eq!(caps.scope, Scope::Cluster);
+        Api::all_with(c.clone(), &ar)
+    };
+    let crd: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.example.com"},
+        "spec": {
+            "group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
+                          "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
+        }
+    }))
+    .unwrap();
+    crds.patch(
+        "gadgets.example.com",
+        &PatchParams::apply("stagegate"),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    let got = crds.get("gadgets.example.com").await.unwrap();
+    let conds = got.data["status"]["conditions"].as_array().unwrap();
+    assert!(
+        conds
+            .iter()
+            .any(|c| c["type"] == "Established" && c["status"] == "True")
+    );
+
+    // Both discovery flavours now see the new kind.
+    for aggregated in [false, true] {
+        let d = Discovery::new(c.clone());
+        let d = if aggregated {
+            d.run_aggregated().await.unwrap()
+        } else {
+            d.run().await.unwrap()
+        };
+        let (ar, caps) = d
+            .resolve_gvk(&kube::api::GroupVersionKind::gvk(
+                "example.com",
+                "v1",
+                "Gadget",
+            ))
+            .unwrap();
+        assert_eq!(caps.scope, Scope::Namespaced);
+        assert_eq!(ar.plural, "gadgets");
+        let jobs = d
+            .resolve_gvk(&kube::api::GroupVersionKind::gvk("batch", "v1", "Job"))
+            .unwrap();
+        assert!(
+            jobs.1
+                .subresources
+                .iter()
+                .any(|(s, _)| s.plural == "status"),
+            "jobs/status is discovered"
+        );
+    }
+    let d = Discovery::new(c.clone()).run().await.unwrap();
+    let (ar, _) = d
+        .resolve_gvk(&kube::api::GroupVersionKind::gvk(
+            "example.com",
+            "v1",
+            "Gadget",
+        ))
+        .unwrap();
+    let gadgets: Api<DynamicObject> = Api::namespaced_with(c.clone(), "default", &ar);
+    let g: DynamicObject = serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g1"}, "spec": {"size": 1}})).unwrap();
+    gadgets
+        .patch("g1", &PatchParams::apply("stagegate"), &Patch::Apply(&g))
+        .await
+        .unwrap();
+    assert_eq!(
+        gadgets
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    // Custom resources take merge patches, not strategic ones.
+    gadgets
+        .patch(
+            "g1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 2}})),
+        )
+        .await
+        .unwrap();
+    let err = api_error(
+        gadgets
+            .patch(
+                "g1",
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {"size": 3}})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 415);
+
+    // Deleting the CRD removes the kind and its objects.
+    crds.delete("gadgets.example.com", &DeleteParams::default())
+        .await
+        .unwrap();
+    let err = api_error(gadgets.get("g1").await.unwrap_err());
+    assert_eq!(err.code, 404);
+    let d = Discovery::new(c.clone()).run().await.unwrap();
+    assert!(
+        d.resolve_gvk(&kube::api::GroupVersionKind::gvk(
+            "example.com",
+            "v1",
+            "Gadget"
+        ))
+        .is_none()
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_relists_after_in_stream_410() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    let cm = |n: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": n}, "data": {"k": "v"}})).unwrap()
+    };
+    cms.create(&PostParams::default(), &cm("a")).await.unwrap();
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stream_api = cms.clone();
+    let task = tokio::spawn(async move {
+        let mut s = watcher(stream_api, watcher::Config::default()).boxed();
+        while let Some(ev) = s.next().await {
+            let msg = match ev {
+                Ok(watcher::Event::Init) => "init".to_string(),
+                Ok(watcher::Event::InitApply(o)) => {
+                    format!("init-apply {}", o.metadata.name.unwrap())
+                }
+                Ok(watcher::Event::InitDone) => "init-done".to_string(),
+                Ok(watcher::Event::Apply(o)) => format!("apply {}", o.metadata.name.unwrap()),
+                Ok(watcher::Event::Delete(o)) => format!("delete {}", o.metadata.name.unwrap()),
+                Err(e) => format!("error {e}"),
+            };
+            if tx.send(msg).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut expect = async |what: &str, seen: &mut Vec<String>| {
+        let found = tokio::time::timeout(WAIT, async {
+            while let Some(m) = rx.recv().await {
+                seen.push(m.clone());
+                if m == what || m.starts_with(what) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(
+            matches!(found, Ok(true)),
+            "never saw {what:?}; saw {seen:?}"
+        );
+    };
+    expect("init-done", &mut seen).await;
+    cms.create(&PostParams::default(), &cm("b")).await.unwrap();
+    expect("apply b", &mut seen).await;
+
+    // History compacted and watches closed: the re-watch from the last
+    // resourceVersion is answered in-stream with 410 Expired, and the
+    // watcher relists, finding the object created meanwhile.
+    sim.faults().expire_watches();
+    cms.create(&PostParams::default(), &cm("c")).await.unwrap();
+    expect("error", &mut seen).await;
+    assert!(
+        seen.last().unwrap().contains("410")
+            || seen.last().unwrap().to_lowercase().contains("expired"),
+        "{seen:?}"
+    );
+    expect("init", &mut seen).await;
+    expect("init-apply c", &mut seen).await;
+    expect("init-done", &mut seen).await;
+    task.abort();
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_watch_semantics_expired_bookmarks_and_initial_events() {
+    let mut cfg = common::fast_config();
+    cfg.watch_history = 5;
+    cfg.bookmark_interval = Duration::from_millis(100);
+    let sim = kube_sim::KubeSim::start(cfg).await.unwrap();
+    let c = client(&sim);
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    for i in 0..10 {
+        let cm: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": format!("c{i}"), "labels": {"i": i.to_string()}}}),
+        )
+        .unwrap();
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    // Too old: HTTP 200 with an ERROR event carrying a 410 Expired Status.
+    let mut s = cms
+        .watch(&WatchParams::default().timeout(5), "1")
+        .await
+        .unwrap()
+        .boxed();
+    match s.try_next().await.unwrap() {
+        Some(WatchEvent::Error(e)) => {
+            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
+        }
+        other => panic!("expected 410, got {other:?}"),
+    }
+    let r = raw(
+        &sim,
+        "GET",
+        "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=1&timeoutSeconds=1",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.starts_with("{\"type\":\"ERROR\""), "{}", r.body);
+
+    // From a recent version: only later changes, filtered by label; bookmarks flow.
+    let list = cms.list(&ListParams::default()).await.unwrap();
+    let rv = list.metadata.resource_version.unwrap();
+    let mut s = cms
+        .watch(
+            &WatchParams::default().labels("i in (3,4)").timeout(10),
+            &rv,
+        )
+        .await
+        .unwrap()
+        .boxed();
+    cms.patch(
+        "c1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"x": "1"}})),
+    )
+    .await
+    .unwrap();
+    cms.patch(
+        "c3",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"x": "1"}})),
+    )
+    .await
+    .unwrap();
+    cms.patch(
+        "c4",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"i": "40"}}})),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut bookmarks = 0;
+    tokio::time::timeout(WAIT, async {
+        while let Some(ev) = s.try_next().await.unwrap() {
+            match ev {
+                WatchEvent::Modified(o) => {
+                    got.push(format!("modified {}", o.metadata.name.unwrap()))
+                }
+                WatchEvent::Deleted(o) => got.push(format!("deleted {}", o.metadata.name.unwrap())),
+                WatchEvent::Added(o) => got.push(format!("added {}", o.metadata.name.unwrap())),
+                WatchEvent::Bookmark(b) => {
+                    assert!(!b.metadata.resource_version.is_empty());
+                    bookmarks += 1;
+                }
+                WatchEvent::Error(e) => panic!("{e:?}"),
+            }
+            if got.len() == 2 && bookmarks > 0 {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        got,
+        ["modified c3", "deleted c4"],
+        "leaving the selection is a DELETED"
+    );
+
+    // sendInitialEvents: ADDED for everything, then the initial-events-end bookmark.
+    let r = raw(
+        &sim,
+        "GET",
+        "/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1",
+        &[],
+        "",
+    )
+    .await;
+    let lines: Vec<Value> = r
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.iter().filter(|l| l["type"] == "ADDED").count(), 10);
+    let end = lines.iter().find(|l| l["type"] == "BOOKMARK").unwrap();
+    assert_eq!(
+        end["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    assert_eq!(end["object"]["kind"], "ConfigMap");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_real_status_objects() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let jobs: Api<Job> = Api::default_namespaced(c.clone());
+    let err = api_error(jobs.get("nope").await.unwrap_err());
+    assert_eq!(
+        (err.code, err.reason.as_str(), err.message.as_str()),
+        (404, "NotFound", "jobs.batch \"nope\" not found")
+    );
+    let d = err.details.unwrap();
+    assert_eq!(
+        (d.kind.as_str(), d.group.as_str(), d.name.as_str()),
+        ("jobs", "batch", "nope")
+    );
+
+    let j = job("pi", json!({"sim.stagegate.dev/duration": "1h"}), json!({}));
+    jobs.create(&PostParams::default(), &j).await.unwrap();
+    let err = api_error(jobs.create(&PostParams::default(), &j).await.unwrap_err());
+    assert_eq!(
+        (err.code, err.reason.as_str(), err.message.as_str()),
+        (409, "AlreadyExists", "jobs.batch \"pi\" already exists")
+    );
+
+    // A stale resourceVersion on PUT.
+    let mut current = jobs.get("pi").await.unwrap();
+    jobs.patch(
+        "pi",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"x": "1"}}})),
+    )
+    .await
+    .unwrap();
+    current.metadata.labels = Some([("y".to_string(), "2".to_string())].into());
+    let err = api_error(
+        jobs.replace("pi", &PostParams::default(), &current)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 409);
+    assert_eq!(
+        err.message,
+        "Operation cannot be fulfilled on jobs.batch \"pi\": the object has been modified; please apply your changes to the latest version and try again"
+    );
+
+    // Template, completions immutable: 422 with causes.
+    let err = api_error(
+        jobs.patch("pi", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": "busybox:2"}]}}}})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 422);
+    assert_eq!(err.reason, "Invalid");
+    assert_eq!(
+        err.message,
+        "Job.batch \"pi\" is invalid: spec.template: Invalid value: core.PodTemplateSpec{...}: field is immutable"
+    );
+    let causes = err.details.unwrap().causes;
+    assert_eq!(
+        (causes[0].reason.as_str(), causes[0].field.as_str()),
+        ("FieldValueInvalid", "spec.template")
+    );
+    let err = api_error(
+        jobs.patch(
+            "pi",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"completions": 2}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(
+        err.message,
+        "Job.batch \"pi\" is invalid: spec.completions: Invalid value: 2: field is immutable"
+    );
+
+    // A Job that cannot run: restartPolicy Always.
+    let mut bad = job("bad", json!({}), json!({}));
+    bad.spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .restart_policy = Some("Always".into());
+    let err = api_error(jobs.create(&PostParams::default(), &bad).await.unwrap_err());
+    assert_eq!(err.code, 422);
+    assert!(
+        err.message
+            .contains("spec.template.spec.restartPolicy: Unsupported value: \"Always\""),
+        "{}",
+        err.message
+    );
+
+    // A namespace that does not exist.
+    let elsewhere: Api<Job> = Api::namespaced(c.clone(), "missing");
+    let err = api_error(
+        elsewhere
+            .create(&PostParams::default(), &j)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (404, "namespaces \"missing\" not found")
+    );
+
+    // A failed json-patch test.
+    let err = api_error(
+        jobs.patch(
+            "pi",
+            &PatchParams::default(),
+            &Patch::<()>::Json(
+                serde_json::from_value(
+                    json!([{"op": "test", "path": "/metadata/name", "value": "other"}]),
+                )
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(err.code, 422);
+
+    // Unknown kinds are the plain 404.
+    let r = raw(
+        &sim,
+        "GET",
+        "/apis/example.com/v1/namespaces/default/things",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["kind"], "Status");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_validates_returns_and_stores_nothing() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    let before = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "dry"}, "data": {"a": "1"}})).unwrap();
+    let out = cms
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &cm,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.metadata.name.as_deref(), Some("dry"));
+    let applied = cms
+        .patch(
+            "dry2",
+            &PatchParams::apply("x").dry_run(),
+            &Patch::Apply(&cm),
+        )
+        .await;
+    // The URL names dry2, the body dry: refused like the real server.
+    assert_eq!(api_error(applied.unwrap_err()).code, 400);
+    assert!(cms.get_opt("dry").await.unwrap().is_none());
+    let after = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    assert_eq!(before, after, "no write happened");
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    cms.delete("dry", &DeleteParams::default().dry_run())
+        .await
+        .unwrap();
+    assert!(cms.get_opt("dry").await.unwrap().is_some());
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_propagation_finalizers_and_namespaces() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let jobs: Api<Job> = Api::default_namespaced(c.clone());
+    let pods: Api<Pod> = Api::default_namespaced(c.clone());
+    let long = json!({"sim.stagegate.dev/duration": "1h"});
+    for n in ["fg", "bg", "orphan"] {
+        jobs.create(&PostParams::default(), &job(n, long.clone(), json!({})))
+            .await
+            .unwrap();
+    }
+    eventually("three running pods", || async {
+        pods.list(&ListParams::default().fields("status.phase=Running"))
+            .await
+            .unwrap()
+            .items
+            .len()
+            == 3
+    })
+    .await;
+
+    // Foreground: the Job stays, marked, until its pods are gone.
+    jobs.delete("fg", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let marked = jobs.get("fg").await.unwrap();
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert!(
+        marked
+            .metadata
+            .finalizers
+            .unwrap()
+            .contains(&"foregroundDeletion".to_string())
+    );
+    eventually("foreground job gone after its pods", || async {
+        jobs.get_opt("fg").await.unwrap().is_none() && job_pods(&pods, "fg").await.is_empty()
+    })
+    .await;
+
+    jobs.delete("bg", &DeleteParams::background())
+        .await
+        .unwrap();
+    assert!(jobs.get_opt("bg").await.unwrap().is_none());
+    eventually("background job's pods gone", || async {
+        job_pods(&pods, "bg").await.is_empty()
+    })
+    .await;
+
+    jobs.delete("orphan", &DeleteParams::orphan())
+        .await
+        .unwrap();
+    let left = job_pods(&pods, "orphan").await;
+    assert_eq!(left.len(), 1);
+    assert!(
+        left[0]
+            .metadata
+            .owner_references
+            .as_ref()
+            .is_none_or(Vec::is_empty)
+    );
+
+    // A finalizer holds deletion until it is removed.
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}}),
+    )
+    .unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    cms.delete("held", &DeleteParams::default()).await.unwrap();
+    let held = cms.get("held").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    cms.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert!(cms.get_opt("held").await.unwrap().is_none());
+
+    // deletecollection with a label selector.
+    for n in ["l1", "l2", "l3"] {
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": n, "labels": {"batch": if n == "l3" { "keep" } else { "drop" }}}})).unwrap();
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("batch=drop"),
+    )
+    .await
+    .unwrap();
+    let names: Vec<String> = cms
+        .list(&ListParams::default().labels("batch"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|c| c.metadata.name.unwrap())
+        .collect();
+    assert_eq!(names, ["l3"]);
+
+    // Deleting a namespace deletes what is in it; new content is refused meanwhile.
+    let nss: Api<Namespace> = Api::all(c.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "doomed"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let in_ns: Api<ConfigMap> = Api::namespaced(c.clone(), "doomed");
+    in_ns
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "x", "finalizers": ["example.com/hold"]}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    nss.delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
+    let ns = nss.get("doomed").await.unwrap();
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
+    let err = api_error(
+        in_ns
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "y"}})).unwrap(),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (403, "Forbidden"));
+    in_ns
+        .patch(
+            "x",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    eventually("the namespace is gone", || async {
+        nss.get_opt("doomed").await.unwrap().is_none()
+    })
+    .await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_selectors_and_pagination() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    for i in 0..7 {
+        let tier = if i % 2 == 0 { "front" } else { "back" };
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("cm{i}"), "labels": {"tier": tier, "n": i.to_string()}}})).unwrap();
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    let names = |l: kube::core::ObjectList<ConfigMap>| {
+        l.items
+            .into_iter()
+            .map(|c| c.metadata.name.unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(
+            cms.list(&ListParams::default().labels("tier=back"))
+                .await
+                .unwrap()
+        ),
+        ["cm1", "cm3", "cm5"]
+    );
+    assert_eq!(
+        names(
+            cms.list(&ListParams::default().labels("tier!=back,n notin (0,2)"))
+                .await
+                .unwrap()
+        ),
+        ["cm4", "cm6"]
+    );
+    assert_eq!(
+        names(
+            cms.list(&ListParams::default().labels("n in (1, 2)"))
+                .await
+                .unwrap()
+        ),
+        ["cm1", "cm2"]
+    );
+    assert_eq!(
+        names(
+            cms.list(&ListParams::default().fields("metadata.name=cm3"))
+                .await
+                .unwrap()
+        ),
+        ["cm3"]
+    );
+    assert_eq!(
+        names(
+            cms.list(
+                &ListParams::default()
+                    .fields("metadata.name!=cm3,metadata.namespace=default")
+                    .labels("tier=back")
+            )
+            .await
+            .unwrap()
+        ),
+        ["cm1", "cm5"]
+    );
+
+    let mut all = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut lp = ListParams::default().limit(3);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = cms.list(&lp).await.unwrap();
+        pages += 1;
+        assert!(page.metadata.resource_version.is_some());
+        token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
+        all.extend(names(page));
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(all.len(), 7);
+
+    // Events by involved object.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::default_namespaced(c.clone());
+    for (n, obj) in [("e1", "pi"), ("e2", "other")] {
+        let e = json!({"metadata": {"name": n}, "involvedObject": {"kind": "Job", "name": obj, "namespace": "default"}, "reason": "Created", "type": "Normal"});
+        events
+            .create(&PostParams::default(), &serde_json::from_value(e).unwrap())
+            .await
+            .unwrap();
+    }
+    let found = events
+        .list(&ListParams::default().fields("involvedObject.kind=Job,involvedObject.name=pi"))
+        .await
+        .unwrap();
+    assert_eq!(found.items.len(), 1);
+    let err = api_error(
+        cms.list(&ListParams::default().fields("spec.nope=1"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 400);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strategic_merge_patch_as_kubectl_sends_it() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let deps: Api<Deployment> = Api::default_namespaced(c.clone());
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [
+            {"name": "one", "image": "x:1", "env": [{"name": "A", "value": "1"}], "ports": [{"containerPort": 80}]},
+            {"name": "two", "image": "y:1"}
+        ]}}}
+    }))
+    .unwrap();
+    deps.create(&PostParams::default(), &d).await.unwrap();
+    let patch = json!({"spec": {"template": {"spec": {
+        "$setElementOrder/containers": [{"name": "two"}, {"name": "one"}],
+        "containers": [
+            {"name": "one", "image": "x:2", "$setElementOrder/env": [{"name": "B"}], "env": [{"name": "A", "$patch": "delete"}, {"name": "B", "value": "2"}]}
+        ]
+    }}}});
+    let out = deps
+        .patch("d", &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .unwrap();
+    let cs = out.spec.unwrap().template.spec.unwrap().containers;
+    assert_eq!(
+        cs.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["two", "one"]
+    );
+    assert_eq!(cs[1].image.as_deref(), Some("x:2"));
+    assert_eq!(
+        cs[1]
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>(),
+        ["B"]
+    );
+    assert_eq!(cs[1].ports.as_ref().unwrap()[0].container_port, 80);
+    sim.shutdown().await;
+}
