@@ -383,7 +383,7 @@ async fn deployment_server_side_apply_rolls_out_and_conflicts_are_real() {
         .unwrap();
     assert_eq!(d.metadata.generation, Some(2));
     assert!(
-        d.metadata.labels.unwrap().get("tier").is_none(),
+        !d.metadata.labels.unwrap().contains_key("tier"),
         "a field no longer applied is removed"
     );
 

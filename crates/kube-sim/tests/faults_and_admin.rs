@@ -1,0 +1,248 @@
+//! Fault injection and request counters, through the library API and the
+//! `/sim/` admin paths; discovery on the wire; the binary.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{WAIT, client, eventually, raw, sim};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, PostParams};
+use kube_sim::{FailRule, Verb};
+use serde_json::json;
+
+fn cm(name: &str) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_requests_by_verb_and_admin_paths_are_not_counted() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    let before = sim.stats();
+    cms.create(&PostParams::default(), &cm("a")).await.unwrap();
+    cms.get("a").await.unwrap();
+    cms.list(&ListParams::default()).await.unwrap();
+    cms.list(&ListParams::default()).await.unwrap();
+    let after = sim.stats();
+    assert_eq!(after.create - before.create, 1);
+    assert_eq!(after.get - before.get, 1);
+    assert_eq!(after.list - before.list, 2);
+
+    let r = raw(&sim, "GET", "/sim/stats", &[], "").await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    for verb in [
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ] {
+        assert!(v["requests"][verb].is_u64(), "{v}");
+    }
+    assert_eq!(v["requests"]["list"], after.list);
+    let again = raw(&sim, "GET", "/sim/stats", &[], "").await.json();
+    assert_eq!(again, v, "admin requests are not counted");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_next_requests_by_verb_and_path_from_api_and_admin_path() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    sim.faults().fail_next(FailRule::new(
+        Some(Verb::Create),
+        Some("/api/v1/namespaces/default/configmaps"),
+        500,
+        2,
+    ));
+    // Other verbs pass.
+    cms.list(&ListParams::default()).await.unwrap();
+    for _ in 0..2 {
+        match cms
+            .create(&PostParams::default(), &cm("x"))
+            .await
+            .unwrap_err()
+        {
+            kube::Error::Api(s) => assert_eq!((s.code, s.reason.as_str()), (500, "InternalError")),
+            e => panic!("{e:?}"),
+        }
+    }
+    cms.create(&PostParams::default(), &cm("x")).await.unwrap();
+
+    let r = raw(
+        &sim,
+        "POST",
+        "/sim/faults/fail",
+        &[("content-type", "application/json")],
+        r#"{"verb":"get","path":"/api/v1/namespaces/default/configmaps/x","code":409,"count":1}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // (409: kube retries 503s by itself.)
+    match cms.get("x").await.unwrap_err() {
+        kube::Error::Api(s) => assert_eq!(s.code, 409),
+        e => panic!("{e:?}"),
+    }
+    cms.get("x").await.unwrap();
+    let bad = raw(&sim, "POST", "/sim/faults/fail", &[], r#"{"verb":"fly"}"#).await;
+    assert_eq!(bad.status, 400);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_and_unreachable_then_recovered() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    sim.faults().set_latency(Duration::from_millis(300));
+    let t = Instant::now();
+    cms.list(&ListParams::default()).await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    let r = raw(
+        &sim,
+        "POST",
+        "/sim/faults/latency",
+        &[],
+        r#"{"latency":"0s"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+
+    sim.faults().unreachable_for(Duration::from_secs(1));
+    // A fresh connection is closed without an answer.
+    let fresh = client(&sim);
+    let fresh_cms: Api<ConfigMap> = Api::default_namespaced(fresh);
+    assert!(fresh_cms.list(&ListParams::default()).await.is_err());
+    // After the window the server answers again.
+    eventually("the server is reachable again", || async {
+        fresh_cms.list(&ListParams::default()).await.is_ok()
+    })
+    .await;
+    cms.list(&ListParams::default()).await.unwrap();
+
+    // The admin path works the same way.
+    let r = raw(
+        &sim,
+        "POST",
+        "/sim/faults/unreachable",
+        &[],
+        r#"{"duration":"500ms"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(fresh_cms.list(&ListParams::default()).await.is_err());
+    eventually("reachable after the admin-set window", || async {
+        fresh_cms.list(&ListParams::default()).await.is_ok()
+    })
+    .await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_watches_ends_open_watch_streams() {
+    let sim = sim().await;
+    let started = Instant::now();
+    let sim_ref = &sim;
+    let closer = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sim_ref.faults().close_watches();
+    };
+    let (r, ()) = tokio::join!(
+        raw(
+            sim_ref,
+            "GET",
+            "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=60",
+            &[],
+            ""
+        ),
+        closer
+    );
+    assert_eq!(r.status, 200);
+    assert!(
+        started.elapsed() < WAIT,
+        "the watch ended when closed, not at its timeout"
+    );
+    let r2 = raw(&sim, "POST", "/sim/faults/close-watches", &[], "").await;
+    assert_eq!(r2.status, 200);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_on_the_wire() {
+    let sim = sim().await;
+    let v2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+    let r = raw(&sim, "GET", "/apis", &[("accept", v2)], "").await;
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList")
+    );
+    let doc = r.json();
+    assert_eq!(doc["kind"], "APIGroupDiscoveryList");
+    let batch = doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["metadata"]["name"] == "batch")
+        .unwrap();
+    let jobs = batch["versions"][0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == "jobs")
+        .unwrap();
+    assert_eq!(jobs["subresources"][0]["subresource"], "status");
+
+    let r = raw(&sim, "GET", "/apis", &[("accept", "application/json")], "").await;
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.json()["kind"], "APIGroupList");
+    let core = raw(&sim, "GET", "/api/v1", &[], "").await.json();
+    let names: Vec<&str> = core["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"pods/log")
+            && names.contains(&"namespaces")
+            && names.contains(&"configmaps")
+    );
+    let version = raw(&sim, "GET", "/version", &[], "").await.json();
+    assert_eq!(
+        (version["major"].as_str(), version["minor"].as_str()),
+        (Some("1"), Some("32"))
+    );
+    let openapi = raw(&sim, "GET", "/openapi/v3", &[], "").await.json();
+    assert!(openapi["paths"]["apis/batch/v1"]["serverRelativeURL"].is_string());
+    // kube's `?&` query style is tolerated.
+    let r = raw(&sim, "GET", "/api/v1/namespaces?&limit=2", &[], "").await;
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), 2);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_writes_the_kubeconfig_once_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+        .args(["--port", "0", "--kubeconfig-out"])
+        .arg(&kc)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("the kubeconfig is written", || async { kc.exists() }).await;
+    // Once the file exists the server answers: no retry needed.
+    let text = std::fs::read_to_string(&kc).unwrap();
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_string();
+    let config = kube::Config::new(server.parse().unwrap());
+    let c = kube::Client::try_from(config).unwrap();
+    let v = c.apiserver_version().await.unwrap();
+    assert_eq!(v.minor, "32");
+    child.kill().await.unwrap();
+}
