@@ -1,1 +1,168 @@
-fn main() {}
+//! Rendering speed against `kubectl kustomize`, on the same generated input:
+//! a base of N manifests (Deployments, Services, ConfigMaps, Jobs, one file
+//! each) and an overlay with images, namespace, labels and an RFC 6902 patch
+//! on every Deployment. Run with `cargo bench --bench render`; set
+//! `RENDER_BENCH_SIZES=250,500` to choose sizes and `RENDER_BENCH_SKIP_KUBECTL=1`
+//! to time stagegate alone.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use stagegate::render::render_stage;
+use stagegate::stage::Stage;
+
+fn manifest(i: usize) -> (String, String) {
+    let name = format!("svc-{i:05}");
+    let text = match i % 10 {
+        0..=3 => format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  labels:\n    app: {name}\n\
+             spec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n\
+             \x20     labels:\n        app: {name}\n    spec:\n      containers:\n        - name: app\n\
+             \x20         image: registry.example.com/shop/app:1.0.0\n          ports:\n            - containerPort: 8080\n\
+             \x20         envFrom:\n            - configMapRef:\n                name: {name}-config\n"
+        ),
+        4..=6 => format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector:\n    app: {name}\n\
+             \x20 ports:\n    - port: 80\n      targetPort: 8080\n"
+        ),
+        7 | 8 => format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}-config\ndata:\n  LOG_LEVEL: info\n  REGION: eu-west-1\n"
+        ),
+        _ => format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n  template:\n    spec:\n\
+             \x20     restartPolicy: Never\n      containers:\n        - name: migrate\n\
+             \x20         image: registry.example.com/shop/migrate:1.0.0\n          command: [\"/bin/migrate\", \"up\"]\n"
+        ),
+    };
+    (format!("{name}.yaml"), text)
+}
+
+const OVERLAY: &str = "\
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../base
+namespace: shop
+labels:
+  - pairs:
+      app.kubernetes.io/part-of: shop
+    includeTemplates: true
+images:
+  - name: registry.example.com/shop/app
+    newTag: 2.0.0
+  - name: registry.example.com/shop/migrate
+    newName: mirror.example.com/shop/migrate
+patches:
+  - target:
+      group: apps
+      kind: Deployment
+    patch: |-
+      - op: replace
+        path: /spec/replicas
+        value: 3
+      - op: add
+        path: /spec/template/spec/containers/0/resources
+        value:
+          limits:
+            memory: 256Mi
+";
+
+fn generate(root: &Path, n: usize) -> std::io::Result<()> {
+    let base = root.join("base");
+    fs::create_dir_all(&base)?;
+    fs::create_dir_all(root.join("overlay"))?;
+    let mut kustomization = String::from("resources:\n");
+    for i in 0..n {
+        let (file, text) = manifest(i);
+        let _ = writeln!(kustomization, "  - {file}");
+        fs::write(base.join(file), text)?;
+    }
+    fs::write(base.join("kustomization.yaml"), kustomization)?;
+    fs::write(root.join("overlay/kustomization.yaml"), OVERLAY)
+}
+
+/// Median of several runs, so one scheduling hiccup on a shared machine
+/// does not decide the figure.
+fn time_stagegate(root: &Path, n: usize) -> Duration {
+    let stage = Stage::new("bench", "overlay");
+    let mut runs = Vec::new();
+    for _ in 0..7 {
+        let start = Instant::now();
+        let objects = match render_stage(root, &stage) {
+            Ok(objects) => objects,
+            Err(e) => panic!("stagegate failed to render the benchmark input: {e}"),
+        };
+        runs.push(start.elapsed());
+        assert_eq!(objects.len(), n, "every generated manifest is rendered");
+    }
+    runs.sort();
+    runs[runs.len() / 2]
+}
+
+fn time_kubectl(root: &Path) -> Option<Duration> {
+    let start = Instant::now();
+    let status = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(root.join("overlay"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    match status {
+        Ok(s) if s.success() => Some(start.elapsed()),
+        Ok(s) => panic!("kubectl kustomize failed on the benchmark input: {s}"),
+        Err(e) => panic!(
+            "kubectl is needed for the comparison ({e}); set RENDER_BENCH_SKIP_KUBECTL=1 to skip it"
+        ),
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a plain main has nothing to do with it.
+    let sizes: Vec<usize> = std::env::var("RENDER_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![250, 500, 1000, 2000]);
+    let skip_kubectl = std::env::var_os("RENDER_BENCH_SKIP_KUBECTL").is_some();
+
+    println!(
+        "render: base + overlay (images, namespace, labels, RFC 6902 patch on all Deployments)"
+    );
+    println!(
+        "{:>9} | {:>14} | {:>12} | {:>20} | {:>8}",
+        "manifests", "stagegate (ms)", "µs/manifest", "kubectl kustomize (ms)", "speed-up"
+    );
+    for n in sizes {
+        let dir = match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(e) => panic!("cannot create a temporary directory: {e}"),
+        };
+        if let Err(e) = generate(dir.path(), n) {
+            panic!("cannot write the benchmark input: {e}");
+        }
+        let ours = time_stagegate(dir.path(), n);
+        let theirs = if skip_kubectl {
+            None
+        } else {
+            time_kubectl(dir.path())
+        };
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let per = ours.as_secs_f64() * 1e6 / n as f64;
+        match theirs {
+            Some(t) => println!(
+                "{n:>9} | {:>14.1} | {per:>12.1} | {:>20.0} | {:>7.0}x",
+                ms(ours),
+                ms(t),
+                t.as_secs_f64() / ours.as_secs_f64()
+            ),
+            None => println!(
+                "{n:>9} | {:>14.1} | {per:>12.1} | {:>20} | {:>8}",
+                ms(ours),
+                "-",
+                "-"
+            ),
+        }
+    }
+}
