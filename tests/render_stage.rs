@@ -228,3 +228,22 @@ fn symlink_out_of_the_repository_is_refused() {
     let err = render_stage(tmp.path(), &Stage::new("app", "app")).unwrap_err();
     assert!(matches!(err, RenderError::Path { .. }), "{err}");
 }
+
+#[test]
+fn target_namespace_moves_service_account_subjects_along() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "app/rbac.yaml",
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: app}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: rb}\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: x}\n\
+         subjects:\n- {kind: ServiceAccount, name: app}\n- {kind: ServiceAccount, name: other}\n",
+    );
+    let mut stage = Stage::new("app", "app");
+    stage.target_namespace = Some("apps".into());
+    let objects = render_stage(tmp.path(), &stage).unwrap();
+    let subjects = &objects[1].value["subjects"];
+    assert_eq!(subjects[0]["namespace"], "apps", "the account of this stage moved with it");
+    assert!(subjects[1].get("namespace").is_none(), "an account from elsewhere is left alone");
+}

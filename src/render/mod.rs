@@ -109,8 +109,6 @@ pub fn render_stage(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, RenderE
         Some(_) => kustomization::build(&ctx, &dir, &mut Vec::new())?,
         None => load::load_tree(&ctx, &dir)?,
     };
-    // kustomize follows renamed objects once the whole build is done.
-    nameref::fix_references(&mut resources);
 
     let stage_file = if stage.source.as_os_str().is_empty() {
         ctx.rel(&dir)
@@ -152,6 +150,9 @@ fn apply_stage_settings(
     }
     patch::apply_all(ctx, resources, &patches)?;
     images::apply(resources, &stage.images);
+    // kustomize follows renamed and moved objects once the whole build is
+    // done; Flux's build includes the stage's namespace, patches and images.
+    nameref::fix_references(resources);
     if !stage.substitute.is_empty() {
         substitute::apply(ctx, resources, &stage.substitute)?;
     }
