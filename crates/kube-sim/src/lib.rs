@@ -24,6 +24,7 @@ mod ssa;
 mod stats;
 mod status;
 mod store;
+mod table;
 mod util;
 mod validation;
 mod watch;

@@ -185,6 +185,19 @@ async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if let Some(code) = shared.faults.take_failure(verb, &path) {
         return error_response(&fault_error(code));
     }
+    let protobuf_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.contains("protobuf"));
+    if protobuf_body {
+        // Typed Go clients (`kubectl create configmap`, `kubectl run`) send
+        // protobuf; kube-sim speaks JSON only, and says so the real way.
+        return error_response(&ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (kube-sim does not decode protobuf)",
+        ));
+    }
     let body = match axum::body::to_bytes(req.into_body(), 64 << 20).await {
         Ok(b) => b,
         Err(e) => return error_response(&ApiError::bad_request(format!("reading the body: {e}"))),
@@ -351,10 +364,20 @@ async fn resource(
                     crate::controllers::job::pod_log(&obj).into_bytes(),
                 ));
             }
+            if crate::table::wants_table(accept(headers)) {
+                let t = crate::table::table(&rt, &[&*obj], None, None);
+                return Ok(json_response(200, &t));
+            }
             ok(200, &obj)
         }
         ("GET", None) if query.flag("watch") => watch::serve(shared.clone(), rt, rp, query).await,
-        ("GET", None) => list(shared, &rt, &rp, query),
+        ("GET", None) => list(
+            shared,
+            &rt,
+            &rp,
+            query,
+            crate::table::wants_table(accept(headers)),
+        ),
         ("POST", None) => {
             let body: Value = parse_body(body)?;
             let opts = write_opts(&rt, &rp, query, headers);
@@ -531,11 +554,19 @@ fn decode_continue(token: &str) -> ApiResult<(u64, String, String)> {
     Ok((rv, ns, name))
 }
 
+fn accept(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
 fn list(
     shared: &Arc<Shared>,
     rt: &ResourceType,
     rp: &ResourcePath,
     query: &Query,
+    as_table: bool,
 ) -> ApiResult<Response> {
     let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))?;
     let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""), rt)?;
@@ -598,6 +629,11 @@ fn list(
             crate::util::namespace_of(last),
             crate::util::name_of(last),
         ));
+    }
+    if as_table {
+        let objs: Vec<&Value> = out.iter().map(|o| &**o).collect();
+        let t = crate::table::table(rt, &objs, Some(rv), cont.as_deref());
+        return Ok(json_response(200, &t));
     }
     // Serialized by hand: items are shared with the store and written as they are.
     let mut meta = json!({"resourceVersion": rv.to_string()});

@@ -100,8 +100,20 @@ async fn client_side_apply_then_get_wait_rollout_and_logs() {
         ])
         .await;
     assert_eq!(got, "pi 1");
+    // Server-side printing: the columns kubectl shows for a real cluster.
     let table = k.ok(&["get", "deployments"]).await;
-    assert!(table.contains("web"), "{table}");
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        "{table}"
+    );
+    assert!(table.lines().nth(1).unwrap().starts_with("web "), "{table}");
+    let jobs = k.ok(&["get", "jobs"]).await;
+    let row: Vec<&str> = jobs.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..3], ["pi", "Complete", "1/1"], "{jobs}");
+    let pods = k.ok(&["get", "pods", "-l", "job-name=pi"]).await;
+    assert!(pods.contains("Completed"), "{pods}");
 
     // A changed manifest is patched (strategic merge from the last-applied annotation).
     let changed = k.file(

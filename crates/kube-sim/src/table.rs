@@ -1,0 +1,377 @@
+//! Server-side printing: the `meta.k8s.io/v1` Table that `kubectl get` asks
+//! for, with the columns the real server prints for the common kinds.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+
+use crate::resources::ResourceType;
+use crate::util::{i64_at, parse_time, str_at};
+
+/// Whether an Accept header prefers a Table.
+pub fn wants_table(accept: &str) -> bool {
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table") && first.contains("g=meta.k8s.io"))
+}
+
+/// Go's `duration.HumanDuration`, as the AGE column prints it.
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs < 120 {
+        return format!("{secs}s");
+    }
+    let minutes = secs / 60;
+    if minutes < 10 {
+        let s = secs % 60;
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
+    }
+    if minutes < 180 {
+        return format!("{minutes}m");
+    }
+    let hours = minutes / 60;
+    if hours < 8 {
+        let m = minutes % 60;
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    if hours < 24 * 8 {
+        let h = hours % 24;
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{}d", hours / 24);
+    }
+    format!("{}y", hours / 24 / 365)
+}
+
+fn age(obj: &Value, pointer: &str) -> String {
+    str_at(obj, pointer)
+        .and_then(parse_time)
+        .map(|t| human_duration(SystemTime::now().duration_since(t).unwrap_or_default()))
+        .unwrap_or_else(|| "<unknown>".into())
+}
+
+fn col(name: &str, ty: &str, desc: &str) -> Value {
+    let mut c = json!({"name": name, "type": ty, "format": "", "description": desc, "priority": 0});
+    if name == "Name" {
+        c["format"] = json!("name");
+    }
+    c
+}
+
+fn columns(rt: &ResourceType) -> Vec<Value> {
+    let name = col("Name", "string", "Name must be unique within a namespace.");
+    let age = col(
+        "Age",
+        "string",
+        "CreationTimestamp is a timestamp representing the server time when this object was created.",
+    );
+    let s = |n: &str| col(n, "string", "");
+    let i = |n: &str| col(n, "integer", "");
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("batch", "jobs") => vec![name, s("Status"), s("Completions"), s("Duration"), age],
+        ("", "pods") => vec![name, s("Ready"), s("Status"), s("Restarts"), age],
+        ("apps", "deployments") => vec![name, s("Ready"), i("Up-to-date"), i("Available"), age],
+        ("apps", "statefulsets") | ("apps", "replicasets") => vec![name, s("Ready"), age],
+        ("apps", "daemonsets") => vec![
+            name,
+            i("Desired"),
+            i("Current"),
+            i("Ready"),
+            i("Up-to-date"),
+            i("Available"),
+            age,
+        ],
+        ("", "namespaces") => vec![name, s("Status"), age],
+        ("", "configmaps") => vec![name, i("Data"), age],
+        ("", "secrets") => vec![name, s("Type"), i("Data"), age],
+        ("", "services") => vec![
+            name,
+            s("Type"),
+            s("Cluster-IP"),
+            s("External-IP"),
+            s("Port(s)"),
+            age,
+        ],
+        ("batch", "cronjobs") => vec![
+            name,
+            s("Schedule"),
+            s("Suspend"),
+            i("Active"),
+            s("Last Schedule"),
+            age,
+        ],
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            vec![name, col("Created At", "date", "")]
+        }
+        _ => vec![name, age],
+    }
+}
+
+fn has_condition(obj: &Value, t: &str) -> bool {
+    obj.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("type").and_then(Value::as_str) == Some(t)
+                    && c.get("status").and_then(Value::as_str) == Some("True")
+            })
+        })
+}
+
+fn count(obj: &Value, pointer: &str) -> i64 {
+    i64_at(obj, pointer).unwrap_or(0)
+}
+
+fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
+    let name = json!(str_at(obj, "/metadata/name").unwrap_or(""));
+    let created = json!(age(obj, "/metadata/creationTimestamp"));
+    match (rt.group.as_str(), rt.plural.as_str()) {
+        ("batch", "jobs") => {
+            let status = [
+                "Failed",
+                "Complete",
+                "Suspended",
+                "FailureTarget",
+                "SuccessCriteriaMet",
+            ]
+            .into_iter()
+            .find(|t| has_condition(obj, t))
+            .unwrap_or("Running");
+            let completions = match i64_at(obj, "/spec/completions") {
+                Some(c) => format!("{}/{c}", count(obj, "/status/succeeded")),
+                None => format!(
+                    "{}/1 of {}",
+                    count(obj, "/status/succeeded"),
+                    count(obj, "/spec/parallelism")
+                ),
+            };
+            let start = str_at(obj, "/status/startTime").and_then(parse_time);
+            let end = str_at(obj, "/status/completionTime")
+                .and_then(parse_time)
+                .unwrap_or_else(SystemTime::now);
+            let duration = start
+                .map(|s| human_duration(end.duration_since(s).unwrap_or_default()))
+                .unwrap_or_default();
+            vec![
+                name,
+                json!(status),
+                json!(completions),
+                json!(duration),
+                created,
+            ]
+        }
+        ("", "pods") => {
+            let statuses = obj
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let total = obj
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let ready = statuses
+                .iter()
+                .filter(|s| s.get("ready").and_then(Value::as_bool) == Some(true))
+                .count();
+            let waiting = statuses
+                .iter()
+                .find_map(|s| s.pointer("/state/waiting/reason").and_then(Value::as_str));
+            let terminated = statuses.iter().find_map(|s| {
+                s.pointer("/state/terminated/reason")
+                    .and_then(Value::as_str)
+            });
+            let phase = str_at(obj, "/status/phase").unwrap_or("Pending");
+            let status = if obj.pointer("/metadata/deletionTimestamp").is_some() {
+                "Terminating"
+            } else {
+                waiting.or(terminated).unwrap_or(phase)
+            };
+            vec![
+                name,
+                json!(format!("{ready}/{total}")),
+                json!(status),
+                json!(0),
+                created,
+            ]
+        }
+        ("apps", "deployments") => vec![
+            name,
+            json!(format!(
+                "{}/{}",
+                count(obj, "/status/readyReplicas"),
+                i64_at(obj, "/spec/replicas").unwrap_or(1)
+            )),
+            json!(count(obj, "/status/updatedReplicas")),
+            json!(count(obj, "/status/availableReplicas")),
+            created,
+        ],
+        ("apps", "statefulsets") | ("apps", "replicasets") => vec![
+            name,
+            json!(format!(
+                "{}/{}",
+                count(obj, "/status/readyReplicas"),
+                i64_at(obj, "/spec/replicas").unwrap_or(1)
+            )),
+            created,
+        ],
+        ("apps", "daemonsets") => vec![
+            name,
+            json!(count(obj, "/status/desiredNumberScheduled")),
+            json!(count(obj, "/status/currentNumberScheduled")),
+            json!(count(obj, "/status/numberReady")),
+            json!(count(obj, "/status/updatedNumberScheduled")),
+            json!(count(obj, "/status/numberAvailable")),
+            created,
+        ],
+        ("", "namespaces") => vec![
+            name,
+            json!(str_at(obj, "/status/phase").unwrap_or("Active")),
+            created,
+        ],
+        ("", "configmaps") => {
+            let n = ["data", "binaryData"]
+                .iter()
+                .filter_map(|k| obj.get(*k).and_then(Value::as_object))
+                .map(|m| m.len())
+                .sum::<usize>();
+            vec![name, json!(n), created]
+        }
+        ("", "secrets") => {
+            let n = ["data", "stringData"]
+                .iter()
+                .filter_map(|k| obj.get(*k).and_then(Value::as_object))
+                .map(|m| m.len())
+                .sum::<usize>();
+            vec![
+                name,
+                json!(str_at(obj, "/type").unwrap_or("Opaque")),
+                json!(n),
+                created,
+            ]
+        }
+        ("", "services") => {
+            let ports: Vec<String> = obj
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| {
+                            format!(
+                                "{}/{}",
+                                p.get("port").map(Value::to_string).unwrap_or_default(),
+                                p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            vec![
+                name,
+                json!(str_at(obj, "/spec/type").unwrap_or("ClusterIP")),
+                json!(str_at(obj, "/spec/clusterIP").unwrap_or("None")),
+                json!("<none>"),
+                json!(if ports.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    ports.join(",")
+                }),
+                created,
+            ]
+        }
+        ("batch", "cronjobs") => vec![
+            name,
+            json!(str_at(obj, "/spec/schedule").unwrap_or("")),
+            json!(
+                obj.pointer("/spec/suspend")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+                    .to_string()
+                    .replace("false", "False")
+                    .replace("true", "True")
+            ),
+            json!(
+                obj.pointer("/status/active")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len)
+            ),
+            json!("<none>"),
+            created,
+        ],
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            vec![
+                name,
+                json!(str_at(obj, "/metadata/creationTimestamp").unwrap_or("")),
+            ]
+        }
+        _ => vec![name, created],
+    }
+}
+
+/// The Table for a list (or, with one object, a GET).
+pub fn table(rt: &ResourceType, objs: &[&Value], rv: Option<u64>, cont: Option<&str>) -> Value {
+    let rows: Vec<Value> = objs
+        .iter()
+        .map(|o| {
+            let mut meta = o.get("metadata").cloned().unwrap_or(json!({}));
+            if let Value::Object(m) = &mut meta {
+                m.remove("managedFields");
+            }
+            json!({
+                "cells": cells(rt, o),
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": meta,
+                },
+            })
+        })
+        .collect();
+    let mut metadata = json!({});
+    if let Some(rv) = rv {
+        metadata["resourceVersion"] = json!(rv.to_string());
+    }
+    if let Some(c) = cont {
+        metadata["continue"] = json!(c);
+    }
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": metadata,
+        "columnDefinitions": columns(rt),
+        "rows": rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_print_like_kubectl() {
+        let d = |s| human_duration(Duration::from_secs(s));
+        assert_eq!(d(5), "5s");
+        assert_eq!(d(119), "119s");
+        assert_eq!(d(150), "2m30s");
+        assert_eq!(d(600), "10m");
+        assert_eq!(d(4 * 3600 + 60), "4h1m");
+        assert_eq!(d(3 * 86400), "3d");
+    }
+}
