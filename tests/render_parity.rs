@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::Value;
 use stagegate::labels::{MANAGED_BY_KEY, SPEC_HASH_ANNOTATION, STAGE_LABEL};
-use stagegate::render::render_stage;
+use stagegate::render::{ImageOverride, Patch, PatchTarget, render_stage};
 use stagegate::stage::Stage;
 
 fn fixtures() -> PathBuf {
@@ -73,10 +73,16 @@ fn by_id(objects: Vec<Value>) -> BTreeMap<String, Value> {
 }
 
 fn assert_same_as_kustomize(case: &str) {
+    assert_stage_same_as_kustomize(&Stage::new("parity", case), case);
+}
+
+/// `stage` rendered by stagegate against `kubectl kustomize reference`.
+fn assert_stage_same_as_kustomize(stage: &Stage, reference: &str) {
+    let case = reference;
     let root = fixtures();
-    let expected = by_id(kubectl_kustomize(&root.join(case)));
-    let rendered = render_stage(&root, &Stage::new("parity", case))
-        .unwrap_or_else(|e| panic!("stagegate failed to render {case}: {e}"));
+    let expected = by_id(kubectl_kustomize(&root.join(reference)));
+    let rendered = render_stage(&root, stage)
+        .unwrap_or_else(|e| panic!("stagegate failed to render {}: {e}", stage.name));
     let actual = by_id(
         rendered
             .into_iter()
@@ -139,4 +145,39 @@ fn common_labels_labels_and_annotations_match_kustomize() {
 #[test]
 fn nested_overlays_match_kustomize() {
     assert_same_as_kustomize("overlays/nested");
+}
+
+#[test]
+fn stage_target_namespace_patches_and_images_match_the_kustomization_flux_builds() {
+    let mut stage = Stage::new("flux", "overlays/labels");
+    stage.target_namespace = Some("apps".into());
+    stage.patches = vec![
+        Patch {
+            patch: Some(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: not-used\nspec:\n  replicas: 4\n"
+                    .into(),
+            ),
+            target: Some(PatchTarget {
+                kind: Some("Deployment".into()),
+                label_selector: Some("app=web".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Patch {
+            patch: Some("- op: add\n  path: /spec/ttlSecondsAfterFinished\n  value: 600\n".into()),
+            target: Some(PatchTarget {
+                group: Some("batch".into()),
+                kind: Some("Job".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ];
+    stage.images = vec![ImageOverride {
+        name: "registry.example.com/shop/migrate".into(),
+        new_tag: Some("3.0.0".into()),
+        ..Default::default()
+    }];
+    assert_stage_same_as_kustomize(&stage, "flux-stage");
 }
