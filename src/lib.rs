@@ -15,6 +15,7 @@ pub mod output;
 pub mod paths;
 pub mod plan;
 pub mod render;
+pub mod source;
 pub mod stage;
 pub mod state;
 pub mod yaml;
