@@ -244,6 +244,47 @@ fn target_namespace_moves_service_account_subjects_along() {
     stage.target_namespace = Some("apps".into());
     let objects = render_stage(tmp.path(), &stage).unwrap();
     let subjects = &objects[1].value["subjects"];
-    assert_eq!(subjects[0]["namespace"], "apps", "the account of this stage moved with it");
-    assert!(subjects[1].get("namespace").is_none(), "an account from elsewhere is left alone");
+    assert_eq!(
+        subjects[0]["namespace"], "apps",
+        "the account of this stage moved with it"
+    );
+    assert!(
+        subjects[1].get("namespace").is_none(),
+        "an account from elsewhere is left alone"
+    );
+}
+
+#[test]
+fn unsupported_kustomization_field_and_bad_inline_patch_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "a/kustomization.yaml",
+        "resources: []\nhelmCharts:\n- name: x\n",
+    );
+    let text = render_stage(tmp.path(), &Stage::new("a", "a"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("`helmCharts`") && text.contains("a/kustomization.yaml"),
+        "{text}"
+    );
+
+    write(
+        tmp.path(),
+        "b/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+    );
+    write(
+        tmp.path(),
+        "b/kustomization.yaml",
+        "resources: [cm.yaml]\npatches:\n- target: {kind: ConfigMap}\n  patch: |-\n    data: [unclosed\n",
+    );
+    let text = render_stage(tmp.path(), &Stage::new("b", "b"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("inline patch, line ") && text.contains("b/kustomization.yaml"),
+        "{text}"
+    );
 }

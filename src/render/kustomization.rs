@@ -221,7 +221,14 @@ fn build_file(
     let mut strategic = Vec::new();
     for entry in &k.patches_strategic_merge {
         let (text, source) = read_patch(ctx, dir, file, None, Some(entry.as_str()))?;
-        strategic.push(LoadedPatch::from_text(ctx, &source, &text, None, None)?);
+        strategic.push(LoadedPatch::from_text(
+            ctx,
+            &source,
+            source == file,
+            &text,
+            None,
+            None,
+        )?);
     }
     patch::apply_all(ctx, &mut resources, &strategic)?;
 
@@ -231,6 +238,7 @@ fn build_file(
         patches.push(LoadedPatch::from_text(
             ctx,
             &source,
+            source == file,
             &text,
             p.target.as_ref(),
             p.options.as_ref(),
@@ -270,6 +278,7 @@ fn build_file(
         json_patches.push(LoadedPatch::from_text(
             ctx,
             &source,
+            source == file,
             &text,
             Some(&p.target),
             None,

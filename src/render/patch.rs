@@ -30,11 +30,13 @@ pub(crate) struct LoadedPatch {
 }
 
 impl LoadedPatch {
-    /// Patches from an entry of `patches` whose text is `text` (inline or
-    /// read from its `path`); a strategic-merge text may hold several documents.
+    /// Patches from an entry of `patches` whose text is `text` (`inline` in
+    /// `file`, or read from `file`); a strategic-merge text may hold several
+    /// documents.
     pub fn from_text(
         ctx: &Ctx<'_>,
         file: &Path,
+        inline: bool,
         text: &str,
         target: Option<&PatchTarget>,
         options: Option<&serde_yaml::Value>,
@@ -49,12 +51,25 @@ impl LoadedPatch {
             })?),
             None => None,
         };
-        let docs = parse_documents(text).map_err(|e| RenderError::Yaml {
-            stage: ctx.stage.clone(),
-            path: ctx.rel(file),
-            line: e.line,
-            column: e.column,
-            message: e.message,
+        let docs = parse_documents(text).map_err(|e| {
+            if inline {
+                // The line counts from the patch text, not from the file holding it.
+                ctx.patch_error(
+                    file,
+                    format!(
+                        "inline patch, line {}, column {}: {}",
+                        e.line, e.column, e.message
+                    ),
+                )
+            } else {
+                RenderError::Yaml {
+                    stage: ctx.stage.clone(),
+                    path: ctx.rel(file),
+                    line: e.line,
+                    column: e.column,
+                    message: e.message,
+                }
+            }
         })?;
         let mut out = Vec::with_capacity(docs.len());
         for doc in docs {
@@ -99,7 +114,7 @@ impl LoadedPatch {
         let Some(text) = &p.patch else {
             return Err(ctx.patch_error(file, "a patch needs `patch` (inline text)"));
         };
-        Self::from_text(ctx, file, text, p.target.as_ref(), p.options.as_ref())
+        Self::from_text(ctx, file, true, text, p.target.as_ref(), p.options.as_ref())
     }
 }
 
