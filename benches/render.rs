@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+use stagegate::labels::{MANAGED_BY_KEY, SPEC_HASH_ANNOTATION, STAGE_LABEL};
 use stagegate::render::render_stage;
 use stagegate::stage::Stage;
 
@@ -85,10 +87,11 @@ fn generate(root: &Path, n: usize) -> std::io::Result<()> {
 }
 
 /// Median of several runs, so one scheduling hiccup on a shared machine
-/// does not decide the figure.
-fn time_stagegate(root: &Path, n: usize) -> Duration {
+/// does not decide the figure; returns the last rendering too.
+fn time_stagegate(root: &Path, n: usize) -> (Duration, Vec<Value>) {
     let stage = Stage::new("bench", "overlay");
     let mut runs = Vec::new();
+    let mut last = Vec::new();
     for _ in 0..7 {
         let start = Instant::now();
         let objects = match render_stage(root, &stage) {
@@ -97,30 +100,80 @@ fn time_stagegate(root: &Path, n: usize) -> Duration {
         };
         runs.push(start.elapsed());
         assert_eq!(objects.len(), n, "every generated manifest is rendered");
+        last = objects.into_iter().map(|m| m.value).collect();
     }
     runs.sort();
-    runs[runs.len() / 2]
+    (runs[runs.len() / 2], last)
 }
 
-fn time_kubectl(root: &Path) -> Option<Duration> {
+fn time_kubectl(root: &Path) -> (Duration, Vec<Value>) {
     let start = Instant::now();
-    let status = Command::new("kubectl")
+    let output = Command::new("kubectl")
         .arg("kustomize")
         .arg(root.join("overlay"))
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status();
-    match status {
-        Ok(s) if s.success() => Some(start.elapsed()),
-        Ok(s) => panic!("kubectl kustomize failed on the benchmark input: {s}"),
+        .output();
+    let elapsed = start.elapsed();
+    let output = match output {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => panic!(
+            "kubectl kustomize failed on the benchmark input: {}",
+            o.status
+        ),
         Err(e) => panic!(
             "kubectl is needed for the comparison ({e}); set RENDER_BENCH_SKIP_KUBECTL=1 to skip it"
         ),
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    let objects = match stagegate::yaml::parse_documents(&text) {
+        Ok(docs) => docs.into_iter().map(|d| d.value).collect(),
+        Err(e) => panic!("kubectl kustomize printed invalid YAML: {e}"),
+    };
+    (elapsed, objects)
+}
+
+/// Objects as canonical strings (keys sorted, stagegate's own labels and
+/// annotation removed), sorted: two renderings are the same set of objects
+/// when these are equal.
+fn canonical_set(objects: Vec<Value>) -> Vec<String> {
+    fn sorted(v: Value) -> Value {
+        match v {
+            Value::Object(map) => {
+                let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+            }
+            Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+            other => other,
+        }
     }
+    let mut out: Vec<String> = objects
+        .into_iter()
+        .map(|mut v| {
+            if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+                for (field, keys) in [
+                    ("labels", &[MANAGED_BY_KEY, STAGE_LABEL][..]),
+                    ("annotations", &[SPEC_HASH_ANNOTATION][..]),
+                ] {
+                    if let Some(map) = meta.get_mut(field).and_then(Value::as_object_mut) {
+                        for k in keys {
+                            map.remove(*k);
+                        }
+                        if map.is_empty() {
+                            meta.remove(field);
+                        }
+                    }
+                }
+            }
+            sorted(v).to_string()
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; a plain main has nothing to do with it.
+    // `cargo bench` passes `--bench`, which this harness-less main ignores.
     let sizes: Vec<usize> = std::env::var("RENDER_BENCH_SIZES")
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
@@ -131,7 +184,7 @@ fn main() {
         "render: base + overlay (images, namespace, labels, RFC 6902 patch on all Deployments)"
     );
     println!(
-        "{:>9} | {:>14} | {:>12} | {:>20} | {:>8}",
+        "{:>9} | {:>14} | {:>12} | {:>22} | {:>8} | same objects",
         "manifests", "stagegate (ms)", "µs/manifest", "kubectl kustomize (ms)", "speed-up"
     );
     for n in sizes {
@@ -142,27 +195,30 @@ fn main() {
         if let Err(e) = generate(dir.path(), n) {
             panic!("cannot write the benchmark input: {e}");
         }
-        let ours = time_stagegate(dir.path(), n);
-        let theirs = if skip_kubectl {
-            None
-        } else {
-            time_kubectl(dir.path())
-        };
+        let (ours, rendered) = time_stagegate(dir.path(), n);
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let per = ours.as_secs_f64() * 1e6 / n as f64;
-        match theirs {
-            Some(t) => println!(
-                "{n:>9} | {:>14.1} | {per:>12.1} | {:>20.0} | {:>7.0}x",
-                ms(ours),
-                ms(t),
-                t.as_secs_f64() / ours.as_secs_f64()
-            ),
-            None => println!(
-                "{n:>9} | {:>14.1} | {per:>12.1} | {:>20} | {:>8}",
+        if skip_kubectl {
+            println!(
+                "{n:>9} | {:>14.1} | {per:>12.1} | {:>22} | {:>8} |",
                 ms(ours),
                 "-",
                 "-"
-            ),
+            );
+            continue;
         }
+        let (theirs, reference) = time_kubectl(dir.path());
+        let same = canonical_set(rendered) == canonical_set(reference);
+        println!(
+            "{n:>9} | {:>14.1} | {per:>12.1} | {:>22.0} | {:>7.0}x | {}",
+            ms(ours),
+            ms(theirs),
+            theirs.as_secs_f64() / ours.as_secs_f64(),
+            if same { "yes" } else { "NO" }
+        );
+        assert!(
+            same,
+            "stagegate and kubectl kustomize rendered different objects at {n} manifests"
+        );
     }
 }
