@@ -26,7 +26,7 @@ pub enum SourceError {
     KnownHosts { path: PathBuf, reason: String },
 
     #[error(
-        "the SSH host key of {host} is not trusted: the server presented {key_type} {fingerprint}, and {known_hosts} has {listed}; verify that fingerprint with the server's owner, then add the key to known_hosts (`ssh-keyscan -p {port} -t {key_type} {host}`)",
+        "the SSH host key of {host} port {port} is not trusted: the server presented {key_type} {fingerprint}, and {known_hosts} has {listed}; verify that fingerprint with the server's owner, then add the key to known_hosts (`ssh-keyscan -p {port} -t {key_type} {host}`)",
         listed = listed_types_phrase(listed_types)
     )]
     UnknownHostKey {
