@@ -1,7 +1,10 @@
 //! References by name that follow a renamed object. When `namePrefix` or
-//! `nameSuffix` renames a ConfigMap, Secret, ServiceAccount, PVC or Role,
-//! kustomize rewrites the places that name it — pod templates, role
-//! bindings — so the rendered objects still fit together.
+//! `nameSuffix` renames a ConfigMap, Secret, ServiceAccount, PVC, Service,
+//! Role or workload, kustomize rewrites the places that name it — pod
+//! templates, role bindings, StatefulSet `serviceName`, Ingress backends,
+//! HPA targets — so the rendered objects still fit together. Other
+//! references kustomize knows (webhook services, APIService, CSI secrets…)
+//! are not followed.
 
 use std::collections::HashMap;
 
@@ -104,6 +107,21 @@ pub(crate) fn fix_references(resources: &mut [Resource]) {
             fix_role_ref(&mut r.value, &ns, &lookup);
             fix_subjects(&mut r.value, &accounts);
         }
+        if kind == "Ingress" {
+            fix_ingress(&mut r.value, &|k, name| lookup(k, &ns, name));
+        }
+        if kind == "HorizontalPodAutoscaler"
+            && let Some(target) = r.value.pointer_mut("/spec/scaleTargetRef")
+        {
+            let target_kind = target
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            rename(target.get_mut("name"), &target_kind, &|k, name| {
+                lookup(k, &ns, name)
+            });
+        }
     }
 }
 
@@ -165,6 +183,25 @@ fn fix_pod_spec(spec: &mut Value, lookup: &dyn Fn(&str, &str) -> Option<String>)
                     );
                 }
             }
+        }
+    }
+}
+
+fn fix_ingress(value: &mut Value, lookup: &dyn Fn(&str, &str) -> Option<String>) {
+    rename(
+        value.pointer_mut("/spec/defaultBackend/service/name"),
+        "Service",
+        lookup,
+    );
+    let Some(Value::Array(rules)) = value.pointer_mut("/spec/rules") else {
+        return;
+    };
+    for rule in rules {
+        let Some(Value::Array(paths)) = rule.pointer_mut("/http/paths") else {
+            continue;
+        };
+        for path in paths {
+            rename(path.pointer_mut("/backend/service/name"), "Service", lookup);
         }
     }
 }
