@@ -2,8 +2,9 @@
 //! skipped, stage definitions left out (they describe stages, they are not
 //! objects to apply).
 
+use std::collections::HashSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -103,11 +104,21 @@ fn is_manifest_file(name: &str) -> bool {
 /// one, as Flux does when it generates a kustomization for a plain directory.
 pub(crate) fn load_tree(ctx: &Ctx<'_>, dir: &Path) -> Result<Vec<Resource>, RenderError> {
     let mut out = Vec::new();
-    walk(ctx, dir, &mut out)?;
+    walk(ctx, dir, &mut HashSet::new(), &mut out)?;
     Ok(out)
 }
 
-fn walk(ctx: &Ctx<'_>, dir: &Path, out: &mut Vec<Resource>) -> Result<(), RenderError> {
+/// `seen` holds the real paths of directories already read: a symlink back
+/// up the tree would otherwise be followed forever.
+fn walk(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    seen: &mut HashSet<PathBuf>,
+    out: &mut Vec<Resource>,
+) -> Result<(), RenderError> {
+    if !seen.insert(dir.to_path_buf()) {
+        return Ok(());
+    }
     let mut names = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| ctx.io_error(dir, e))? {
         let entry = entry.map_err(|e| ctx.io_error(dir, e))?;
@@ -129,7 +140,7 @@ fn walk(ctx: &Ctx<'_>, dir: &Path, out: &mut Vec<Resource>) -> Result<(), Render
             if kustomization::find_file(&path).is_some() {
                 out.extend(kustomization::build(ctx, &path, &mut Vec::new())?);
             } else {
-                walk(ctx, &path, out)?;
+                walk(ctx, &path, seen, out)?;
             }
         } else if is_manifest_file(&name) {
             out.extend(load_file(ctx, &path)?);
@@ -142,7 +153,6 @@ fn walk(ctx: &Ctx<'_>, dir: &Path, out: &mut Vec<Resource>) -> Result<(), Render
 mod tests {
     use super::*;
     use crate::stage::StageName;
-    use std::path::PathBuf;
 
     fn parse(text: &str) -> Result<Vec<Resource>, RenderError> {
         let stage = StageName::new("s");
@@ -181,6 +191,23 @@ mod tests {
             }
             other => panic!("unexpected {other}"),
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_back_up_the_tree_is_read_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("app")).unwrap();
+        fs::write(
+            root.join("app/cm.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&root, root.join("app/loop")).unwrap();
+        let stage = StageName::new("s");
+        let objects = load_tree(&Ctx::new(&root, &stage), &root).unwrap();
+        assert_eq!(objects.len(), 1);
     }
 
     #[test]
