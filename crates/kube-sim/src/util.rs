@@ -133,7 +133,7 @@ pub fn ensure_map<'a>(v: &'a mut Value, keys: &[&str]) -> &'a mut Map<String, Va
 }
 
 pub fn labels(v: &Value) -> Option<&Map<String, Value>> {
-    v.pointer("/metadata/labels").and_then(Value::as_object)
+    v.get("metadata")?.get("labels")?.as_object()
 }
 
 pub fn annotation<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
