@@ -88,6 +88,13 @@ pub enum RenderError {
         path: PathBuf,
         variable: String,
     },
+    #[error("stage {stage}: {path}: substitution `{expression}`: {message}")]
+    Substitution {
+        stage: StageName,
+        path: PathBuf,
+        expression: String,
+        message: String,
+    },
     #[error("stage {stage}: {path}: {object} is defined more than once (also in {other})")]
     Duplicate {
         stage: StageName,
@@ -111,6 +118,7 @@ impl RenderError {
             | Self::Patch { stage, .. }
             | Self::Selector { stage, .. }
             | Self::UndefinedVariable { stage, .. }
+            | Self::Substitution { stage, .. }
             | Self::Duplicate { stage, .. } => stage,
         }
     }
@@ -129,6 +137,7 @@ impl RenderError {
             | Self::Patch { path, .. }
             | Self::Selector { path, .. }
             | Self::UndefinedVariable { path, .. }
+            | Self::Substitution { path, .. }
             | Self::Duplicate { path, .. } => path,
         }
     }

@@ -1,8 +1,10 @@
 //! Flux's post-build variable substitution: `${VAR}`, `${VAR:=default}`,
-//! `${VAR:-default}` (and `=`/`-` without the colon), `$${VAR}` for a literal
-//! `${VAR}`, and an error for an undefined variable without a default, as in
-//! Flux's strict mode. Plain `$VAR` is left alone, which is what lets shell
-//! scripts in ConfigMaps survive.
+//! `${VAR:-default}`, `${VAR=default}`, `${VAR:+alt}`, `${#VAR}` and the
+//! casing functions; `$$` for a literal `$` (so `$${VAR}` stays `${VAR}`),
+//! and an error for an undefined variable without a default, as in Flux's
+//! strict mode. Plain `$VAR` is left alone, which is what lets shell scripts
+//! in ConfigMaps survive; `${...}` that is not a valid expression is an error,
+//! as it is for Flux, rather than text passed through.
 
 use std::collections::BTreeMap;
 
@@ -29,10 +31,18 @@ pub(crate) fn apply(
         if disabled {
             continue;
         }
-        walk(&mut r.value, vars, false).map_err(|variable| RenderError::UndefinedVariable {
-            stage: ctx.stage.clone(),
-            path: r.source.clone(),
-            variable,
+        walk(&mut r.value, vars, false).map_err(|e| match e {
+            SubstError::Undefined(variable) => RenderError::UndefinedVariable {
+                stage: ctx.stage.clone(),
+                path: r.source.clone(),
+                variable,
+            },
+            SubstError::Bad { expression, reason } => RenderError::Substitution {
+                stage: ctx.stage.clone(),
+                path: r.source.clone(),
+                expression,
+                message: reason.to_string(),
+            },
         })?;
     }
     Ok(())
@@ -44,7 +54,7 @@ fn walk(
     value: &mut Value,
     vars: &BTreeMap<String, String>,
     string_context: bool,
-) -> Result<(), String> {
+) -> Result<(), SubstError> {
     match value {
         Value::Object(map) => {
             if map.keys().any(|k| k.contains("${")) {
@@ -137,20 +147,26 @@ fn matching_brace(s: &str, start: usize) -> Option<usize> {
     None
 }
 
-fn is_var_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+/// Why a string could not be substituted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SubstError {
+    /// A variable without a value and without a default (Flux's strict mode).
+    Undefined(String),
+    /// An expression Flux would reject, or one stagegate does not evaluate.
+    Bad {
+        expression: String,
+        reason: &'static str,
+    },
 }
 
-/// `Ok(None)` when nothing changed; `Err(variable)` for an undefined one.
+/// `Ok(None)` when nothing changed. As in Flux (a fork of drone/envsubst),
+/// `$$` stands for a literal `$`, a `$` not followed by `{` is kept, and
+/// `${` must start a valid expression.
 pub(crate) fn substitute(
     input: &str,
     vars: &BTreeMap<String, String>,
-) -> Result<Option<String>, String> {
-    if !input.contains("${") {
+) -> Result<Option<String>, SubstError> {
+    if !input.contains("${") && !input.contains("$$") {
         return Ok(None);
     }
     let mut out = String::with_capacity(input.len());
@@ -158,61 +174,112 @@ pub(crate) fn substitute(
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
         let tail = &rest[pos..];
-        if let Some(after) = tail.strip_prefix("$${") {
-            out.push_str("${");
-            rest = after;
-            continue;
-        }
-        if tail.starts_with("${")
-            && let Some(end) = matching_brace(tail, 2)
-        {
-            let body = &tail[2..end];
-            match evaluate(body, vars)? {
-                Some(value) => out.push_str(&value),
-                // Not a variable expression (e.g. `${arr[@]}` in a script): kept as written.
-                None => out.push_str(&tail[..=end]),
-            }
+        if tail.starts_with("$$") {
+            out.push('$');
+            rest = &tail[2..];
+        } else if tail.starts_with("${") {
+            let Some(end) = matching_brace(tail, 2) else {
+                return Err(SubstError::Bad {
+                    expression: tail.chars().take(40).collect(),
+                    reason: "`${` without its closing `}`",
+                });
+            };
+            out.push_str(&evaluate(&tail[2..end], vars).map_err(|e| match e {
+                SubstError::Bad { reason, .. } => SubstError::Bad {
+                    expression: tail[..=end].to_string(),
+                    reason,
+                },
+                undefined => undefined,
+            })?);
             rest = &tail[end + 1..];
-            continue;
+        } else {
+            out.push('$');
+            rest = &tail[1..];
         }
-        out.push('$');
-        rest = &tail[1..];
     }
     out.push_str(rest);
     Ok((out != input).then_some(out))
 }
 
-fn evaluate(body: &str, vars: &BTreeMap<String, String>) -> Result<Option<String>, String> {
-    let name_end = body
-        .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
-        .unwrap_or(body.len());
-    let (name, op) = body.split_at(name_end);
-    if !is_var_name(name) {
-        return Ok(None);
+/// Identifier characters as envsubst scans them: a `-` is part of the name,
+/// so `${A-b}` is the (probably undefined) variable `A-b`, as in Flux.
+fn is_ident_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_' || c == '-'
+}
+
+fn evaluate(body: &str, vars: &BTreeMap<String, String>) -> Result<String, SubstError> {
+    let bad = |reason| SubstError::Bad {
+        expression: body.to_string(),
+        reason,
+    };
+    if let Some(name) = body.strip_prefix('#') {
+        if name.is_empty() || !name.chars().all(is_ident_char) {
+            return Err(bad("bad substitution"));
+        }
+        return match vars.get(name) {
+            Some(v) => Ok(v.chars().count().to_string()),
+            None => Err(SubstError::Undefined(name.to_string())),
+        };
     }
-    let value = vars.get(name);
-    let default = |text: &str| -> Result<String, String> {
+    let name_end = body.find(|c: char| !is_ident_char(c)).unwrap_or(body.len());
+    let (name, op) = body.split_at(name_end);
+    if name.is_empty() {
+        return Err(bad("bad substitution"));
+    }
+    let value = vars.get(name).filter(|v| !v.is_empty());
+    let word = |text: &str| -> Result<String, SubstError> {
         Ok(substitute(text, vars)?.unwrap_or_else(|| text.to_string()))
     };
-    if op.is_empty() {
-        return match value {
-            Some(v) => Ok(Some(v.clone())),
-            None => Err(name.to_string()),
-        };
+    match op {
+        "" => vars
+            .get(name)
+            .cloned()
+            .ok_or_else(|| SubstError::Undefined(name.to_string())),
+        "^^" => Ok(value.map(|v| v.to_uppercase()).unwrap_or_default()),
+        ",," => Ok(value.map(|v| v.to_lowercase()).unwrap_or_default()),
+        "^" | "," => {
+            let Some(v) = value else {
+                return Ok(String::new());
+            };
+            let mut chars = v.chars();
+            let first: String = chars.next().into_iter().collect();
+            let first = if op == "^" {
+                first.to_uppercase()
+            } else {
+                first.to_lowercase()
+            };
+            Ok(first + chars.as_str())
+        }
+        _ => {
+            if let Some(default) = op
+                .strip_prefix(":=")
+                .or_else(|| op.strip_prefix(":-"))
+                .or_else(|| op.strip_prefix('='))
+            {
+                return match value {
+                    Some(v) => Ok(v.clone()),
+                    None => word(default),
+                };
+            }
+            if let Some(alternative) = op.strip_prefix(":+") {
+                return match value {
+                    Some(_) => word(alternative),
+                    None => Ok(String::new()),
+                };
+            }
+            if op.starts_with(":?") {
+                return value
+                    .cloned()
+                    .ok_or_else(|| SubstError::Undefined(name.to_string()));
+            }
+            if op.starts_with([':', '/', '#', '%']) {
+                return Err(bad(
+                    "substring, replace and remove functions are not supported by stagegate",
+                ));
+            }
+            Err(bad("bad substitution"))
+        }
     }
-    if let Some(d) = op.strip_prefix(":=").or_else(|| op.strip_prefix(":-")) {
-        return match value {
-            Some(v) if !v.is_empty() => Ok(Some(v.clone())),
-            _ => default(d).map(Some),
-        };
-    }
-    if let Some(d) = op.strip_prefix('=').or_else(|| op.strip_prefix('-')) {
-        return match value {
-            Some(v) => Ok(Some(v.clone())),
-            None => default(d).map(Some),
-        };
-    }
-    Ok(None)
 }
 
 #[cfg(test)]
@@ -229,7 +296,7 @@ mod tests {
             .collect()
     }
 
-    fn s(text: &str) -> Result<String, String> {
+    fn s(text: &str) -> Result<String, SubstError> {
         substitute(text, &vars()).map(|o| o.unwrap_or_else(|| text.to_string()))
     }
 
@@ -239,11 +306,28 @@ mod tests {
         assert_eq!(s("${MISSING:=dflt}").unwrap(), "dflt");
         assert_eq!(s("${MISSING:-dflt}").unwrap(), "dflt");
         assert_eq!(s("${EMPTY:-dflt}").unwrap(), "dflt");
-        assert_eq!(s("${EMPTY-dflt}").unwrap(), "");
+        assert_eq!(s("${MISSING=dflt}").unwrap(), "dflt");
+        assert_eq!(s("${TAG:+set}${MISSING:+set}").unwrap(), "set");
+        assert_eq!(s("${#TAG} ${TAG^^}").unwrap(), "5 1.4.2");
         assert_eq!(s("${MISSING:-${TAG}}").unwrap(), "1.4.2");
-        assert_eq!(s("$${TAG} and $TAG").unwrap(), "${TAG} and $TAG");
-        assert_eq!(s("echo ${arr[@]}").unwrap(), "echo ${arr[@]}");
-        assert_eq!(s("${MISSING}").unwrap_err(), "MISSING");
+        assert_eq!(
+            s("$${TAG} and $TAG and $$HOME").unwrap(),
+            "${TAG} and $TAG and $HOME"
+        );
+        assert_eq!(
+            s("${MISSING}").unwrap_err(),
+            SubstError::Undefined("MISSING".into())
+        );
+        // envsubst reads `-` as part of a name.
+        assert_eq!(
+            s("${EMPTY-dflt}").unwrap_err(),
+            SubstError::Undefined("EMPTY-dflt".into())
+        );
+        assert!(
+            matches!(s("echo ${arr[@]}"), Err(SubstError::Bad { expression, .. }) if expression == "${arr[@]}")
+        );
+        assert!(matches!(s("${TAG:0:1}"), Err(SubstError::Bad { .. })));
+        assert!(matches!(s("${TAG"), Err(SubstError::Bad { .. })));
     }
 
     #[test]
