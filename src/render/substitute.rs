@@ -174,9 +174,9 @@ pub(crate) fn substitute(
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
         let tail = &rest[pos..];
-        if tail.starts_with("$$") {
+        if let Some(after) = tail.strip_prefix("$$") {
             out.push('$');
-            rest = &tail[2..];
+            rest = after;
         } else if tail.starts_with("${") {
             let Some(end) = matching_brace(tail, 2) else {
                 return Err(SubstError::Bad {
