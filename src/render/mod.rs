@@ -2,11 +2,12 @@
 //! kustomization subset, patches, substitution, stagegate's labels and the Job
 //! spec hash. Files in, objects out; no Git, no cluster.
 //!
-//! Order, per stage: the kustomization (or the plain files) ▸ `targetNamespace`
-//! ▸ the stage's `patches` and `images` ▸ `${VAR}` substitution ▸ stagegate's
-//! labels ▸ the Job spec hash. Substitution comes after the stage's patches
-//! because Flux builds `targetNamespace`, `patches` and `images` into the
-//! kustomize build and runs `postBuild` substitution on its output, so a
+//! Order, per stage: the kustomization (or the plain files) ▸ the stage's
+//! `patches` ▸ `targetNamespace` ▸ the stage's `images` ▸ `${VAR}`
+//! substitution ▸ stagegate's labels ▸ the Job spec hash. Substitution comes
+//! after the stage's own settings because Flux builds `patches`,
+//! `targetNamespace` and `images` into the kustomize build (in kustomize's
+//! transformer order) and runs `postBuild` substitution on its output, so a
 //! `${TAG}` inside a stage patch is substituted there too.
 
 mod error;
@@ -135,9 +136,6 @@ fn apply_stage_settings(
     stage_file: &Path,
     resources: &mut Vec<Resource>,
 ) -> Result<(), RenderError> {
-    if let Some(namespace) = &stage.target_namespace {
-        metadata::set_namespace(resources, namespace);
-    }
     let mut patches = Vec::with_capacity(stage.patches.len());
     for p in &stage.patches {
         if p.path.is_some() {
@@ -148,7 +146,12 @@ fn apply_stage_settings(
         }
         patches.push(patch::LoadedPatch::from_inline(ctx, stage_file, p)?);
     }
+    // The order of kustomize's transformers in the kustomization Flux
+    // generates for these settings: patches, namespace, images.
     patch::apply_all(ctx, resources, &patches)?;
+    if let Some(namespace) = &stage.target_namespace {
+        metadata::set_namespace(resources, namespace);
+    }
     images::apply(resources, &stage.images);
     // kustomize follows renamed and moved objects once the whole build is
     // done; Flux's build includes the stage's namespace, patches and images.
