@@ -288,3 +288,19 @@ fn unsupported_kustomization_field_and_bad_inline_patch_are_named() {
         "{text}"
     );
 }
+
+#[test]
+fn the_same_object_twice_in_a_stage_is_an_error_naming_both_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\n";
+    write(tmp.path(), "app/a.yaml", cm);
+    write(tmp.path(), "app/b.yaml", cm);
+    let text = render_stage(tmp.path(), &Stage::new("app", "app"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("app/a.yaml") && text.contains("app/b.yaml"),
+        "{text}"
+    );
+    assert!(text.contains("ConfigMap settings"), "{text}");
+}

@@ -317,7 +317,7 @@ fn read_patch(
 }
 
 /// kustomize refuses two resources with the same identity in one build.
-fn check_duplicates(ctx: &Ctx<'_>, resources: &[Resource]) -> Result<(), RenderError> {
+pub(crate) fn check_duplicates(ctx: &Ctx<'_>, resources: &[Resource]) -> Result<(), RenderError> {
     let mut seen: HashMap<(String, String, String, String), &Path> =
         HashMap::with_capacity(resources.len());
     for r in resources {

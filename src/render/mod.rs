@@ -108,7 +108,13 @@ pub fn render_stage(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, RenderE
 
     let mut resources = match kustomization::find_file(&dir) {
         Some(_) => kustomization::build(&ctx, &dir, &mut Vec::new())?,
-        None => load::load_tree(&ctx, &dir)?,
+        None => {
+            let resources = load::load_tree(&ctx, &dir)?;
+            // Flux builds a plain directory as a kustomization, which refuses
+            // the same object twice.
+            kustomization::check_duplicates(&ctx, &resources)?;
+            resources
+        }
     };
 
     let stage_file = if stage.source.as_os_str().is_empty() {
