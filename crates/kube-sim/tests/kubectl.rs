@@ -339,3 +339,78 @@ spec:
     assert!(!groups.contains("example.com"), "{groups}");
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_status_of_every_workload_kind_and_the_rollout_annotation() {
+    let sim = sim().await;
+    let k = Kubectl::new(&sim);
+    let workloads = k.file(
+        "workloads.yaml",
+        r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 2
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: db, image: postgres:16}]}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec: {containers: [{name: agent, image: agent:1}]}
+"#,
+    );
+    k.ok(&["apply", "-f", workloads.to_str().unwrap()]).await;
+    let out = k
+        .ok(&["rollout", "status", "statefulset/db", "--timeout=30s"])
+        .await;
+    assert!(
+        out.contains("partitioned roll out complete") || out.contains("rolling update complete"),
+        "{out}"
+    );
+    let out = k
+        .ok(&["rollout", "status", "daemonset/agent", "--timeout=30s"])
+        .await;
+    assert!(
+        out.contains("daemon set \"agent\" successfully rolled out"),
+        "{out}"
+    );
+
+    let failing = k.file(
+        "failing.yaml",
+        &DEPLOYMENT.replace(
+            "labels: {app: web}\nspec:",
+            "labels: {app: web}\n  annotations: {sim.stagegate.dev/rollout: fail}\nspec:",
+        ),
+    );
+    k.ok(&["apply", "-f", failing.to_str().unwrap()]).await;
+    let err = k
+        .fails(&["rollout", "status", "deployment/web", "--timeout=30s"])
+        .await;
+    assert!(
+        err.contains("deployment \"web\" exceeded its progress deadline"),
+        "{err}"
+    );
+
+    let hanging = k.file(
+        "hanging.yaml",
+        &DEPLOYMENT.replace("name: web", "name: slow").replace(
+            "labels: {app: web}\nspec:",
+            "labels: {app: web}\n  annotations: {sim.stagegate.dev/rollout: hang}\nspec:",
+        ),
+    );
+    k.ok(&["apply", "-f", hanging.to_str().unwrap()]).await;
+    let err = k
+        .fails(&["rollout", "status", "deployment/slow", "--timeout=2s"])
+        .await;
+    assert!(err.contains("timed out"), "{err}");
+    sim.shutdown().await;
+}

@@ -1,6 +1,8 @@
 //! The Job controller and the kubelet of its pods: one Pod per attempt, which
 //! runs for the simulated duration and ends as the Job's annotations say.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
@@ -83,38 +85,62 @@ fn internal() -> WriteOpts {
     }
 }
 
+type PodIndex = HashMap<String, Vec<Arc<Value>>>;
+
+/// Pods by the uid of the Job that owns them: one pass over the pods per
+/// tick, however many Jobs there are.
+fn pod_index(store: &Store) -> PodIndex {
+    let mut index = PodIndex::new();
+    for pod in store.list(&("".into(), "pods".into()), None) {
+        let owner = pod
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .and_then(|refs| {
+                refs.iter()
+                    .find(|r| r.get("kind").and_then(Value::as_str) == Some("Job"))
+            })
+            .and_then(|r| r.get("uid"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if let Some(uid) = owner {
+            index.entry(uid).or_default().push(pod);
+        }
+    }
+    index
+}
+
 pub fn reconcile_all(store: &mut Store, config: &SimConfig) {
     let jobs_key = ("batch".to_string(), "jobs".to_string());
     let jobs = store.list(&jobs_key, None);
+    let finished = |j: &Value| condition_true(j, "Complete") || condition_true(j, "Failed");
     // Pods first: the kubelet moves them on, then the Job controller counts.
-    for job in &jobs {
-        run_pods(store, job, config);
+    let index = pod_index(store);
+    for job in jobs.iter().filter(|j| !finished(j)) {
+        if let Some(pods) = index.get(uid_of(job)) {
+            run_pods(store, job, pods, config);
+        }
     }
+    let index = pod_index(store);
     for job in jobs {
+        if finished(&job) && job.pointer("/spec/ttlSecondsAfterFinished").is_none() {
+            continue;
+        }
         let ns = namespace_of(&job).to_string();
         let name = name_of(&job).to_string();
         // Re-read: the pods' progress may have been written meanwhile.
         if let Some(job) = store.get(&jobs_key, &ns, &name) {
-            reconcile(store, &job);
+            let pods = index.get(uid_of(&job)).cloned().unwrap_or_default();
+            reconcile(store, &job, pods);
         }
     }
 }
 
-fn pods_of(store: &Store, job: &Value) -> Vec<std::sync::Arc<Value>> {
-    let uid = uid_of(job);
-    store
-        .list(&("".into(), "pods".into()), Some(namespace_of(job)))
-        .into_iter()
-        .filter(|p| crate::store::owns(p, uid))
-        .collect()
-}
-
 /// The kubelet part: Pending pods start, Running pods end when their time is up.
-fn run_pods(store: &mut Store, job: &Value, config: &SimConfig) {
+fn run_pods(store: &mut Store, job: &Value, pods: &[Arc<Value>], config: &SimConfig) {
     let Some(pod_type) = store.registry.get("", "pods").cloned() else {
         return;
     };
-    for pod in pods_of(store, job) {
+    for pod in pods.iter().cloned() {
         if pod.pointer("/metadata/deletionTimestamp").is_some() {
             continue;
         }
@@ -252,7 +278,7 @@ fn container_statuses(pod: &Value, state: impl Fn(&Value) -> Value, ready: bool)
     )
 }
 
-fn reconcile(store: &mut Store, job: &Value) {
+fn reconcile(store: &mut Store, job: &Value, pods: Vec<Arc<Value>>) {
     let Some(job_type) = store.registry.get("batch", "jobs").cloned() else {
         return;
     };
@@ -289,7 +315,6 @@ fn reconcile(store: &mut Store, job: &Value) {
         }
         return;
     }
-    let pods = pods_of(store, job);
     let live: Vec<_> = pods
         .iter()
         .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())

@@ -17,6 +17,9 @@ pub const ROLLOUT: &str = "sim.stagegate.dev/rollout";
 #[derive(Default)]
 pub struct Tracker {
     seen: HashMap<(String, i64), Instant>,
+    /// The resourceVersion each object had after its last check: unchanged
+    /// objects are not looked at again.
+    settled: HashMap<String, String>,
 }
 
 impl Tracker {
@@ -27,6 +30,14 @@ impl Tracker {
                 continue;
             };
             for obj in store.list(&rt.key(), None) {
+                let rv = crate::util::str_at(&obj, "/metadata/resourceVersion").unwrap_or("");
+                if self.settled.get(uid_of(&obj)).is_some_and(|s| s == rv) {
+                    alive.push((
+                        uid_of(&obj).to_string(),
+                        i64_at(&obj, "/metadata/generation").unwrap_or(1),
+                    ));
+                    continue;
+                }
                 let generation = i64_at(&obj, "/metadata/generation").unwrap_or(1);
                 let key = (uid_of(&obj).to_string(), generation);
                 alive.push(key.clone());
@@ -42,14 +53,23 @@ impl Tracker {
                     "statefulsets" => statefulset_status(&obj, generation, mode),
                     _ => daemonset_status(generation, mode),
                 };
-                if obj.get("status") != Some(&status) {
+                let stored = if obj.get("status") != Some(&status) {
                     let mut next = (*obj).clone();
                     next["status"] = status;
-                    store.put(&rt, next);
-                }
+                    store.put(&rt, next)
+                } else {
+                    obj.clone()
+                };
+                let rv = crate::util::str_at(&stored, "/metadata/resourceVersion")
+                    .unwrap_or("")
+                    .to_string();
+                self.settled.insert(uid_of(&stored).to_string(), rv);
             }
         }
+        let alive: std::collections::HashSet<_> = alive.into_iter().collect();
         self.seen.retain(|k, _| alive.contains(k));
+        let uids: std::collections::HashSet<&String> = alive.iter().map(|(u, _)| u).collect();
+        self.settled.retain(|uid, _| uids.contains(uid));
     }
 }
 
