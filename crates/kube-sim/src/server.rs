@@ -370,7 +370,10 @@ async fn resource(
             }
             ok(200, &obj)
         }
-        ("GET", None) if query.flag("watch") => watch::serve(shared.clone(), rt, rp, query).await,
+        ("GET", None) if query.flag("watch") => {
+            let as_table = crate::table::wants_table(accept(headers));
+            watch::serve(shared.clone(), rt, rp, query, as_table).await
+        }
         ("GET", None) => list(
             shared,
             &rt,

@@ -1,7 +1,7 @@
 //! The stored objects, the resourceVersion clock and the bounded event
 //! history that watches replay from.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,8 @@ pub struct Store {
     /// How long a deleted pod stays Terminating before it goes away.
     pub pod_termination: Duration,
     ip_counter: u32,
+    /// Dependents by the uid their ownerReferences name, for garbage collection.
+    owned_by: HashMap<String, HashSet<(ResKey, ObjKey)>>,
 }
 
 impl Store {
@@ -82,6 +84,7 @@ impl Store {
             terminating: HashMap::new(),
             pod_termination: Duration::ZERO,
             ip_counter: 0,
+            owned_by: HashMap::new(),
         }
     }
 
@@ -162,6 +165,12 @@ impl Store {
             .entry(rt.key())
             .or_default()
             .insert((ns.clone(), name.clone()), obj.clone());
+        self.index_owners(
+            &rt.key(),
+            &(ns.clone(), name.clone()),
+            previous.as_deref(),
+            Some(&obj),
+        );
         let k = (rt.key(), (ns.clone(), name));
         if obj.pointer("/metadata/deletionTimestamp").is_some() {
             self.terminating.entry(k).or_insert_with(Instant::now);
@@ -184,6 +193,7 @@ impl Store {
             .objects
             .get_mut(&key)?
             .remove(&(ns.to_string(), name.to_string()))?;
+        self.index_owners(&key, &(ns.to_string(), name.to_string()), Some(&old), None);
         self.terminating
             .remove(&(key.clone(), (ns.to_string(), name.to_string())));
         let rv = self.next_rv();
@@ -244,24 +254,41 @@ impl Store {
     }
 
     /// Every stored object whose ownerReferences name `uid`, as (type, ns, name).
-    pub fn dependents(&self, owner_uid: &str, owner_ns: &str) -> Vec<(ResKey, String, String)> {
-        let mut out = Vec::new();
-        for (key, m) in &self.objects {
-            let iter: Box<dyn Iterator<Item = (&ObjKey, &Arc<Value>)>> = if owner_ns.is_empty() {
-                Box::new(m.iter())
-            } else {
-                Box::new(
-                    m.range((owner_ns.to_string(), String::new())..)
-                        .take_while(|((n, _), _)| n == owner_ns),
-                )
-            };
-            for ((ns, name), obj) in iter {
-                if owns(obj, owner_uid) {
-                    out.push((key.clone(), ns.clone(), name.clone()));
+    pub fn dependents(&self, owner_uid: &str, _owner_ns: &str) -> Vec<(ResKey, String, String)> {
+        let mut out: Vec<(ResKey, String, String)> = self
+            .owned_by
+            .get(owner_uid)
+            .map(|deps| {
+                deps.iter()
+                    .map(|(key, (ns, name))| (key.clone(), ns.clone(), name.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    fn index_owners(
+        &mut self,
+        key: &ResKey,
+        obj_key: &ObjKey,
+        old: Option<&Value>,
+        new: Option<&Value>,
+    ) {
+        for uid in old.map(owner_uids).unwrap_or_default() {
+            if let Some(deps) = self.owned_by.get_mut(&uid) {
+                deps.remove(&(key.clone(), obj_key.clone()));
+                if deps.is_empty() {
+                    self.owned_by.remove(&uid);
                 }
             }
         }
-        out
+        for uid in new.map(owner_uids).unwrap_or_default() {
+            self.owned_by
+                .entry(uid)
+                .or_default()
+                .insert((key.clone(), obj_key.clone()));
+        }
     }
 
     /// Every namespaced object in a namespace, as (type, name).
@@ -279,11 +306,14 @@ impl Store {
     }
 }
 
-pub fn owns(obj: &Value, owner_uid: &str) -> bool {
+fn owner_uids(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
-        .is_some_and(|refs| {
+        .map(|refs| {
             refs.iter()
-                .any(|r| r.get("uid").and_then(Value::as_str) == Some(owner_uid))
+                .filter_map(|r| r.get("uid").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect()
         })
+        .unwrap_or_default()
 }

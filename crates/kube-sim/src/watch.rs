@@ -23,6 +23,10 @@ struct Filter {
     namespace: Option<String>,
     labels: LabelSelector,
     fields: FieldSelector,
+    /// `kubectl get -w` asks for Table rows; the column definitions go in
+    /// the first event only, as the real server sends them.
+    as_table: bool,
+    columns_sent: std::sync::atomic::AtomicBool,
 }
 
 impl Filter {
@@ -60,7 +64,16 @@ impl Filter {
     }
 
     fn line(&self, etype: EventType, ev_json: Bytes, obj: &Value) -> Bytes {
-        let object = if self.rt.from_crd {
+        let object = if self.as_table {
+            let mut t = crate::table::table(&self.rt, &[obj], None, None);
+            if self
+                .columns_sent
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                t["columnDefinitions"] = json!([]);
+            }
+            Bytes::from(serde_json::to_vec(&t).unwrap_or_default())
+        } else if self.rt.from_crd {
             let mut v = obj.clone();
             v["apiVersion"] = json!(self.rt.api_version(&self.version));
             Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
@@ -110,8 +123,11 @@ pub async fn serve(
     rt: ResourceType,
     rp: ResourcePath,
     query: &Query,
+    as_table: bool,
 ) -> ApiResult<Response> {
     let filter = Filter {
+        as_table,
+        columns_sent: std::sync::atomic::AtomicBool::new(false),
         labels: LabelSelector::parse(query.get("labelSelector").unwrap_or(""))?,
         fields: FieldSelector::parse(query.get("fieldSelector").unwrap_or(""), &rt)?,
         rt,
@@ -190,6 +206,11 @@ pub async fn serve(
         let mut progress = start_rv;
         loop {
             tokio::select! {
+                // A close must win over pending events: nothing is sent after it.
+                biased;
+                _ = closes.changed() => return,
+                _ = shutdown.changed() => return,
+                _ = &mut deadline => return,
                 ev = events.recv() => match ev {
                     Ok(ev) => {
                         if ev.rv <= progress {
@@ -210,9 +231,6 @@ pub async fn serve(
                         return;
                     }
                 }
-                _ = &mut deadline => return,
-                _ = closes.changed() => return,
-                _ = shutdown.changed() => return,
             }
         }
     });
