@@ -822,11 +822,18 @@ struct Sshd {
     server: Server,
     dir: tempfile::TempDir,
     user: String,
+    host_key_types: Vec<String>,
 }
 
 impl Sshd {
+    /// A known_hosts line for the server's first host key.
     fn host_key_line(&self, host_pattern: &str) -> String {
-        let public = std::fs::read_to_string(self.dir.path().join("host_key.pub")).unwrap();
+        self.host_key_line_of(&self.host_key_types[0], host_pattern)
+    }
+
+    fn host_key_line_of(&self, kind: &str, host_pattern: &str) -> String {
+        let public =
+            std::fs::read_to_string(self.dir.path().join(format!("host_key_{kind}.pub"))).unwrap();
         let mut parts = public.split_whitespace();
         format!(
             "{host_pattern} {} {}\n",
@@ -836,9 +843,13 @@ impl Sshd {
     }
 
     fn host_fingerprint(&self) -> String {
+        self.fingerprint_of(&self.host_key_types[0])
+    }
+
+    fn fingerprint_of(&self, kind: &str) -> String {
         let out = Command::new("ssh-keygen")
             .arg("-lf")
-            .arg(self.dir.path().join("host_key.pub"))
+            .arg(self.dir.path().join(format!("host_key_{kind}.pub")))
             .output()
             .unwrap();
         String::from_utf8(out.stdout)
@@ -872,7 +883,7 @@ fn keygen(path: &Path, kind: &str) {
 }
 
 /// Starts sshd on a free loopback port, or says why it cannot.
-fn start_sshd() -> Result<Sshd, String> {
+fn start_sshd(host_key_types: &[&str]) -> Result<Sshd, String> {
     let binary = sshd_binary().ok_or("sshd is not installed (install openssh-server)")?;
     let user = std::env::var("USER")
         .ok()
@@ -884,7 +895,12 @@ fn start_sshd() -> Result<Sshd, String> {
                 .to_string()
         });
     let dir = tempfile::tempdir().unwrap();
-    keygen(&dir.path().join("host_key"), "ed25519");
+    let mut host_keys = String::new();
+    for kind in host_key_types {
+        let path = dir.path().join(format!("host_key_{kind}"));
+        keygen(&path, kind);
+        host_keys.push_str(&format!("HostKey {}\n", path.display()));
+    }
     keygen(&dir.path().join("client_key"), "ed25519");
     std::fs::copy(
         dir.path().join("client_key.pub"),
@@ -900,7 +916,7 @@ fn start_sshd() -> Result<Sshd, String> {
         std::fs::write(
             &config,
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile {dir}/sshd.pid\n\
+                "Port {port}\nListenAddress 127.0.0.1\n{host_keys}PidFile {dir}/sshd.pid\n\
                  AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
                  UsePAM no\nAllowUsers {user}\nLogLevel ERROR\n",
@@ -924,6 +940,7 @@ fn start_sshd() -> Result<Sshd, String> {
                 server: Server { child, port },
                 dir,
                 user,
+                host_key_types: host_key_types.iter().map(|k| k.to_string()).collect(),
             });
         }
         let _ = child.kill();
@@ -945,7 +962,7 @@ fn ssh_source(url: String, cache: &Path, key: &Path, known_hosts: &Path) -> GitS
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_key_auth_with_strict_known_hosts() {
-    let sshd = match start_sshd() {
+    let sshd = match start_sshd(&["ed25519"]) {
         Ok(sshd) => sshd,
         Err(reason) => {
             eprintln!("SKIPPED ssh_key_auth_with_strict_known_hosts: {reason}");
@@ -1079,4 +1096,107 @@ async fn ssh_key_auth_with_strict_known_hosts() {
         matches!(error, SourceError::InvalidConfig { .. }),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_host_keys_of_each_type_and_a_passphrase_protected_client_key() {
+    let sshd = match start_sshd(&["ecdsa", "rsa", "ed25519"]) {
+        Ok(sshd) => sshd,
+        Err(reason) => {
+            eprintln!(
+                "SKIPPED ssh_host_keys_of_each_type_and_a_passphrase_protected_client_key: {reason}"
+            );
+            return;
+        }
+    };
+    let up = Upstream::new();
+    let c1 = up.commit("one", &[("a.yaml", "a\n")], &[]);
+    let port = sshd.server.port;
+    let url = format!(
+        "ssh://{}@127.0.0.1:{port}{}",
+        sshd.user,
+        up.bare().display()
+    );
+    let secrets = tempfile::tempdir().unwrap();
+
+    // known_hosts exactly as `ssh-keyscan` writes it, every key type included.
+    let scanned = Command::new("ssh-keyscan")
+        .args(["-p", &port.to_string(), "127.0.0.1"])
+        .stderr(Stdio::null())
+        .output()
+        .expect("ssh-keyscan comes with the SSH client");
+    let scanned = String::from_utf8(scanned.stdout).unwrap();
+    assert_eq!(
+        scanned.lines().filter(|l| !l.starts_with('#')).count(),
+        3,
+        "{scanned}"
+    );
+    let known = secrets.path().join("known_hosts");
+    std::fs::write(&known, &scanned).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let fetched = ssh_source(url.clone(), cache.path(), &sshd.client_key(), &known)
+        .fetch()
+        .await
+        .unwrap();
+    assert_eq!(fetched.commit, c1);
+
+    // Any one of the server's keys is enough, as with OpenSSH: the key type
+    // asked of the server is one that known_hosts lists.
+    for kind in ["ecdsa", "rsa", "ed25519"] {
+        let only = secrets.path().join(format!("known_hosts_{kind}"));
+        std::fs::write(
+            &only,
+            sshd.host_key_line_of(kind, &format!("[127.0.0.1]:{port}")),
+        )
+        .unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let result = ssh_source(url.clone(), cache.path(), &sshd.client_key(), &only)
+            .fetch()
+            .await;
+        let fetched = result.unwrap_or_else(|e| panic!("known_hosts with only {kind}: {e}"));
+        assert_eq!(fetched.commit, c1, "{kind}");
+    }
+
+    // A client key protected by a passphrase, read from its own file.
+    let locked_key = secrets.path().join("locked_key");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "open sesame 42", "-f"])
+        .arg(&locked_key)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut authorized = std::fs::read_to_string(sshd.dir.path().join("authorized_keys")).unwrap();
+    authorized.push_str(&std::fs::read_to_string(locked_key.with_extension("pub")).unwrap());
+    std::fs::write(sshd.dir.path().join("authorized_keys"), authorized).unwrap();
+    let passphrase = secrets.path().join("passphrase");
+    std::fs::write(&passphrase, "open sesame 42\n").unwrap();
+    let with_passphrase = |private_key: PathBuf, passphrase_file: PathBuf, cache: &Path| {
+        let mut config = SourceConfig::new(url.clone(), GitRef::Branch("main".into()), cache);
+        config.auth = GitAuth::Ssh {
+            private_key,
+            known_hosts: known.clone(),
+            passphrase_file: Some(passphrase_file),
+        };
+        GitSource::new(config)
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let fetched = with_passphrase(locked_key.clone(), passphrase.clone(), cache.path())
+        .fetch()
+        .await
+        .unwrap();
+    assert_eq!(fetched.commit, c1);
+
+    let wrong = secrets.path().join("wrong_passphrase");
+    std::fs::write(&wrong, "not the passphrase").unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let error = with_passphrase(locked_key.clone(), wrong, cache.path())
+        .fetch()
+        .await
+        .unwrap_err();
+    let text = format!("{error} {error:?}");
+    assert!(
+        matches!(error, SourceError::Authentication { .. }),
+        "{text}"
+    );
+    assert!(!text.contains("not the passphrase"), "{text}");
 }

@@ -176,7 +176,15 @@ impl Credentials {
                         self.outcome.borrow_mut().rejected = true;
                         return Err(git2::Error::from_str("the server refused the SSH key"));
                     }
-                    Cred::ssh_key(username, None, private_key, passphrase.as_deref())
+                    // libssh2 cannot derive the public key of an encrypted
+                    // private key, so the one mounted beside it is used.
+                    let public = public_key_beside(private_key);
+                    Cred::ssh_key(
+                        username,
+                        public.as_deref(),
+                        private_key,
+                        passphrase.as_deref(),
+                    )
                 }
             }
         });
@@ -298,6 +306,28 @@ impl Credentials {
                 detail: message,
             };
         }
+        if let Kind::Ssh { private_key, .. } = &self.kind
+            && error.class() == git2::ErrorClass::Ssh
+            && (message.contains("private key")
+                || message.contains("passphrase")
+                || message.contains("authenticate"))
+        {
+            let hint = if public_key_beside(private_key).is_none() {
+                format!(
+                    "; check the passphrase, and mount the public key beside the private key as {}.pub (libssh2 cannot derive it from an encrypted key)",
+                    private_key.display()
+                )
+            } else {
+                "; check the key and its passphrase".to_string()
+            };
+            return SourceError::Authentication {
+                url,
+                detail: format!(
+                    "cannot use the SSH private key {}: {message}{hint}",
+                    private_key.display()
+                ),
+            };
+        }
         if error.code() == git2::ErrorCode::Certificate {
             return SourceError::Git {
                 operation,
@@ -326,6 +356,14 @@ impl Credentials {
             }
         }
     }
+}
+
+/// `<private key>.pub`, as `ssh-keygen` and Flux's Git secrets lay it out.
+fn public_key_beside(private_key: &Path) -> Option<PathBuf> {
+    let mut name = private_key.as_os_str().to_os_string();
+    name.push(".pub");
+    let public = PathBuf::from(name);
+    public.is_file().then_some(public)
 }
 
 fn read_secret(what: &'static str, path: &Path) -> Result<String, SourceError> {

@@ -34,6 +34,7 @@ pub(crate) fn checkout(
         });
     }
     let commit = commit.to_ascii_lowercase();
+    let _git2 = super::ssh_home::lock();
     if !repo_dir.exists() {
         return Err(not_fetched());
     }

@@ -7,8 +7,9 @@ use git2::{AutotagOption, Direction, FetchOptions, Oid, ProxyOptions, Remote, Re
 
 use super::auth::Credentials;
 use super::error::SourceError;
+use super::ssh_home::{self, SshHome};
 use super::url::{RemoteUrl, Transport};
-use super::{GitRef, SourceConfig};
+use super::{GitAuth, GitRef, SourceConfig};
 
 /// Where fetched objects are kept alive in the cache repository. Nothing else
 /// writes refs there, so these names cannot collide with the remote's.
@@ -67,6 +68,7 @@ pub(crate) fn fetch(
 ) -> Result<Outcome, SourceError> {
     validate_reference(&config.reference)?;
     let credentials = Credentials::load(&config.auth, url)?;
+    let git2_lock = ssh_home::lock();
     let repo = open_or_init(repo_dir)?;
 
     // A pinned commit never changes: once it is in the cache there is nothing
@@ -83,6 +85,14 @@ pub(crate) fn fetch(
         }
     }
 
+    let _home = match &config.auth {
+        GitAuth::Ssh { known_hosts, .. } => Some(SshHome::enter(
+            &git2_lock,
+            &repo_dir.with_file_name("ssh-home"),
+            known_hosts,
+        )?),
+        _ => None,
+    };
     let mut remote = repo
         .remote_anonymous(url.as_str())
         .map_err(|e| credentials.classify("remote", e))?;

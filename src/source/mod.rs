@@ -7,9 +7,11 @@
 //! Otherwise only the wanted ref is fetched, with depth 1 unless the source is
 //! configured for full history or the server cannot do shallow fetches.
 //!
-//! libgit2 is blocking, so every call runs in `spawn_blocking`, one at a time
-//! per source (the cache repository is not shared between operations). One
-//! `GitSource` owns its `cache_dir`; two sources must not share one.
+//! libgit2 is blocking, so every call runs in `spawn_blocking`. Operations
+//! take turns: per source, because they share the cache repository, and
+//! across sources in one process, because an SSH fetch changes a libgit2
+//! setting that is global (see `ssh_home`). One `GitSource` owns its
+//! `cache_dir`; two sources must not share one.
 //!
 //! Credentials come from files and are read at every fetch, so a rotated
 //! Secret is picked up without a restart. They never appear in logs or errors:
@@ -20,6 +22,7 @@ mod checkout;
 mod error;
 mod fetch;
 mod known_hosts;
+mod ssh_home;
 mod url;
 
 use std::path::PathBuf;
@@ -57,6 +60,10 @@ pub enum GitAuth {
     None,
     /// Public key authentication; the server's host key must be listed in
     /// `known_hosts` (OpenSSH format, hashed entries and `[host]:port` allowed).
+    /// The user is the one in the URL, `git` by default. When the public key
+    /// is mounted beside the private one as `<private_key>.pub` (as in Flux's
+    /// Git secrets), it is used rather than derived from the private key,
+    /// which libssh2 cannot always do for passphrase-protected keys.
     Ssh {
         private_key: PathBuf,
         known_hosts: PathBuf,
