@@ -249,3 +249,38 @@ impl GitSource {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loop_can_share_a_source_and_spawn_its_futures() {
+        fn send<T: Send>(_: &T) {}
+        fn shared<T: Send + Sync>() {}
+        shared::<GitSource>();
+        let source = GitSource::new(SourceConfig::new(
+            "file:///nowhere",
+            GitRef::Branch("main".into()),
+            "/nonexistent",
+        ));
+        send(&source.fetch());
+        send(&source.checkout(&"0".repeat(40)));
+    }
+
+    #[tokio::test]
+    async fn a_bad_url_fails_at_fetch_without_touching_the_cache() {
+        let cache = tempfile::tempdir().unwrap();
+        let source = GitSource::new(SourceConfig::new(
+            "ftp://example.com/repo.git",
+            GitRef::Branch("main".into()),
+            cache.path().join("cache"),
+        ));
+        let error = source.fetch().await.unwrap_err();
+        assert!(
+            matches!(error, SourceError::InvalidConfig { .. }),
+            "{error}"
+        );
+        assert!(!cache.path().join("cache").exists());
+    }
+}
