@@ -23,6 +23,8 @@ pub struct ResourceType {
     pub categories: Vec<String>,
     pub has_status: bool,
     pub has_log: bool,
+    /// Serves `/scale` (autoscaling/v1 Scale on `spec.replicas`).
+    pub has_scale: bool,
     pub from_crd: bool,
 }
 
@@ -47,8 +49,14 @@ impl ResourceType {
             categories: Vec::new(),
             has_status: false,
             has_log: false,
+            has_scale: false,
             from_crd: false,
         }
+    }
+
+    fn scale(mut self) -> Self {
+        self.has_scale = true;
+        self
     }
 
     fn status(mut self) -> Self {
@@ -122,15 +130,18 @@ impl Registry {
             b("", "v1", "Event", "events", true, &["ev"]),
             b("apps", "v1", "Deployment", "deployments", true, &["deploy"])
                 .status()
+                .scale()
                 .all(),
             b("apps", "v1", "StatefulSet", "statefulsets", true, &["sts"])
                 .status()
+                .scale()
                 .all(),
             b("apps", "v1", "DaemonSet", "daemonsets", true, &["ds"])
                 .status()
                 .all(),
             b("apps", "v1", "ReplicaSet", "replicasets", true, &["rs"])
                 .status()
+                .scale()
                 .all(),
             b("batch", "v1", "Job", "jobs", true, &[]).status().all(),
             b("batch", "v1", "CronJob", "cronjobs", true, &["cj"])
@@ -284,6 +295,7 @@ pub fn type_from_crd(crd: &Value) -> Option<ResourceType> {
         categories: strings(names.get("categories")),
         has_status,
         has_log: false,
+        has_scale: false,
         from_crd: true,
     })
 }

@@ -343,6 +343,9 @@ async fn resource(
         None => {}
         Some("status") if rt.has_status => {}
         Some("log") if rt.has_log && method == "GET" => {}
+        Some("scale") if rt.has_scale => {
+            return scale(shared, method, &rt, &rp, query, headers, body);
+        }
         Some(_) => return Err(ApiError::path_not_found()),
     }
     let ns = rp.namespace.clone().unwrap_or_default();
@@ -475,6 +478,107 @@ async fn resource(
             "the server does not allow this method on the requested resource",
         )),
     }
+}
+
+/// `autoscaling/v1` Scale of an object with `spec.replicas`.
+fn scale_of(obj: &Value) -> Value {
+    let selector = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+            "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
+}
+
+/// GET, PUT and PATCH of `/scale`: reads and writes `spec.replicas` only.
+fn scale(
+    shared: &Arc<Shared>,
+    method: &str,
+    rt: &ResourceType,
+    rp: &ResourcePath,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
+    let Some(name) = rp.name.as_deref() else {
+        return Err(ApiError::path_not_found());
+    };
+    let ns = rp.namespace.clone().unwrap_or_default();
+    let mut store = shared.lock()?;
+    let obj = store
+        .get(&rt.key(), &ns, name)
+        .ok_or_else(|| ApiError::not_found(rt, name))?;
+    let current = scale_of(&obj);
+    let wanted = match method {
+        "GET" => return Ok(json_response(200, &current)),
+        "PUT" => {
+            let b = parse_body(body)?;
+            if let Some(rv) = b
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                && !rv.is_empty()
+                && Some(rv)
+                    != obj
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+            {
+                return Err(ApiError::conflict_modified(rt, name));
+            }
+            b
+        }
+        "PATCH" => {
+            let patch: Value = parse_body(body)?;
+            let mut s = current.clone();
+            let ctype = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if ctype.starts_with("application/json-patch+json") {
+                crate::patch::json_patch(&mut s, &patch)?;
+            } else {
+                crate::patch::merge_patch(&mut s, &patch);
+            }
+            s
+        }
+        _ => {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ));
+        }
+    };
+    let replicas = wanted
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| ApiError::bad_request("spec.replicas must be an integer"))?;
+    let mut next = (*obj).clone();
+    next["spec"]["replicas"] = json!(replicas);
+    let mut opts = write_opts(rt, rp, query, headers);
+    opts.subresource = String::new();
+    let updated = store.update(rt, &ns, name, next, &opts)?;
+    Ok(json_response(200, &scale_of(&updated)))
 }
 
 fn parse_body(body: &[u8]) -> ApiResult<Value> {

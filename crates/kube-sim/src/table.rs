@@ -120,6 +120,13 @@ fn columns(rt: &ResourceType) -> Vec<Value> {
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             vec![name, col("Created At", "date", "")]
         }
+        ("", "events") => vec![
+            s("Last Seen"),
+            s("Type"),
+            s("Reason"),
+            s("Object"),
+            s("Message"),
+        ],
         _ => vec![name, age],
     }
 }
@@ -315,6 +322,22 @@ fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
             json!("<none>"),
             created,
         ],
+        ("", "events") => {
+            let kind = str_at(obj, "/involvedObject/kind")
+                .unwrap_or("")
+                .to_lowercase();
+            let object = format!(
+                "{kind}/{}",
+                str_at(obj, "/involvedObject/name").unwrap_or("")
+            );
+            vec![
+                json!(age(obj, "/lastTimestamp")),
+                json!(str_at(obj, "/type").unwrap_or("")),
+                json!(str_at(obj, "/reason").unwrap_or("")),
+                json!(object),
+                json!(str_at(obj, "/message").unwrap_or("")),
+            ]
+        }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             vec![
                 name,

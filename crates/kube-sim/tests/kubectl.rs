@@ -86,6 +86,13 @@ async fn client_side_apply_then_get_wait_rollout_and_logs() {
     assert!(waited.contains("job.batch/pi condition met"), "{waited}");
     let logs = k.ok(&["logs", "job/pi"]).await;
     assert_eq!(logs.trim(), "3.14159");
+    // The job-controller's Events, as describe finds them.
+    let described = k.ok(&["describe", "job", "pi"]).await;
+    assert!(
+        described.contains("SuccessfulCreate") && described.contains("Created pod: pi-"),
+        "{described}"
+    );
+    assert!(described.contains("Job completed"), "{described}");
     let rollout = k
         .ok(&["rollout", "status", "deployment/web", "--timeout=30s"])
         .await;
@@ -128,6 +135,22 @@ async fn client_side_apply_then_get_wait_rollout_and_logs() {
     assert_eq!(spec, "3 nginx:1.28 2");
     k.ok(&["rollout", "status", "deployment/web", "--timeout=30s"])
         .await;
+
+    // The scale subresource.
+    let out = k.ok(&["scale", "deployment/web", "--replicas=5"]).await;
+    assert!(out.contains("deployment.apps/web scaled"), "{out}");
+    k.ok(&["rollout", "status", "deployment/web", "--timeout=30s"])
+        .await;
+    let ready = k
+        .ok(&[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas} {.status.readyReplicas}",
+        ])
+        .await;
+    assert_eq!(ready, "5 5");
     sim.shutdown().await;
 }
 

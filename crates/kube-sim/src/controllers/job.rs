@@ -354,7 +354,7 @@ fn reconcile(store: &mut Store, job: &Value, pods: Vec<Arc<Value>>) {
     let delete_active = |store: &mut Store| {
         if let Some(pt) = &pod_type {
             for p in &active {
-                let _ = store.delete(
+                let deleted = store.delete(
                     pt,
                     &ns,
                     name_of(p),
@@ -363,6 +363,15 @@ fn reconcile(store: &mut Store, job: &Value, pods: Vec<Arc<Value>>) {
                         ..Default::default()
                     },
                 );
+                if deleted.is_ok() {
+                    record_event(
+                        store,
+                        job,
+                        "Normal",
+                        "SuccessfulDelete",
+                        format!("Deleted pod: {}", name_of(p)),
+                    );
+                }
             }
         }
     };
@@ -371,6 +380,7 @@ fn reconcile(store: &mut Store, job: &Value, pods: Vec<Arc<Value>>) {
         delete_active(store);
         if !has(&conditions, "Suspended") {
             conditions.push(condition("Suspended", "JobSuspended", "Job suspended"));
+            record_event(store, job, "Normal", "Suspended", "Job suspended".into());
         }
         status["active"] = json!(0);
         status["ready"] = json!(0);
@@ -445,8 +455,10 @@ fn reconcile(store: &mut Store, job: &Value, pods: Vec<Arc<Value>>) {
                 .to_string();
             if has(&conditions, "FailureTarget") {
                 conditions.push(condition("Failed", &reason, &message));
+                record_event(store, job, "Warning", &reason, message.clone());
             } else {
                 conditions.push(condition("Complete", &reason, &message));
+                record_event(store, job, "Normal", "Completed", "Job completed".into());
                 status["completionTime"] = json!(now_rfc3339());
             }
         }
@@ -457,8 +469,15 @@ fn reconcile(store: &mut Store, job: &Value, pods: Vec<Arc<Value>>) {
             for i in 0..want.max(0) {
                 let attempt = (succeeded + failed + still_active + i) as u32;
                 let pod = pod_for(job, attempt);
-                if store.create(pt, &ns, pod, &internal()).is_ok() {
+                if let Ok(created) = store.create(pt, &ns, pod, &internal()) {
                     still_active += 1;
+                    record_event(
+                        store,
+                        job,
+                        "Normal",
+                        "SuccessfulCreate",
+                        format!("Created pod: {}", name_of(&created)),
+                    );
                 }
             }
         }
@@ -494,6 +513,38 @@ fn write_status(
     let mut next = job.clone();
     next["status"] = status;
     store.put(rt, next);
+}
+
+/// A core/v1 Event about a Job, as the job-controller records them
+/// (`kubectl describe job` lists them).
+fn record_event(store: &mut Store, job: &Value, etype: &str, reason: &str, message: String) {
+    let Some(rt) = store.registry.get("", "events").cloned() else {
+        return;
+    };
+    let now = now_rfc3339();
+    let event = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": format!("{}.{:016x}", name_of(job), crate::util::random_u64()), "namespace": namespace_of(job)},
+        "involvedObject": {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": name_of(job),
+            "namespace": namespace_of(job),
+            "uid": uid_of(job),
+            "resourceVersion": str_at(job, "/metadata/resourceVersion").unwrap_or(""),
+        },
+        "reason": reason,
+        "message": message,
+        "source": {"component": "job-controller"},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "type": etype,
+        "reportingComponent": "job-controller",
+        "reportingInstance": "",
+    });
+    let _ = store.create(&rt, namespace_of(job), event, &internal());
 }
 
 /// A Pod as the real Job controller makes it: the template, owned by the Job.
