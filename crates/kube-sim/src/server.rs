@@ -575,8 +575,7 @@ fn scale(
         .ok_or_else(|| ApiError::bad_request("spec.replicas must be an integer"))?;
     let mut next = (*obj).clone();
     next["spec"]["replicas"] = json!(replicas);
-    let mut opts = write_opts(rt, rp, query, headers);
-    opts.subresource = String::new();
+    let opts = write_opts(rt, rp, query, headers);
     let updated = store.update(rt, &ns, name, next, &opts)?;
     Ok(json_response(200, &scale_of(&updated)))
 }

@@ -280,11 +280,14 @@ impl Manager {
 
     /// How conflict messages name a manager (`"kubectl" using apps/v1` for updaters).
     fn display(&self) -> String {
-        if self.operation == "Update" {
-            format!("{:?} using {}", self.manager, self.api_version)
-        } else {
-            format!("{:?}", self.manager)
+        let mut s = format!("{:?}", self.manager);
+        if !self.subresource.is_empty() {
+            s.push_str(&format!(" with subresource {:?}", self.subresource));
         }
+        if self.operation == "Update" {
+            s.push_str(&format!(" using {}", self.api_version));
+        }
+        s
     }
 }
 

@@ -1378,3 +1378,39 @@ async fn immutable_fields_of_services_statefulsets_and_configmaps() {
     .unwrap();
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_jobs_at_once_all_complete() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let jobs: Api<Job> = Api::default_namespaced(c.clone());
+    futures::stream::iter(0..100)
+        .for_each_concurrent(10, |i| {
+            let jobs = jobs.clone();
+            async move {
+                let ann = json!({"sim.stagegate.dev/duration": "100ms"});
+                jobs.create(
+                    &PostParams::default(),
+                    &job(&format!("j{i}"), ann, json!({})),
+                )
+                .await
+                .unwrap();
+            }
+        })
+        .await;
+    eventually("all 100 jobs complete", || async {
+        let list = jobs.list(&ListParams::default()).await.unwrap();
+        list.items
+            .iter()
+            .filter(|j| condition(j, "Complete").is_some_and(|c| c.status == "True"))
+            .count()
+            == 100
+    })
+    .await;
+    let pods: Api<Pod> = Api::default_namespaced(c.clone());
+    assert_eq!(
+        pods.list(&ListParams::default()).await.unwrap().items.len(),
+        100
+    );
+    sim.shutdown().await;
+}
