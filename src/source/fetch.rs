@@ -98,7 +98,7 @@ pub(crate) fn fetch(
         .map_err(|e| credentials.classify("remote", e))?;
     let mut proxy = ProxyOptions::new();
     proxy.auto();
-    let connection = remote
+    let mut connection = remote
         .connect_auth(Direction::Fetch, Some(credentials.callbacks()), Some(proxy))
         .map_err(|e| credentials.classify("connect", e))?;
     let advertised: Vec<(String, Oid)> = connection
@@ -112,23 +112,24 @@ pub(crate) fn fetch(
     let have = want
         .advertised
         .is_some_and(|oid| repo.odb().is_ok_and(|odb| odb.exists(oid)));
-    // The connection is given back before downloading: libgit2 reconnects on
-    // its own, and a failed shallow attempt must not leave a half-used one.
-    drop(connection);
 
     let mut bytes_received = 0;
     let mut downloaded = false;
     let target = if have {
+        drop(connection);
         want.advertised.expect("checked above")
     } else {
         let shallow = config.shallow && url.transport() != Transport::Local;
         let spec = format!("+{}:{}", want.source, want.local);
+        // The first attempt reuses the connection that read the advertisement
+        // (one SSH or TLS handshake per changed poll); retries reconnect.
         let result = download(
-            &mut remote,
+            connection.remote(),
             &credentials,
             &spec,
             if shallow { 1 } else { 0 },
         );
+        drop(connection);
         let result = match result {
             Err(error) if shallow && retry_without_depth(&error) => {
                 tracing::info!(url = %url, error = %error, "shallow fetch refused, fetching full history");
@@ -198,10 +199,11 @@ fn download(
     let mut options = fetch_options(credentials, depth);
     let result = remote.download(&[spec], Some(&mut options));
     let bytes = remote.stats().received_bytes();
-    // Drop the callbacks (and their borrow of the credentials) before any
-    // error is classified from what they recorded.
-    drop(options);
+    // Disconnect while the callbacks libgit2 points at are still alive, and
+    // drop them (with their borrow of the credentials) before any error is
+    // classified from what they recorded.
     let _ = remote.disconnect();
+    drop(options);
     result.map_err(|e| credentials.classify("fetch", e))?;
     Ok(bytes)
 }
@@ -218,8 +220,8 @@ fn download_all(
     let mut options = fetch_options(credentials, depth);
     let result = remote.fetch(&specs, Some(&mut options), Some("stagegate: fetch all"));
     let bytes = remote.stats().received_bytes();
-    drop(options);
     let _ = remote.disconnect();
+    drop(options);
     result.map_err(|e| credentials.classify("fetch", e))?;
     Ok(bytes)
 }
