@@ -12,6 +12,7 @@
 
 mod controllers;
 mod discovery;
+mod events;
 mod faults;
 mod listener;
 mod ops;

@@ -152,7 +152,17 @@ impl Store {
     }
 
     /// Stores an object under a fresh resourceVersion and tells the watchers.
-    pub fn put(&mut self, rt: &ResourceType, mut obj: Value) -> Arc<Value> {
+    pub fn put(&mut self, rt: &ResourceType, obj: Value) -> Arc<Value> {
+        let stored = self.put_one(rt, obj);
+        if let Some((key, twin)) = crate::events::twin(rt, &stored)
+            && let Some(other) = self.registry.get(&key.0, &key.1).cloned()
+        {
+            self.put_one(&other, twin);
+        }
+        stored
+    }
+
+    fn put_one(&mut self, rt: &ResourceType, mut obj: Value) -> Arc<Value> {
         let rv = self.next_rv();
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
@@ -188,6 +198,16 @@ impl Store {
 
     /// Removes an object; watchers get DELETED with the last state.
     pub fn remove(&mut self, rt: &ResourceType, ns: &str, name: &str) -> Option<Arc<Value>> {
+        let gone = self.remove_one(rt, ns, name)?;
+        if let Some((key, _)) = crate::events::twin(rt, &gone)
+            && let Some(other) = self.registry.get(&key.0, &key.1).cloned()
+        {
+            self.remove_one(&other, ns, name);
+        }
+        Some(gone)
+    }
+
+    fn remove_one(&mut self, rt: &ResourceType, ns: &str, name: &str) -> Option<Arc<Value>> {
         let key = rt.key();
         let old = self
             .objects

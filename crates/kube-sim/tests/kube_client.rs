@@ -1414,3 +1414,133 @@ async fn a_hundred_jobs_at_once_all_complete() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_with_streaming_lists_and_is_deleted() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    for n in ["s1", "s2"] {
+        cms.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": n}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    // sendInitialEvents: the initial state arrives as watch events, ended by
+    // the initial-events-end bookmark, with no LIST request at all.
+    let lists_before = sim.stats().list;
+    let mut s = watcher(cms.clone(), watcher::Config::default().streaming_lists()).boxed();
+    let mut names = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while let Some(ev) = s.try_next().await.unwrap() {
+            match ev {
+                watcher::Event::InitApply(o) => names.push(o.metadata.name.unwrap()),
+                watcher::Event::InitDone => return,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    names.sort();
+    assert_eq!(names, ["s1", "s2"]);
+    assert_eq!(sim.stats().list, lists_before);
+    drop(s);
+
+    let uid: &'static str = cms.get("s1").await.unwrap().metadata.uid.unwrap().leak();
+    let waiter = tokio::spawn(await_condition(
+        cms.clone(),
+        "s1",
+        conditions::is_deleted(uid),
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cms.delete("s1", &DeleteParams::default()).await.unwrap();
+    tokio::time::timeout(WAIT, waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorder_events_are_read_through_both_event_apis() {
+    use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+    let sim = sim().await;
+    let c = client(&sim);
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    let cm = cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "state"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let recorder = Recorder::new(
+        c.clone(),
+        Reporter {
+            controller: "stagegate".into(),
+            instance: None,
+        },
+    );
+    let ev = KubeEvent {
+        type_: EventType::Normal,
+        reason: "Applied".into(),
+        note: Some("stage pre applied".into()),
+        action: "Apply".into(),
+        secondary: None,
+    };
+    let reference = kube::Resource::object_ref(&cm, &());
+    recorder.publish(&ev, &reference).await.unwrap();
+    recorder.publish(&ev, &reference).await.unwrap();
+
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::default_namespaced(c.clone());
+    let found = core
+        .list(
+            &ListParams::default()
+                .fields("involvedObject.kind=ConfigMap,involvedObject.name=state"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.items.len(), 1);
+    let e = &found.items[0];
+    assert_eq!(e.reason.as_deref(), Some("Applied"));
+    assert_eq!(e.message.as_deref(), Some("stage pre applied"));
+    assert_eq!(
+        e.series.as_ref().and_then(|s| s.count),
+        Some(2),
+        "the second publish updated the series"
+    );
+
+    // And the other way: the job-controller's core Events through events.k8s.io.
+    let jobs: Api<Job> = Api::default_namespaced(c.clone());
+    jobs.create(
+        &PostParams::default(),
+        &job(
+            "evented",
+            json!({"sim.stagegate.dev/duration": "50ms"}),
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_job(&jobs, "evented", "Complete").await;
+    let new_api: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(c.clone());
+    let reasons: Vec<String> = new_api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("evented"))
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        reasons.contains(&"SuccessfulCreate".to_string())
+            && reasons.contains(&"Completed".to_string()),
+        "{reasons:?}"
+    );
+    sim.shutdown().await;
+}
