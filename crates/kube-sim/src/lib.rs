@@ -141,6 +141,7 @@ impl KubeSim {
         })
     }
 
+    /// The bound address (the port `start` picked).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -190,11 +191,18 @@ users:
     }
 
     /// Stops accepting, ends every watch and the controllers.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.shared.shutdown.send(true);
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
+    }
+}
+
+/// A sim dropped without `shutdown` still stops serving and simulating.
+impl Drop for KubeSim {
+    fn drop(&mut self) {
+        let _ = self.shared.shutdown.send(true);
     }
 }
 

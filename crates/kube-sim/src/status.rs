@@ -175,6 +175,7 @@ pub enum FieldErrorKind {
     Invalid,
     Forbidden,
     Unsupported,
+    TooLong,
 }
 
 impl FieldError {
@@ -196,6 +197,16 @@ impl FieldError {
         }
     }
 
+    /// `Too long: may not be more than N bytes`, as Kubernetes 1.32 words it.
+    pub fn too_long(field: impl Into<String>, max: usize) -> Self {
+        FieldError {
+            kind: FieldErrorKind::TooLong,
+            field: field.into(),
+            detail: format!("may not be more than {max} bytes"),
+            value: None,
+        }
+    }
+
     pub fn immutable(field: impl Into<String>, value: impl Into<String>) -> Self {
         Self::invalid(field, value, "field is immutable")
     }
@@ -206,6 +217,7 @@ impl FieldError {
             FieldErrorKind::Invalid => "FieldValueInvalid",
             FieldErrorKind::Forbidden => "FieldValueForbidden",
             FieldErrorKind::Unsupported => "FieldValueNotSupported",
+            FieldErrorKind::TooLong => "FieldValueTooLong",
         }
     }
 
@@ -215,6 +227,7 @@ impl FieldError {
             FieldErrorKind::Invalid => "Invalid value",
             FieldErrorKind::Forbidden => "Forbidden",
             FieldErrorKind::Unsupported => "Unsupported value",
+            FieldErrorKind::TooLong => "Too long",
         }
     }
 

@@ -200,7 +200,32 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
             "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
         ));
     }
+    let annotations: usize = obj
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+                .sum()
+        })
+        .unwrap_or(0);
+    if annotations > MAX_ANNOTATIONS {
+        errs.push(FieldError::too_long(
+            "metadata.annotations",
+            MAX_ANNOTATIONS,
+        ));
+    }
     match (rt.group.as_str(), rt.plural.as_str()) {
+        ("", "configmaps") => {
+            if data_size(obj, &["data"], &["binaryData"]) > MAX_DATA {
+                errs.push(FieldError::too_long("[]", MAX_DATA));
+            }
+        }
+        ("", "secrets") => {
+            if data_size(obj, &["stringData"], &["data"]) > MAX_DATA {
+                errs.push(FieldError::too_long("data", MAX_DATA));
+            }
+        }
         ("batch", "jobs") => {
             check_containers(obj, "/spec/template/spec", "spec.template.spec", &mut errs);
             let rp = obj
@@ -294,6 +319,30 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
     } else {
         Err(ApiError::invalid(rt, name, errs))
     }
+}
+
+/// Total size of all annotations (keys and values).
+const MAX_ANNOTATIONS: usize = 256 * 1024;
+/// ConfigMap and Secret payload limit.
+const MAX_DATA: usize = 1024 * 1024;
+
+/// Bytes of a ConfigMap's or Secret's payload: plain strings as they are,
+/// base64 fields decoded.
+fn data_size(obj: &Value, plain: &[&str], base64: &[&str]) -> usize {
+    let sum = |fields: &[&str], f: fn(&str) -> usize| -> usize {
+        fields
+            .iter()
+            .filter_map(|k| obj.get(*k).and_then(Value::as_object))
+            .flat_map(|m| m.values())
+            .filter_map(Value::as_str)
+            .map(f)
+            .sum()
+    };
+    sum(plain, str::len)
+        + sum(base64, |s| {
+            let padding = s.bytes().rev().take_while(|b| *b == b'=').count();
+            (s.len() / 4 * 3).saturating_sub(padding)
+        })
 }
 
 fn valid_label(s: &str) -> bool {

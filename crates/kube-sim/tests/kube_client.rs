@@ -917,6 +917,26 @@ async fn errors_are_real_status_objects() {
     );
     assert_eq!(err.code, 422);
 
+    // The ConfigMap size limit the state ConfigMap must stay under.
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    let big: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "big"}, "data": {"a": "x".repeat(1024 * 1024 + 1)}}),
+    )
+    .unwrap();
+    let err = api_error(cms.create(&PostParams::default(), &big).await.unwrap_err());
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (
+            422,
+            "ConfigMap \"big\" is invalid: []: Too long: may not be more than 1048576 bytes"
+        )
+    );
+    let fits: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "fits"}, "data": {"a": "x".repeat(1024 * 1024)}}),
+    )
+    .unwrap();
+    cms.create(&PostParams::default(), &fits).await.unwrap();
+
     // Unknown kinds are the plain 404.
     let r = raw(
         &sim,
