@@ -20,6 +20,7 @@ use crate::selector::{FieldSelector, LabelSelector};
 use crate::stats::Counters;
 use crate::status::{ApiError, ApiResult};
 use crate::store::Store;
+use crate::table::Repr;
 use crate::{SimConfig, watch};
 
 /// State shared by the handlers, the controllers and the library handle.
@@ -367,23 +368,20 @@ async fn resource(
                     crate::controllers::job::pod_log(&obj).into_bytes(),
                 ));
             }
-            if crate::table::wants_table(accept(headers)) {
-                let t = crate::table::table(&rt, &[&*obj], None, None);
-                return Ok(json_response(200, &t));
+            match crate::table::repr(accept(headers)) {
+                Repr::Table => Ok(json_response(
+                    200,
+                    &crate::table::table(&rt, &[&*obj], None, None),
+                )),
+                Repr::Metadata => Ok(json_response(200, &crate::table::partial(&obj))),
+                Repr::Full => ok(200, &obj),
             }
-            ok(200, &obj)
         }
         ("GET", None) if query.flag("watch") => {
-            let as_table = crate::table::wants_table(accept(headers));
-            watch::serve(shared.clone(), rt, rp, query, as_table).await
+            let repr = crate::table::repr(accept(headers));
+            watch::serve(shared.clone(), rt, rp, query, repr).await
         }
-        ("GET", None) => list(
-            shared,
-            &rt,
-            &rp,
-            query,
-            crate::table::wants_table(accept(headers)),
-        ),
+        ("GET", None) => list(shared, &rt, &rp, query, crate::table::repr(accept(headers))),
         ("POST", None) => {
             let body: Value = parse_body(body)?;
             let opts = write_opts(&rt, &rp, query, headers);
@@ -672,7 +670,7 @@ fn list(
     rt: &ResourceType,
     rp: &ResourcePath,
     query: &Query,
-    as_table: bool,
+    repr: Repr,
 ) -> ApiResult<Response> {
     let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))?;
     let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""), rt)?;
@@ -736,10 +734,28 @@ fn list(
             crate::util::name_of(last),
         ));
     }
-    if as_table {
-        let objs: Vec<&Value> = out.iter().map(|o| &**o).collect();
-        let t = crate::table::table(rt, &objs, Some(rv), cont.as_deref());
-        return Ok(json_response(200, &t));
+    match repr {
+        Repr::Table => {
+            let objs: Vec<&Value> = out.iter().map(|o| &**o).collect();
+            let t = crate::table::table(rt, &objs, Some(rv), cont.as_deref());
+            return Ok(json_response(200, &t));
+        }
+        Repr::Metadata => {
+            let mut meta = json!({"resourceVersion": rv.to_string()});
+            if let Some(c) = &cont {
+                meta["continue"] = json!(c);
+                meta["remainingItemCount"] = json!(remaining);
+            }
+            let items: Vec<Value> = out.iter().map(|o| crate::table::partial(o)).collect();
+            let l = json!({
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": meta,
+                "items": items,
+            });
+            return Ok(json_response(200, &l));
+        }
+        Repr::Full => {}
     }
     // Serialized by hand: items are shared with the store and written as they are.
     let mut meta = json!({"resourceVersion": rv.to_string()});

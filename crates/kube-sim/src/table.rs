@@ -8,12 +8,40 @@ use serde_json::{Value, json};
 use crate::resources::ResourceType;
 use crate::util::{i64_at, parse_time, str_at};
 
-/// Whether an Accept header prefers a Table.
-pub fn wants_table(accept: &str) -> bool {
-    accept
-        .split(',')
-        .next()
-        .is_some_and(|first| first.contains("as=Table") && first.contains("g=meta.k8s.io"))
+/// The form a client asks objects in, from the first entry of its Accept header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repr {
+    Full,
+    /// `as=Table`: server-side printing (`kubectl get`).
+    Table,
+    /// `as=PartialObjectMetadata[List]`: metadata only (kube's `*_metadata` calls).
+    Metadata,
+}
+
+pub fn repr(accept: &str) -> Repr {
+    let first = accept.split(',').next().unwrap_or("");
+    let params: Vec<&str> = first.split(';').map(str::trim).collect();
+    if !params.contains(&"g=meta.k8s.io") {
+        return Repr::Full;
+    }
+    if params.contains(&"as=Table") {
+        Repr::Table
+    } else if params.contains(&"as=PartialObjectMetadata")
+        || params.contains(&"as=PartialObjectMetadataList")
+    {
+        Repr::Metadata
+    } else {
+        Repr::Full
+    }
+}
+
+/// `meta.k8s.io/v1` PartialObjectMetadata of an object.
+pub fn partial(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or(json!({})),
+    })
 }
 
 /// Go's `duration.HumanDuration`, as the AGE column prints it.

@@ -25,7 +25,7 @@ struct Filter {
     fields: FieldSelector,
     /// `kubectl get -w` asks for Table rows; the column definitions go in
     /// the first event only, as the real server sends them.
-    as_table: bool,
+    repr: crate::table::Repr,
     columns_sent: std::sync::atomic::AtomicBool,
 }
 
@@ -64,7 +64,9 @@ impl Filter {
     }
 
     fn line(&self, etype: EventType, ev_json: Bytes, obj: &Value) -> Bytes {
-        let object = if self.as_table {
+        let object = if self.repr == crate::table::Repr::Metadata {
+            Bytes::from(serde_json::to_vec(&crate::table::partial(obj)).unwrap_or_default())
+        } else if self.repr == crate::table::Repr::Table {
             let mut t = crate::table::table(&self.rt, &[obj], None, None);
             if self
                 .columns_sent
@@ -123,10 +125,10 @@ pub async fn serve(
     rt: ResourceType,
     rp: ResourcePath,
     query: &Query,
-    as_table: bool,
+    repr: crate::table::Repr,
 ) -> ApiResult<Response> {
     let filter = Filter {
-        as_table,
+        repr,
         columns_sent: std::sync::atomic::AtomicBool::new(false),
         labels: LabelSelector::parse(query.get("labelSelector").unwrap_or(""))?,
         fields: FieldSelector::parse(query.get("fieldSelector").unwrap_or(""), &rt)?,

@@ -1564,3 +1564,58 @@ async fn recorder_events_are_read_through_both_event_apis() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_only_get_list_and_watch() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "m", "labels": {"a": "b"}}, "data": {"big": "x".repeat(1000)}}),
+    )
+    .unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let meta = cms.get_metadata("m").await.unwrap();
+    assert_eq!(
+        meta.metadata.labels.unwrap().get("a").map(String::as_str),
+        Some("b")
+    );
+    let list = cms
+        .list_metadata(&ListParams::default().labels("a=b"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert!(list.metadata.resource_version.is_some());
+    let r = raw(
+        &sim,
+        "GET",
+        "/api/v1/namespaces/default/configmaps",
+        &[(
+            "accept",
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+        )],
+        "",
+    )
+    .await;
+    assert!(!r.body.contains("xxxxxxxx"), "metadata only");
+
+    let metas: Api<kube::core::PartialObjectMeta<ConfigMap>> = Api::default_namespaced(c.clone());
+    let mut s = watcher(metas, watcher::Config::default()).boxed();
+    let mut seen = false;
+    tokio::time::timeout(WAIT, async {
+        while let Some(ev) = s.try_next().await.unwrap() {
+            match ev {
+                watcher::Event::InitApply(o) => {
+                    assert_eq!(o.metadata.name.as_deref(), Some("m"));
+                    seen = true;
+                }
+                watcher::Event::InitDone => return,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(seen);
+    sim.shutdown().await;
+}
