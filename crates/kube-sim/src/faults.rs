@@ -89,9 +89,10 @@ impl Faults {
     /// so a client re-watching from an older resourceVersion gets the
     /// in-stream 410 Expired and must relist.
     pub fn expire_watches(&self) {
-        if let Ok(mut store) = self.store.lock() {
-            store.compact();
-        }
+        self.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .compact();
         self.close_watches();
     }
 

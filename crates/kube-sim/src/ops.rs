@@ -495,6 +495,8 @@ impl Store {
             }
             PatchType::Apply { .. } => unreachable!("handled above"),
         }
+        // A patch may not turn the object into something the types cannot hold.
+        check_type_meta(rt, &new)?;
         if let Some(rv) = str_at(&patch, "/metadata/resourceVersion").filter(|s| !s.is_empty())
             && Some(rv) != str_at(&old, "/metadata/resourceVersion")
         {
@@ -775,7 +777,61 @@ fn crd_accept(crd: &mut Value) {
 }
 
 /// `apiVersion`/`kind` in a body must name the resource of the URL.
+/// The shape of `metadata` the Go types would decode, or the 400 they give.
+fn check_metadata_shape(rt: &ResourceType, obj: &Value) -> ApiResult<()> {
+    let bad = |field: &str, expected: &str| {
+        Err(ApiError::bad_request(format!(
+            "{} in body must be of type {expected}: metadata.{field}",
+            rt.kind
+        )))
+    };
+    let Some(meta) = obj.get("metadata") else {
+        return Ok(());
+    };
+    let Some(meta) = meta.as_object() else {
+        return Err(ApiError::bad_request(format!(
+            "{} in body must be of type object: metadata",
+            rt.kind
+        )));
+    };
+    for f in [
+        "name",
+        "namespace",
+        "generateName",
+        "resourceVersion",
+        "uid",
+    ] {
+        if meta.get(f).is_some_and(|v| !v.is_string() && !v.is_null()) {
+            return bad(f, "string");
+        }
+    }
+    for f in ["labels", "annotations"] {
+        match meta.get(f) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) if m.values().all(|v| v.is_string() || v.is_null()) => {}
+            Some(_) => return bad(f, "map of strings"),
+        }
+    }
+    match meta.get("finalizers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {}
+        Some(_) => return bad("finalizers", "array of strings"),
+    }
+    match meta.get("ownerReferences") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) if a.iter().all(Value::is_object) => {}
+        Some(_) => return bad("ownerReferences", "array of objects"),
+    }
+    Ok(())
+}
+
 fn check_type_meta(rt: &ResourceType, obj: &Value) -> ApiResult<()> {
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of the request was not a JSON object",
+        ));
+    }
+    check_metadata_shape(rt, obj)?;
     if let Some(kind) = obj.get("kind").and_then(Value::as_str)
         && !kind.is_empty()
         && kind != rt.kind

@@ -34,10 +34,13 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The store. A panic while it was held (a bug) must not take the whole
+    /// simulated cluster down with it, so a poisoned lock is taken over.
     pub fn lock(&self) -> ApiResult<std::sync::MutexGuard<'_, Store>> {
-        self.store
+        Ok(self
+            .store
             .lock()
-            .map_err(|_| ApiError::internal("the store lock is poisoned"))
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
 
@@ -170,9 +173,10 @@ async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let query = Query::parse(req.uri().query());
     let headers = req.headers().clone();
     let route = {
-        let Ok(store) = shared.store.lock() else {
-            return error_response(&ApiError::internal("the store lock is poisoned"));
-        };
+        let store = shared
+            .store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         parse_route(&path, |g, v, p| {
             store.registry.lookup(g, v, p).is_some_and(|t| t.namespaced)
         })
@@ -646,9 +650,15 @@ fn decode_continue(token: &str) -> ApiResult<(u64, String, String)> {
     if !token.len().is_multiple_of(2) {
         return Err(bad());
     }
-    let bytes: Result<Vec<u8>, _> = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
+    let bytes: Result<Vec<u8>, ()> = token
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or(())
+        })
         .collect();
     let raw = String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())?;
     let mut parts = raw.split('\u{0}');

@@ -35,10 +35,6 @@ impl ApiError {
         Self::new(400, "BadRequest", message)
     }
 
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", message)
-    }
-
     /// `jobs.batch "pi" not found` with details naming the resource (`kind: jobs`).
     pub fn not_found(rt: &ResourceType, name: &str) -> Self {
         Self::not_found_raw(&rt.group, &rt.plural, name)

@@ -246,3 +246,144 @@ async fn binary_writes_the_kubeconfig_once_serving() {
     assert_eq!(v.minor, "32");
     child.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_status_errors_and_the_server_survives() {
+    let sim = sim().await;
+    let json_ct = [("content-type", "application/json")];
+    let base = "/api/v1/namespaces/default/configmaps";
+    let cases: Vec<(&str, String, &[(&str, &str)], &str, u16)> = vec![
+        ("POST", base.to_string(), &json_ct, "not json", 400),
+        (
+            "POST",
+            base.to_string(),
+            &json_ct,
+            r#"{"metadata": "x"}"#,
+            400,
+        ),
+        (
+            "POST",
+            base.to_string(),
+            &json_ct,
+            r#"{"metadata": {"name": "a", "labels": {"k": 1}}}"#,
+            400,
+        ),
+        (
+            "POST",
+            base.to_string(),
+            &json_ct,
+            r#"{"metadata": {"name": "a", "annotations": "x"}}"#,
+            400,
+        ),
+        ("POST", base.to_string(), &json_ct, r#"["list"]"#, 400),
+        (
+            "POST",
+            base.to_string(),
+            &json_ct,
+            r#"{"kind": "Secret", "metadata": {"name": "a"}}"#,
+            400,
+        ),
+        (
+            "POST",
+            base.to_string(),
+            &json_ct,
+            r#"{"metadata": {"name": "Bad_Name"}}"#,
+            422,
+        ),
+        (
+            "GET",
+            format!("{base}?labelSelector=a%20in%20b"),
+            &[],
+            "",
+            400,
+        ),
+        ("GET", format!("{base}?limit=abc"), &[], "", 400),
+        (
+            "GET",
+            format!("{base}?limit=1&continue=%C3%A9%C3%A9"),
+            &[],
+            "",
+            400,
+        ),
+        (
+            "GET",
+            format!("{base}?watch=1&resourceVersion=notanumber"),
+            &[],
+            "",
+            400,
+        ),
+        (
+            "PATCH",
+            format!("{base}/nope"),
+            &[("content-type", "text/plain")],
+            "{}",
+            415,
+        ),
+        (
+            "DELETE",
+            format!("{base}/x"),
+            &json_ct,
+            r#"{"propagationPolicy": "Sideways"}"#,
+            400,
+        ),
+    ];
+    for (method, path, headers, body, code) in cases {
+        let r = raw(&sim, method, &path, headers, body).await;
+        assert_eq!(r.status, code, "{method} {path} {body}: {}", r.body);
+        assert_eq!(r.json()["kind"], "Status", "{}", r.body);
+    }
+    // Objects that exist, then patched into shapes the types cannot hold.
+    let ok = raw(
+        &sim,
+        "POST",
+        base,
+        &json_ct,
+        r#"{"metadata": {"name": "c"}}"#,
+    )
+    .await;
+    assert_eq!(ok.status, 201);
+    let merge = [("content-type", "application/merge-patch+json")];
+    let r = raw(
+        &sim,
+        "PATCH",
+        &format!("{base}/c"),
+        &merge,
+        r#""just a string""#,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = raw(
+        &sim,
+        "PATCH",
+        &format!("{base}/c"),
+        &merge,
+        r#"{"metadata": {"annotations": "x"}}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let apply = [("content-type", "application/apply-patch+yaml")];
+    let r = raw(
+        &sim,
+        "PATCH",
+        &format!("{base}/c?fieldManager=m"),
+        &apply,
+        "metadata: x\n",
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = raw(
+        &sim,
+        "PATCH",
+        &format!("{base}/c?fieldManager=m"),
+        &apply,
+        "{{{",
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    // Still serving.
+    let r = raw(&sim, "GET", &format!("{base}/c"), &[], "").await;
+    assert_eq!(r.status, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(raw(&sim, "GET", "/version", &[], "").await.status, 200);
+    sim.shutdown().await;
+}

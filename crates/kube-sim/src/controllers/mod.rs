@@ -21,9 +21,10 @@ pub async fn run(shared: Arc<Shared>, config: SimConfig) {
             _ = interval.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let Ok(mut store) = shared.store.lock() else {
-            return;
-        };
+        let mut store = shared
+            .store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         job::reconcile_all(&mut store, &config);
         rollouts.reconcile_all(&mut store, &config);
         store.collect_garbage();
