@@ -6,6 +6,7 @@
 //! Git or a cluster: files in, objects out.
 
 pub mod apply;
+pub mod cluster;
 pub mod diagnostics;
 pub mod events;
 pub mod health;
@@ -17,5 +18,6 @@ pub mod plan;
 pub mod render;
 pub mod source;
 pub mod stage;
+pub mod status;
 pub mod state;
 pub mod yaml;

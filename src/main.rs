@@ -5,9 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use stagegate::apply::{Engine, EngineSettings};
 use stagegate::diagnostics::Problems;
 use stagegate::output::{graph_dot, graph_text, yaml_stream};
 use stagegate::plan::{Plan, build_plan};
+use stagegate::state::StateStore;
+use stagegate::state::store::STATE_CONFIGMAP;
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +52,58 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         stage: Option<String>,
     },
+    /// Show what applying the repository would change in the cluster; writes nothing.
+    ///
+    /// Exit 0 when nothing would change, 1 when something would, 2 on error.
+    Diff {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Only this stage.
+        #[arg(long, value_name = "NAME")]
+        stage: Option<String>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Show each stage's phase, revision, age and message, read from the agent's state.
+    Status {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Ask the running agent to run a stage's Job again (every Job of the stage without JOB).
+    Rerun {
+        /// The stage.
+        stage: String,
+        /// The Job, as `name` or `namespace/name`.
+        job: Option<String>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long, value_name = "FILE", env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace of the agent and its state ConfigMap.
+    #[arg(
+        long,
+        short = 'n',
+        value_name = "NS",
+        default_value = "stagegate-system",
+        env = "STAGEGATE_NAMESPACE"
+    )]
+    namespace: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
+    Yaml,
 }
 
 #[derive(Args)]
@@ -67,10 +122,11 @@ enum GraphFormat {
     Dot,
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match run(cli.command) {
+    match run(cli.command).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -91,8 +147,49 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<ExitCode> {
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Diff {
+            repo,
+            stage,
+            cluster,
+        } => diff(repo, stage, cluster).await,
+        Command::Status { cluster, output } => {
+            let client = stagegate::cluster::client(cluster.kubeconfig.as_deref()).await?;
+            let state = StateStore::new(client, &cluster.namespace).load().await?;
+            let text = match output {
+                OutputFormat::Table if state.stages.is_empty() => {
+                    format!(
+                        "no stages recorded yet in {}/{STATE_CONFIGMAP}\n",
+                        cluster.namespace
+                    )
+                }
+                OutputFormat::Table => stagegate::status::table(&state, jiff::Timestamp::now()),
+                OutputFormat::Json => serde_json::to_string_pretty(&state)? + "\n",
+                OutputFormat::Yaml => serde_yaml::to_string(&state)?,
+            };
+            print_stdout(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rerun {
+            stage,
+            job,
+            cluster,
+        } => {
+            let client = stagegate::cluster::client(cluster.kubeconfig.as_deref()).await?;
+            let store = StateStore::new(client, &cluster.namespace);
+            let job = job.unwrap_or_else(|| "*".into());
+            store.request_rerun(&stage, &job).await?;
+            let what = if job == "*" {
+                "every Job".to_string()
+            } else {
+                format!("Job {job}")
+            };
+            println!(
+                "asked the agent to run {what} of stage {stage} again; it runs at the next reconcile"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate(repo) => {
             let plan = match load(&repo) {
                 Ok(plan) => plan,
@@ -139,6 +236,64 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn diff(
+    repo: RepoArgs,
+    stage: Option<String>,
+    cluster: ClusterArgs,
+) -> anyhow::Result<ExitCode> {
+    let Ok(plan) = load(&repo) else {
+        return Ok(ExitCode::from(2));
+    };
+    if let Some(name) = &stage
+        && plan.stage(name).is_none()
+    {
+        eprintln!("error: no stage named {name}");
+        return Ok(ExitCode::from(2));
+    }
+    let client = stagegate::cluster::client(cluster.kubeconfig.as_deref()).await?;
+    let state = StateStore::new(client.clone(), &cluster.namespace)
+        .load()
+        .await?;
+    let engine = Engine::new(client, EngineSettings::default());
+    let mut changes = false;
+    let mut errors = false;
+    let mut out = String::new();
+    for planned in plan
+        .stages
+        .iter()
+        .filter(|s| stage.as_deref().is_none_or(|n| s.stage.name.as_str() == n))
+    {
+        let stage_state = state
+            .stages
+            .get(planned.stage.name.as_str())
+            .cloned()
+            .unwrap_or_default();
+        let diff = engine.diff_stage(planned, "diff", &stage_state).await;
+        changes |= diff.has_changes();
+        errors |= !diff.errors.is_empty();
+        out.push_str(&diff.to_string());
+    }
+    if stage.is_none() {
+        for (name, removed) in state.stages.iter().filter(|(n, _)| plan.stage(n).is_none()) {
+            if removed.prune && !removed.inventory.is_empty() {
+                changes = true;
+                out.push_str(&format!("stage {name}: removed from the repository\n"));
+                for entry in &removed.inventory {
+                    out.push_str(&format!("  - prune {}\n", entry.object_ref()));
+                }
+            }
+        }
+    }
+    print_stdout(&out)?;
+    Ok(ExitCode::from(if errors {
+        2
+    } else if changes {
+        1
+    } else {
+        0
+    }))
 }
 
 /// Build the plan, printing warnings; on errors print every problem and give

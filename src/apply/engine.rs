@@ -275,7 +275,7 @@ impl Engine {
     }
 
     /// Resolve the items `pick` selects; every unknown kind is reported at once.
-    async fn resolve_items(
+    pub(super) async fn resolve_items(
         &self,
         items: &mut [Item],
         default_ns: &str,
@@ -517,7 +517,7 @@ fn find_entry<'a>(
 }
 
 /// `(group, kind)` a CRD defines.
-fn crd_group_kind(item: &Item) -> Option<(String, String)> {
+pub(super) fn crd_group_kind(item: &Item) -> Option<(String, String)> {
     let spec = item.value.get("spec")?;
     let group = spec.get("group")?.as_str()?.to_string();
     let kind = spec.pointer("/names/kind")?.as_str()?.to_string();

@@ -425,7 +425,7 @@ impl JobTask<'_> {
     }
 }
 
-fn describe(action: &JobAction, hash: &str) -> String {
+pub(super) fn describe(action: &JobAction, hash: &str) -> String {
     match action {
         JobAction::Create => format!("create (spec {})", short(hash)),
         JobAction::Keep => "left alone (unchanged)".into(),

@@ -3,6 +3,7 @@
 //! handling of immutable fields, prune, and watch-driven health waits. The
 //! engine knows nothing of Git or of the loop that calls it.
 
+mod diff;
 mod engine;
 pub mod error;
 mod item;
@@ -13,6 +14,7 @@ mod recreate;
 pub mod resolve;
 mod waits;
 
+pub use diff::StageDiff;
 pub use engine::{Engine, EngineSettings, StageReport};
 pub use error::ApplyError;
 pub use jobs::JobReport;

@@ -1,0 +1,308 @@
+//! What applying a stage would do, without writing anything: objects to
+//! create, to change (by server-side dry run), to prune, and each Job's fate.
+
+use std::collections::HashSet;
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::Api;
+use kube::api::Patch;
+use serde_json::Value;
+use similar::TextDiff;
+
+use super::engine::{Engine, apply_params, crd_group_kind};
+use super::error::{api_status, is_immutable_field};
+use super::item::Item;
+use super::job_policy::{
+    JobAction, JobInputs, REPLACE_RUNNING_ANNOTATION, RUN_POLICY_ANNOTATION, RunPolicy, decide,
+};
+use super::jobs::{describe, live_job};
+use crate::labels::SPEC_HASH_ANNOTATION;
+use crate::object::ObjectRef;
+use crate::plan::PlannedStage;
+use crate::state::StageState;
+
+#[derive(Debug, Clone, Default)]
+pub struct StageDiff {
+    pub stage: String,
+    pub create: Vec<ObjectRef>,
+    /// Objects that would change, with a unified diff live -> rendered.
+    pub change: Vec<(ObjectRef, String)>,
+    pub prune: Vec<ObjectRef>,
+    /// `(namespace/name, fate)` of each Job.
+    pub jobs: Vec<(String, String)>,
+    /// Jobs whose fate is to run.
+    pub jobs_to_run: usize,
+    pub errors: Vec<String>,
+}
+
+impl StageDiff {
+    pub fn has_changes(&self) -> bool {
+        !self.create.is_empty()
+            || !self.change.is_empty()
+            || !self.prune.is_empty()
+            || self.jobs_to_run > 0
+    }
+}
+
+/// Fields the server owns or that change on every write: not differences.
+fn normalize(mut value: Value) -> Value {
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("status");
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            for key in [
+                "managedFields",
+                "resourceVersion",
+                "generation",
+                "uid",
+                "creationTimestamp",
+            ] {
+                meta.remove(key);
+            }
+            if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+                annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+                if annotations.is_empty() {
+                    meta.remove("annotations");
+                }
+            }
+        }
+    }
+    value
+}
+
+/// `value` restricted to the keys `shape` has; lists of the same length are
+/// projected item by item, others kept whole.
+fn project(value: &Value, shape: &Value) -> Value {
+    match (value, shape) {
+        (Value::Object(v), Value::Object(s)) => Value::Object(
+            s.iter()
+                .filter_map(|(k, sv)| v.get(k).map(|vv| (k.clone(), project(vv, sv))))
+                .collect(),
+        ),
+        (Value::Array(v), Value::Array(s)) if v.len() == s.len() => {
+            Value::Array(v.iter().zip(s).map(|(vv, sv)| project(vv, sv)).collect())
+        }
+        _ => value.clone(),
+    }
+}
+
+fn yaml(value: &Value) -> String {
+    serde_yaml::to_string(value).unwrap_or_default()
+}
+
+impl Engine {
+    pub async fn diff_stage(
+        &self,
+        planned: &PlannedStage,
+        revision: &str,
+        state: &StageState,
+    ) -> StageDiff {
+        let stage = &planned.stage;
+        let mut diff = StageDiff {
+            stage: stage.name.to_string(),
+            ..StageDiff::default()
+        };
+        let default_ns = stage
+            .target_namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let mut items: Vec<Item> = planned
+            .objects
+            .iter()
+            .map(|m| Item::new(m.value.clone()))
+            .collect();
+        let defined: HashSet<(String, String)> = items
+            .iter()
+            .filter(|i| i.is_crd())
+            .filter_map(crd_group_kind)
+            .collect();
+        if let Err(e) = self
+            .resolve_items(&mut items, &default_ns, |i| {
+                !defined.contains(&(i.group().to_string(), i.kind.clone()))
+            })
+            .await
+        {
+            diff.errors.push(e);
+            return diff;
+        }
+
+        let mut rendered = HashSet::new();
+        for item in &items {
+            rendered.insert(item.object_ref());
+            if item.resolved.is_none() {
+                // Its CRD comes with this stage and does not exist yet.
+                diff.create.push(item.object_ref());
+            } else if item.is_job() {
+                self.diff_job(item, revision, state, stage.job_retries, &mut diff)
+                    .await;
+            } else {
+                self.diff_object(item, stage.force, &mut diff).await;
+            }
+        }
+        if stage.prune {
+            diff.prune = state
+                .inventory
+                .iter()
+                .map(|e| e.object_ref())
+                .filter(|r| !rendered.contains(r))
+                .collect();
+        }
+        diff
+    }
+
+    async fn diff_object(&self, item: &Item, force: bool, diff: &mut StageDiff) {
+        let Some(api) = item.api(&self.client) else {
+            return;
+        };
+        let live = match api.get_opt(&item.name).await {
+            Ok(Some(live)) => live,
+            Ok(None) => {
+                diff.create.push(item.object_ref());
+                return;
+            }
+            Err(e) => {
+                diff.errors.push(format!("{}: {e}", item.object_ref()));
+                return;
+            }
+        };
+        let dry = api
+            .patch(
+                &item.name,
+                &apply_params().dry_run(),
+                &Patch::Apply(&item.value),
+            )
+            .await;
+        let after = match dry {
+            Ok(after) => after,
+            Err(e) if is_immutable_field(&e) => {
+                let message = api_status(&e)
+                    .map(|s| s.message.clone())
+                    .unwrap_or_default();
+                let what = if force {
+                    "would be deleted and recreated (force)"
+                } else {
+                    "cannot change without force"
+                };
+                diff.change.push((
+                    item.object_ref(),
+                    format!("immutable field changed, {what}: {message}\n"),
+                ));
+                return;
+            }
+            Err(e) => {
+                diff.errors
+                    .push(format!("{}: dry run: {e}", item.object_ref()));
+                return;
+            }
+        };
+        // Only the fields stagegate sets: defaults the server fills in and
+        // fields other managers own are not stagegate's to report.
+        let before = yaml(&project(
+            &normalize(serde_json::to_value(&live).unwrap_or_default()),
+            &item.value,
+        ));
+        let after = yaml(&project(
+            &normalize(serde_json::to_value(&after).unwrap_or_default()),
+            &item.value,
+        ));
+        if before != after {
+            let text = TextDiff::from_lines(&before, &after)
+                .unified_diff()
+                .context_radius(3)
+                .header("live", "rendered")
+                .to_string();
+            diff.change.push((item.object_ref(), text));
+        }
+    }
+
+    async fn diff_job(
+        &self,
+        item: &Item,
+        revision: &str,
+        state: &StageState,
+        retries: u32,
+        diff: &mut StageDiff,
+    ) {
+        let namespace = item.namespace.clone().unwrap_or_else(|| "default".into());
+        let key = format!("{namespace}/{}", item.name);
+        let Some(hash) = item.annotation(SPEC_HASH_ANNOTATION) else {
+            diff.errors
+                .push(format!("Job {key}: no {SPEC_HASH_ANNOTATION}"));
+            return;
+        };
+        let policy = match RunPolicy::parse(item.annotation(RUN_POLICY_ANNOTATION)) {
+            Ok(policy) => policy,
+            Err(e) => {
+                diff.errors.push(format!("Job {key}: {e}"));
+                return;
+            }
+        };
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &namespace);
+        let live = match jobs.get_opt(&item.name).await {
+            Ok(live) => live.as_ref().map(live_job),
+            Err(e) => {
+                diff.errors.push(format!("Job {key}: {e}"));
+                return;
+            }
+        };
+        let action = decide(&JobInputs {
+            hash,
+            revision,
+            policy,
+            replace_running: item.annotation(REPLACE_RUNNING_ANNOTATION) == Some("true"),
+            live: live.as_ref(),
+            history: state.jobs.get(&key),
+            rerun_requested: state.rerun.contains(&key)
+                || state.rerun.contains(item.name.as_str())
+                || state.rerun.contains("*"),
+            retries,
+        });
+        if !matches!(action, JobAction::Keep | JobAction::Skip(_)) {
+            diff.jobs_to_run += 1;
+        }
+        diff.jobs.push((key, describe(&action, hash)));
+    }
+}
+
+impl std::fmt::Display for StageDiff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "stage {}:", self.stage)?;
+        if !self.has_changes() && self.errors.is_empty() && self.jobs.is_empty() {
+            writeln!(f, "  no changes")?;
+        }
+        for oref in &self.create {
+            writeln!(f, "  + create {oref}")?;
+        }
+        for (oref, text) in &self.change {
+            writeln!(f, "  ~ change {oref}")?;
+            for line in text.lines() {
+                writeln!(f, "      {line}")?;
+            }
+        }
+        for oref in &self.prune {
+            writeln!(f, "  - prune {oref}")?;
+        }
+        for (job, fate) in &self.jobs {
+            writeln!(f, "  job {job}: {fate}")?;
+        }
+        for error in &self.errors {
+            writeln!(f, "  error: {error}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn projection_keeps_only_rendered_fields() {
+        let live = json!({"spec": {"replicas": 2, "strategy": {"type": "RollingUpdate"}, "template": {"spec": {"containers": [{"name": "a", "image": "x", "imagePullPolicy": "Always"}]}}}});
+        let shape = json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": "y"}]}}}});
+        assert_eq!(
+            project(&live, &shape),
+            json!({"spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}})
+        );
+    }
+}
