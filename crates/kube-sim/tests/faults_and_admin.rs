@@ -252,7 +252,8 @@ async fn malformed_requests_get_status_errors_and_the_server_survives() {
     let sim = sim().await;
     let json_ct = [("content-type", "application/json")];
     let base = "/api/v1/namespaces/default/configmaps";
-    let cases: Vec<(&str, String, &[(&str, &str)], &str, u16)> = vec![
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+    let cases: Vec<(&str, String, Headers, &str, u16)> = vec![
         ("POST", base.to_string(), &json_ct, "not json", 400),
         (
             "POST",
