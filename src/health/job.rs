@@ -180,25 +180,24 @@ pub fn stuck_reason(pod: &Pod) -> Option<String> {
     None
 }
 
-/// The last lines of the most recent failed pod's log.
+/// The last lines of the log of the Job's most recent failed pod.
 pub async fn last_failed_pod_log(pods: &Api<Pod>, uid: &str) -> Option<String> {
     let list = pods
         .list(&ListParams::default().labels(&pod_selector(uid)))
         .await
         .ok()?;
-    let pod = list
-        .items
-        .into_iter()
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"))
-        .max_by(|a, b| {
-            let key = |p: &Pod| {
-                (
-                    p.metadata.creation_timestamp.clone(),
-                    p.metadata.name.clone(),
-                )
-            };
-            key(a).cmp(&key(b))
-        })?;
+    // The most recent failed pod; if the Job failed before any pod was seen
+    // failing (a deadline, or a listing that raced the last pod's update),
+    // the most recent pod at all: its log is still the best explanation.
+    let pod = list.items.into_iter().max_by_key(|p| {
+        let status = p.status.as_ref();
+        (
+            status.and_then(|s| s.phase.as_deref()) == Some("Failed"),
+            p.metadata.creation_timestamp.clone(),
+            status.and_then(|s| s.start_time.clone()),
+            p.metadata.name.clone(),
+        )
+    })?;
     let name = pod.metadata.name?;
     let params = LogParams {
         tail_lines: Some(LOG_TAIL_LINES),
