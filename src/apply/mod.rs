@@ -18,3 +18,25 @@ pub use diff::StageDiff;
 pub use engine::{Engine, EngineSettings, StageReport};
 pub use error::ApplyError;
 pub use jobs::JobReport;
+
+use crate::rbac::Permission;
+
+/// What the apply engine calls (see [`crate::rbac`]).
+pub const PERMISSIONS: &[Permission] = &[
+    Permission {
+        group: "*",
+        resource: "*",
+        verbs: &[
+            "get", "list", "watch", "create", "patch", "update", "delete",
+        ],
+        cluster_wide: true,
+        why: "server-side apply, drift detection, prune and health waits of whatever kinds the repository holds",
+    },
+    Permission {
+        group: "",
+        resource: "pods/log",
+        verbs: &["get"],
+        cluster_wide: true,
+        why: "the log tail of a failed Job's pod, for the stage message and the Event",
+    },
+];

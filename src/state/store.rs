@@ -23,6 +23,15 @@ use serde::{Deserialize, Serialize};
 use super::State;
 
 pub const STATE_CONFIGMAP: &str = "stagegate-state";
+
+/// What reading and writing the state needs (see [`crate::rbac`]).
+pub const PERMISSIONS: &[crate::rbac::Permission] = &[crate::rbac::Permission {
+    group: "",
+    resource: "configmaps",
+    verbs: &["get", "create", "update"],
+    cluster_wide: false,
+    why: "the state ConfigMap stagegate-state in the agent's namespace",
+}];
 const STATE_KEY: &str = "state.json.gz";
 const RERUNS_KEY: &str = "reruns";
 /// Room left under the 1 MiB object limit for metadata and rerun requests.
