@@ -438,15 +438,40 @@ async fn resource(
         }
         ("DELETE", Some(name)) => {
             let opts = delete_opts(query, body)?;
-            let obj = shared.lock()?.delete(&rt, &ns, name, &opts)?;
-            let pending = obj.pointer("/metadata/deletionTimestamp").is_some() && !opts.dry_run;
-            let still_there = pending && {
-                let store = shared.lock()?;
-                store
-                    .get(&rt.key(), if rt.namespaced { &ns } else { "" }, name)
-                    .is_some()
+            let (obj, still_there) = {
+                let mut store = shared.lock()?;
+                let obj = store.delete(&rt, &ns, name, &opts)?;
+                let key_ns = if rt.namespaced { ns.as_str() } else { "" };
+                let still = !opts.dry_run && store.get(&rt.key(), key_ns, name).is_some();
+                (obj, still)
             };
-            ok(if still_there { 202 } else { 200 }, &obj)
+            // As the real registry: an object whose deletion is pending
+            // (finalizers, Foreground, graceful pods) comes back as it is; one
+            // deleted at once is answered with a Success Status naming it,
+            // except for the kinds whose storage returns the deleted object.
+            let returns_object =
+                rt.is("", "pods") || rt.is("", "services") || rt.is("", "namespaces");
+            if still_there || returns_object {
+                return ok(200, &obj);
+            }
+            let mut details = json!({
+                "name": name,
+                "kind": rt.plural,
+                "uid": crate::util::uid_of(&obj),
+            });
+            if !rt.group.is_empty() {
+                details["group"] = json!(rt.group);
+            }
+            Ok(json_response(
+                200,
+                &json!({
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Success",
+                    "details": details,
+                }),
+            ))
         }
         ("DELETE", None) => {
             let opts = delete_opts(query, body)?;
