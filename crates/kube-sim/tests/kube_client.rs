@@ -1023,9 +1023,12 @@ async fn deletion_propagation_finalizers_and_namespaces() {
     .await;
 
     // Foreground: the Job stays, marked, until its pods are gone.
-    jobs.delete("fg", &DeleteParams::foreground())
+    // Pending deletion answers with the object, immediate deletion with a Status.
+    let answer = jobs
+        .delete("fg", &DeleteParams::foreground())
         .await
         .unwrap();
+    assert!(answer.is_left());
     let marked = jobs.get("fg").await.unwrap();
     assert!(marked.metadata.deletion_timestamp.is_some());
     assert!(
@@ -1040,9 +1043,11 @@ async fn deletion_propagation_finalizers_and_namespaces() {
     })
     .await;
 
-    jobs.delete("bg", &DeleteParams::background())
+    let answer = jobs
+        .delete("bg", &DeleteParams::background())
         .await
         .unwrap();
+    assert!(answer.is_right());
     assert!(jobs.get_opt("bg").await.unwrap().is_none());
     eventually("background job's pods gone", || async {
         job_pods(&pods, "bg").await.is_empty()
