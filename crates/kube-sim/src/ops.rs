@@ -64,6 +64,12 @@ fn strip_for_compare(v: &Value) -> Value {
     v
 }
 
+/// Kinds whose strategy keeps `metadata.generation` (workloads, CRDs and
+/// custom resources); ConfigMaps, Secrets and the like have none.
+fn tracks_generation(rt: &ResourceType) -> bool {
+    rt.from_crd || matches!(rt.group.as_str(), "apps" | "batch" | "apiextensions.k8s.io")
+}
+
 /// Everything but metadata and status: a change here bumps `generation`.
 fn spec_part(v: &Value) -> Value {
     let mut v = v.clone();
@@ -189,7 +195,11 @@ impl Store {
         meta.remove("resourceVersion");
         meta.insert("uid".into(), json!(crate::util::new_uid()));
         meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
-        meta.insert("generation".into(), json!(1));
+        if tracks_generation(rt) {
+            meta.insert("generation".into(), json!(1));
+        } else {
+            meta.remove("generation");
+        }
         meta.remove("deletionTimestamp");
         meta.remove("deletionGracePeriodSeconds");
         if !record_fields {
@@ -375,7 +385,7 @@ impl Store {
         validation::apply_defaults(rt, &mut new, Some(old), String::new);
         validation::validate(rt, &new)?;
         validation::validate_update(rt, old, &new)?;
-        if spec_part(old) != spec_part(&new) {
+        if tracks_generation(rt) && spec_part(old) != spec_part(&new) {
             let generation = old
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)
