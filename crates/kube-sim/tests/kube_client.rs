@@ -462,6 +462,29 @@ async fn deployment_server_side_apply_rolls_out_and_conflicts_are_real() {
         (st.status.unwrap().replicas, st.spec.unwrap().replicas),
         (Some(7), Some(4))
     );
+    // Server-side apply of status, as a controller would: its own manager
+    // entry for the status subresource, the spec untouched.
+    let st = deps
+        .patch_status(
+            "web",
+            &PatchParams::apply("status-writer").force(),
+            &Patch::Apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "status": {"replicas": 9}, "spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (st.status.unwrap().replicas, st.spec.unwrap().replicas),
+        (Some(9), Some(4))
+    );
+    let mf = st.metadata.managed_fields.unwrap();
+    let entry = mf
+        .iter()
+        .find(|m| m.manager.as_deref() == Some("status-writer"))
+        .unwrap();
+    assert_eq!(
+        (entry.operation.as_deref(), entry.subresource.as_deref()),
+        (Some("Apply"), Some("status"))
+    );
     sim.shutdown().await;
 }
 
