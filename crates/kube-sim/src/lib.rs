@@ -224,4 +224,31 @@ fn bootstrap(store: &mut store::Store) {
             &opts,
         );
     }
+    // The one node every simulated pod runs on.
+    let Some(nodes) = store.registry.get("", "nodes").cloned() else {
+        return;
+    };
+    let node = serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "kube-sim-node", "labels": {
+            "kubernetes.io/hostname": "kube-sim-node", "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+            "node-role.kubernetes.io/control-plane": ""
+        }},
+        "spec": {},
+    });
+    if let Ok(created) = store.create(&nodes, "", node, &opts) {
+        let now = util::now_rfc3339();
+        let mut with_status = (*created).clone();
+        with_status["status"] = serde_json::json!({
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status",
+                            "lastHeartbeatTime": now, "lastTransitionTime": now}],
+            "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}, {"type": "Hostname", "address": "kube-sim-node"}],
+            "capacity": {"cpu": "2", "memory": "24Gi", "pods": "110"},
+            "allocatable": {"cpu": "2", "memory": "24Gi", "pods": "110"},
+            "nodeInfo": {"kubeletVersion": "v1.32.0", "kubeProxyVersion": "v1.32.0", "containerRuntimeVersion": "kube-sim://1",
+                         "operatingSystem": "linux", "architecture": "amd64", "osImage": "kube-sim", "kernelVersion": "",
+                         "machineID": "", "systemUUID": "", "bootID": ""},
+        });
+        store.put(&nodes, with_status);
+    }
 }

@@ -25,6 +25,8 @@ pub struct ResourceType {
     pub has_log: bool,
     /// Serves `/scale` (autoscaling/v1 Scale on `spec.replicas`).
     pub has_scale: bool,
+    /// A review resource: POST only, answered, never stored.
+    pub create_only: bool,
     pub from_crd: bool,
 }
 
@@ -50,8 +52,14 @@ impl ResourceType {
             has_status: false,
             has_log: false,
             has_scale: false,
+            create_only: false,
             from_crd: false,
         }
+    }
+
+    fn create_only(mut self) -> Self {
+        self.create_only = true;
+        self
     }
 
     fn scale(mut self) -> Self {
@@ -95,6 +103,9 @@ impl ResourceType {
     }
 
     pub fn verbs(&self) -> Vec<&'static str> {
+        if self.create_only {
+            return vec!["create"];
+        }
         let mut v = vec!["create", "delete"];
         if !self.is("", "namespaces") {
             v.push("deletecollection");
@@ -128,6 +139,16 @@ impl Registry {
                 p
             },
             b("", "v1", "Event", "events", true, &["ev"]),
+            b("", "v1", "Node", "nodes", false, &["no"]).status(),
+            b(
+                "authorization.k8s.io",
+                "v1",
+                "SelfSubjectAccessReview",
+                "selfsubjectaccessreviews",
+                false,
+                &[],
+            )
+            .create_only(),
             b("apps", "v1", "Deployment", "deployments", true, &["deploy"])
                 .status()
                 .scale()
@@ -296,6 +317,7 @@ pub fn type_from_crd(crd: &Value) -> Option<ResourceType> {
         has_status,
         has_log: false,
         has_scale: false,
+        create_only: false,
         from_crd: true,
     })
 }

@@ -386,6 +386,22 @@ async fn resource(
             watch::serve(shared.clone(), rt, rp, query, repr).await
         }
         ("GET", None) => list(shared, &rt, &rp, query, crate::table::repr(accept(headers))),
+        ("POST", None) if rt.create_only => {
+            // No RBAC: every review says yes.
+            let mut review: Value = parse_body(body)?;
+            if !review.is_object() {
+                return Err(ApiError::bad_request(
+                    "the body of the request was not a JSON object",
+                ));
+            }
+            review["status"] = json!({"allowed": true, "reason": "kube-sim enforces no RBAC"});
+            Ok(json_response(201, &review))
+        }
+        (_, _) if rt.create_only => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )),
         ("POST", None) => {
             let body: Value = parse_body(body)?;
             let opts = write_opts(&rt, &rp, query, headers);

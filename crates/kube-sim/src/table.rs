@@ -155,6 +155,7 @@ fn columns(rt: &ResourceType) -> Vec<Value> {
             s("Object"),
             s("Message"),
         ],
+        ("", "nodes") => vec![name, s("Status"), s("Roles"), age, s("Version")],
         _ => vec![name, age],
     }
 }
@@ -350,6 +351,29 @@ fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
             json!("<none>"),
             created,
         ],
+        ("", "nodes") => {
+            let ready = has_condition(obj, "Ready");
+            let roles: Vec<&str> = obj
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.keys()
+                        .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            vec![
+                name,
+                json!(if ready { "Ready" } else { "NotReady" }),
+                json!(if roles.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    roles.join(",")
+                }),
+                created,
+                json!(str_at(obj, "/status/nodeInfo/kubeletVersion").unwrap_or("")),
+            ]
+        }
         ("", "events") => {
             let kind = str_at(obj, "/involvedObject/kind")
                 .unwrap_or("")

@@ -1647,3 +1647,31 @@ async fn metadata_only_get_list_and_watch() {
     assert!(seen);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ready_node_and_access_reviews_always_allow() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(c.clone());
+    let list = nodes.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    let ready = list.items[0]
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    assert!(ready);
+    let reviews: Api<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview> =
+        Api::all(c.clone());
+    let review = serde_json::from_value(json!({"spec": {"resourceAttributes": {"verb": "delete", "group": "batch", "resource": "jobs", "namespace": "default"}}})).unwrap();
+    let answer = reviews
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap();
+    assert!(answer.status.unwrap().allowed);
+    sim.shutdown().await;
+}
