@@ -233,15 +233,18 @@ async fn binary_writes_the_kubeconfig_once_serving() {
         .spawn()
         .unwrap();
     eventually("the kubeconfig is written", || async { kc.exists() }).await;
-    // Once the file exists the server answers: no retry needed.
-    let text = std::fs::read_to_string(&kc).unwrap();
-    let server = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .unwrap()
-        .to_string();
-    let config = kube::Config::new(server.parse().unwrap());
+    // Once the file exists the server answers: no retry needed. kube reads
+    // the kubeconfig as it would a real cluster's, token and all.
+    let kubeconfig = kube::config::Kubeconfig::read_from(&kc).unwrap();
+    let options = kube::config::KubeConfigOptions::default();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .unwrap();
+    assert_eq!(config.default_namespace, "default");
     let c = kube::Client::try_from(config).unwrap();
+    let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> =
+        kube::Api::default_namespaced(c.clone());
+    jobs.list(&ListParams::default()).await.unwrap();
     let v = c.apiserver_version().await.unwrap();
     assert_eq!(v.minor, "32");
     child.kill().await.unwrap();
