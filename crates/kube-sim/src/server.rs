@@ -366,11 +366,19 @@ async fn resource(
                     .ok_or_else(|| ApiError::not_found(&rt, name))?
             };
             if rp.subresource.as_deref() == Some("log") {
-                return Ok(bytes_response(
-                    200,
-                    "text/plain",
-                    crate::controllers::job::pod_log(&obj).into_bytes(),
-                ));
+                let mut log = crate::controllers::job::pod_log(&obj);
+                if let Some(n) = query.get("tailLines").and_then(|n| n.parse::<usize>().ok()) {
+                    let lines: Vec<&str> = log.lines().collect();
+                    let start = lines.len().saturating_sub(n);
+                    log = lines[start..].iter().map(|l| format!("{l}\n")).collect();
+                }
+                if let Some(n) = query
+                    .get("limitBytes")
+                    .and_then(|n| n.parse::<usize>().ok())
+                {
+                    log = String::from_utf8_lossy(&log.as_bytes()[..n.min(log.len())]).into_owned();
+                }
+                return Ok(bytes_response(200, "text/plain", log.into_bytes()));
             }
             match crate::table::repr(accept(headers)) {
                 Repr::Table => Ok(json_response(

@@ -83,7 +83,7 @@ async fn typed_job_runs_to_complete_with_real_looking_status_and_pods() {
             &PostParams::default(),
             &job(
                 "migrate",
-                json!({"sim.stagegate.dev/log": "done"}),
+                json!({"sim.stagegate.dev/log": "first\ndone"}),
                 json!({}),
             ),
         )
@@ -138,7 +138,16 @@ async fn typed_job_runs_to_complete_with_real_looking_status_and_pods() {
         .logs(pod.metadata.name.as_deref().unwrap(), &Default::default())
         .await
         .unwrap();
-    assert_eq!(log, "done\n");
+    assert_eq!(log, "first\ndone\n");
+    let tail = kube::api::LogParams {
+        tail_lines: Some(1),
+        ..Default::default()
+    };
+    let last = pods
+        .logs(pod.metadata.name.as_deref().unwrap(), &tail)
+        .await
+        .unwrap();
+    assert_eq!(last, "done\n");
     sim.shutdown().await;
 }
 
