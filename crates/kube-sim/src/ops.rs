@@ -202,9 +202,9 @@ impl Store {
         }
         meta.remove("deletionTimestamp");
         meta.remove("deletionGracePeriodSeconds");
-        if !record_fields {
-            // Server-side apply already set managedFields.
-        } else {
+        // Server-side apply brings the managedFields it computed; any other
+        // create starts without and records its own below.
+        if record_fields {
             meta.remove("managedFields");
         }
         if let Value::Object(m) = &mut obj {
