@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod diagnostics;
 pub mod events;
 pub mod health;
+pub mod hooks;
 pub mod labels;
 pub mod object;
 pub mod output;

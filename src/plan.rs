@@ -83,6 +83,7 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
     let mut rendered = render_all(&root, &stages, &mut problems);
     hash_with_repository_config(&mut rendered);
     check_duplicate_objects(&stages, &rendered, &mut problems);
+    check_hooks(&stages, &rendered, &mut problems);
     for (stage, objects) in stages.iter().zip(&rendered) {
         if objects.as_ref().is_some_and(Vec::is_empty) {
             problems.push(
@@ -273,6 +274,25 @@ fn hash_with_repository_config(rendered: &mut [Option<Vec<Manifest>>]) {
         .collect();
     for objects in rendered.iter_mut().flatten() {
         annotate_spec_hashes(objects, &sources);
+    }
+}
+
+/// Hook annotations stagegate cannot honour are warnings naming the object;
+/// values it cannot read are errors (see [`crate::hooks`]).
+fn check_hooks(stages: &[Stage], rendered: &[Option<Vec<Manifest>>], problems: &mut Problems) {
+    for (stage, objects) in stages.iter().zip(rendered) {
+        for object in objects.iter().flatten() {
+            let name = object.object_ref().to_string();
+            let at = |p: Problem| p.in_file(&object.source).in_stage(&stage.name);
+            match crate::hooks::parse(&object.value, &name) {
+                Ok(parsed) => {
+                    for warning in parsed.warnings {
+                        problems.push(at(Problem::warning(warning)));
+                    }
+                }
+                Err(error) => problems.push(at(Problem::error(error))),
+            }
+        }
     }
 }
 
