@@ -608,13 +608,9 @@ impl Store {
             }
         }
         if finalizers.is_empty() && !graceful_pod {
-            let gone = self
+            return self
                 .finish_delete(rt, ns, name)
-                .ok_or_else(|| ApiError::not_found(rt, name))?;
-            if policy != Propagation::Orphan {
-                self.delete_dependents(&uid, ns);
-            }
-            return Ok(gone);
+                .ok_or_else(|| ApiError::not_found(rt, name));
         }
         if obj.pointer("/metadata/deletionTimestamp").is_none() {
             next["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
@@ -624,9 +620,17 @@ impl Store {
                 0
             });
         }
-        next["metadata"]["finalizers"] = Value::Array(finalizers);
+        if let Some(meta) = next.get_mut("metadata").and_then(Value::as_object_mut) {
+            if finalizers.is_empty() {
+                meta.remove("finalizers");
+            } else {
+                meta.insert("finalizers".into(), Value::Array(finalizers));
+            }
+        }
         let stored = self.put(rt, next);
-        if policy != Propagation::Orphan {
+        // Foreground deletes the dependents first; Background collects them
+        // once the owner is really gone (see finish_delete).
+        if policy == Propagation::Foreground {
             self.delete_dependents(&uid, ns);
         }
         Ok(stored)
@@ -635,6 +639,9 @@ impl Store {
     /// Removes the object for good and cleans up what hangs on it.
     fn finish_delete(&mut self, rt: &ResourceType, ns: &str, name: &str) -> Option<Arc<Value>> {
         let gone = self.remove(rt, ns, name)?;
+        // The garbage collector's part: whatever the owner left behind
+        // (nothing after Orphan, which unlinked the dependents first).
+        self.delete_dependents(crate::util::uid_of(&gone), ns);
         if rt.is("apiextensions.k8s.io", "customresourcedefinitions")
             && let Some(t) = type_from_crd(&gone)
             && let Some(served) = self.registry.get(&t.group, &t.plural).cloned()

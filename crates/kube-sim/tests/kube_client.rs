@@ -1099,6 +1099,43 @@ async fn deletion_propagation_finalizers_and_namespaces() {
             .is_none_or(Vec::is_empty)
     );
 
+    // Background with a finalizer on the owner: the pods stay until the
+    // owner is really gone, then the garbage collector takes them.
+    let mut held_job = job("held-job", long.clone(), json!({}));
+    held_job.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    jobs.create(&PostParams::default(), &held_job)
+        .await
+        .unwrap();
+    eventually("held job's pod runs", || async {
+        job_pods(&pods, "held-job")
+            .await
+            .iter()
+            .any(|p| p.status.as_ref().unwrap().phase.as_deref() == Some("Running"))
+    })
+    .await;
+    let answer = jobs
+        .delete("held-job", &DeleteParams::background())
+        .await
+        .unwrap();
+    assert!(answer.is_left(), "pending on its finalizer");
+    let ps = job_pods(&pods, "held-job").await;
+    assert!(
+        ps.iter().all(|p| p.metadata.deletion_timestamp.is_none()),
+        "pods wait for the owner"
+    );
+    jobs.patch(
+        "held-job",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    eventually("held job and its pods gone", || async {
+        jobs.get_opt("held-job").await.unwrap().is_none()
+            && job_pods(&pods, "held-job").await.is_empty()
+    })
+    .await;
+
     // A finalizer holds deletion until it is removed.
     let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
     let cm: ConfigMap = serde_json::from_value(
