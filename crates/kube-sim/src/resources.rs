@@ -27,6 +27,8 @@ pub struct ResourceType {
     pub has_scale: bool,
     /// A review resource: POST only, answered, never stored.
     pub create_only: bool,
+    /// A CRD's `additionalPrinterColumns` (storage version): name, type, JSONPath.
+    pub printer_columns: Vec<(String, String, String)>,
     pub from_crd: bool,
 }
 
@@ -53,6 +55,7 @@ impl ResourceType {
             has_log: false,
             has_scale: false,
             create_only: false,
+            printer_columns: Vec::new(),
             from_crd: false,
         }
     }
@@ -304,6 +307,34 @@ pub fn type_from_crd(crd: &Value) -> Option<ResourceType> {
     // Storage version first: it is the preferred one in discovery.
     versions.sort_by_key(|(storage, _, _)| !*storage);
     let has_status = versions.iter().any(|(_, _, s)| *s);
+    let storage_name = versions
+        .first()
+        .map(|(_, n, _)| n.clone())
+        .unwrap_or_default();
+    let printer_columns = spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .and_then(|vs| {
+            vs.iter()
+                .find(|v| v.get("name").and_then(Value::as_str) == Some(storage_name.as_str()))
+        })
+        .and_then(|v| v.get("additionalPrinterColumns"))
+        .and_then(Value::as_array)
+        .map(|cols| {
+            cols.iter()
+                .filter_map(|c| {
+                    Some((
+                        c.get("name")?.as_str()?.to_string(),
+                        c.get("type")
+                            .and_then(Value::as_str)
+                            .unwrap_or("string")
+                            .to_string(),
+                        c.get("jsonPath")?.as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Some(ResourceType {
         group,
         versions: versions.into_iter().map(|(_, n, _)| n).collect(),
@@ -318,6 +349,7 @@ pub fn type_from_crd(crd: &Value) -> Option<ResourceType> {
         has_log: false,
         has_scale: false,
         create_only: false,
+        printer_columns,
         from_crd: true,
     })
 }

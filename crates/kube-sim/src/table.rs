@@ -103,7 +103,64 @@ fn col(name: &str, ty: &str, desc: &str) -> Value {
     c
 }
 
+/// A CRD column's JSONPath, in the subset CRDs use: `.a.b`, `.a[0].b` and
+/// `.a[?(@.type=="Ready")].status`.
+fn json_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = obj;
+    let mut rest = path.trim().trim_start_matches('$');
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            cur = cur.get(&r[..end])?;
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']')?;
+            let inner = &r[..end];
+            rest = &r[end + 1..];
+            if let Some(filter) = inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')')) {
+                let (key, want) = filter.split_once("==")?;
+                let want = want.trim().trim_matches(|c| c == '"' || c == '\'');
+                cur = cur
+                    .as_array()?
+                    .iter()
+                    .find(|item| item.get(key.trim()).and_then(Value::as_str) == Some(want))?;
+            } else {
+                cur = cur.get(inner.parse::<usize>().ok()?)?;
+            }
+        } else {
+            return None;
+        }
+    }
+    Some(cur)
+}
+
+fn custom_cell(obj: &Value, ty: &str, path: &str) -> Value {
+    match json_path(obj, path) {
+        None | Some(Value::Null) => json!("<none>"),
+        Some(Value::String(s)) if ty == "date" => parse_time(s)
+            .map(|t| {
+                json!(human_duration(
+                    SystemTime::now().duration_since(t).unwrap_or_default()
+                ))
+            })
+            .unwrap_or_else(|| json!(s)),
+        Some(v) => v.clone(),
+    }
+}
+
 fn columns(rt: &ResourceType) -> Vec<Value> {
+    if !rt.printer_columns.is_empty() {
+        let mut cols = vec![col(
+            "Name",
+            "string",
+            "Name must be unique within a namespace.",
+        )];
+        for (name, ty, _) in &rt.printer_columns {
+            let ty = if ty == "date" { "string" } else { ty.as_str() };
+            cols.push(col(name, ty, ""));
+        }
+        return cols;
+    }
     let name = col("Name", "string", "Name must be unique within a namespace.");
     let age = col(
         "Age",
@@ -177,6 +234,13 @@ fn count(obj: &Value, pointer: &str) -> i64 {
 
 fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
     let name = json!(str_at(obj, "/metadata/name").unwrap_or(""));
+    if !rt.printer_columns.is_empty() {
+        let mut row = vec![name];
+        for (_, ty, path) in &rt.printer_columns {
+            row.push(custom_cell(obj, ty, path));
+        }
+        return row;
+    }
     let created = json!(age(obj, "/metadata/creationTimestamp"));
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("batch", "jobs") => {
@@ -438,6 +502,20 @@ pub fn table(rt: &ResourceType, objs: &[&Value], rv: Option<u64>, cont: Option<&
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crd_column_paths() {
+        let obj = json!({"spec": {"size": 3, "items": [{"n": "a"}]}, "status": {"conditions": [
+            {"type": "Other", "status": "False"}, {"type": "Ready", "status": "True"}
+        ]}});
+        assert_eq!(json_path(&obj, ".spec.size"), Some(&json!(3)));
+        assert_eq!(json_path(&obj, ".spec.items[0].n"), Some(&json!("a")));
+        assert_eq!(
+            json_path(&obj, ".status.conditions[?(@.type==\"Ready\")].status"),
+            Some(&json!("True"))
+        );
+        assert_eq!(json_path(&obj, ".spec.missing"), None);
+    }
 
     #[test]
     fn ages_print_like_kubectl() {

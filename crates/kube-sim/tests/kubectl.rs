@@ -321,6 +321,9 @@ spec:
     served: true
     storage: true
     subresources: {status: {}}
+    additionalPrinterColumns:
+    - {name: Size, type: integer, jsonPath: .spec.size}
+    - {name: Age, type: date, jsonPath: .metadata.creationTimestamp}
     schema:
       openAPIV3Schema:
         type: object
@@ -349,6 +352,14 @@ spec:
             .await,
         "3"
     );
+    // The CRD's additionalPrinterColumns are the columns of `kubectl get`.
+    let table = k.ok(&["get", "widgets"]).await;
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "SIZE", "AGE"], "{table}");
+    assert_eq!(&rows[1][..2], ["w1", "3"], "{table}");
     k.ok(&["apply", "--server-side", "-f", widget.to_str().unwrap()])
         .await;
 
