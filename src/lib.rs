@@ -7,11 +7,13 @@
 
 pub mod apply;
 pub mod cluster;
+pub mod config;
 pub mod diagnostics;
 pub mod events;
 pub mod health;
 pub mod hooks;
 pub mod labels;
+pub mod metrics;
 pub mod object;
 pub mod output;
 pub mod paths;
@@ -20,6 +22,7 @@ pub mod rbac;
 pub mod render;
 pub mod source;
 pub mod run;
+pub mod server;
 pub mod stage;
 pub mod status;
 pub mod state;

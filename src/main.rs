@@ -34,6 +34,11 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the agent: poll the repository and apply its stages in dependency order.
+    ///
+    /// With --once: reconcile the current revision, wait for every stage's
+    /// outcome, print a summary and exit 0 only when every stage is Ready.
+    Run(Box<stagegate::config::RunArgs>),
     /// Check a repository's stages and manifests; exit 1 listing every problem.
     Validate(RepoArgs),
     /// Print the stages in dependency order.
@@ -149,6 +154,7 @@ fn init_logging(format: LogFormat) {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Run(args) => stagegate::run::main::run(*args).await,
         Command::Diff {
             repo,
             stage,

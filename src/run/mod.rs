@@ -1,4 +1,11 @@
 //! The agent: the loop that fetches revisions, plans them and runs the
 //! stage graph, with state, events and metrics.
 
+pub mod agent;
+pub mod context;
 pub mod leader;
+pub mod main;
+pub mod scheduler;
+
+pub use agent::{Agent, AgentError};
+pub use scheduler::RevisionOutcome;

@@ -24,9 +24,26 @@ const RUNS_KEPT: usize = 5;
 pub struct State {
     #[serde(default)]
     pub stages: BTreeMap<String, StageState>,
+    /// The Git source: last good revision and the current fetch error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceState>,
     /// Id of the last rerun request absorbed (see [`store`]).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rerun_seen: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceState {
+    /// The revision last fetched successfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Why the last fetch or plan failed; empty when it succeeded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    /// When the error was first seen (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -82,8 +99,9 @@ pub struct StageState {
 }
 
 /// One applied object: its identity, what was applied (hash of the rendered
-/// object) and the resourceVersion the server answered, so that an unchanged
-/// object is recognised with one LIST instead of one request per object.
+/// object) and the fingerprint of the fields stagegate owns on it (see
+/// `apply::drift`), so that an unchanged object is recognised with one LIST
+/// instead of one request per object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InventoryEntry {
@@ -148,6 +166,9 @@ pub struct JobHistory {
     /// Oldest first.
     #[serde(default)]
     pub runs: Vec<JobRun>,
+    /// The hook phase (`pre-apply`, `post-apply`) when the Job is a hook of its stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<String>,
 }
 
 impl JobHistory {

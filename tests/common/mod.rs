@@ -99,3 +99,4 @@ spec:
         - name: web
           image: nginx:1.27
 "#;
+pub mod git;

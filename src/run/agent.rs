@@ -1,0 +1,323 @@
+//! The loop: fetch the watched reference every interval (or at once on a
+//! push webhook), plan the revision, run its stage graph, and start over as
+//! soon as a newer revision arrives.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::context::AgentContext;
+use super::scheduler::{RevisionOutcome, run_revision};
+use crate::diagnostics::Problems;
+use crate::metrics::ReasonLabels;
+use crate::plan::{Plan, build_plan};
+use crate::source::{Fetched, GitSource, SourceConfig};
+use crate::state::SourceState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("fetching {url}: {message}")]
+    Fetch { url: String, message: String },
+    #[error("revision {revision} is invalid; nothing was applied:\n{problems}")]
+    InvalidRepository {
+        revision: String,
+        problems: Problems,
+    },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AgentError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            AgentError::Fetch { .. } => "fetch",
+            AgentError::InvalidRepository { .. } => "invalid_repository",
+            AgentError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// A revision being run.
+struct Running {
+    commit: String,
+    cancel: CancellationToken,
+    handle: JoinHandle<RevisionOutcome>,
+}
+
+pub struct Agent {
+    ctx: Arc<AgentContext>,
+    source: GitSource,
+    /// Notified by the push webhook.
+    pub wake: Arc<Notify>,
+    /// Set once the first fetch was attempted: `/readyz`.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Delay before retrying a failed fetch: 2 s doubling, at most the interval.
+fn backoff(failures: u32, interval: Duration) -> Duration {
+    let exp = Duration::from_secs(2).saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    exp.min(interval)
+}
+
+impl Agent {
+    pub fn new(ctx: Arc<AgentContext>, wake: Arc<Notify>, ready: Arc<AtomicBool>) -> Self {
+        let settings = &ctx.settings;
+        let mut config = SourceConfig::new(
+            settings.repo.clone(),
+            settings.reference.clone(),
+            settings.cache_dir.clone(),
+        );
+        config.auth = settings.auth.clone();
+        Self {
+            source: GitSource::new(config),
+            ctx,
+            wake,
+            ready,
+        }
+    }
+
+    pub fn context(&self) -> &Arc<AgentContext> {
+        &self.ctx
+    }
+
+    /// Reconcile until `shutdown`; with `once`, the first revision's outcome is returned.
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+    ) -> Result<Option<RevisionOutcome>, AgentError> {
+        let interval = self.ctx.settings.interval;
+        let once = self.ctx.settings.once;
+        let mut failures = 0u32;
+        let mut current: Option<Running> = None;
+        let mut next_fetch = Instant::now();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    if let Some(running) = current.take() {
+                        running.cancel.cancel();
+                        let _ = running.handle.await;
+                    }
+                    self.ctx.persist().await;
+                    return Ok(None);
+                }
+                () = sleep_until(next_fetch) => {}
+                () = self.wake.notified() => info!("push webhook: fetching now"),
+                joined = async { current.as_mut().map(|r| &mut r.handle).expect("guarded").await }, if current.is_some() => {
+                    current = None;
+                    let outcome = joined.map_err(|e| AgentError::Internal(format!("revision task: {e}")))?;
+                    self.finish(&outcome).await;
+                    if once {
+                        return Ok(Some(outcome));
+                    }
+                    continue;
+                }
+            }
+
+            let fetched = match self.fetch().await {
+                Ok(fetched) => {
+                    failures = 0;
+                    next_fetch = Instant::now() + interval;
+                    fetched
+                }
+                Err(e) => {
+                    failures += 1;
+                    let retry = backoff(failures, interval);
+                    next_fetch = Instant::now() + retry;
+                    self.source_failed(&e, retry).await;
+                    if once {
+                        return Err(e);
+                    }
+                    continue;
+                }
+            };
+
+            // A newer revision replaces the one in progress at once: its waits
+            // are cancelled; Jobs already running in the cluster go on, and the
+            // new revision's rules decide what becomes of them.
+            if let Some(running) = &current {
+                if running.commit == fetched.commit {
+                    continue;
+                }
+                info!(revision = %fetched.reference, "new revision while stages run: planning it now");
+                if let Some(running) = current.take() {
+                    running.cancel.cancel();
+                    let _ = running.handle.await;
+                }
+            }
+            if let Err(e) = self
+                .ctx
+                .store
+                .absorb_reruns(&mut *self.ctx.state.lock().await)
+                .await
+            {
+                warn!(error = %e, "cannot read rerun requests");
+            }
+            match self.plan(&fetched).await {
+                Ok(plan) => {
+                    let cancel = CancellationToken::new();
+                    let handle = tokio::spawn(run_revision(
+                        self.ctx.clone(),
+                        plan,
+                        fetched.reference.clone(),
+                        cancel.clone(),
+                    ));
+                    current = Some(Running {
+                        commit: fetched.commit.clone(),
+                        cancel,
+                        handle,
+                    });
+                }
+                Err(e) => {
+                    self.source_failed(&e, interval).await;
+                    if once {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<Fetched, AgentError> {
+        let result = self.source.fetch().await;
+        self.ready.store(true, Ordering::Relaxed);
+        let fetched = result.map_err(|e| {
+            self.ctx
+                .metrics
+                .git_fetch_failures
+                .get_or_create(&ReasonLabels {
+                    reason: e.metric_label().to_string(),
+                })
+                .inc();
+            AgentError::Fetch {
+                url: redacted(&self.ctx.settings.repo),
+                message: e.to_string(),
+            }
+        })?;
+        self.ctx
+            .metrics
+            .git_fetch_duration
+            .observe(fetched.duration.as_secs_f64());
+        if fetched.changed {
+            info!(revision = %fetched.reference, bytes = fetched.bytes_received, "fetched a new revision");
+        }
+        let mut state = self.ctx.state.lock().await;
+        let source = state.source.get_or_insert_with(SourceState::default);
+        if !source.error.is_empty() {
+            info!(revision = %fetched.reference, "the repository is reachable again");
+        }
+        source.revision = Some(fetched.reference.clone());
+        source.error.clear();
+        source.since = None;
+        Ok(fetched)
+    }
+
+    /// Check out and plan a revision; an invalid repository changes nothing.
+    async fn plan(&self, fetched: &Fetched) -> Result<Arc<Plan>, AgentError> {
+        let tree: PathBuf =
+            self.source
+                .checkout(&fetched.commit)
+                .await
+                .map_err(|e| AgentError::Fetch {
+                    url: redacted(&self.ctx.settings.repo),
+                    message: e.to_string(),
+                })?;
+        let path = self.ctx.settings.path.clone();
+        let planned = tokio::task::spawn_blocking(move || build_plan(&tree, path.as_deref()))
+            .await
+            .map_err(|e| AgentError::Internal(format!("planning: {e}")))?;
+        match planned {
+            Ok(plan) => {
+                for warning in plan.warnings.iter() {
+                    warn!(revision = %fetched.reference, "{warning}");
+                }
+                Ok(Arc::new(plan))
+            }
+            Err(problems) => Err(AgentError::InvalidRepository {
+                revision: fetched.reference.clone(),
+                problems,
+            }),
+        }
+    }
+
+    /// Make a source or plan failure visible: log, metric, Event, state.
+    async fn source_failed(&self, e: &AgentError, retry: Duration) {
+        error!(error = %e, retry_in = %humantime::format_duration(retry), "keeping the last good revision");
+        let reason = match e {
+            AgentError::InvalidRepository { .. } => "InvalidRepository",
+            _ => "GitFetchFailed",
+        };
+        self.ctx
+            .engine
+            .events()
+            .warning(&self.ctx.state_reference(), reason, "Fetch", &e.to_string())
+            .await;
+        {
+            let mut state = self.ctx.state.lock().await;
+            let source = state.source.get_or_insert_with(SourceState::default);
+            if source.error.is_empty() {
+                source.since = Some(jiff::Timestamp::now().to_string());
+            }
+            source.error = e.to_string();
+        }
+        self.ctx.persist().await;
+    }
+
+    /// After a revision ran to its end: the applied-revision metric, and the
+    /// objects of stages removed from the repository.
+    async fn finish(&self, outcome: &RevisionOutcome) {
+        if outcome.cancelled {
+            return;
+        }
+        let summary: Vec<String> = outcome
+            .stages
+            .iter()
+            .map(|(n, p, _)| format!("{n}={p}"))
+            .collect();
+        info!(revision = %outcome.revision, "revision done: {}", summary.join(" "));
+        if !outcome.all_ready() {
+            return;
+        }
+        self.ctx.metrics.set_applied_revision(&outcome.revision);
+        let removed: Vec<(String, crate::state::StageState)> = {
+            let state = self.ctx.state.lock().await;
+            let plan_names: Vec<&str> = outcome.stages.iter().map(|(n, _, _)| n.as_str()).collect();
+            state
+                .stages
+                .iter()
+                .filter(|(n, _)| !plan_names.contains(&n.as_str()))
+                .map(|(n, s)| (n.clone(), s.clone()))
+                .collect()
+        };
+        for (name, stage) in removed {
+            if stage.prune {
+                let (pruned, notes) = self
+                    .ctx
+                    .engine
+                    .prune_removed_stage(&name, &stage.inventory)
+                    .await;
+                info!(stage = %name, pruned, "stage removed from the repository; its objects were pruned");
+                for note in notes {
+                    warn!(stage = %name, "{note}");
+                }
+            } else {
+                info!(stage = %name, "stage removed from the repository; its objects stay (prune is off)");
+            }
+            self.ctx.state.lock().await.stages.remove(&name);
+        }
+        self.ctx.persist().await;
+    }
+}
+
+/// The repository URL without any password in it, for messages.
+fn redacted(url: &str) -> String {
+    crate::source::RemoteUrl::parse(url)
+        .map(|u| u.redacted())
+        .unwrap_or_else(|_| "(unparsable URL)".into())
+}

@@ -1,0 +1,198 @@
+//! `stagegate run`: wiring the agent together — cluster client, namespace,
+//! state, leader election, HTTP server, signals — around the loop.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use super::agent::Agent;
+use super::context::AgentContext;
+use super::leader::LeaderLease;
+use crate::apply::{Engine, EngineSettings};
+use crate::config::{RunArgs, Settings};
+use crate::metrics::Metrics;
+use crate::server::{ServerState, serve};
+use crate::state::{Phase, StateStore};
+
+/// The binary's edge: `anyhow` errors, an exit code.
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let settings = Settings::resolve(args)?;
+    let client = crate::cluster::client(settings.kubeconfig.as_deref()).await?;
+    ensure_namespace(&client, &settings.namespace, settings.create_namespace).await?;
+
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let wake = Arc::new(Notify::new());
+    let webhook_secret = match &settings.webhook_secret_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("webhook secret file {}", path.display()))?
+                .trim_ascii()
+                .to_vec(),
+        ),
+        None => None,
+    };
+    let server_state = Arc::new(ServerState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        wake: wake.clone(),
+        webhook_secret,
+    });
+    let (bound, server) = serve(settings.listen, server_state, shutdown.clone())
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    info!(listen = %bound, "serving /metrics, /healthz, /readyz and POST /hooks/git");
+
+    // Two replicas never reconcile at once: wait for the Lease, and stop if it is lost.
+    let lost = CancellationToken::new();
+    if settings.leader_elect {
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("stagegate-{}", std::process::id()));
+        let lease = LeaderLease::new(client.clone(), &settings.namespace, identity);
+        if !lease.acquire(&shutdown).await? {
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::spawn(lease.keep(shutdown.clone(), lost.clone()));
+    }
+    let stop = CancellationToken::new();
+    {
+        let (stop, shutdown, lost) = (stop.clone(), shutdown.clone(), lost.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = lost.cancelled() => error!("leader lease lost: stopping so that the new leader reconciles alone"),
+            }
+            stop.cancel();
+        });
+    }
+
+    let store = StateStore::new(client.clone(), &settings.namespace);
+    let state = store.load().await?;
+    let engine = Engine::new(
+        client,
+        EngineSettings {
+            stuck_pod_grace: settings.stuck_pod_grace,
+            default_timeout: settings.timeout,
+            ..EngineSettings::default()
+        },
+    );
+    for (name, stage) in &state.stages {
+        metrics.set_phase(name, stage.phase);
+    }
+    let once = settings.once;
+    let ctx = Arc::new(AgentContext::new(engine, settings, store, state, metrics));
+    let agent = Agent::new(ctx, wake, ready);
+    let result = agent.run(stop.clone()).await;
+    shutdown.cancel();
+    let _ = server.await;
+    if lost.is_cancelled() {
+        anyhow::bail!("leader lease lost");
+    }
+    match result {
+        Ok(Some(outcome)) => {
+            println!("revision {}", outcome.revision);
+            for (name, phase, message) in &outcome.stages {
+                let first = message.lines().next().unwrap_or_default();
+                println!("  {name:<24} {phase:<9} {first}");
+                for line in message.lines().skip(1) {
+                    println!("  {:<24} {:<9} {line}", "", "");
+                }
+            }
+            let ready = outcome
+                .stages
+                .iter()
+                .filter(|(_, p, _)| *p == Phase::Ready)
+                .count();
+            println!("{ready}/{} stages Ready", outcome.stages.len());
+            Ok(if outcome.all_ready() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Ok(None) => {
+            if once {
+                Ok(ExitCode::from(1))
+            } else {
+                info!("stopped");
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+        Err(e) => {
+            error!(error = %e, "agent stopped");
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// The agent's namespace holds its state and Lease: say clearly when it is
+/// missing, or create it when asked to.
+async fn ensure_namespace(client: &Client, name: &str, create: bool) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    if api
+        .get_opt(name)
+        .await
+        .with_context(|| format!("reading namespace {name}"))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    if !create {
+        anyhow::bail!(
+            "namespace {name} does not exist: install stagegate's manifests (kubectl apply -k manifests/), \
+             create it (kubectl create namespace {name}), or pass --create-namespace"
+        );
+    }
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    api.create(&PostParams::default(), &ns)
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+    info!(namespace = name, "created the agent's namespace");
+    Ok(())
+}
+
+/// SIGTERM (Kubernetes stopping the pod) and Ctrl-C end the agent cleanly:
+/// waits are cancelled, the state is written, nothing is left half-written.
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        shutdown.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        info!("shutting down");
+        shutdown.cancel();
+    });
+}
