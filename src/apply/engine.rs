@@ -12,12 +12,13 @@ use kube::{Api, Client};
 use tracing::{info, warn};
 
 use super::error::{ApplyError, is_immutable_field};
-use super::item::{Item, Rank};
-use super::jobs::{JobReport, JobTask};
+use super::item::{Item, Rank, Role};
+use super::jobs::{JobReport, JobTask, JobTaskResult};
 use super::prune::prune;
 use super::resolve::Resolver;
 use super::waits::wait_all;
 use crate::events::EventSink;
+use crate::hooks::{DeletePolicy, HookKind, HookPhase};
 use crate::labels::{FIELD_MANAGER, STAGE_LABEL};
 use crate::object::ObjectRef;
 use crate::plan::PlannedStage;
@@ -57,6 +58,8 @@ pub struct StageReport {
     pub recreated: usize,
     pub pruned: usize,
     pub jobs: Vec<JobReport>,
+    /// What each hook did (Jobs also appear in `jobs`), and hooks not run on this apply.
+    pub hooks: Vec<String>,
 }
 
 pub struct Engine {
@@ -68,7 +71,7 @@ pub struct Engine {
 
 /// What every step of one stage's apply needs to know.
 /// Objects found unchanged since the last apply, with their recorded entry.
-type Unchanged = HashMap<ObjectRef, InventoryEntry>;
+pub(super) type Unchanged = HashMap<ObjectRef, InventoryEntry>;
 
 pub(super) struct StageCtx<'a> {
     pub planned: &'a PlannedStage,
@@ -151,6 +154,31 @@ impl Engine {
         state: &mut StageState,
         report: &mut StageReport,
     ) -> Result<(), String> {
+        // What was applied before stays in the inventory until this apply
+        // replaces or prunes it: a stage that stops half-way (a failed
+        // pre-apply hook, a failed Job) still knows every object it owns, so
+        // prune and the initial-install check see them next time.
+        let mut carried = state.inventory.clone();
+        let mut inventory = Inventory::new();
+        let result = self
+            .apply_phases(ctx, state, report, &mut inventory, &mut carried)
+            .await;
+        state.inventory = merge_inventory(inventory, carried);
+        state.prune = ctx.planned.stage.prune;
+        if state.rerun.contains("*") {
+            state.rerun.remove("*");
+        }
+        result
+    }
+
+    async fn apply_phases(
+        &self,
+        ctx: &StageCtx<'_>,
+        state: &mut StageState,
+        report: &mut StageReport,
+        inventory: &mut Inventory,
+        carried: &mut Vec<InventoryEntry>,
+    ) -> Result<(), String> {
         let stage = &ctx.planned.stage;
         let default_ns = stage
             .target_namespace
@@ -162,6 +190,7 @@ impl Engine {
             .iter()
             .map(|m| Item::new(m.value.clone()))
             .collect();
+        read_hooks(&mut items)?;
 
         // Kinds this stage's own CRDs define cannot be resolved before the CRDs exist.
         let defined: HashSet<(String, String)> = items
@@ -174,16 +203,37 @@ impl Engine {
         })
         .await?;
 
-        let unchanged = self.unchanged(ctx, &items, state).await;
-        let mut inventory: BTreeMap<(String, String, Option<String>, String), InventoryEntry> =
-            BTreeMap::new();
+        // Before anything is written: whether this is the stage's initial install.
+        let initial = if items
+            .iter()
+            .filter_map(|i| i.hook.as_ref())
+            .any(|h| h.depends_on_install())
+        {
+            self.initial_install(&ctx.selector, &items, state).await?
+        } else {
+            false
+        };
+        assign_roles(&mut items, initial);
+        for item in items.iter().filter(|i| i.role == Role::Idle) {
+            report.hooks.push(format!(
+                "hook {}: not run on this apply ({})",
+                item.object_ref(),
+                idle_reason(item, initial)
+            ));
+        }
 
-        // Namespaces and CRDs.
+        let unchanged = self.unchanged(ctx, &items, state).await;
+        let rendered: HashSet<ObjectRef> = items.iter().map(Item::object_ref).collect();
+
+        // Namespaces and CRDs, before the pre-apply hooks too: hooks need a
+        // namespace to run in and the kinds the stage defines.
         let foundation: Vec<&Item> = items
             .iter()
-            .filter(|i| i.resolved.is_some() && i.rank() == Rank::Foundation)
+            .filter(|i| {
+                i.role == Role::Main && i.resolved.is_some() && i.rank() == Rank::Foundation
+            })
             .collect();
-        self.apply_group(ctx, &foundation, &unchanged, &mut inventory, report)
+        self.apply_group(ctx, &foundation, &unchanged, inventory, report)
             .await?;
         for crd in foundation.iter().filter(|i| i.is_crd()) {
             self.wait_crd_established(crd).await?;
@@ -193,85 +243,155 @@ impl Engine {
                 .await?;
         }
 
+        let pre: Vec<&Item> = items
+            .iter()
+            .filter(|i| i.role == Role::Hook(HookPhase::Pre))
+            .collect();
+        self.run_hook_phase(
+            ctx,
+            HookPhase::Pre,
+            &pre,
+            state,
+            &unchanged,
+            inventory,
+            report,
+        )
+        .await
+        .map_err(|e| format!("{e}; nothing else of the stage was applied"))?;
+
         for rank in [Rank::ClusterScoped, Rank::Namespaced] {
-            let group: Vec<&Item> = items.iter().filter(|i| i.rank() == rank).collect();
-            self.apply_group(ctx, &group, &unchanged, &mut inventory, report)
+            let group: Vec<&Item> = items
+                .iter()
+                .filter(|i| i.role == Role::Main && i.rank() == rank)
+                .collect();
+            self.apply_group(ctx, &group, &unchanged, inventory, report)
                 .await?;
         }
 
         // Jobs, each by its own rules; all Jobs of the stage at once.
         let waits = stage.wait.unwrap_or_else(|| items.iter().any(Item::is_job));
-        let jobs: Vec<&Item> = items.iter().filter(|i| i.is_job()).collect();
-        let job_results = stream::iter(jobs.iter().map(|item| {
-            let task = JobTask {
-                engine: self,
-                ctx,
-                item,
-                state: &*state,
-                wait: waits,
-            };
-            task.run()
-        }))
-        .buffer_unordered(self.settings.concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await;
-        let mut job_failures = Vec::new();
-        for result in job_results {
-            for (key, run) in result.runs {
-                state.jobs.entry(key).or_default().record(run);
-            }
-            if let Some(taken) = &result.rerun_taken {
-                state.rerun.remove(taken);
-            }
-            if let Some(entry) = result.inventory.clone() {
-                inventory.insert(inv_key(&entry), entry);
-            } else if let Some(old) = find_entry(state, &result.item_key) {
-                // A Job that is not in the cluster any more (TTL) stays in the
-                // inventory, so that prune does not try to delete it.
-                inventory.insert(inv_key(old), old.clone());
-            }
-            if result.recreated {
-                report.recreated += 1;
-            }
-            if let Some(failure) = &result.failure {
-                job_failures.push(failure.clone());
-            }
-            report.jobs.push(result.report);
-        }
-        if state.rerun.contains("*") {
-            state.rerun.remove("*");
-        }
-
-        // The inventory is updated before prune and wait: what was applied is
-        // in the cluster whatever happens next.
-        let old_inventory =
-            std::mem::replace(&mut state.inventory, inventory.into_values().collect());
-        state.prune = stage.prune;
-
+        let jobs: Vec<&Item> = items
+            .iter()
+            .filter(|i| i.role == Role::Main && i.is_job())
+            .collect();
+        // Futures collected first: a lazily mapped iterator inside the stream
+        // would make this future's Send-ness unprovable to the compiler.
+        let tasks: Vec<_> = jobs
+            .iter()
+            .map(|item| {
+                JobTask {
+                    engine: self,
+                    ctx,
+                    item,
+                    state: &*state,
+                    wait: waits,
+                    timeout: None,
+                    delete: DeletePolicy::default(),
+                    hook: None,
+                }
+                .run()
+            })
+            .collect();
+        let job_results = stream::iter(tasks)
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
+        let job_failures: Vec<String> = job_results
+            .into_iter()
+            .filter_map(|result| absorb_job(state, inventory, report, result))
+            .collect();
         if !job_failures.is_empty() {
             return Err(job_failures.join("; "));
         }
 
         if stage.prune {
-            let keep: HashSet<_> = state.inventory.iter().map(|e| e.object_ref()).collect();
-            let (pruned, notes) = prune(self, ctx, &old_inventory, &keep).await;
+            let (pruned, notes) = prune(self, ctx, carried, &rendered).await;
             report.pruned = pruned;
             if !notes.is_empty() {
                 report.message = notes.join("; ");
             }
         }
+        // Pruned, or deliberately left alone and no longer ours to track.
+        carried.retain(|e| rendered.contains(&e.object_ref()));
 
         if waits {
             let timeout = stage.timeout.unwrap_or(self.settings.default_timeout);
             let to_wait: Vec<&Item> = items
                 .iter()
                 .filter(|i| {
-                    !i.is_job() && !unchanged.contains_key(&i.object_ref()) && needs_wait(i)
+                    i.role == Role::Main
+                        && !i.is_job()
+                        && !unchanged.contains_key(&i.object_ref())
+                        && needs_wait(i)
                 })
                 .collect();
             wait_all(self, &to_wait, timeout).await?;
         }
+
+        let post: Vec<&Item> = items
+            .iter()
+            .filter(|i| i.role == Role::Hook(HookPhase::Post))
+            .collect();
+        self.run_hook_phase(
+            ctx,
+            HookPhase::Post,
+            &post,
+            state,
+            &unchanged,
+            inventory,
+            report,
+        )
+        .await
+        .map_err(|e| format!("{e}; the stage's other objects stay applied"))?;
         Ok(())
+    }
+
+    /// Whether none of the stage's (non-hook) objects existed in the cluster
+    /// before this apply. Cheap on every apply but the first: an inventory
+    /// entry of one of them answers no at once. Without one (first apply,
+    /// or a lost state), one LIST per kind and namespace by the stage label
+    /// decides. A stage holding nothing but hooks is always on its initial
+    /// install.
+    pub(super) async fn initial_install(
+        &self,
+        selector: &str,
+        items: &[Item],
+        state: &StageState,
+    ) -> Result<bool, String> {
+        let main: Vec<&Item> = items
+            .iter()
+            .filter(|i| i.hook.is_none() && i.role == Role::Main && i.resolved.is_some())
+            .collect();
+        let recorded: HashSet<ObjectRef> = state.inventory.iter().map(|e| e.object_ref()).collect();
+        if main.iter().any(|i| recorded.contains(&i.object_ref())) {
+            return Ok(false);
+        }
+        let mut seen = HashSet::new();
+        for item in main {
+            if !seen.insert((
+                item.api_version.clone(),
+                item.kind.clone(),
+                item.namespace.clone(),
+            )) {
+                continue;
+            }
+            let Some(api) = item.api(&self.client) else {
+                continue;
+            };
+            let list = api
+                .list_metadata(&ListParams::default().labels(selector).limit(1))
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot tell whether this is the stage's initial install: listing {}: {e}",
+                        item.kind
+                    )
+                })?;
+            if !list.items.is_empty() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Resolve the items `pick` selects; every unknown kind is reported at once.
@@ -344,20 +464,20 @@ impl Engine {
             else {
                 continue;
             };
-            let live: HashMap<&str, &str> = list
+            let live: HashMap<&str, String> = list
                 .items
                 .iter()
                 .filter_map(|o| {
                     Some((
                         o.metadata.name.as_deref()?,
-                        o.metadata.resource_version.as_deref()?,
+                        super::drift::fingerprint(&o.metadata),
                     ))
                 })
                 .collect();
             for item in group {
                 let oref = item.object_ref();
                 if let Some(entry) = recorded.get(&oref)
-                    && live.get(item.name.as_str()) == Some(&entry.resource_version.as_str())
+                    && live.get(item.name.as_str()) == Some(&entry.resource_version)
                 {
                     unchanged.insert(oref, (*entry).clone());
                 }
@@ -371,19 +491,17 @@ impl Engine {
         ctx: &StageCtx<'_>,
         group: &[&Item],
         unchanged: &Unchanged,
-        inventory: &mut BTreeMap<(String, String, Option<String>, String), InventoryEntry>,
+        inventory: &mut Inventory,
         report: &mut StageReport,
     ) -> Result<(), String> {
-        let results = stream::iter(group.iter().map(|item| async move {
-            let oref = item.object_ref();
-            if unchanged.contains_key(&oref) {
-                return (item, Ok(None));
-            }
-            (item, self.apply_object(ctx, item).await.map(Some))
-        }))
-        .buffer_unordered(self.settings.concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await;
+        let tasks: Vec<_> = group
+            .iter()
+            .map(|item| self.apply_unless_unchanged(ctx, item, unchanged))
+            .collect();
+        let results = stream::iter(tasks)
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
         let mut errors = Vec::new();
         for (item, result) in results {
             match result {
@@ -409,6 +527,18 @@ impl Engine {
         } else {
             Err(errors.join("; "))
         }
+    }
+
+    async fn apply_unless_unchanged<'i>(
+        &self,
+        ctx: &StageCtx<'_>,
+        item: &'i Item,
+        unchanged: &Unchanged,
+    ) -> (&'i Item, Result<Option<Applied>, ApplyError>) {
+        if unchanged.contains_key(&item.object_ref()) {
+            return (item, Ok(None));
+        }
+        (item, self.apply_object(ctx, item).await.map(Some))
     }
 
     async fn wait_crd_established(&self, crd: &Item) -> Result<(), String> {
@@ -447,7 +577,7 @@ impl Engine {
             .await
         {
             Ok(obj) => Ok(Applied {
-                resource_version: obj.metadata.resource_version.unwrap_or_default(),
+                resource_version: super::drift::fingerprint(&obj.metadata),
                 recreated: false,
             }),
             Err(e) if is_immutable_field(&e) => {
@@ -479,7 +609,7 @@ impl Engine {
                     )
                     .await;
                 Ok(Applied {
-                    resource_version: created.metadata.resource_version.unwrap_or_default(),
+                    resource_version: super::drift::fingerprint(&created.metadata),
                     recreated: true,
                 })
             }
@@ -509,11 +639,88 @@ pub(super) fn inv_key(e: &InventoryEntry) -> (String, String, Option<String>, St
     )
 }
 
-fn find_entry<'a>(
-    state: &'a StageState,
-    key: &(String, String, Option<String>, String),
-) -> Option<&'a InventoryEntry> {
-    state.inventory.iter().find(|e| &inv_key(e) == key)
+/// Applied objects of this apply, by identity.
+pub(super) type Inventory = BTreeMap<(String, String, Option<String>, String), InventoryEntry>;
+
+/// This apply's entries, and the earlier ones it did not replace.
+fn merge_inventory(mut inventory: Inventory, carried: Vec<InventoryEntry>) -> Vec<InventoryEntry> {
+    for entry in carried {
+        inventory.entry(inv_key(&entry)).or_insert(entry);
+    }
+    inventory.into_values().collect()
+}
+
+/// Record a Job task's runs and inventory entry; its failure, if any.
+pub(super) fn absorb_job(
+    state: &mut StageState,
+    inventory: &mut Inventory,
+    report: &mut StageReport,
+    result: JobTaskResult,
+) -> Option<String> {
+    let had_history = state.jobs.contains_key(&result.report.job);
+    for (key, run) in result.runs {
+        state.jobs.entry(key).or_default().record(run);
+    }
+    if had_history || state.jobs.contains_key(&result.report.job) {
+        // `status` says which Jobs are hooks.
+        state
+            .jobs
+            .entry(result.report.job.clone())
+            .or_default()
+            .hook = result.report.hook.map(|p| p.label().to_string());
+    }
+    if let Some(taken) = &result.rerun_taken {
+        state.rerun.remove(taken);
+    }
+    // A Job not in the cluster any more (TTL, a hook's delete policy) keeps
+    // its earlier entry, carried over by `merge_inventory`.
+    if let Some(entry) = result.inventory {
+        inventory.insert(inv_key(&entry), entry);
+    }
+    if result.recreated {
+        report.recreated += 1;
+    }
+    report.jobs.push(result.report);
+    result.failure
+}
+
+/// Read every item's hook annotations; an unreadable one fails the stage.
+fn read_hooks(items: &mut [Item]) -> Result<(), String> {
+    let mut errors = Vec::new();
+    for item in items.iter_mut() {
+        match crate::hooks::parse(&item.value, &item.object_ref().to_string()) {
+            Ok(parsed) => match parsed.kind {
+                HookKind::NotAHook => {}
+                HookKind::Hook(hook) => item.hook = Some(hook),
+                HookKind::Unsupported => item.role = Role::Idle,
+            },
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+fn assign_roles(items: &mut [Item], initial: bool) {
+    for item in items.iter_mut() {
+        if let Some(hook) = &item.hook {
+            item.role = match hook.phase(initial) {
+                Some(phase) => Role::Hook(phase),
+                None => Role::Idle,
+            };
+        }
+    }
+}
+
+fn idle_reason(item: &Item, initial: bool) -> &'static str {
+    match (&item.hook, initial) {
+        (None, _) => "its hook kinds are not supported",
+        (Some(_), true) => "runs on upgrades only",
+        (Some(_), false) => "runs on the initial install only",
+    }
 }
 
 /// `(group, kind)` a CRD defines.
@@ -525,7 +732,7 @@ pub(super) fn crd_group_kind(item: &Item) -> Option<(String, String)> {
 }
 
 /// Kinds whose readiness means more than "applied".
-fn needs_wait(item: &Item) -> bool {
+pub(super) fn needs_wait(item: &Item) -> bool {
     !matches!(
         item.kind.as_str(),
         "ConfigMap"

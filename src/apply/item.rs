@@ -9,8 +9,21 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::resolve::Resolved;
+use crate::hooks::{Hook, HookPhase};
 use crate::object::ObjectRef;
 use crate::state::InventoryEntry;
+
+/// What an object is on this apply of its stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// An ordinary object, applied in kind order.
+    Main,
+    /// A hook that runs in this phase.
+    Hook(HookPhase),
+    /// A hook that does not run on this apply (`pre-install` on an upgrade),
+    /// or one annotated only with hook kinds stagegate cannot honour.
+    Idle,
+}
 
 /// Application order inside a stage: Namespaces and CRDs first (what other
 /// objects need to exist), then cluster-scoped objects, then namespaced
@@ -33,6 +46,9 @@ pub struct Item {
     pub resolved: Option<Resolved>,
     /// Hash of the rendered object as it will be applied.
     pub hash: String,
+    /// Its hook annotations, read by the engine (see [`crate::hooks`]).
+    pub hook: Option<Hook>,
+    pub role: Role,
 }
 
 impl Item {
@@ -63,6 +79,8 @@ impl Item {
             namespace,
             resolved: None,
             hash: String::new(),
+            hook: None,
+            role: Role::Main,
         }
     }
 

@@ -10,7 +10,7 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch};
 use tracing::{info, warn};
 
-use super::engine::{Engine, StageCtx, apply_params, inv_key};
+use super::engine::{Engine, StageCtx, apply_params};
 use super::item::Item;
 use super::job_policy::{
     JobAction, JobInputs, LiveJob, LiveStatus, REPLACE_RUNNING_ANNOTATION, RUN_POLICY_ANNOTATION,
@@ -20,6 +20,7 @@ use super::recreate::delete_and_wait_for;
 use crate::health::job::{JobOutcome, JobWatch, wait_job};
 use crate::health::wait::Progress;
 use crate::health::{Health, evaluate};
+use crate::hooks::{DeletePolicy, HookPhase};
 use crate::labels::SPEC_HASH_ANNOTATION;
 use crate::state::{InventoryEntry, JobResult, JobRun, StageState};
 
@@ -30,6 +31,8 @@ pub struct JobReport {
     pub job: String,
     pub action: String,
     pub outcome: String,
+    /// The hook phase the Job ran in, when it is a hook.
+    pub hook: Option<HookPhase>,
 }
 
 pub(super) struct JobTask<'a> {
@@ -38,16 +41,23 @@ pub(super) struct JobTask<'a> {
     pub item: &'a Item,
     pub state: &'a StageState,
     pub wait: bool,
+    /// The Job's own timeout (a hook's), instead of the stage's.
+    pub timeout: Option<Duration>,
+    /// A hook's delete policy; the default deletes nothing.
+    pub delete: DeletePolicy,
+    pub hook: Option<HookPhase>,
 }
 
 pub(super) struct JobTaskResult {
-    pub item_key: (String, String, Option<String>, String),
     pub runs: Vec<(String, JobRun)>,
     pub rerun_taken: Option<String>,
     pub inventory: Option<InventoryEntry>,
     pub recreated: bool,
     pub failure: Option<String>,
     pub report: JobReport,
+    /// How the live Job ended, when this run saw it end (or found it ended
+    /// and recorded): what a hook's delete policy goes by.
+    pub settled: Option<bool>,
 }
 
 fn now() -> String {
@@ -86,7 +96,6 @@ impl JobTask<'_> {
             .unwrap_or_else(|| "default".into());
         let key = format!("{namespace}/{}", self.item.name);
         let mut result = JobTaskResult {
-            item_key: inv_key(&self.item.inventory_entry(String::new())),
             runs: Vec::new(),
             rerun_taken: None,
             inventory: None,
@@ -96,7 +105,9 @@ impl JobTask<'_> {
                 job: key.clone(),
                 action: String::new(),
                 outcome: String::new(),
+                hook: self.hook,
             },
+            settled: None,
         };
         if let Err(message) = self.run_inner(&namespace, &key, &mut result).await {
             result.report.outcome = format!("failed: {message}");
@@ -104,7 +115,43 @@ impl JobTask<'_> {
         } else if result.report.outcome.is_empty() {
             result.report.outcome = "ok".into();
         }
+        let doomed = match result.settled {
+            Some(true) => self.delete.hook_succeeded.then_some("hook-succeeded"),
+            Some(false) => self.delete.hook_failed.then_some("hook-failed"),
+            None => None,
+        };
+        if let Some(policy) = doomed {
+            result
+                .report
+                .outcome
+                .push_str(&self.delete_by_policy(&namespace, policy).await);
+        }
         result
+    }
+
+    /// A hook's delete policy: the Job goes with its pods. Its outcome stays
+    /// in the state (spec hash, reason, log tail), so it is not run again for
+    /// the same spec: the engine finds it absent and already recorded.
+    async fn delete_by_policy(&self, namespace: &str, policy: &str) -> String {
+        let jobs: Api<Job> = Api::namespaced(self.engine.client.clone(), namespace);
+        // Foreground, as for a replacement: once the Job is gone, so are its pods.
+        match delete_and_wait_for(
+            &jobs,
+            &self.item.name,
+            &DeleteParams::foreground(),
+            self.engine.settings.default_timeout,
+        )
+        .await
+        {
+            Ok(()) => {
+                info!(stage = self.ctx.name(), object = %self.item.object_ref(), policy, "hook Job deleted by its delete policy");
+                format!("; deleted ({policy})")
+            }
+            Err(e) => {
+                warn!(stage = self.ctx.name(), object = %self.item.object_ref(), policy, error = %e, "deleting the hook Job failed");
+                format!("; not deleted ({policy}): {e}")
+            }
+        }
     }
 
     async fn run_inner(
@@ -131,6 +178,12 @@ impl JobTask<'_> {
             .await
             .map_err(|e| format!("reading the live Job: {e}"))?;
         let live_state = live.as_ref().map(live_job);
+        let live_failure = live.as_ref().and_then(|j| {
+            match evaluate("Job", &serde_json::to_value(j).unwrap_or_default()) {
+                Health::Failed(reason) => Some(reason),
+                _ => None,
+            }
+        });
         let history = self.state.jobs.get(key);
         // An operator may name the Job as `namespace/name` or just `name`.
         let asked = [key, self.item.name.as_str()]
@@ -183,14 +236,38 @@ impl JobTask<'_> {
                 match (recorded.map(|r| r.result), &live.status) {
                     (Some(JobResult::Succeeded), LiveStatus::Succeeded) => {
                         result.report.outcome = "succeeded (unchanged)".into();
+                        result.settled = Some(true);
                         return Ok(());
                     }
                     (Some(JobResult::Failed), LiveStatus::Failed) => {
                         let run = recorded.ok_or("no record")?;
+                        result.settled = Some(false);
                         return Err(with_tail(
                             run.reason.as_deref().unwrap_or("failed"),
                             run.log_tail.as_deref(),
                         ));
+                    }
+                    // A Job not waited for (a hook with hook-wait false) that
+                    // has ended since: record how, so that the record, not
+                    // the live Job, keeps it from running again once its TTL
+                    // removes it.
+                    (_, LiveStatus::Succeeded | LiveStatus::Failed) if !self.wait => {
+                        let outcome = match live_failure {
+                            Some(reason) => JobOutcome::Failed {
+                                reason,
+                                log_tail: None,
+                            },
+                            None => JobOutcome::Succeeded,
+                        };
+                        let uid = live.uid.clone();
+                        self.record_outcome(result, key, &hash, &uid, &outcome);
+                        result.report.outcome = match outcome {
+                            JobOutcome::Succeeded => "succeeded (not waited for)".into(),
+                            JobOutcome::Failed { reason, .. } => {
+                                format!("failed (not waited for): {reason}")
+                            }
+                        };
+                        return Ok(());
                     }
                     _ => live.uid.clone(),
                 }
@@ -247,6 +324,7 @@ impl JobTask<'_> {
         }
         let outcome = self.watch(&jobs, &pods, &uid).await?;
         self.record_outcome(result, key, &hash, &uid, &outcome);
+        result.settled = Some(outcome == JobOutcome::Succeeded);
         match outcome {
             JobOutcome::Succeeded => {
                 result.report.outcome = "succeeded".into();
@@ -341,10 +419,8 @@ impl JobTask<'_> {
         let progress = Progress::default();
         let reference = self.item.reference(Some(uid.to_string()));
         let timeout = self
-            .ctx
-            .planned
-            .stage
             .timeout
+            .or(self.ctx.planned.stage.timeout)
             .unwrap_or(self.engine.settings.default_timeout);
         let watch = wait_job(JobWatch {
             jobs: jobs.clone(),

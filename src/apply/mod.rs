@@ -4,8 +4,10 @@
 //! engine knows nothing of Git or of the loop that calls it.
 
 mod diff;
+mod drift;
 mod engine;
 pub mod error;
+mod hook_runner;
 mod item;
 pub mod job_policy;
 mod jobs;

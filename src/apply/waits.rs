@@ -10,6 +10,17 @@ use super::item::Item;
 use crate::health::Health;
 use crate::health::wait::{Progress, wait_ready};
 
+async fn wait_one<'i>(
+    api: kube::Api<kube::api::DynamicObject>,
+    item: &'i Item,
+    progress: &Progress,
+) -> (&'i Item, Health) {
+    (
+        item,
+        wait_ready(api, &item.name, &item.kind, progress).await,
+    )
+}
+
 pub(super) async fn wait_all(
     engine: &Engine,
     items: &[&Item],
@@ -19,15 +30,12 @@ pub(super) async fn wait_all(
         return Ok(());
     }
     let progress: Vec<Progress> = items.iter().map(|_| Progress::default()).collect();
-    let waits = items.iter().zip(&progress).filter_map(|(item, progress)| {
-        let api = item.api(&engine.client)?;
-        Some(async move {
-            (
-                item,
-                wait_ready(api, &item.name, &item.kind, progress).await,
-            )
-        })
-    });
+    let mut waits = Vec::new();
+    for (item, progress) in items.iter().zip(&progress) {
+        if let Some(api) = item.api(&engine.client) {
+            waits.push(wait_one(api, item, progress));
+        }
+    }
     match tokio::time::timeout(timeout, join_all(waits)).await {
         Ok(results) => {
             let failed: Vec<String> = results

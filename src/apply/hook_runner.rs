@@ -1,0 +1,230 @@
+//! Running one phase of a stage's hooks: by ascending weight, hooks of equal
+//! weight at the same time, each group finished before the next starts. A
+//! hook Job is an ordinary [`JobTask`] (spec hash, run policy, rerun
+//! requests, log tail) with the hook's wait, timeout and delete policy; any
+//! other hook is applied and waited for like the stage's other objects.
+
+use std::time::Duration;
+
+use futures::{StreamExt, stream};
+use kube::api::DeleteParams;
+use tracing::{info, warn};
+
+use super::engine::{
+    Engine, Inventory, StageCtx, StageReport, Unchanged, absorb_job, inv_key, needs_wait,
+};
+use super::item::Item;
+use super::jobs::{JobTask, JobTaskResult};
+use super::waits::wait_all;
+use crate::hooks::{Hook, HookPhase};
+use crate::state::{InventoryEntry, StageState};
+
+/// What one non-Job hook did.
+struct ObjectHookResult {
+    entry: Option<InventoryEntry>,
+    applied: bool,
+    recreated: bool,
+    line: String,
+    failure: Option<String>,
+}
+
+enum HookResult {
+    Job(Box<JobTaskResult>),
+    Object(ObjectHookResult),
+}
+
+fn hook_of(item: &Item) -> &Hook {
+    item.hook
+        .as_ref()
+        .expect("only items with a hook are given a hook role")
+}
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn run_hook_phase(
+        &self,
+        ctx: &StageCtx<'_>,
+        phase: HookPhase,
+        items: &[&Item],
+        state: &mut StageState,
+        unchanged: &Unchanged,
+        inventory: &mut Inventory,
+        report: &mut StageReport,
+    ) -> Result<(), String> {
+        let mut sorted = items.to_vec();
+        sorted.sort_by(|a, b| {
+            (hook_of(a).weight, &a.kind, &a.name).cmp(&(hook_of(b).weight, &b.kind, &b.name))
+        });
+        for group in sorted.chunk_by(|a, b| hook_of(a).weight == hook_of(b).weight) {
+            info!(
+                stage = ctx.name(),
+                phase = phase.label(),
+                weight = hook_of(group[0]).weight,
+                hooks = group.len(),
+                "running hooks"
+            );
+            let tasks: Vec<_> = group
+                .iter()
+                .map(|item| self.run_hook(ctx, phase, item, &*state, unchanged))
+                .collect();
+            let results = stream::iter(tasks)
+                .buffer_unordered(self.settings.concurrency.max(1))
+                .collect::<Vec<_>>()
+                .await;
+            let mut failures = Vec::new();
+            for result in results {
+                match result {
+                    HookResult::Job(job) => {
+                        let job = *job;
+                        report.hooks.push(format!(
+                            "{} Job {}: {}: {}",
+                            phase.label(),
+                            job.report.job,
+                            job.report.action,
+                            job.report.outcome
+                        ));
+                        if let Some(failure) = absorb_job(state, inventory, report, job) {
+                            failures.push(format!("{} hook {failure}", phase.label()));
+                        }
+                    }
+                    HookResult::Object(object) => {
+                        report
+                            .hooks
+                            .push(format!("{} {}", phase.label(), object.line));
+                        if object.applied {
+                            report.applied += 1;
+                        } else if object.entry.is_some() {
+                            report.unchanged += 1;
+                        }
+                        if object.recreated {
+                            report.recreated += 1;
+                        }
+                        if let Some(entry) = object.entry {
+                            inventory.insert(inv_key(&entry), entry);
+                        }
+                        if let Some(failure) = object.failure {
+                            failures.push(format!("{} hook {failure}", phase.label()));
+                        }
+                    }
+                }
+            }
+            if !failures.is_empty() {
+                return Err(failures.join("; "));
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_hook(
+        &self,
+        ctx: &StageCtx<'_>,
+        phase: HookPhase,
+        item: &Item,
+        state: &StageState,
+        unchanged: &Unchanged,
+    ) -> HookResult {
+        let hook = hook_of(item);
+        if item.is_job() {
+            let task = JobTask {
+                engine: self,
+                ctx,
+                item,
+                state,
+                wait: hook.wait,
+                timeout: hook.timeout,
+                delete: hook.delete,
+                hook: Some(phase),
+            };
+            return HookResult::Job(Box::new(task.run().await));
+        }
+        HookResult::Object(self.run_object_hook(ctx, item, hook, unchanged).await)
+    }
+
+    /// A hook that is not a Job: applied (unless unchanged), waited for
+    /// like any object (a Pod until it succeeded), deleted by its policy.
+    /// Without a run record, a non-Job hook its policy deleted is applied
+    /// again on the next apply: put run-once work in a Job.
+    async fn run_object_hook(
+        &self,
+        ctx: &StageCtx<'_>,
+        item: &Item,
+        hook: &Hook,
+        unchanged: &Unchanged,
+    ) -> ObjectHookResult {
+        let oref = item.object_ref();
+        let mut result = ObjectHookResult {
+            entry: None,
+            applied: false,
+            recreated: false,
+            line: String::new(),
+            failure: None,
+        };
+        if let Some(recorded) = unchanged.get(&oref) {
+            result.entry = Some(recorded.clone());
+            result.line = format!("{oref}: unchanged");
+            return result;
+        }
+        match self.apply_object(ctx, item).await {
+            Ok(applied) => {
+                result.applied = true;
+                result.recreated = applied.recreated;
+                result.entry = Some(item.inventory_entry(applied.resource_version));
+            }
+            Err(e) => {
+                result.line = format!("{oref}: {e}");
+                result.failure = Some(e.to_string());
+                return result;
+            }
+        }
+        let outcome = if hook.wait && needs_wait(item) {
+            let timeout = hook
+                .timeout
+                .or(ctx.planned.stage.timeout)
+                .unwrap_or(self.settings.default_timeout);
+            wait_all(self, &[item], timeout).await
+        } else {
+            Ok(())
+        };
+        let policy = match &outcome {
+            Ok(()) => hook.delete.hook_succeeded.then_some("hook-succeeded"),
+            Err(_) => hook.delete.hook_failed.then_some("hook-failed"),
+        };
+        result.line = match &outcome {
+            Ok(()) if hook.wait => format!("{oref}: applied and ready"),
+            Ok(()) => format!("{oref}: applied; not waited for"),
+            Err(e) => format!("{oref}: failed: {e}"),
+        };
+        if let Some(policy) = policy {
+            result
+                .line
+                .push_str(&self.delete_object_hook(ctx, item, policy).await);
+        }
+        if let Err(e) = outcome {
+            result.failure = Some(e);
+        }
+        result
+    }
+
+    async fn delete_object_hook(&self, ctx: &StageCtx<'_>, item: &Item, policy: &str) -> String {
+        let Some(api) = item.api(&self.client) else {
+            return String::new();
+        };
+        match super::recreate::delete_and_wait_for(
+            &api,
+            &item.name,
+            &DeleteParams::background(),
+            self.settings.default_timeout.min(Duration::from_secs(120)),
+        )
+        .await
+        {
+            Ok(()) => {
+                info!(stage = ctx.name(), object = %item.object_ref(), policy, "hook deleted by its delete policy");
+                format!("; deleted ({policy})")
+            }
+            Err(e) => {
+                warn!(stage = ctx.name(), object = %item.object_ref(), policy, error = %e, "deleting the hook failed");
+                format!("; not deleted ({policy}): {e}")
+            }
+        }
+    }
+}
