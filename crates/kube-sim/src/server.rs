@@ -759,6 +759,16 @@ fn list(
                 format!("too old resource version: {rv} ({})", store.current_rv()),
             ));
         }
+        if let Some((token_rv, _, _)) = &after
+            && *token_rv < store.floor()
+        {
+            // The history this token's list started at has been compacted.
+            return Err(ApiError::new(
+                410,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            ));
+        }
         let scope = rp.namespace.as_deref();
         (store.list(&rt.key(), scope), store.current_rv())
     };

@@ -1305,6 +1305,16 @@ async fn list_selectors_and_pagination() {
     }
     assert_eq!(pages, 3);
     assert_eq!(all.len(), 7);
+    // A continue token from before a compaction has expired.
+    let first = cms.list(&ListParams::default().limit(3)).await.unwrap();
+    sim.faults().expire_watches();
+    let token = first.metadata.continue_.unwrap();
+    let err = api_error(
+        cms.list(&ListParams::default().limit(3).continue_token(&token))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (410, "Expired"));
 
     // Events by involved object.
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::default_namespaced(c.clone());
