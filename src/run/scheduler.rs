@@ -206,7 +206,7 @@ pub async fn run_revision(
         // the next, so that such a cycle writes nothing; the details are logged.
         message[i] = if report.ready {
             info!(stage = %name, revision, "{}", report.message);
-            format!("{} objects applied", report.applied + report.unchanged)
+            format!("{} objects applied", plan.stages[i].objects.len())
         } else {
             report.message.clone()
         };

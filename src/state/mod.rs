@@ -63,7 +63,8 @@ pub enum Phase {
 
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+        // `pad` so that tables can align phases with `{:<9}`.
+        f.pad(&format!("{self:?}"))
     }
 }
 
