@@ -13,7 +13,9 @@ use kube::Api;
 use kube_sim::{KubeSim, SimConfig};
 use serde::Deserialize;
 use serde_json::Value;
+use stagegate::config::{RunArgs, Settings};
 use stagegate::rbac::{Permission, required};
+use stagegate::source::GitAuth;
 
 const OWN_NAMESPACE: &str = "stagegate-system";
 const SERVICE_ACCOUNT: &str = "stagegate";
@@ -102,6 +104,45 @@ fn documents(yaml: &str) -> Vec<Value> {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The agent's settings from a config file's text, as `stagegate run
+/// --config FILE` resolves them with no flags or environment.
+fn resolve(config: &str) -> Settings {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, config).expect("write config");
+    Settings::resolve(RunArgs {
+        config: Some(file),
+        ..RunArgs::default()
+    })
+    .unwrap_or_else(|e| panic!("the agent rejects the config file: {e}\n{config}"))
+}
+
+/// The config text with the commented-out `# key: value` lines of these keys
+/// made live.
+fn uncomment(config: &str, keys: &[&str]) -> String {
+    let mut found = BTreeSet::new();
+    let text: String = config
+        .lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            for key in keys {
+                if let Some(rest) = trimmed.strip_prefix(&format!("# {key}:")) {
+                    found.insert(*key);
+                    let value = rest.split("  #").next().unwrap().trim();
+                    return format!("{key}: {value}\n");
+                }
+            }
+            format!("{line}\n")
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        keys.len(),
+        "commented-out {keys:?} in the config"
+    );
+    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,19 +340,27 @@ async fn installed_agent_is_locked_down_and_wired_to_its_config() {
         .unwrap()
         .to_str()
         .unwrap();
-    let config_text = &config_map.data.expect("data")[file_name];
-    let config: Value = serde_yaml::from_str(config_text).expect("config file YAML");
-
-    let cache_dir = config["cacheDir"].as_str().expect("cacheDir");
+    let config_text = config_map.data.expect("data")[file_name].clone();
+    // The agent's own loader reads it (unknown keys are errors there).
+    let settings = resolve(&config_text);
     assert!(
-        volume_at(cache_dir).empty_dir.is_some(),
+        volume_at(path_str(&settings.cache_dir)).empty_dir.is_some(),
         "the Git cache is a writable emptyDir (the root FS is read-only)"
     );
     assert!(volume_at("/tmp").empty_dir.is_some());
-    let listen = config["listen"].as_str().expect("listen");
-    assert_eq!(listen, format!("0.0.0.0:{}", port.container_port));
-    assert_eq!(config["namespace"], OWN_NAMESPACE);
-    assert!(config["repo"].is_string());
+    assert_eq!(
+        i32::from(settings.listen.port()),
+        port.container_port,
+        "the agent listens on the container port the probes use"
+    );
+    assert_eq!(settings.namespace, OWN_NAMESPACE);
+    assert!(settings.leader_elect);
+    assert_eq!(
+        settings.auth,
+        GitAuth::None,
+        "no credentials until configured"
+    );
+    assert_eq!(settings.webhook_secret_file, None);
 
     // Credentials come from Secrets that may be absent: the pod starts
     // without them. The example file names exactly those Secrets.
@@ -342,6 +391,52 @@ async fn installed_agent_is_locked_down_and_wired_to_its_config() {
     for secret in &secrets {
         assert!(example.contains(&format!("#   name: {secret}")), "{secret}");
     }
+
+    // The commented credential settings, once uncommented, point at files of
+    // those Secrets as the Deployment mounts them, under keys the examples
+    // show.
+    let secret_file = |path: &Path| -> (String, String) {
+        let dir = path.parent().expect("a directory");
+        let secret = volume_at(path_str(dir))
+            .secret
+            .unwrap_or_else(|| panic!("{} is not in a Secret", path.display()));
+        let key = path.file_name().unwrap().to_str().unwrap().to_string();
+        assert!(
+            example.contains(&format!("{key}:")),
+            "no example of key {key}"
+        );
+        (secret.secret_name.expect("secretName"), key)
+    };
+    let ssh = resolve(&uncomment(
+        &config_text,
+        &["sshKeyFile", "knownHostsFile", "sshPassphraseFile"],
+    ));
+    let GitAuth::Ssh {
+        private_key,
+        known_hosts,
+        passphrase_file,
+    } = ssh.auth
+    else {
+        panic!("SSH settings give {:?}", ssh.auth);
+    };
+    for file in [
+        private_key,
+        known_hosts,
+        passphrase_file.expect("passphrase"),
+    ] {
+        assert_eq!(secret_file(&file).0, "stagegate-git-ssh");
+    }
+    let https = resolve(&uncomment(
+        &config_text,
+        &["httpsUsername", "httpsPasswordFile"],
+    ));
+    let GitAuth::Https { password_file, .. } = https.auth else {
+        panic!("HTTPS settings give {:?}", https.auth);
+    };
+    assert_eq!(secret_file(&password_file).0, "stagegate-git-https");
+    let webhook = resolve(&uncomment(&config_text, &["webhookSecretFile"]));
+    let webhook_file = webhook.webhook_secret_file.expect("webhook secret file");
+    assert_eq!(secret_file(&webhook_file).0, "stagegate-webhook");
 
     let service = Api::<Service>::namespaced(client, OWN_NAMESPACE)
         .get("stagegate")

@@ -50,7 +50,6 @@ namespace: $AGENT_NS
 cacheDir: /var/cache/stagegate
 listen: 0.0.0.0:8080
 leaderElect: true
-logFormat: json
 YAML
 )
 kubectl -n "$AGENT_NS" patch configmap stagegate-config --type merge \
