@@ -1731,3 +1731,85 @@ async fn one_ready_node_and_access_reviews_always_allow() {
     assert!(answer.status.unwrap().allowed);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_run_on_their_own_annotations_even_without_a_job() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let pods: Api<Pod> = Api::default_namespaced(c.clone());
+    let pod = |name: &str, restart: &str, ann: Value| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": ann},
+            "spec": {"restartPolicy": restart, "containers": [{"name": "c", "image": "busybox"}]}
+        }))
+        .unwrap()
+    };
+    pods.create(&PostParams::default(), &pod("server", "Always", json!({})))
+        .await
+        .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "task",
+            "Never",
+            json!({"sim.stagegate.dev/duration": "50ms"}),
+        ),
+    )
+    .await
+    .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "broken",
+            "Never",
+            json!({"sim.stagegate.dev/duration": "50ms", "sim.stagegate.dev/outcome": "fail"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let phase = |p: Pod| p.status.and_then(|s| s.phase).unwrap_or_default();
+    eventually("the run-to-completion pods end", || async {
+        phase(pods.get("task").await.unwrap()) == "Succeeded"
+            && phase(pods.get("broken").await.unwrap()) == "Failed"
+    })
+    .await;
+    let server = pods.get("server").await.unwrap();
+    assert_eq!(
+        server.spec.as_ref().unwrap().node_name.as_deref(),
+        Some("kube-sim-node")
+    );
+    assert_eq!(
+        phase(server),
+        "Running",
+        "restartPolicy Always runs for ever"
+    );
+
+    // A Job deleted with Orphan leaves its pod behind, which still finishes.
+    let jobs: Api<Job> = Api::default_namespaced(c.clone());
+    jobs.create(
+        &PostParams::default(),
+        &job(
+            "left",
+            json!({"sim.stagegate.dev/duration": "500ms"}),
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("the job's pod runs", || async {
+        job_pods(&pods, "left")
+            .await
+            .iter()
+            .any(|p| p.status.as_ref().unwrap().phase.as_deref() == Some("Running"))
+    })
+    .await;
+    jobs.delete("left", &DeleteParams::orphan()).await.unwrap();
+    eventually("the orphan finishes", || async {
+        job_pods(&pods, "left")
+            .await
+            .iter()
+            .all(|p| p.status.as_ref().unwrap().phase.as_deref() == Some("Succeeded"))
+    })
+    .await;
+    sim.shutdown().await;
+}

@@ -114,12 +114,8 @@ pub fn reconcile_all(store: &mut Store, config: &SimConfig) {
     let jobs = store.list(&jobs_key, None);
     let finished = |j: &Value| condition_true(j, "Complete") || condition_true(j, "Failed");
     // Pods first: the kubelet moves them on, then the Job controller counts.
-    let index = pod_index(store);
-    for job in jobs.iter().filter(|j| !finished(j)) {
-        if let Some(pods) = index.get(uid_of(job)) {
-            run_pods(store, job, pods, config);
-        }
-    }
+    let pods = store.list(&("".into(), "pods".into()), None);
+    run_pods(store, &pods, config);
     let index = pod_index(store);
     for job in jobs {
         if finished(&job) && job.pointer("/spec/ttlSecondsAfterFinished").is_none() {
@@ -136,7 +132,11 @@ pub fn reconcile_all(store: &mut Store, config: &SimConfig) {
 }
 
 /// The kubelet part: Pending pods start, Running pods end when their time is up.
-fn run_pods(store: &mut Store, job: &Value, pods: &[Arc<Value>], config: &SimConfig) {
+///
+/// It works from the pod alone (the Job's annotations are copied onto its
+/// pods), so orphaned Job pods finish too, and pods created directly run:
+/// those with `restartPolicy: Always` for ever, the others for their duration.
+fn run_pods(store: &mut Store, pods: &[Arc<Value>], config: &SimConfig) {
     let Some(pod_type) = store.registry.get("", "pods").cloned() else {
         return;
     };
@@ -148,7 +148,8 @@ fn run_pods(store: &mut Store, job: &Value, pods: &[Arc<Value>], config: &SimCon
         let attempt: u32 = annotation(&pod, ATTEMPT)
             .and_then(|a| a.parse().ok())
             .unwrap_or(0);
-        let outcome = outcome_of(job);
+        let outcome = outcome_of(&pod);
+        let runs_forever = str_at(&pod, "/spec/restartPolicy").unwrap_or("Always") == "Always";
         let mut next = (*pod).clone();
         match phase {
             "Pending" => match outcome {
@@ -216,7 +217,7 @@ fn run_pods(store: &mut Store, job: &Value, pods: &[Arc<Value>], config: &SimCon
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .unwrap_or_default()
                     .as_millis();
-                if now_ms < started_ms + duration_of(job, config).as_millis() {
+                if runs_forever || now_ms < started_ms + duration_of(&pod, config).as_millis() {
                     continue;
                 }
                 let fails = match outcome {
@@ -561,8 +562,11 @@ fn pod_for(job: &Value, attempt: u32) -> Value {
     }
     let annotations = crate::util::ensure_map(&mut meta, &["annotations"]);
     annotations.insert(ATTEMPT.into(), json!(attempt.to_string()));
-    if let Some(log) = annotation(job, LOG) {
-        annotations.insert(LOG.into(), json!(log));
+    // The pod carries what its kubelet needs to know.
+    for key in [LOG, OUTCOME, DURATION] {
+        if let Some(v) = annotation(job, key) {
+            annotations.insert(key.into(), json!(v));
+        }
     }
     meta["ownerReferences"] = json!([{
         "apiVersion": "batch/v1",
