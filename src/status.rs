@@ -44,8 +44,13 @@ pub fn table(state: &State, now: jiff::Timestamp) -> String {
                     .as_deref()
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default();
+                // Hook Jobs say their phase: `hook pre-apply shop/migrate: …`.
+                let what = match &history.hook {
+                    Some(phase) => format!("hook {phase}"),
+                    None => "job".to_string(),
+                };
                 lines.push(format!(
-                    "  job {job}: {result} at {} (spec {}){reason}",
+                    "  {what} {job}: {result} at {} (spec {}){reason}",
                     short_revision(&run.revision),
                     &run.hash[..run.hash.len().min(12)]
                 ));
@@ -123,7 +128,11 @@ mod tests {
             finished: None,
             log_tail: None,
         });
-        pre.jobs.insert("shop/migrate".into(), history);
+        pre.jobs.insert("shop/migrate".into(), history.clone());
+        history.hook = Some("post-apply".into());
+        history.runs[0].result = JobResult::Succeeded;
+        history.runs[0].reason = None;
+        pre.jobs.insert("shop/smoke".into(), history);
         state.stages.insert("pre".into(), pre);
         state.stages.insert(
             "application".into(),
@@ -151,5 +160,9 @@ mod tests {
         );
         assert!(text.contains("job shop/migrate: failed at main@sha1:0123456789ab (spec abababababab): BackoffLimitExceeded"), "{text}");
         assert!(text.contains("  last log lines"), "{text}");
+        assert!(
+            text.contains("  hook post-apply shop/smoke: succeeded at main@sha1:0123456789ab (spec abababababab)\n"),
+            "{text}"
+        );
     }
 }

@@ -804,3 +804,66 @@ async fn non_job_hooks_apply_in_their_phase_and_unsupported_hooks_are_never_appl
     timeline.stop();
     c.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn diff_says_which_hooks_would_run() {
+    let c = cluster().await;
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("app", "app", "")),
+        ("app/deploy.yaml", &deployment("nginx:1.27")),
+        (
+            "app/migrate.yaml",
+            &job(
+                "migrate",
+                &[
+                    ("helm.sh/hook", "pre-install"),
+                    ("helm.sh/hook-weight", "1"),
+                ],
+            ),
+        ),
+        (
+            "app/smoke.yaml",
+            &job("smoke", &[("stagegate.dev/hook", "post-apply")]),
+        ),
+    ]);
+    let engine = engine(&c.client);
+    let mut state = StageState::default();
+    let planned = plan(dir.path()).stages.remove(0);
+
+    let diff = engine.diff_stage(&planned, "r1", &state).await;
+    assert!(diff.errors.is_empty(), "{:?}", diff.errors);
+    let hooks: Vec<String> = diff
+        .hooks
+        .iter()
+        .map(|(h, f)| format!("{h}: {f}"))
+        .collect();
+    assert_eq!(hooks.len(), 2, "{hooks:?}");
+    assert!(
+        hooks[0].starts_with("pre-apply hook Job default/migrate: create"),
+        "{hooks:?}"
+    );
+    assert!(
+        hooks[1].starts_with("post-apply hook Job default/smoke: create"),
+        "{hooks:?}"
+    );
+    assert_eq!(diff.jobs_to_run, 2);
+    assert!(
+        diff.to_string()
+            .contains("  pre-apply hook Job default/migrate: create")
+    );
+
+    let report = engine.apply_stage(&planned, "r1", &mut state).await;
+    assert!(report.ready, "{}", report.message);
+    let diff = engine.diff_stage(&planned, "r2", &state).await;
+    let text = diff.to_string();
+    assert!(
+        text.contains("hook Job.batch default/migrate: not run on this apply (runs on the initial install only)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("post-apply hook Job default/smoke: left alone (unchanged)"),
+        "{text}"
+    );
+    assert_eq!(diff.jobs_to_run, 0, "{text}");
+    c.sim.shutdown().await;
+}

@@ -9,14 +9,15 @@ use kube::api::Patch;
 use serde_json::Value;
 use similar::TextDiff;
 
-use super::engine::{Engine, apply_params, crd_group_kind};
+use super::engine::{Engine, apply_params, assign_roles, crd_group_kind, idle_reason, read_hooks};
 use super::error::{api_status, is_immutable_field};
-use super::item::Item;
+use super::item::{Item, Role};
 use super::job_policy::{
     JobAction, JobInputs, REPLACE_RUNNING_ANNOTATION, RUN_POLICY_ANNOTATION, RunPolicy, decide,
 };
 use super::jobs::{describe, live_job};
-use crate::labels::SPEC_HASH_ANNOTATION;
+use crate::hooks::HookPhase;
+use crate::labels::{SPEC_HASH_ANNOTATION, STAGE_LABEL};
 use crate::object::ObjectRef;
 use crate::plan::PlannedStage;
 use crate::state::StageState;
@@ -30,7 +31,10 @@ pub struct StageDiff {
     pub prune: Vec<ObjectRef>,
     /// `(namespace/name, fate)` of each Job.
     pub jobs: Vec<(String, String)>,
-    /// Jobs whose fate is to run.
+    /// `(phase and object, fate)` of each hook, in the order they would run,
+    /// and of hooks that would not run on this apply.
+    pub hooks: Vec<(String, String)>,
+    /// Jobs (hooks included) whose fate is to run.
     pub jobs_to_run: usize,
     pub errors: Vec<String>,
 }
@@ -115,6 +119,10 @@ impl Engine {
             .filter(|i| i.is_crd())
             .filter_map(crd_group_kind)
             .collect();
+        if let Err(e) = read_hooks(&mut items) {
+            diff.errors.push(e);
+            return diff;
+        }
         if let Err(e) = self
             .resolve_items(&mut items, &default_ns, |i| {
                 !defined.contains(&(i.group().to_string(), i.kind.clone()))
@@ -124,15 +132,72 @@ impl Engine {
             diff.errors.push(e);
             return diff;
         }
+        let initial = if items
+            .iter()
+            .filter_map(|i| i.hook.as_ref())
+            .any(|h| h.depends_on_install())
+        {
+            let selector = format!("{STAGE_LABEL}={}", stage.name);
+            match self.initial_install(&selector, &items, state).await {
+                Ok(initial) => initial,
+                Err(e) => {
+                    diff.errors.push(e);
+                    return diff;
+                }
+            }
+        } else {
+            false
+        };
+        assign_roles(&mut items, initial);
+        // Hooks in the order they would run: pre by weight, the rest, post by weight.
+        items.sort_by_key(|i| {
+            let weight = i.hook.as_ref().map_or(0, |h| h.weight);
+            match i.role {
+                Role::Hook(HookPhase::Pre) => (0, weight),
+                Role::Main | Role::Idle => (1, 0),
+                Role::Hook(HookPhase::Post) => (2, weight),
+            }
+        });
 
         let mut rendered = HashSet::new();
         for item in &items {
             rendered.insert(item.object_ref());
+            let phase = match item.role {
+                Role::Idle => {
+                    diff.hooks.push((
+                        format!("hook {}", item.object_ref()),
+                        format!("not run on this apply ({})", idle_reason(item, initial)),
+                    ));
+                    continue;
+                }
+                Role::Hook(phase) => Some(phase),
+                Role::Main => None,
+            };
+            if let Some(phase) = phase
+                && !item.is_job()
+            {
+                let before = diff.create.len() + diff.change.len();
+                if item.resolved.is_none() {
+                    diff.create.push(item.object_ref());
+                } else {
+                    self.diff_object(item, stage.force, &mut diff).await;
+                }
+                let fate = if diff.create.len() + diff.change.len() > before {
+                    "applied"
+                } else {
+                    "unchanged"
+                };
+                diff.hooks.push((
+                    format!("{} hook {}", phase.label(), item.object_ref()),
+                    fate.to_string(),
+                ));
+                continue;
+            }
             if item.resolved.is_none() {
                 // Its CRD comes with this stage and does not exist yet.
                 diff.create.push(item.object_ref());
             } else if item.is_job() {
-                self.diff_job(item, revision, state, stage.job_retries, &mut diff)
+                self.diff_job(item, revision, state, stage.job_retries, phase, &mut diff)
                     .await;
             } else {
                 self.diff_object(item, stage.force, &mut diff).await;
@@ -220,6 +285,7 @@ impl Engine {
         revision: &str,
         state: &StageState,
         retries: u32,
+        hook: Option<HookPhase>,
         diff: &mut StageDiff,
     ) {
         let namespace = item.namespace.clone().unwrap_or_else(|| "default".into());
@@ -259,14 +325,24 @@ impl Engine {
         if !matches!(action, JobAction::Keep | JobAction::Skip(_)) {
             diff.jobs_to_run += 1;
         }
-        diff.jobs.push((key, describe(&action, hash)));
+        match hook {
+            Some(phase) => diff.hooks.push((
+                format!("{} hook Job {key}", phase.label()),
+                describe(&action, hash),
+            )),
+            None => diff.jobs.push((key, describe(&action, hash))),
+        }
     }
 }
 
 impl std::fmt::Display for StageDiff {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "stage {}:", self.stage)?;
-        if !self.has_changes() && self.errors.is_empty() && self.jobs.is_empty() {
+        if !self.has_changes()
+            && self.errors.is_empty()
+            && self.jobs.is_empty()
+            && self.hooks.is_empty()
+        {
             writeln!(f, "  no changes")?;
         }
         for oref in &self.create {
@@ -283,6 +359,9 @@ impl std::fmt::Display for StageDiff {
         }
         for (job, fate) in &self.jobs {
             writeln!(f, "  job {job}: {fate}")?;
+        }
+        for (hook, fate) in &self.hooks {
+            writeln!(f, "  {hook}: {fate}")?;
         }
         for error in &self.errors {
             writeln!(f, "  error: {error}")?;

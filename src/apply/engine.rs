@@ -685,7 +685,7 @@ pub(super) fn absorb_job(
 }
 
 /// Read every item's hook annotations; an unreadable one fails the stage.
-fn read_hooks(items: &mut [Item]) -> Result<(), String> {
+pub(super) fn read_hooks(items: &mut [Item]) -> Result<(), String> {
     let mut errors = Vec::new();
     for item in items.iter_mut() {
         match crate::hooks::parse(&item.value, &item.object_ref().to_string()) {
@@ -704,7 +704,7 @@ fn read_hooks(items: &mut [Item]) -> Result<(), String> {
     }
 }
 
-fn assign_roles(items: &mut [Item], initial: bool) {
+pub(super) fn assign_roles(items: &mut [Item], initial: bool) {
     for item in items.iter_mut() {
         if let Some(hook) = &item.hook {
             item.role = match hook.phase(initial) {
@@ -715,7 +715,7 @@ fn assign_roles(items: &mut [Item], initial: bool) {
     }
 }
 
-fn idle_reason(item: &Item, initial: bool) -> &'static str {
+pub(super) fn idle_reason(item: &Item, initial: bool) -> &'static str {
     match (&item.hook, initial) {
         (None, _) => "its hook kinds are not supported",
         (Some(_), true) => "runs on upgrades only",
