@@ -78,6 +78,20 @@ impl Default for SimConfig {
     }
 }
 
+impl SimConfig {
+    /// Short durations for tests: 200ms Jobs, 100ms rollouts and pod
+    /// termination, a 20ms controller tick.
+    pub fn fast() -> Self {
+        SimConfig {
+            job_duration: Duration::from_millis(200),
+            rollout_delay: Duration::from_millis(100),
+            pod_termination: Duration::from_millis(100),
+            tick: Duration::from_millis(20),
+            ..SimConfig::default()
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     #[error("cannot listen on {addr}: {source}")]

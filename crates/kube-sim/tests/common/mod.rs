@@ -14,13 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const WAIT: Duration = Duration::from_secs(30);
 
 pub fn fast_config() -> SimConfig {
-    SimConfig {
-        job_duration: Duration::from_millis(200),
-        rollout_delay: Duration::from_millis(100),
-        pod_termination: Duration::from_millis(100),
-        tick: Duration::from_millis(20),
-        ..SimConfig::default()
-    }
+    SimConfig::fast()
 }
 
 pub async fn sim() -> KubeSim {
