@@ -590,6 +590,32 @@ async fn dynamic_objects_through_discovery_including_a_crd() {
             .len(),
         1
     );
+    // The status subresource the CRD declares: /status writes only status,
+    // the main resource keeps it.
+    let st = gadgets
+        .patch_status(
+            "g1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"ready": true}, "spec": {"size": 9}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            st.data["status"]["ready"].clone(),
+            st.data["spec"]["size"].clone()
+        ),
+        (json!(true), json!(1))
+    );
+    let main = gadgets
+        .patch(
+            "g1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"ready": false}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(main.data["status"]["ready"], json!(true));
     // Custom resources take merge patches, not strategic ones.
     gadgets
         .patch(
@@ -1811,5 +1837,34 @@ async fn pods_run_on_their_own_annotations_even_without_a_job() {
             .all(|p| p.status.as_ref().unwrap().phase.as_deref() == Some("Succeeded"))
     })
     .await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cronjobs_are_stored_not_scheduled() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let cjs: Api<k8s_openapi::api::batch::v1::CronJob> = Api::default_namespaced(c.clone());
+    let cj = serde_json::from_value(json!({
+        "metadata": {"name": "nightly"},
+        "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]
+        }}}}}
+    }))
+    .unwrap();
+    let created = cjs.create(&PostParams::default(), &cj).await.unwrap();
+    assert_eq!(created.spec.unwrap().schedule, "* * * * *");
+    let bad = serde_json::from_value(json!({"metadata": {"name": "bad"}, "spec": {"schedule": "", "jobTemplate": {"spec": {"template": {}}}}})).unwrap();
+    let err = api_error(cjs.create(&PostParams::default(), &bad).await.unwrap_err());
+    assert_eq!(err.code, 422);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let jobs: Api<Job> = Api::default_namespaced(c.clone());
+    assert!(
+        jobs.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
     sim.shutdown().await;
 }
