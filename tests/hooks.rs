@@ -22,7 +22,7 @@ use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use stagegate::apply::{Engine, EngineSettings, StageReport};
-use stagegate::state::{JobResult, StageState};
+use stagegate::state::{JobResult, Phase, StageState, StateStore};
 
 fn engine(client: &kube::Client) -> Engine {
     Engine::new(
@@ -865,5 +865,147 @@ async fn diff_says_which_hooks_would_run() {
         "{text}"
     );
     assert_eq!(diff.jobs_to_run, 0, "{text}");
+    c.sim.shutdown().await;
+}
+
+/// The agent end to end: `stagegate run --once` on a Git repository whose
+/// first stage has a failing pre-apply hook; the stage after it is Blocked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_blocks_the_dependent_of_a_stage_whose_pre_apply_hook_failed() {
+    let c = cluster().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    c.sim.write_kubeconfig(&kubeconfig).unwrap();
+    let git = common::git::GitRepo::init(&tmp.path().join("repo"));
+    let stages = format!(
+        "{}\n{}",
+        stage_doc("app", "app", "  timeout: 2m\n"),
+        stage_doc("smoke", "smoke", "  dependsOn: [app]\n")
+    );
+    let failing = job(
+        "migrate",
+        &[
+            ("stagegate.dev/hook", "pre-apply"),
+            ("sim.stagegate.dev/outcome", "fail"),
+            (
+                "sim.stagegate.dev/log",
+                "ERROR: relation orders already exists",
+            ),
+        ],
+    )
+    .replace("backoffLimit: 4", "backoffLimit: 0");
+    let deploy = deployment("nginx:1.27");
+    let settings = config_map("settings", "1", &[]);
+    git.commit(
+        "failing migration",
+        &[
+            ("stages.yaml", stages.as_str()),
+            ("app/deploy.yaml", deploy.as_str()),
+            ("app/migrate.yaml", failing.as_str()),
+            ("smoke/cm.yaml", settings.as_str()),
+        ],
+    );
+
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"));
+    cmd.args([
+        "run",
+        "--once",
+        "--listen",
+        "127.0.0.1:0",
+        "--create-namespace",
+    ])
+    .args(["--namespace", "stagegate-system", "--repo", &git.file_url()])
+    .arg("--cache-dir")
+    .arg(tmp.path().join("cache"))
+    .arg("--kubeconfig")
+    .arg(&kubeconfig)
+    .env_remove("KUBECONFIG");
+    let output = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let shown = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+
+    let state = StateStore::new(c.client.clone(), "stagegate-system")
+        .load()
+        .await
+        .unwrap();
+    let app = &state.stages["app"];
+    assert_eq!(app.phase, Phase::Failed, "{}", app.message);
+    assert!(
+        app.message.contains("pre-apply hook Job default/migrate")
+            && app.message.contains("relation orders already exists"),
+        "{}",
+        app.message
+    );
+    let smoke = &state.stages["smoke"];
+    assert_eq!(smoke.phase, Phase::Blocked, "{}", smoke.message);
+    assert!(
+        smoke.message.contains("stage app failed"),
+        "{}",
+        smoke.message
+    );
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
+    assert!(deployments.get_opt("web").await.unwrap().is_none());
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    assert!(cms.get_opt("settings").await.unwrap().is_none());
+
+    // `stagegate status` shows the hook's outcome under its stage.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"))
+        .args(["status", "--namespace", "stagegate-system", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        table.contains("hook pre-apply default/migrate: failed"),
+        "{table}"
+    );
+    c.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn rerun_of_every_job_survives_for_the_jobs_a_failed_pre_apply_hook_kept_from_running() {
+    let c = cluster().await;
+    let failing = [
+        ("stagegate.dev/hook", "pre-apply"),
+        ("sim.stagegate.dev/outcome", "fail"),
+    ];
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("app", "app", "")),
+        (
+            "app/migrate.yaml",
+            &job("migrate", &failing).replace("backoffLimit: 4", "backoffLimit: 0"),
+        ),
+        ("app/pi.yaml", &pi_job("pi", 20, "")),
+    ]);
+    let engine = engine(&c.client);
+    let mut state = StageState::default();
+    let report = apply(&engine, dir.path(), "r1", &mut state).await;
+    assert!(!report.ready);
+    let first = job_uid(&c.client, "migrate").await.unwrap();
+    assert!(job_uid(&c.client, "pi").await.is_none());
+
+    // `stagegate rerun app`: the hook runs again (and fails again); the
+    // request stays for the Job it never reached.
+    state.rerun.insert("*".into());
+    let report = apply(&engine, dir.path(), "r1", &mut state).await;
+    assert!(!report.ready);
+    assert_ne!(
+        job_uid(&c.client, "migrate").await.unwrap(),
+        first,
+        "run again"
+    );
+    assert_eq!(
+        state.rerun.iter().collect::<Vec<_>>(),
+        vec!["default/pi"],
+        "{:?}",
+        state.rerun
+    );
     c.sim.shutdown().await;
 }

@@ -160,13 +160,24 @@ impl Engine {
         // prune and the initial-install check see them next time.
         let mut carried = state.inventory.clone();
         let mut inventory = Inventory::new();
+        let mut due = None;
         let result = self
-            .apply_phases(ctx, state, report, &mut inventory, &mut carried)
+            .apply_phases(ctx, state, report, &mut inventory, &mut carried, &mut due)
             .await;
         state.inventory = merge_inventory(inventory, carried);
         state.prune = ctx.planned.stage.prune;
-        if state.rerun.contains("*") {
-            state.rerun.remove("*");
+        // "Every Job of the stage again" is used up by this apply; the Jobs
+        // it did not reach (a pre-apply hook failed first) keep the request
+        // by name. Before the Jobs are known, it stays as it is.
+        if let Some(due) = due
+            && state.rerun.remove("*")
+        {
+            let ran: HashSet<&str> = report.jobs.iter().map(|j| j.job.as_str()).collect();
+            let missed: Vec<String> = due
+                .into_iter()
+                .filter(|k| !ran.contains(k.as_str()))
+                .collect();
+            state.rerun.extend(missed);
         }
         result
     }
@@ -178,6 +189,7 @@ impl Engine {
         report: &mut StageReport,
         inventory: &mut Inventory,
         carried: &mut Vec<InventoryEntry>,
+        due: &mut Option<Vec<String>>,
     ) -> Result<(), String> {
         let stage = &ctx.planned.stage;
         let default_ns = stage
@@ -214,6 +226,13 @@ impl Engine {
             false
         };
         assign_roles(&mut items, initial);
+        *due = Some(
+            items
+                .iter()
+                .filter(|i| i.is_job() && i.role != Role::Idle)
+                .map(|i| format!("{}/{}", i.namespace.as_deref().unwrap_or("default"), i.name))
+                .collect(),
+        );
         for item in items.iter().filter(|i| i.role == Role::Idle) {
             report.hooks.push(format!(
                 "hook {}: not run on this apply ({})",
