@@ -240,6 +240,14 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
                     value: Some(format!("{rp:?}")),
                 });
             }
+            if obj.pointer("/spec/completionMode").and_then(Value::as_str) == Some("Indexed")
+                && obj.pointer("/spec/completions").is_none_or(Value::is_null)
+            {
+                errs.push(FieldError::required(
+                    "spec.completions",
+                    "when completion mode is Indexed",
+                ));
+            }
             for f in ["backoffLimit", "completions", "parallelism"] {
                 if obj
                     .pointer(&format!("/spec/{f}"))

@@ -1868,3 +1868,48 @@ async fn cronjobs_are_stored_not_scheduled() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexed_jobs_run_each_index_once() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let jobs: Api<Job> = Api::default_namespaced(c.clone());
+    let pods: Api<Pod> = Api::default_namespaced(c.clone());
+    let ann = json!({"sim.stagegate.dev/duration": "50ms", "sim.stagegate.dev/outcome": "fail-then-succeed:1"});
+    let spec = json!({"completionMode": "Indexed", "completions": 3, "parallelism": 2});
+    jobs.create(&PostParams::default(), &job("shards", ann, spec))
+        .await
+        .unwrap();
+    let done = wait_job(&jobs, "shards", "Complete").await;
+    let st = done.status.unwrap();
+    assert_eq!(st.completed_indexes.as_deref(), Some("0-2"));
+    assert_eq!((st.succeeded, st.failed), (Some(3), Some(1)));
+    let ps = job_pods(&pods, "shards").await;
+    let mut succeeded: Vec<String> = ps
+        .iter()
+        .filter(|p| p.status.as_ref().unwrap().phase.as_deref() == Some("Succeeded"))
+        .map(|p| {
+            p.metadata.labels.as_ref().unwrap()["batch.kubernetes.io/job-completion-index"].clone()
+        })
+        .collect();
+    succeeded.sort();
+    assert_eq!(succeeded, ["0", "1", "2"]);
+    let p0 = ps
+        .iter()
+        .find(|p| p.metadata.name.as_deref().unwrap().starts_with("shards-0-"))
+        .unwrap();
+    assert_eq!(
+        p0.spec.as_ref().unwrap().hostname.as_deref(),
+        Some("shards-0")
+    );
+
+    // Indexed without completions is refused.
+    let bad = job(
+        "bad",
+        json!({}),
+        json!({"completionMode": "Indexed", "parallelism": 2}),
+    );
+    let err = api_error(jobs.create(&PostParams::default(), &bad).await.unwrap_err());
+    assert_eq!(err.code, 422);
+    sim.shutdown().await;
+}

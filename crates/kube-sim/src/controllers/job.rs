@@ -1,7 +1,7 @@
 //! The Job controller and the kubelet of its pods: one Pod per attempt, which
 //! runs for the simulated duration and ends as the Job's annotations say.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +18,7 @@ pub const OUTCOME: &str = "sim.stagegate.dev/outcome";
 pub const DURATION: &str = "sim.stagegate.dev/duration";
 pub const LOG: &str = "sim.stagegate.dev/log";
 const ATTEMPT: &str = "sim.stagegate.dev/attempt";
+const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 const NODE: &str = "kube-sim-node";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,7 +322,18 @@ fn reconcile(store: &mut Store, job: &Value, pods: Vec<Arc<Value>>) {
         .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
         .collect();
     let phase = |p: &Value| str_at(p, "/status/phase").unwrap_or("Pending").to_string();
-    let succeeded = live.iter().filter(|p| phase(p) == "Succeeded").count() as i64;
+    let indexed = str_at(job, "/spec/completionMode") == Some("Indexed");
+    // Indexed Jobs count each index once, however many pods it took.
+    let done_indexes: BTreeSet<i64> = live
+        .iter()
+        .filter(|p| phase(p) == "Succeeded")
+        .filter_map(|p| completion_index(p))
+        .collect();
+    let succeeded = if indexed {
+        done_indexes.len() as i64
+    } else {
+        live.iter().filter(|p| phase(p) == "Succeeded").count() as i64
+    };
     let failed = live.iter().filter(|p| phase(p) == "Failed").count() as i64;
     let active: Vec<_> = live
         .iter()
@@ -466,10 +478,21 @@ fn reconcile(store: &mut Store, job: &Value, pods: Vec<Arc<Value>>) {
     } else {
         let remaining = (target_completions - succeeded - still_active).max(0);
         let want = parallelism.min(remaining + still_active) - still_active;
+        let busy: BTreeSet<i64> = active.iter().filter_map(|p| completion_index(p)).collect();
+        let mut free_indexes =
+            (0..target_completions).filter(|i| !done_indexes.contains(i) && !busy.contains(i));
         if let Some(pt) = &pod_type {
             for i in 0..want.max(0) {
                 let attempt = (succeeded + failed + still_active + i) as u32;
-                let pod = pod_for(job, attempt);
+                let index = if indexed {
+                    match free_indexes.next() {
+                        Some(ix) => Some(ix),
+                        None => break,
+                    }
+                } else {
+                    None
+                };
+                let pod = pod_for(job, attempt, index);
                 if let Ok(created) = store.create(pt, &ns, pod, &internal()) {
                     still_active += 1;
                     record_event(
@@ -489,6 +512,9 @@ fn reconcile(store: &mut Store, job: &Value, pods: Vec<Arc<Value>>) {
     status["failed"] = json!(failed);
     status["terminating"] = json!(terminating);
     status["uncountedTerminatedPods"] = json!({});
+    if indexed {
+        status["completedIndexes"] = json!(index_ranges(&done_indexes));
+    }
     if !conditions.is_empty() {
         status["conditions"] = json!(conditions);
     }
@@ -549,14 +575,40 @@ fn record_event(store: &mut Store, job: &Value, etype: &str, reason: &str, messa
 }
 
 /// A Pod as the real Job controller makes it: the template, owned by the Job.
-fn pod_for(job: &Value, attempt: u32) -> Value {
+fn pod_for(job: &Value, attempt: u32, index: Option<i64>) -> Value {
     let name = name_of(job);
     let template = job.pointer("/spec/template").cloned().unwrap_or(json!({}));
     let mut meta = template.get("metadata").cloned().unwrap_or(json!({}));
     if !meta.is_object() {
         meta = json!({});
     }
-    meta["generateName"] = json!(format!("{name}-"));
+    let mut spec = template.get("spec").cloned().unwrap_or(json!({}));
+    match index {
+        Some(ix) => {
+            meta["generateName"] = json!(format!("{name}-{ix}-"));
+            crate::util::ensure_map(&mut meta, &["labels"])
+                .insert(COMPLETION_INDEX.into(), json!(ix.to_string()));
+            crate::util::ensure_map(&mut meta, &["annotations"])
+                .insert(COMPLETION_INDEX.into(), json!(ix.to_string()));
+            if let Value::Object(s) = &mut spec {
+                s.insert("hostname".into(), json!(format!("{name}-{ix}")));
+                if let Some(Value::Array(containers)) = s.get_mut("containers") {
+                    for c in containers {
+                        if let Value::Object(c) = c {
+                            let env = c.entry("env").or_insert_with(|| json!([]));
+                            if let Value::Array(env) = env {
+                                env.push(json!({"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
+                                    "apiVersion": "v1",
+                                    "fieldPath": format!("metadata.labels['{COMPLETION_INDEX}']"),
+                                }}}));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        None => meta["generateName"] = json!(format!("{name}-")),
+    }
     if let Value::Object(m) = &mut meta {
         m.remove("name");
     }
@@ -580,8 +632,31 @@ fn pod_for(job: &Value, attempt: u32) -> Value {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": meta,
-        "spec": template.get("spec").cloned().unwrap_or(json!({})),
+        "spec": spec,
     })
+}
+
+fn completion_index(pod: &Value) -> Option<i64> {
+    annotation(pod, COMPLETION_INDEX)?.parse().ok()
+}
+
+/// `status.completedIndexes` as the real controller writes it: `0-2,4`.
+fn index_ranges(done: &BTreeSet<i64>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut iter = done.iter().copied().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end += 1;
+            iter.next();
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    parts.join(",")
 }
 
 /// What `pods/log` returns for a pod.
@@ -591,4 +666,18 @@ pub fn pod_log(pod: &Value) -> String {
         log.push('\n');
     }
     log
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completed_indexes_are_compressed_ranges() {
+        let set = |v: &[i64]| v.iter().copied().collect::<BTreeSet<i64>>();
+        assert_eq!(index_ranges(&set(&[])), "");
+        assert_eq!(index_ranges(&set(&[0, 1, 2, 4])), "0-2,4");
+        assert_eq!(index_ranges(&set(&[3])), "3");
+        assert_eq!(index_ranges(&set(&[1, 3, 4, 5, 7, 8])), "1,3-5,7-8");
+    }
 }
