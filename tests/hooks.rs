@@ -761,6 +761,12 @@ async fn non_job_hooks_apply_in_their_phase_and_unsupported_hooks_are_never_appl
             "app/cleanup.yaml",
             &job("cleanup", &[("helm.sh/hook", "pre-delete")]),
         ),
+        // A test hook of a kind this cluster does not serve: never applied,
+        // so its kind need not be known.
+        (
+            "app/widget.yaml",
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: check\n  annotations: {helm.sh/hook: test}\n",
+        ),
     ]);
     // `validate` warns about the hook kind it cannot honour, naming the object.
     let warnings: Vec<String> = plan(dir.path())
@@ -1007,5 +1013,42 @@ async fn rerun_of_every_job_survives_for_the_jobs_a_failed_pre_apply_hook_kept_f
         "{:?}",
         state.rerun
     );
+    c.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn hook_timeout_replaces_the_stage_timeout_for_that_hook() {
+    let c = cluster().await;
+    let hook = [
+        ("kluctl.io/hook", "pre-deploy"),
+        ("kluctl.io/hook-timeout", "2s"),
+    ];
+    let dir = repo(&[
+        // The stage would wait ten minutes; the hook's own timeout is 2s.
+        ("stages.yaml", &stage_doc("app", "app", "  timeout: 10m\n")),
+        (
+            "app/migrate.yaml",
+            &job("migrate", &hook).replace("duration: 200ms", "duration: 1h"),
+        ),
+        ("app/cm.yaml", &config_map("settings", "1", &[])),
+    ]);
+    let engine = engine(&c.client);
+    let mut state = StageState::default();
+    let report = tokio::time::timeout(
+        Duration::from_secs(120),
+        apply(&engine, dir.path(), "r1", &mut state),
+    )
+    .await
+    .expect("the hook's timeout ends the wait, not the stage's");
+    assert!(!report.ready);
+    assert!(
+        report
+            .message
+            .contains("pre-apply hook Job default/migrate: not complete after 2s"),
+        "{}",
+        report.message
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    assert!(cms.get_opt("settings").await.unwrap().is_none());
     c.sim.shutdown().await;
 }

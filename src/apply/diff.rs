@@ -125,7 +125,7 @@ impl Engine {
         }
         if let Err(e) = self
             .resolve_items(&mut items, &default_ns, |i| {
-                !defined.contains(&(i.group().to_string(), i.kind.clone()))
+                i.role != Role::Idle && !defined.contains(&(i.group().to_string(), i.kind.clone()))
             })
             .await
         {

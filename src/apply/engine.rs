@@ -210,8 +210,9 @@ impl Engine {
             .filter(|i| i.is_crd())
             .filter_map(crd_group_kind)
             .collect();
+        // Objects never applied (unsupported hook kinds) need no kind the cluster knows.
         self.resolve_items(&mut items, &default_ns, |i| {
-            !defined.contains(&(i.group().to_string(), i.kind.clone()))
+            i.role != Role::Idle && !defined.contains(&(i.group().to_string(), i.kind.clone()))
         })
         .await?;
 
@@ -258,8 +259,10 @@ impl Engine {
             self.wait_crd_established(crd).await?;
         }
         if !defined.is_empty() {
-            self.resolve_items(&mut items, &default_ns, |i| i.resolved.is_none())
-                .await?;
+            self.resolve_items(&mut items, &default_ns, |i| {
+                i.resolved.is_none() && i.role != Role::Idle
+            })
+            .await?;
         }
 
         let pre: Vec<&Item> = items

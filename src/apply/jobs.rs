@@ -261,6 +261,7 @@ impl JobTask<'_> {
                         };
                         let uid = live.uid.clone();
                         self.record_outcome(result, key, &hash, &uid, &outcome);
+                        result.settled = Some(outcome == JobOutcome::Succeeded);
                         result.report.outcome = match outcome {
                             JobOutcome::Succeeded => "succeeded (not waited for)".into(),
                             JobOutcome::Failed { reason, .. } => {
