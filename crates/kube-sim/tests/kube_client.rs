@@ -318,7 +318,12 @@ async fn deadline_parallelism_suspend_ttl_and_stuck_pods() {
     )
     .await
     .unwrap();
-    wait_job(&jobs, "paused", "Complete").await;
+    let resumed = wait_job(&jobs, "paused", "Complete").await;
+    let c = condition(&resumed, "Suspended").unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref()),
+        ("False", Some("JobResumed"))
+    );
     sim.shutdown().await;
 }
 

@@ -391,9 +391,18 @@ fn reconcile(store: &mut Store, job: &Value, pods: Vec<Arc<Value>>) {
 
     if suspended {
         delete_active(store);
-        if !has(&conditions, "Suspended") {
+        let already = conditions.iter().any(|c| {
+            c.get("type").and_then(Value::as_str) == Some("Suspended")
+                && c.get("status").and_then(Value::as_str) == Some("True")
+        });
+        if !already {
+            conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("Suspended"));
             conditions.push(condition("Suspended", "JobSuspended", "Job suspended"));
             record_event(store, job, "Normal", "Suspended", "Job suspended".into());
+            // The clock starts again when the Job is resumed.
+            if let Value::Object(m) = &mut status {
+                m.remove("startTime");
+            }
         }
         status["active"] = json!(0);
         status["ready"] = json!(0);
@@ -401,7 +410,16 @@ fn reconcile(store: &mut Store, job: &Value, pods: Vec<Arc<Value>>) {
         write_status(store, &job_type, job, status);
         return;
     }
-    conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("Suspended"));
+    // Resumed: the Suspended condition turns False, as the real controller leaves it.
+    for c in conditions.iter_mut() {
+        if c.get("type").and_then(Value::as_str) == Some("Suspended")
+            && c.get("status").and_then(Value::as_str) == Some("True")
+        {
+            *c = condition("Suspended", "JobResumed", "Job resumed");
+            c["status"] = json!("False");
+            record_event(store, job, "Normal", "Resumed", "Job resumed".into());
+        }
+    }
     if status.get("startTime").is_none() {
         status["startTime"] = json!(now_rfc3339());
     }
