@@ -61,6 +61,10 @@ pub struct SimConfig {
     pub bookmark_interval: Duration,
     /// Server-side end of a watch without `timeoutSeconds`.
     pub watch_timeout: Duration,
+    /// Base of the delay before a failed Job pod is replaced (doubling per
+    /// failure, at most 6 minutes; the real controller uses 10s). Zero, the
+    /// default, retries at once.
+    pub job_backoff: Duration,
 }
 
 impl Default for SimConfig {
@@ -74,6 +78,7 @@ impl Default for SimConfig {
             watch_buffer: 10_000,
             bookmark_interval: Duration::from_secs(5),
             watch_timeout: Duration::from_secs(1800),
+            job_backoff: Duration::ZERO,
         }
     }
 }

@@ -1918,3 +1918,42 @@ async fn indexed_jobs_run_each_index_once() {
     assert_eq!(err.code, 422);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_pods_are_replaced_after_the_configured_backoff() {
+    let sim = kube_sim::KubeSim::start(kube_sim::SimConfig {
+        job_backoff: Duration::from_millis(300),
+        ..kube_sim::SimConfig::fast()
+    })
+    .await
+    .unwrap();
+    let c = client(&sim);
+    let jobs: Api<Job> = Api::default_namespaced(c.clone());
+    let pods: Api<Pod> = Api::default_namespaced(c.clone());
+    let ann = json!({"sim.stagegate.dev/outcome": "fail", "sim.stagegate.dev/duration": "20ms"});
+    jobs.create(
+        &PostParams::default(),
+        &job("slowretry", ann, json!({"backoffLimit": 2})),
+    )
+    .await
+    .unwrap();
+    wait_job(&jobs, "slowretry", "Failed").await;
+    let ms = |p: &Pod, key: &str| -> u128 {
+        p.metadata.annotations.as_ref().unwrap()[key]
+            .parse()
+            .unwrap()
+    };
+    let mut ps = job_pods(&pods, "slowretry").await;
+    assert_eq!(ps.len(), 3);
+    ps.sort_by_key(|p| ms(p, "sim.stagegate.dev/attempt"));
+    for (i, pair) in ps.windows(2).enumerate() {
+        let gap = ms(&pair[1], "sim.stagegate.dev/started-at-ms")
+            - ms(&pair[0], "sim.stagegate.dev/finished-at-ms");
+        let expected = 300u128 << i;
+        assert!(
+            gap >= expected,
+            "retry {i} came after {gap} ms, before the {expected} ms backoff"
+        );
+    }
+    sim.shutdown().await;
+}

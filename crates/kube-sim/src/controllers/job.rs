@@ -18,6 +18,7 @@ pub const OUTCOME: &str = "sim.stagegate.dev/outcome";
 pub const DURATION: &str = "sim.stagegate.dev/duration";
 pub const LOG: &str = "sim.stagegate.dev/log";
 const ATTEMPT: &str = "sim.stagegate.dev/attempt";
+const FINISHED_AT: &str = "sim.stagegate.dev/finished-at-ms";
 const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 const NODE: &str = "kube-sim-node";
 
@@ -127,7 +128,7 @@ pub fn reconcile_all(store: &mut Store, config: &SimConfig) {
         // Re-read: the pods' progress may have been written meanwhile.
         if let Some(job) = store.get(&jobs_key, &ns, &name) {
             let pods = index.get(uid_of(&job)).cloned().unwrap_or_default();
-            reconcile(store, &job, pods);
+            reconcile(store, &job, pods, config);
         }
     }
 }
@@ -234,6 +235,7 @@ fn run_pods(store: &mut Store, pods: &[Arc<Value>], config: &SimConfig) {
                 let started = str_at(&pod, "/status/startTime").unwrap_or("").to_string();
                 let now = now_rfc3339();
                 next["status"]["phase"] = json!(phase);
+                next["metadata"]["annotations"][FINISHED_AT] = json!(now_ms.to_string());
                 next["status"]["containerStatuses"] = container_statuses(
                     &pod,
                     |_| {
@@ -280,7 +282,7 @@ fn container_statuses(pod: &Value, state: impl Fn(&Value) -> Value, ready: bool)
     )
 }
 
-fn reconcile(store: &mut Store, job: &Value, pods: Vec<Arc<Value>>) {
+fn reconcile(store: &mut Store, job: &Value, pods: Vec<Arc<Value>>, config: &SimConfig) {
     let Some(job_type) = store.registry.get("batch", "jobs").cloned() else {
         return;
     };
@@ -495,7 +497,28 @@ fn reconcile(store: &mut Store, job: &Value, pods: Vec<Arc<Value>>) {
         }
     } else {
         let remaining = (target_completions - succeeded - still_active).max(0);
-        let want = parallelism.min(remaining + still_active) - still_active;
+        let mut want = parallelism.min(remaining + still_active) - still_active;
+        // The real controller waits before replacing a failed pod:
+        // base × 2^(failures-1), at most six minutes.
+        if failed > 0 && !config.job_backoff.is_zero() {
+            let last_failure_ms: u128 = live
+                .iter()
+                .filter(|p| phase(p) == "Failed")
+                .filter_map(|p| annotation(p, FINISHED_AT).and_then(|s| s.parse().ok()))
+                .max()
+                .unwrap_or(0);
+            let delay = config
+                .job_backoff
+                .saturating_mul(1u32 << (failed - 1).clamp(0, 16) as u32)
+                .min(Duration::from_secs(360));
+            let now_ms = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            if now_ms < last_failure_ms + delay.as_millis() {
+                want = 0;
+            }
+        }
         let busy: BTreeSet<i64> = active.iter().filter_map(|p| completion_index(p)).collect();
         let mut free_indexes =
             (0..target_completions).filter(|i| !done_indexes.contains(i) && !busy.contains(i));
