@@ -29,6 +29,9 @@ struct Args {
     /// How long after a change a Deployment/StatefulSet/DaemonSet is rolled out.
     #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
     rollout_delay: Duration,
+    /// Base delay before a failed Job pod is replaced (doubling per failure).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    job_backoff: Duration,
     /// Events kept for watches resuming from a resourceVersion.
     #[arg(long, default_value_t = 10_000)]
     watch_history: usize,
@@ -48,6 +51,7 @@ async fn main() -> std::process::ExitCode {
         job_duration: args.job_duration,
         rollout_delay: args.rollout_delay,
         watch_history: args.watch_history,
+        job_backoff: args.job_backoff,
         ..SimConfig::default()
     };
     let sim = match KubeSim::start_on(SocketAddr::new(args.bind, args.port), config).await {
