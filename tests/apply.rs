@@ -377,7 +377,7 @@ spec:
     let widget =
         "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: blue}\nspec: {size: 3}\n";
     let dir = repo(&[
-        ("stages.yaml", &stage_doc("crds", "crds", "")),
+        ("stages.yaml", &stage_doc("crds", "crds", "  prune: true\n")),
         ("crds/crd.yaml", crd),
         ("crds/widget.yaml", widget),
     ]);
@@ -389,6 +389,23 @@ spec:
     assert!(report.ready, "{}", report.message);
     assert_eq!(report.applied, 2);
     assert_eq!(state.inventory.len(), 2);
+    // Applied again: the custom resource, resolved only once its CRD
+    // exists, is still one the stage keeps, not one prune deletes.
+    let report = engine
+        .apply_stage(&plan(dir.path()).stages[0], "r2", &mut state)
+        .await;
+    assert!(report.ready, "{}", report.message);
+    assert_eq!(report.pruned, 0);
+    let resource = kube::discovery::ApiResource {
+        group: "example.com".into(),
+        version: "v1".into(),
+        api_version: "example.com/v1".into(),
+        kind: "Widget".into(),
+        plural: "widgets".into(),
+    };
+    let widgets: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(c.client.clone(), "default", &resource);
+    assert!(widgets.get_opt("blue").await.unwrap().is_some());
     c.sim.shutdown().await;
 }
 

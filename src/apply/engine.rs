@@ -243,7 +243,6 @@ impl Engine {
         }
 
         let unchanged = self.unchanged(ctx, &items, state).await;
-        let rendered: HashSet<ObjectRef> = items.iter().map(Item::object_ref).collect();
 
         // Namespaces and CRDs, before the pre-apply hooks too: hooks need a
         // namespace to run in and the kinds the stage defines.
@@ -264,6 +263,9 @@ impl Engine {
             })
             .await?;
         }
+
+        // Every object in its namespace now: what prune keeps.
+        let rendered: HashSet<ObjectRef> = items.iter().map(Item::object_ref).collect();
 
         let pre: Vec<&Item> = items
             .iter()
