@@ -294,6 +294,19 @@ async fn kluctl_post_deploy_hook_is_applied_last_not_waited_for_and_recreated_wh
         .clone()
         .unwrap();
     assert!(command.iter().any(|a| a == "print bpi(20)"), "{command:?}");
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(c.client.clone(), "default");
+    let recreated = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .any(|e| {
+            e.reason.as_deref() == Some("Recreated")
+                && e.regarding.and_then(|r| r.uid).as_deref() == Some(second.as_str())
+        });
+    assert!(recreated, "a Recreated Event on the new hook Job");
     assert_eq!(
         state.jobs["default/pi"].hook.as_deref(),
         Some("post-apply"),
