@@ -19,6 +19,7 @@ pub const DURATION: &str = "sim.stagegate.dev/duration";
 pub const LOG: &str = "sim.stagegate.dev/log";
 const ATTEMPT: &str = "sim.stagegate.dev/attempt";
 const FINISHED_AT: &str = "sim.stagegate.dev/finished-at-ms";
+const MAX_CREATES_PER_TICK: i64 = 100;
 const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 const NODE: &str = "kube-sim-node";
 
@@ -497,7 +498,10 @@ fn reconcile(store: &mut Store, job: &Value, pods: Vec<Arc<Value>>, config: &Sim
         }
     } else {
         let remaining = (target_completions - succeeded - still_active).max(0);
-        let mut want = parallelism.min(remaining + still_active) - still_active;
+        // At most a burst of pods per tick, as the real controller batches
+        // its creations (and so a huge parallelism cannot stall the loop).
+        let mut want =
+            (parallelism.min(remaining + still_active) - still_active).min(MAX_CREATES_PER_TICK);
         // The real controller waits before replacing a failed pod:
         // base × 2^(failures-1), at most six minutes.
         if failed > 0 && !config.job_backoff.is_zero() {
