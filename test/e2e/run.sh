@@ -43,7 +43,6 @@ config=$(
   cat <<YAML
 repo: git://git-server.$GIT_NS.svc.cluster.local/fleet
 branch: main
-path: .
 interval: 10s
 concurrency: 4
 namespace: $AGENT_NS
