@@ -35,7 +35,8 @@ fn engine(client: &kube::Client) -> Engine {
 }
 
 /// What a watcher saw of one object: the resourceVersion at which it first
-/// appeared (its creation), at which a Job first showed a final condition,
+/// appeared (its creation), at which a Job first showed a final condition
+/// (a Pod its final phase),
 /// and whether it was deleted.
 #[derive(Debug, Default, Clone)]
 struct Seen {
@@ -44,7 +45,7 @@ struct Seen {
     deleted: bool,
 }
 
-/// Watches Jobs, Deployments and ConfigMaps in `default` and keeps, per
+/// Watches Jobs, Deployments, ConfigMaps and Pods in `default` and keeps, per
 /// `Kind/name`, the resourceVersions that order what happened.
 struct Timeline {
     seen: Arc<Mutex<BTreeMap<String, Seen>>>,
@@ -59,6 +60,7 @@ impl Timeline {
         tasks.push(watch::<Job>(client, &seen, &mut ready));
         tasks.push(watch::<Deployment>(client, &seen, &mut ready));
         tasks.push(watch::<ConfigMap>(client, &seen, &mut ready));
+        tasks.push(watch::<Pod>(client, &seen, &mut ready));
         for r in ready {
             tokio::time::timeout(Duration::from_secs(60), r)
                 .await
@@ -144,17 +146,22 @@ where
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             let value = serde_json::to_value(&obj).unwrap_or_default();
-            let done = value
-                .pointer("/status/conditions")
-                .and_then(|c| c.as_array())
-                .is_some_and(|c| {
-                    c.iter().any(|c| {
-                        matches!(
-                            c.get("type").and_then(|t| t.as_str()),
-                            Some("Complete" | "Failed")
-                        ) && c.get("status").and_then(|s| s.as_str()) == Some("True")
-                    })
-                });
+            let pod_done = matches!(
+                value.pointer("/status/phase").and_then(|p| p.as_str()),
+                Some("Succeeded" | "Failed")
+            );
+            let done = pod_done
+                || value
+                    .pointer("/status/conditions")
+                    .and_then(|c| c.as_array())
+                    .is_some_and(|c| {
+                        c.iter().any(|c| {
+                            matches!(
+                                c.get("type").and_then(|t| t.as_str()),
+                                Some("Complete" | "Failed")
+                            ) && c.get("status").and_then(|s| s.as_str()) == Some("True")
+                        })
+                    });
             let mut seen = seen.lock().unwrap();
             let entry = seen.entry(key).or_default();
             entry.created.get_or_insert(rv);
@@ -1063,5 +1070,90 @@ async fn hook_timeout_replaces_the_stage_timeout_for_that_hook() {
     );
     let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
     assert!(cms.get_opt("settings").await.unwrap().is_none());
+    c.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn pod_hook_is_waited_for_until_it_succeeded_not_just_ready() {
+    let c = cluster().await;
+    // The simulated kubelet runs a Pod created directly: Running and Ready
+    // at once, Succeeded (or Failed) after its duration.
+    let pod = |outcome: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: check\n  annotations:\n    stagegate.dev/hook: pre-apply\n    sim.stagegate.dev/duration: 2s\n    sim.stagegate.dev/outcome: {outcome}\nspec:\n  restartPolicy: Never\n  containers: [{{name: check, image: busybox}}]\n"
+        )
+    };
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("app", "app", "")),
+        ("app/pod.yaml", &pod("succeed")),
+        ("app/cm.yaml", &config_map("settings", "1", &[])),
+    ]);
+    let timeline = Timeline::start(&c.client).await;
+    let engine = engine(&c.client);
+    let mut state = StageState::default();
+    let report = apply(&engine, dir.path(), "r1", &mut state).await;
+    assert!(report.ready, "{}", report.message);
+    let succeeded = timeline.finished("Pod/check").await;
+    let applied = timeline.created("ConfigMap/settings").await;
+    assert!(
+        succeeded < applied,
+        "Pod succeeded at rv {succeeded}, the stage went on at rv {applied}"
+    );
+
+    // A Pod hook that fails stops the stage, naming it.
+    let c2 = cluster().await;
+    let engine = self::engine(&c2.client);
+    write_files(dir.path(), &[("app/pod.yaml", &pod("fail"))]);
+    let mut state = StageState::default();
+    let report = apply(&engine, dir.path(), "r1", &mut state).await;
+    assert!(!report.ready);
+    assert!(
+        report
+            .message
+            .contains("pre-apply hook Pod default/check: Failed"),
+        "{}",
+        report.message
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(c2.client.clone(), "default");
+    assert!(cms.get_opt("settings").await.unwrap().is_none());
+    timeline.stop();
+    c.sim.shutdown().await;
+    c2.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn failing_post_apply_hook_fails_the_stage_with_its_objects_left_applied() {
+    let c = cluster().await;
+    let failing = [
+        ("stagegate.dev/hook", "post-apply"),
+        ("sim.stagegate.dev/outcome", "fail"),
+        ("sim.stagegate.dev/log", "smoke test: 502 from /healthz"),
+    ];
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("app", "app", "")),
+        ("app/deploy.yaml", &deployment("nginx:1.27")),
+        (
+            "app/smoke.yaml",
+            &job("smoke", &failing).replace("backoffLimit: 4", "backoffLimit: 0"),
+        ),
+    ]);
+    let engine = engine(&c.client);
+    let mut state = StageState::default();
+    let report = apply(&engine, dir.path(), "r1", &mut state).await;
+    assert!(!report.ready);
+    for needle in [
+        "post-apply hook Job default/smoke",
+        "BackoffLimitExceeded",
+        "502 from /healthz",
+        "the stage's other objects stay applied",
+    ] {
+        assert!(
+            report.message.contains(needle),
+            "{needle:?} in {}",
+            report.message
+        );
+    }
+    let deploy: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
+    assert!(deploy.get_opt("web").await.unwrap().is_some());
     c.sim.shutdown().await;
 }

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use futures::{StreamExt, stream};
 use kube::api::DeleteParams;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, watcher};
+use serde_json::Value;
 use tracing::{info, warn};
 
 use super::engine::{
@@ -176,11 +179,15 @@ impl Engine {
                 return result;
             }
         }
-        let outcome = if hook.wait && needs_wait(item) {
-            let timeout = hook
-                .timeout
-                .or(ctx.planned.stage.timeout)
-                .unwrap_or(self.settings.default_timeout);
+        let timeout = hook
+            .timeout
+            .or(ctx.planned.stage.timeout)
+            .unwrap_or(self.settings.default_timeout);
+        let outcome = if !hook.wait {
+            Ok(())
+        } else if item.kind == "Pod" && item.group().is_empty() {
+            self.wait_pod_done(item, timeout).await
+        } else if needs_wait(item) {
             wait_all(self, &[item], timeout).await
         } else {
             Ok(())
@@ -203,6 +210,51 @@ impl Engine {
             result.failure = Some(e);
         }
         result
+    }
+
+    /// A Pod hook is done when it ran to its end, not when it is Ready (a
+    /// running Pod is Ready): Succeeded, or Failed with its message.
+    async fn wait_pod_done(&self, item: &Item, timeout: Duration) -> Result<(), String> {
+        let oref = item.object_ref();
+        let Some(api) = item.api(&self.client) else {
+            return Err(format!("{oref}: kind not resolved"));
+        };
+        let phase = std::sync::Mutex::new(String::from("Pending"));
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", item.name));
+        let watch = async {
+            let mut stream = watcher(api, config)
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(event) = stream.next().await {
+                let Ok(pod) = event else { continue };
+                let status = pod.data.get("status");
+                let now = status
+                    .and_then(|s| s.get("phase"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("Pending");
+                match now {
+                    "Succeeded" => return Ok(()),
+                    "Failed" => {
+                        let message = status
+                            .and_then(|s| s.get("message").or_else(|| s.get("reason")))
+                            .and_then(Value::as_str)
+                            .unwrap_or("pod failed");
+                        return Err(format!("{oref}: Failed: {message}"));
+                    }
+                    other => *phase.lock().unwrap_or_else(|p| p.into_inner()) = other.to_string(),
+                }
+            }
+            Err(format!("{oref}: watch ended"))
+        };
+        match tokio::time::timeout(timeout, watch).await {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "{oref}: not done after {}: pod phase {}",
+                humantime::format_duration(timeout),
+                phase.lock().unwrap_or_else(|p| p.into_inner())
+            )),
+        }
     }
 
     async fn delete_object_hook(&self, ctx: &StageCtx<'_>, item: &Item, policy: &str) -> String {
