@@ -282,6 +282,8 @@ pub fn parse(object: &Value, name: &str) -> Result<Parsed, String> {
     let mut pre: Option<When> = None;
     let mut post: Option<When> = None;
     let mut any_hook_annotation = false;
+    // Hook kinds that cannot be honoured, each said once.
+    let mut ignored: Vec<String> = Vec::new();
     for family in FAMILIES {
         let Some(value) = annotation(family.hook_key()) else {
             continue;
@@ -296,12 +298,12 @@ pub fn parse(object: &Value, name: &str) -> Result<Parsed, String> {
                         "{name}: {HOOK}: {part:?} is not one of pre-apply, post-apply"
                     ));
                 }
-                Err(true) => warnings.push(format!(
-                    "{name}: {}: {part} is not supported (stagegate has no delete, rollback or test phase); this hook kind is ignored",
+                Err(true) => ignored.push(format!(
+                    "{}: {part} is not supported (stagegate has no delete, rollback or test phase)",
                     family.hook_key()
                 )),
-                Err(false) => warnings.push(format!(
-                    "{name}: {}: {part:?} is not a hook kind stagegate knows; ignored",
+                Err(false) => ignored.push(format!(
+                    "{}: {part:?} is not a hook kind stagegate knows",
                     family.hook_key()
                 )),
             }
@@ -315,7 +317,8 @@ pub fn parse(object: &Value, name: &str) -> Result<Parsed, String> {
     }
     if pre.is_none() && post.is_none() {
         warnings.push(format!(
-            "{name}: none of its hook kinds can be honoured, so it is not applied"
+            "{name}: {}; it is never applied",
+            ignored.join("; ")
         ));
         return Ok(Parsed {
             kind: HookKind::Unsupported,
@@ -323,6 +326,9 @@ pub fn parse(object: &Value, name: &str) -> Result<Parsed, String> {
         });
     }
 
+    for note in ignored {
+        warnings.push(format!("{name}: {note}; that hook kind is ignored"));
+    }
     let first = |keys: &[&'static str]| {
         keys.iter()
             .find_map(|k| annotation(k).map(|v| (*k, v.trim())))
@@ -542,11 +548,11 @@ mod tests {
         ] {
             let parsed = parse(&obj(&[(HELM_HOOK, kind)]), "Pod t").unwrap();
             assert_eq!(parsed.kind, HookKind::Unsupported, "{kind}");
-            assert!(
-                parsed.warnings.iter().all(|w| w.starts_with("Pod t:"))
-                    && parsed.warnings.len() == 2,
-                "{:?}",
-                parsed.warnings
+            assert_eq!(
+                parsed.warnings,
+                vec![format!(
+                    "Pod t: helm.sh/hook: {kind} is not supported (stagegate has no delete, rollback or test phase); it is never applied"
+                )]
             );
         }
         let parsed = parse(&obj(&[(HELM_HOOK, "pre-instal")]), "Job x").unwrap();
