@@ -467,7 +467,7 @@ async fn hooks_run_by_weight_the_lighter_finishing_before_equal_weights_start_to
     };
     // Long enough that the two of weight 0 cannot finish before both started.
     let slow =
-        |name: &str, weight| job(name, &pre(weight)).replace("duration: 200ms", "duration: 3s");
+        |name: &str, weight| job(name, &pre(weight)).replace("duration: 200ms", "duration: 5s");
     let dir = repo(&[
         ("stages.yaml", &stage_doc("app", "app", "")),
         ("app/first.yaml", &job("first", &pre("-1"))),
