@@ -1157,3 +1157,55 @@ async fn failing_post_apply_hook_fails_the_stage_with_its_objects_left_applied()
     assert!(deploy.get_opt("web").await.unwrap().is_some());
     c.sim.shutdown().await;
 }
+
+#[test]
+fn graph_render_and_validate_show_hooks_from_the_command_line() {
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("app", "app", "")),
+        ("app/deploy.yaml", &deployment("nginx:1.27")),
+        (
+            "app/migrate.yaml",
+            &job(
+                "migrate",
+                &[
+                    ("stagegate.dev/hook", "pre-apply"),
+                    ("stagegate.dev/hook-weight", "-5"),
+                ],
+            ),
+        ),
+        (
+            "app/test.yaml",
+            &job("test-connection", &[("helm.sh/hook", "test")]),
+        ),
+    ]);
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"))
+            .args(args)
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["graph"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        "app\n  pre: migrate (weight -5)\n  never applied: test-connection (unsupported hook kinds)\n"
+    );
+    let (code, out, _) = run(&["render"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("---\n# hook: pre-apply (weight -5)\napiVersion: batch/v1\nkind: Job\n"),
+        "{out}"
+    );
+    let (code, _, err) = run(&["validate"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("warning: app/test.yaml: stage app: Job.batch test-connection: helm.sh/hook: test is not supported"),
+        "{err}"
+    );
+}
