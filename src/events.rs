@@ -84,6 +84,15 @@ fn truncate_note(note: &str) -> String {
     format!("... {}", &note[start..])
 }
 
+/// What publishing Events needs (see [`crate::rbac`]).
+pub const PERMISSIONS: &[crate::rbac::Permission] = &[crate::rbac::Permission {
+    group: "events.k8s.io",
+    resource: "events",
+    verbs: &["create", "patch"],
+    cluster_wide: true,
+    why: "Events on the objects stagegate applies (Jobs recreated or failed) and on its state ConfigMap",
+}];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,12 +104,3 @@ mod tests {
         assert!(t.len() <= NOTE_LIMIT && t.ends_with("END") && t.starts_with("... "));
     }
 }
-
-/// What publishing Events needs (see [`crate::rbac`]).
-pub const PERMISSIONS: &[crate::rbac::Permission] = &[crate::rbac::Permission {
-    group: "events.k8s.io",
-    resource: "events",
-    verbs: &["create", "patch"],
-    cluster_wide: true,
-    why: "Events on the objects stagegate applies (Jobs recreated or failed) and on its state ConfigMap",
-}];

@@ -205,24 +205,41 @@ fn check_dependencies(stages: &[Stage], problems: &mut Problems) {
 /// Render every stage whose path is safe to read; `None` where it could not
 /// be rendered (the reason is in `problems`). Stages render on all cores:
 /// they are independent and rendering is CPU-bound.
+type Rendered = Result<Vec<Manifest>, Problem>;
+
 fn render_all(
     root: &Path,
     stages: &[Stage],
     problems: &mut Problems,
 ) -> Vec<Option<Vec<Manifest>>> {
-    let results: Vec<Result<Vec<Manifest>, Problem>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = stages
-            .iter()
-            .map(|stage| scope.spawn(move || render_one(root, stage)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Problem::error("renderer panicked")))
-            })
-            .collect()
+    // One worker per core, each taking the next stage: a thread per stage
+    // would cost a stack and an allocator arena each in a 50-stage repository.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(stages.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<Rendered>>> =
+        stages.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(stage) = stages.get(i) else { break };
+                    let result = render_one(root, stage);
+                    *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                }
+            });
+        }
     });
+    let results: Vec<Rendered> = slots
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(|| Err(Problem::error("renderer panicked")))
+        })
+        .collect();
     results
         .into_iter()
         .map(|r| match r {

@@ -271,14 +271,17 @@ async fn changed_job_is_recreated_and_the_application_waits_for_it() {
         .clone()
         .unwrap();
     assert_eq!(command.last().unwrap(), "print bpi(20)");
-    let t = timeline.lock().unwrap();
-    let done = t.jobs_complete[&second_uid];
-    let updated = t.deployment_images["registry.example.com/shop/app:1.1.0"];
+    let (done, updated) = {
+        let t = timeline.lock().unwrap();
+        (
+            t.jobs_complete[&second_uid],
+            t.deployment_images["registry.example.com/shop/app:1.1.0"],
+        )
+    };
     assert!(
         updated > done,
         "the Deployment update ({updated}) came after the new Job completed ({done})"
     );
-    drop(t);
     e.c.sim.shutdown().await;
 }
 

@@ -127,7 +127,13 @@ pub async fn run_revision(
                 started[i] = true;
                 phase[i] = Phase::Blocked;
                 let reason = match phase[d] {
-                    Phase::Failed => format!("blocked: stage {} failed", plan.stages[d].stage.name),
+                    // The first line of the failure names the culprit (a
+                    // Job, a hook), so a blocked stage says exactly why.
+                    Phase::Failed => format!(
+                        "blocked: stage {} failed: {}",
+                        plan.stages[d].stage.name,
+                        message[d].lines().next().unwrap_or_default()
+                    ),
                     _ => format!("blocked: stage {} is blocked", plan.stages[d].stage.name),
                 };
                 message[i] = reason;
