@@ -19,7 +19,8 @@ WORKDIR /src
 # that the crates.io dependencies are compiled once and reused until
 # Cargo.toml or Cargo.lock change. Cargo reads a workspace only when every
 # target its manifests name exists, so the benchmark sources (small, seldom
-# changed) come in whole.
+# changed) come in whole. A new crate under crates/ needs its Cargo.toml,
+# stub sources and benches here too.
 COPY Cargo.toml Cargo.lock ./
 COPY crates/kube-sim/Cargo.toml crates/kube-sim/
 COPY benches benches
