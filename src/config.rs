@@ -325,6 +325,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_file_is_valid() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/stagegate.yaml");
+        let s = Settings::resolve(RunArgs {
+            config: Some(example.into()),
+            ..RunArgs::default()
+        })
+        .unwrap();
+        assert_eq!(s.path.as_deref(), Some(Path::new("clusters/production")));
+        assert!(matches!(s.auth, GitAuth::Ssh { .. }));
+        assert_eq!(s.stuck_pod_grace, Duration::from_secs(120));
+    }
+
+    #[test]
     fn bad_settings_are_clear_errors() {
         assert!(matches!(
             Settings::resolve(RunArgs::default()),

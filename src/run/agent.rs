@@ -120,6 +120,7 @@ impl Agent {
                 }
             }
 
+            self.ctx.metrics.cycles.inc();
             let fetched = match self.fetch().await {
                 Ok(fetched) => {
                     failures = 0;

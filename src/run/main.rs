@@ -24,6 +24,7 @@ use crate::state::{Phase, StateStore};
 
 /// The binary's edge: `anyhow` errors, an exit code.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    limit_malloc_arenas();
     let settings = Settings::resolve(args)?;
     let client = crate::cluster::client(settings.kubeconfig.as_deref()).await?;
     ensure_namespace(&client, &settings.namespace, settings.create_namespace).await?;
@@ -134,6 +135,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             eprintln!("error: {e}");
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+/// glibc gives every thread that allocates an arena of its own, up to eight
+/// per core; for a long-running agent whose threads come and go (blocking
+/// Git and render work), that is resident memory held for nothing. Two
+/// arenas are plenty for its two kinds of work.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; it is called before any
+    // thread of ours allocates concurrently, and M_ARENA_MAX is a valid option.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 
