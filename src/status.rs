@@ -67,6 +67,28 @@ pub fn table(state: &State, now: jiff::Timestamp) -> String {
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
+    // A failing fetch keeps the last good revision in force: say both.
+    if let Some(source) = &state.source {
+        let revision = source
+            .revision
+            .as_deref()
+            .map(short_revision)
+            .unwrap_or("-");
+        if source.error.is_empty() {
+            let _ = writeln!(out, "source: {revision}");
+        } else {
+            let since = source
+                .since
+                .as_deref()
+                .map(|s| format!(" since {s}"))
+                .unwrap_or_default();
+            let first = source.error.lines().next().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "source: {revision} (last good); failing{since}: {first}"
+            );
+        }
+    }
     for (i, row) in rows.iter().enumerate() {
         for (c, cell) in row.iter().enumerate().take(4) {
             let _ = write!(out, "{cell:<width$}  ", width = widths[c]);

@@ -613,3 +613,36 @@ async fn independent_stages_run_at_the_same_time() {
     );
     e.c.sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_agent_namespace_is_a_clear_error() {
+    let e = env().await;
+    let repo = GitRepo::init(&e.tmp.path().join("repo"));
+    commit(&repo, "first", &seed_files("print bpi(2000)", "1.0.0", ""));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stagegate"));
+    cmd.args([
+        "run",
+        "--once",
+        "--listen",
+        "127.0.0.1:0",
+        "--namespace",
+        "gitops",
+        "--repo",
+        &repo.file_url(),
+    ])
+    .arg("--kubeconfig")
+    .arg(&e.kubeconfig)
+    .arg("--cache-dir")
+    .arg(e.tmp.path().join("cache"));
+    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert!(
+        out(&o).contains("namespace gitops does not exist"),
+        "{}",
+        out(&o)
+    );
+    assert!(out(&o).contains("--create-namespace"), "{}", out(&o));
+    e.c.sim.shutdown().await;
+}

@@ -622,3 +622,43 @@ async fn failed_job_runs_again_only_when_an_operator_asks_or_retries_allow() {
     );
     c.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn pod_stuck_pulling_its_image_is_reported_and_fails_after_the_grace_period() {
+    let c = cluster().await;
+    let annotations = "    sim.stagegate.dev/outcome: image-pull-backoff\n";
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("pre", "pre", "  timeout: 5m\n")),
+        ("pre/job.yaml", &pi_job("pi", 2000, annotations)),
+    ]);
+    // The engine of these tests gives stuck pods 5 s, not the whole 5m timeout.
+    let report = engine(&c.client)
+        .apply_stage(
+            &plan(dir.path()).stages[0],
+            "r1",
+            &mut StageState::default(),
+        )
+        .await;
+    assert!(!report.ready);
+    assert!(
+        report.message.contains("pod stuck for 5s"),
+        "{}",
+        report.message
+    );
+    assert!(
+        report.message.contains("ImagePullBackOff"),
+        "{}",
+        report.message
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(c.client.clone(), "default");
+    let stuck = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .any(|e| e.reason.as_deref() == Some("PodStuck"));
+    assert!(stuck, "a PodStuck Warning Event");
+    c.sim.shutdown().await;
+}
