@@ -646,3 +646,57 @@ async fn missing_agent_namespace_is_a_clear_error() {
     assert!(out(&o).contains("--create-namespace"), "{}", out(&o));
     e.c.sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_revision_cancels_the_waits_of_the_one_in_progress() {
+    let e = env().await;
+    let repo = GitRepo::init(&e.tmp.path().join("repo"));
+    let mut files = seed_files("print bpi(2000)", "1.0.0", "");
+    // Revision 1's rollout never finishes; its stage would wait its whole 2m timeout.
+    files[3].1 = files[3].1.replace(
+        "metadata: {name: web}",
+        "metadata: {name: web, annotations: {sim.stagegate.dev/rollout: hang}}",
+    );
+    commit(&repo, "a rollout that hangs", &files);
+    let mut agent = e.spawn(
+        &repo.file_url(),
+        &["--interval", "1s", "--leader-elect", "false"],
+    );
+    let store = StateStore::new(e.c.client.clone(), NS);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = store.load().await.unwrap();
+        if state
+            .stages
+            .get("application")
+            .is_some_and(|s| s.phase == Phase::Running)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "application never started: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fixed = commit(&repo, "fixed", &seed_files("print bpi(2000)", "1.0.1", ""));
+    // Well within the first revision's 2m timeout: its wait was cancelled.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = store.load().await.unwrap();
+        let app = state.stages.get("application");
+        if app.is_some_and(|s| {
+            s.phase == Phase::Ready && s.revision.as_deref().is_some_and(|r| r.contains(&fixed))
+        }) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new revision was not applied: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    e.c.sim.shutdown().await;
+}
