@@ -242,6 +242,11 @@ async fn installed_agent_is_locked_down_and_wired_to_its_config() {
         .expect("deployment");
     let spec = deployment.spec.expect("deployment spec");
     assert_eq!(spec.replicas, Some(1));
+    // A rolling update would deadlock on the leader Lease (see the manifest).
+    assert_eq!(
+        spec.strategy.as_ref().and_then(|s| s.type_.as_deref()),
+        Some("Recreate")
+    );
     let pod = spec.template.spec.expect("pod spec");
     assert_eq!(pod.service_account_name.as_deref(), Some(SERVICE_ACCOUNT));
 
