@@ -109,6 +109,21 @@ impl Env {
             .unwrap()
     }
 
+    /// Poll the agent's state (as `stagegate status` reads it) until `done`
+    /// holds; generous, since the machine may be slow and busy.
+    async fn wait_for_state(&self, what: &str, done: impl Fn(&State) -> bool) {
+        let store = StateStore::new(self.c.client.clone(), NS);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let state = store.load().await.unwrap_or_default();
+            if done(&state) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: {state:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn job(&self, name: &str) -> Option<Job> {
         Api::<Job>::namespaced(self.c.client.clone(), "shop")
             .get_opt(name)
@@ -662,40 +677,21 @@ async fn a_new_revision_cancels_the_waits_of_the_one_in_progress() {
         &repo.file_url(),
         &["--interval", "1s", "--leader-elect", "false"],
     );
-    let store = StateStore::new(e.c.client.clone(), NS);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let state = store.load().await.unwrap();
-        if state
+    e.wait_for_state("application never started", |state| {
+        state
             .stages
             .get("application")
             .is_some_and(|s| s.phase == Phase::Running)
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "application never started: {state:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let fixed = commit(&repo, "fixed", &seed_files("print bpi(2000)", "1.0.1", ""));
     // Well within the first revision's 2m timeout: its wait was cancelled.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let state = store.load().await.unwrap();
-        let app = state.stages.get("application");
-        if app.is_some_and(|s| {
+    e.wait_for_state("the new revision was not applied", |state| {
+        state.stages.get("application").is_some_and(|s| {
             s.phase == Phase::Ready && s.revision.as_deref().is_some_and(|r| r.contains(&fixed))
-        }) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the new revision was not applied: {state:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        })
+    })
+    .await;
     agent.kill().unwrap();
     agent.wait().unwrap();
     e.c.sim.shutdown().await;
