@@ -24,6 +24,7 @@ pub fn required() -> Vec<Permission> {
         crate::state::store::PERMISSIONS,
         crate::events::PERMISSIONS,
         crate::run::leader::PERMISSIONS,
+        crate::run::main::PERMISSIONS,
     ]
     .concat()
 }

@@ -1,8 +1,7 @@
 //! The install manifests: they apply to an API server both ways the README
 //! gives (`kubectl apply -k` and `kubectl apply -f -R`), the Deployment is
 //! locked down as promised, and the RBAC rules grant every permission the
-//! agent's code declares (`stagegate::rbac::required()`, plus the few listed in
-//! `UNDECLARED` here), and nothing else.
+//! agent's code declares (`stagegate::rbac::required()`), and nothing else.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -20,25 +19,11 @@ use stagegate::source::GitAuth;
 
 const OWN_NAMESPACE: &str = "stagegate-system";
 
-/// Calls the agent makes that no `PERMISSIONS` list declares yet, so the
-/// manifests grant them on the word of this file. `stagegate run` reads its
-/// own Namespace at start-up (`ensure_namespace` in src/run/main.rs); without
-/// the rule the namespaced install, which has no ClusterRole, stops there
-/// with Forbidden. A GET of namespace X is authorized as a request in
-/// namespace X, so a Role there covers it. Remove an entry once the code
-/// declares it.
-const UNDECLARED: &[Permission] = &[Permission {
-    group: "",
-    resource: "namespaces",
-    verbs: &["get"],
-    cluster_wide: false,
-    why: "stagegate run checks at start-up that its own namespace exists",
-}];
-
-/// What the manifests must grant: the code's list and [`UNDECLARED`].
+/// What the manifests must grant: the code's own list.
 fn wanted() -> Vec<Permission> {
-    [required(), UNDECLARED.to_vec()].concat()
+    required()
 }
+
 const SERVICE_ACCOUNT: &str = "stagegate";
 
 fn root() -> PathBuf {

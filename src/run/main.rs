@@ -151,6 +151,17 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// What start-up needs (see [`crate::rbac`]). A GET of namespace X is
+/// authorized as a request in X, so a Role in the agent's namespace covers
+/// it; `--create-namespace` needs more, and is for development clusters.
+pub const PERMISSIONS: &[crate::rbac::Permission] = &[crate::rbac::Permission {
+    group: "",
+    resource: "namespaces",
+    verbs: &["get"],
+    cluster_wide: false,
+    why: "stagegate run checks at start-up that its own namespace exists",
+}];
+
 /// The agent's namespace holds its state and Lease: say clearly when it is
 /// missing, or create it when asked to.
 async fn ensure_namespace(client: &Client, name: &str, create: bool) -> anyhow::Result<()> {
