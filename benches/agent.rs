@@ -51,7 +51,8 @@ fn agent(sim: &KubeSim, work: &Path, extra: &[&str]) -> Command {
     let kubeconfig = work.join("kubeconfig");
     sim.write_kubeconfig(&kubeconfig).expect("kubeconfig");
     // STAGEGATE_BIN measures another build, e.g. the image's (`--profile dist`).
-    let bin = std::env::var("STAGEGATE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_stagegate").to_string());
+    let bin = std::env::var("STAGEGATE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_stagegate").to_string());
     let mut cmd = Command::new(bin);
     cmd.args([
         "run",
