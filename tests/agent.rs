@@ -696,3 +696,54 @@ async fn a_new_revision_cancels_the_waits_of_the_one_in_progress() {
     agent.wait().unwrap();
     e.c.sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspended_stage_blocks_dependents_only_until_it_was_once_ready() {
+    let e = env().await;
+    let repo = GitRepo::init(&e.tmp.path().join("repo"));
+    let suspend = |files: &mut Vec<(String, String)>| {
+        files[0].1 = files[0]
+            .1
+            .replacen("  path: pre\n", "  path: pre\n  suspend: true\n", 1);
+    };
+    // Suspended before it ever ran: its dependent has nothing to stand on.
+    let mut files = seed_files("print bpi(2000)", "1.0.0", "");
+    suspend(&mut files);
+    commit(&repo, "pre suspended from the start", &files);
+    let o = e.once(&repo.file_url(), &[]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let state = e.state().await;
+    assert_eq!(state.stages["pre"].phase, Phase::Blocked);
+    assert_eq!(state.stages["application"].phase, Phase::Blocked);
+    assert!(
+        e.job("db-migrate").await.is_none(),
+        "a suspended stage is not applied"
+    );
+
+    // Ready once, then suspended: its objects stand as last applied, and the
+    // dependent goes ahead with a new revision of its own.
+    commit(&repo, "resume", &seed_files("print bpi(2000)", "1.0.0", ""));
+    let o = e.once(&repo.file_url(), &[]).await;
+    assert!(o.status.success(), "{}", out(&o));
+    let mut files = seed_files("print bpi(2000)", "1.1.0", "");
+    suspend(&mut files);
+    commit(&repo, "pre suspended again, app 1.1.0", &files);
+    let o = e.once(&repo.file_url(), &[]).await;
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "not every stage is Ready: {}",
+        out(&o)
+    );
+    let state = e.state().await;
+    assert_eq!(state.stages["pre"].phase, Phase::Suspended);
+    assert_eq!(state.stages["application"].phase, Phase::Ready);
+    let deployments: Api<Deployment> = Api::namespaced(e.c.client.clone(), "shop");
+    let web = deployments.get("web").await.unwrap();
+    let image = web.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap();
+    assert_eq!(image, "registry.example.com/shop/app:1.1.0");
+    e.c.sim.shutdown().await;
+}
