@@ -15,13 +15,19 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use stagegate::source::{Fetched, GitRef, GitSource, SourceConfig};
+
+// The tests' git daemon helper, shared rather than written twice.
+#[allow(dead_code)]
+#[path = "../tests/common/git.rs"]
+mod git_fixture;
+use git_fixture::GitDaemon;
 
 const FILES: usize = 40;
 /// Clones and new-commit polls are timed this many times; the median is shown.
@@ -85,7 +91,7 @@ async fn measure(commits: usize, rounds: usize) -> String {
     git(&bare, &["gc", "-q"]);
     let remote_size = dir_size(&bare);
 
-    let daemon = Daemon::start(&served);
+    let daemon = GitDaemon::start(&served);
     let relay = Relay::start(daemon.port);
     let url = format!("git://127.0.0.1:{}/repo.git", relay.port);
 
@@ -233,53 +239,6 @@ fn dir_size(path: &Path) -> u64 {
             }
         })
         .sum()
-}
-
-struct Daemon {
-    child: Child,
-    port: u16,
-}
-
-impl Daemon {
-    fn start(base: &Path) -> Self {
-        let exec_path = PathBuf::from(git(base, &["--exec-path"]));
-        for _ in 0..10 {
-            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let mut child = Command::new(exec_path.join("git-daemon"))
-                .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
-                .arg(format!("--port={port}"))
-                .arg(format!("--base-path={}", base.display()))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("git-daemon");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
-                    return Self { child, port };
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("git daemon did not start");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A loopback TCP relay that counts the bytes it forwards in both directions.

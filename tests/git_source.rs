@@ -10,6 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::git::GitDaemon;
 use stagegate::source::{Fetched, GitAuth, GitRef, GitSource, SourceConfig, SourceError};
 
 // ---------------------------------------------------------------------------
@@ -197,41 +200,12 @@ impl Drop for Server {
     }
 }
 
-fn git_daemon(base_path: &Path) -> Server {
-    for _attempt in 0..10 {
-        let port = free_port();
-        // The git-daemon binary itself: `git daemon` would run it as a child
-        // that outlives a kill of the `git` wrapper.
-        let mut child = Command::new(git_exec_path().join("git-daemon"))
-            .args([
-                "--export-all",
-                "--reuseaddr",
-                "--informative-errors",
-                "--listen=127.0.0.1",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", base_path.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("git daemon must be available");
-        if wait_listening(&mut child, port) {
-            return Server { child, port };
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    panic!("git daemon did not start on any of 10 ports");
+fn git_daemon(base_path: &Path) -> GitDaemon {
+    GitDaemon::start(base_path)
 }
 
-fn git_exec_path() -> PathBuf {
-    let out = Command::new("git").arg("--exec-path").output().unwrap();
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-fn daemon_url(server: &Server) -> String {
-    format!("git://127.0.0.1:{}/repo.git", server.port)
+fn daemon_url(daemon: &GitDaemon) -> String {
+    daemon.url("repo.git")
 }
 
 // ---------------------------------------------------------------------------

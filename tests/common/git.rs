@@ -1,5 +1,6 @@
-//! Real Git repositories for the agent's end-to-end tests: a work tree made
-//! with the `git` CLI, served by file URL or by `git daemon` on loopback.
+//! Real Git repositories for tests and benchmarks: a work tree made with the
+//! `git` CLI, served by file URL or by `git daemon` on loopback. Self-contained
+//! (std only), so benches include it by path.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -98,11 +99,16 @@ impl GitDaemon {
     pub fn url(&self, repo: &str) -> String {
         format!("git://127.0.0.1:{}/{repo}", self.port)
     }
+
+    /// Stop serving now (a test of an unreachable server).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for GitDaemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
