@@ -17,6 +17,7 @@ mod faults;
 mod listener;
 mod ops;
 mod patch;
+mod proto;
 mod request;
 mod resources;
 mod selector;

@@ -190,28 +190,33 @@ async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if let Some(code) = shared.faults.take_failure(verb, &path) {
         return error_response(&fault_error(code));
     }
-    let protobuf_body = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.contains("protobuf"));
-    if protobuf_body {
-        // Typed Go clients (`kubectl create configmap`, `kubectl run`) send
-        // protobuf; kube-sim speaks JSON only, and says so the real way.
-        return error_response(&ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (kube-sim does not decode protobuf)",
-        ));
-    }
     let body = match axum::body::to_bytes(req.into_body(), 64 << 20).await {
         Ok(b) => b,
         Err(e) => return error_response(&ApiError::bad_request(format!("reading the body: {e}"))),
+    };
+    // Typed Go clients (`kubectl create …`, `kubectl run`) send protobuf.
+    let body = match decoded_body(&headers, body) {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
     };
     tracing::debug!(%method, %path, ?verb, "request");
     match dispatch(&shared, &method, route, &query, &headers, &body).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     }
+}
+
+/// A protobuf body as the JSON it stands for; any other body as it is.
+fn decoded_body(headers: &HeaderMap, body: Bytes) -> ApiResult<Bytes> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !crate::proto::is_protobuf(content_type) {
+        return Ok(body);
+    }
+    let obj = crate::proto::decode_body(&body)?;
+    Ok(Bytes::from(serde_json::to_vec(&obj).unwrap_or_default()))
 }
 
 async fn dispatch(
