@@ -10,6 +10,7 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod controllers;
 mod discovery;
 mod events;
@@ -138,6 +139,7 @@ impl KubeSim {
             stats: stats::Counters::default(),
             shutdown: tokio::sync::watch::channel(false).0,
             server_address: addr.to_string(),
+            tokens: auth::Tokens::default(),
         });
         let listener = listener::SimListener::new(tcp, shared.clone());
         let app = server::router(shared.clone());
@@ -170,8 +172,41 @@ impl KubeSim {
         format!("http://{}", self.addr)
     }
 
-    /// A kubeconfig whose current context points at this server.
+    /// A kubeconfig whose current context points at this server, as the
+    /// admin (`kube-sim-admin`, in `system:masters`).
     pub fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig_with_token("kube-sim", auth::ADMIN_TOKEN)
+    }
+
+    /// A bearer token for a named user in `groups` (plus
+    /// `system:authenticated`); RBAC decides what it may do.
+    pub fn user_token(&self, name: &str, groups: &[&str]) -> String {
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        self.shared.tokens.issue_user(name, &groups)
+    }
+
+    /// A bearer token for the ServiceAccount `namespace/name`
+    /// (`system:serviceaccount:NS:NAME`); requests with it get 401 while the
+    /// ServiceAccount does not exist.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        self.shared.tokens.issue_service_account(namespace, name)
+    }
+
+    /// A kubeconfig for a named user (see [`KubeSim::user_token`]).
+    pub fn user_kubeconfig(&self, name: &str, groups: &[&str]) -> String {
+        self.kubeconfig_with_token(name, &self.user_token(name, groups))
+    }
+
+    /// A kubeconfig for a ServiceAccount, as a pod using it would authenticate
+    /// (see [`KubeSim::service_account_token`]).
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> String {
+        self.kubeconfig_with_token(
+            &format!("system:serviceaccount:{namespace}:{name}"),
+            &self.service_account_token(namespace, name),
+        )
+    }
+
+    fn kubeconfig_with_token(&self, user: &str, token: &str) -> String {
         format!(
             "apiVersion: v1
 kind: Config
@@ -183,14 +218,14 @@ contexts:
 - name: kube-sim
   context:
     cluster: kube-sim
-    user: kube-sim
+    user: {user:?}
     namespace: default
 current-context: kube-sim
 preferences: {{}}
 users:
-- name: kube-sim
+- name: {user:?}
   user:
-    token: kube-sim
+    token: {token}
 ",
             url = self.url()
         )
@@ -235,6 +270,7 @@ fn bootstrap(store: &mut store::Store) {
         api_version: "v1".into(),
         ..Default::default()
     };
+    auth::bootstrap::install(store, &opts);
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let _ = store.create(
             &ns,
