@@ -107,6 +107,8 @@ pub enum SimError {
     },
     #[error("the listener has no local address: {0}")]
     LocalAddr(std::io::Error),
+    #[error("the built-in TLS certificate was refused: {0}")]
+    Tls(tokio_rustls::rustls::Error),
 }
 
 /// A running simulated API server.
@@ -141,7 +143,9 @@ impl KubeSim {
             server_address: addr.to_string(),
             tokens: auth::Tokens::default(),
         });
-        let listener = listener::SimListener::new(tcp, shared.clone());
+        let acceptor = auth::tls::acceptor().map_err(SimError::Tls)?;
+        let listener = listener::SimListener::new(tcp, shared.clone(), acceptor)
+            .map_err(SimError::LocalAddr)?;
         let app = server::router(shared.clone());
         let mut stop = shared.shutdown.subscribe();
         let serve = tokio::spawn(async move {
@@ -206,14 +210,34 @@ impl KubeSim {
         )
     }
 
+    /// `https://127.0.0.1:PORT`: the same port over TLS, which kubectl
+    /// needs before it sends a token.
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The CA of [`KubeSim::https_url`], PEM.
+    pub fn ca_pem(&self) -> String {
+        auth::tls::ca_pem()
+    }
+
     fn kubeconfig_with_token(&self, user: &str, token: &str) -> String {
+        let cluster = if token == auth::ADMIN_TOKEN {
+            format!("server: {}", self.url())
+        } else {
+            format!(
+                "server: {}\n    certificate-authority-data: {}",
+                self.https_url(),
+                auth::tls::CA_DATA
+            )
+        };
         format!(
             "apiVersion: v1
 kind: Config
 clusters:
 - name: kube-sim
   cluster:
-    server: {url}
+    {cluster}
 contexts:
 - name: kube-sim
   context:
@@ -226,8 +250,7 @@ users:
 - name: {user:?}
   user:
     token: {token}
-",
-            url = self.url()
+"
         )
     }
 

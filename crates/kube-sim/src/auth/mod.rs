@@ -12,6 +12,7 @@ pub mod attributes;
 pub mod bootstrap;
 pub mod rbac;
 pub mod review;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
