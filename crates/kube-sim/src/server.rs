@@ -31,6 +31,7 @@ pub struct Shared {
     pub faults: Faults,
     pub shutdown: tokio::sync::watch::Sender<bool>,
     pub server_address: String,
+    pub tokens: crate::auth::Tokens,
 }
 
 impl Shared {
@@ -156,6 +157,13 @@ fn fault_error(code: u16) -> ApiError {
     ApiError::new(code, reason, format!("kube-sim: injected fault ({code})"))
 }
 
+fn lock_store(shared: &Shared) -> std::sync::MutexGuard<'_, Store> {
+    shared
+        .store
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Every Kubernetes API path.
 async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if shared.faults.is_unreachable() {
@@ -173,10 +181,7 @@ async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let query = Query::parse(req.uri().query());
     let headers = req.headers().clone();
     let route = {
-        let store = shared
-            .store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let store = lock_store(&shared);
         parse_route(&path, |g, v, p| {
             store.registry.lookup(g, v, p).is_some_and(|t| t.namespaced)
         })
@@ -190,6 +195,11 @@ async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if let Some(code) = shared.faults.take_failure(verb, &path) {
         return error_response(&fault_error(code));
     }
+    let attrs = crate::auth::Attributes::of_request(&method, &path, &route, &query);
+    let user = match crate::auth::admit(&shared.tokens, &*lock_store(&shared), &headers, &attrs) {
+        Ok(u) => u,
+        Err(e) => return error_response(&e),
+    };
     let body = match axum::body::to_bytes(req.into_body(), 64 << 20).await {
         Ok(b) => b,
         Err(e) => return error_response(&ApiError::bad_request(format!("reading the body: {e}"))),
@@ -199,7 +209,18 @@ async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };
-    tracing::debug!(%method, %path, ?verb, "request");
+    tracing::debug!(%method, %path, ?verb, user = %user.name, "request");
+    if let Route::Resource(rp) = &route
+        && method == "POST"
+        && crate::auth::review::is_review(rp)
+    {
+        let answer = parse_body(&body)
+            .and_then(|b| crate::auth::review::answer(&*lock_store(&shared), &user, rp, &b));
+        return match answer {
+            Ok(review) => json_response(201, &review),
+            Err(e) => error_response(&e),
+        };
+    }
     match dispatch(&shared, &method, route, &query, &headers, &body).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
@@ -399,17 +420,6 @@ async fn resource(
             watch::serve(shared.clone(), rt, rp, query, repr).await
         }
         ("GET", None) => list(shared, &rt, &rp, query, crate::table::repr(accept(headers))),
-        ("POST", None) if rt.create_only => {
-            // No RBAC: every review says yes.
-            let mut review: Value = parse_body(body)?;
-            if !review.is_object() {
-                return Err(ApiError::bad_request(
-                    "the body of the request was not a JSON object",
-                ));
-            }
-            review["status"] = json!({"allowed": true, "reason": "kube-sim enforces no RBAC"});
-            Ok(json_response(201, &review))
-        }
         (_, _) if rt.create_only => Err(ApiError::new(
             405,
             "MethodNotAllowed",
