@@ -11,6 +11,7 @@
 //! `${TAG}` inside a stage patch is substituted there too.
 
 mod error;
+mod generator;
 pub mod hash;
 mod images;
 mod kustomization;
@@ -159,13 +160,31 @@ fn apply_stage_settings(
         metadata::set_namespace(resources, namespace);
     }
     images::apply(resources, &stage.images);
-    // kustomize follows renamed and moved objects once the whole build is
-    // done; Flux's build includes the stage's namespace, patches and images.
-    nameref::fix_references(resources);
+    // kustomize names generated objects and follows renamed and moved
+    // objects once the whole build is done; Flux's build includes the
+    // stage's namespace, patches and images.
+    finish_build(ctx, resources)?;
     if !stage.substitute.is_empty() {
         substitute::apply(ctx, resources, &stage.substitute)?;
     }
     Ok(())
+}
+
+/// What kustomize does once at the top of a build: generated objects get
+/// their content-hash suffix, then every reference follows its target.
+fn finish_build(ctx: &Ctx<'_>, resources: &mut [Resource]) -> Result<(), RenderError> {
+    generator::add_name_hashes(resources);
+    nameref::fix_references(resources).map_err(|e| {
+        let referrer = &resources[e.referrer];
+        RenderError::AmbiguousReference {
+            stage: ctx.stage.clone(),
+            path: referrer.source.clone(),
+            object: referrer.describe(),
+            field: e.field,
+            name: e.name,
+            candidates: e.candidates.join(" and "),
+        }
+    })
 }
 
 /// File names kustomize accepts for a kustomization, in its order of preference.
