@@ -8,7 +8,9 @@ use std::process::Command;
 
 use serde_json::Value;
 use stagegate::labels::{MANAGED_BY_KEY, SPEC_HASH_ANNOTATION, STAGE_LABEL};
-use stagegate::render::{ImageOverride, Patch, PatchTarget, render_stage};
+use stagegate::render::{
+    ImageOverride, Overlay, Patch, PatchTarget, render_stage, render_stage_with,
+};
 use stagegate::stage::Stage;
 
 fn fixtures() -> PathBuf {
@@ -78,10 +80,14 @@ fn assert_same_as_kustomize(case: &str) {
 
 /// `stage` rendered by stagegate against `kubectl kustomize reference`.
 fn assert_stage_same_as_kustomize(stage: &Stage, reference: &str) {
+    assert_overlay_same_as_kustomize(stage, &Overlay::default(), reference);
+}
+
+fn assert_overlay_same_as_kustomize(stage: &Stage, overlay: &Overlay, reference: &str) {
     let case = reference;
     let root = fixtures();
     let expected = by_id(kubectl_kustomize(&root.join(reference)));
-    let rendered = render_stage(&root, stage)
+    let rendered = render_stage_with(&root, stage, overlay)
         .unwrap_or_else(|e| panic!("stagegate failed to render {}: {e}", stage.name));
     for m in &rendered {
         let text = stagegate::yaml::to_yaml(&m.value);
@@ -271,4 +277,20 @@ fn an_ambiguous_subject_is_refused_naming_both_service_accounts() {
         text.contains("team-a/deployer") && text.contains("team-b/deployer"),
         "{text}"
     );
+}
+
+#[test]
+fn field_names_in_another_case_are_read_as_kustomize_reads_them() {
+    assert_same_as_kustomize("scenarios/spelling");
+}
+
+#[test]
+fn a_stage_overlay_prefix_and_components_match_the_kustomization_flux_writes() {
+    let stage = Stage::new("flux", "scenarios/overlay-target");
+    let overlay = Overlay {
+        name_prefix: Some("flux-".into()),
+        components: vec!["../components/monitoring".into()],
+        ..Default::default()
+    };
+    assert_overlay_same_as_kustomize(&stage, &overlay, "scenarios/overlay-reference");
 }

@@ -19,7 +19,7 @@ use super::generator::{self, GeneratedKind, GeneratorArgs, GeneratorOptions, Gen
 use super::metadata::{self, LabelScope};
 use super::patch::{self, LoadedPatch};
 use super::resource::{Ctx, Resource};
-use super::{ImageOverride, KUSTOMIZATION_FILE_NAMES, Patch, PatchTarget, images, load};
+use super::{ImageOverride, KUSTOMIZATION_FILE_NAMES, Overlay, Patch, PatchTarget, images, load};
 use crate::paths::{PathError, resolve_inside};
 use crate::yaml::parse_documents;
 
@@ -212,7 +212,46 @@ pub(crate) fn build(
     dir: &Path,
     stack: &mut Vec<PathBuf>,
 ) -> Result<Vec<Resource>, RenderError> {
-    build_into(ctx, dir, stack, Expected::Kustomization, Vec::new())
+    build_into(ctx, dir, stack, Expected::Kustomization, Vec::new(), None)
+}
+
+/// Build the stage's own kustomization with the stage definition's
+/// settings written into it, as Flux writes them before building.
+pub(crate) fn build_with(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    overlay: &Overlay,
+) -> Result<Vec<Resource>, RenderError> {
+    build_into(
+        ctx,
+        dir,
+        &mut Vec::new(),
+        Expected::Kustomization,
+        Vec::new(),
+        Some(overlay),
+    )
+}
+
+/// A directory without a kustomization, as Flux builds it: its files as
+/// `resources`, then the stage definition's components and name settings.
+pub(crate) fn build_plain_with(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    mut resources: Vec<Resource>,
+    overlay: &Overlay,
+) -> Result<Vec<Resource>, RenderError> {
+    let mut stack = vec![dir.to_path_buf()];
+    for entry in &overlay.components {
+        let path =
+            resolve_inside(ctx.root, dir, Path::new(entry)).map_err(|e| ctx.path_error(e))?;
+        resources = build_into(ctx, &path, &mut stack, Expected::Component, resources, None)?;
+    }
+    metadata::add_prefix_suffix(
+        &mut resources,
+        overlay.name_prefix.as_deref().unwrap_or(""),
+        overlay.name_suffix.as_deref().unwrap_or(""),
+    );
+    Ok(resources)
 }
 
 /// Build the kustomization (or component) in `dir` on top of `resources`:
@@ -223,6 +262,7 @@ fn build_into(
     stack: &mut Vec<PathBuf>,
     expected: Expected,
     resources: Vec<Resource>,
+    overlay: Option<&Overlay>,
 ) -> Result<Vec<Resource>, RenderError> {
     let Some(file) = find_file(dir) else {
         return Err(ctx.kustomization_error(dir, "directory has no kustomization.yaml"));
@@ -241,7 +281,7 @@ fn build_into(
         });
     }
     stack.push(dir.to_path_buf());
-    let result = build_file(ctx, dir, &file, stack, expected, resources);
+    let result = build_file(ctx, dir, &file, stack, expected, resources, overlay);
     stack.pop();
     result
 }
@@ -260,6 +300,10 @@ fn parse(ctx: &Ctx<'_>, file: &Path) -> Result<Kustomization, RenderError> {
         [one] => one.value.clone(),
         _ => return Err(ctx.kustomization_error(file, "a kustomization must be one YAML document")),
     };
+    let Some(map) = value.as_object() else {
+        return Err(ctx.kustomization_error(file, "a kustomization must be a mapping"));
+    };
+    let value = Value::Object(canonical_field_names(ctx, file, map)?);
     let Some(map) = value.as_object() else {
         return Err(ctx.kustomization_error(file, "a kustomization must be a mapping"));
     };
@@ -282,6 +326,35 @@ fn parse(ctx: &Ctx<'_>, file: &Path) -> Result<Kustomization, RenderError> {
         .map_err(|e| ctx.kustomization_error(file, format!("invalid kustomization: {e}")))?;
     check_type(ctx, file, &k)?;
     Ok(k)
+}
+
+/// kustomize matches field names without regard to case, as Go's JSON
+/// decoder does (`patchesJSON6902` is `patchesJson6902`); the fields are
+/// renamed to their usual spelling, and the same field twice is an error.
+fn canonical_field_names(
+    ctx: &Ctx<'_>,
+    file: &Path,
+    map: &Map<String, Value>,
+) -> Result<Map<String, Value>, RenderError> {
+    let known = SUPPORTED_FIELDS
+        .iter()
+        .copied()
+        .chain(PLUGIN_FIELDS.iter().map(|(f, _)| *f));
+    let known: Vec<&str> = known.collect();
+    let mut out = Map::with_capacity(map.len());
+    for (key, v) in map {
+        let name = known
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(key))
+            .map_or_else(|| key.clone(), |k| (*k).to_string());
+        if out.insert(name.clone(), v.clone()).is_some() {
+            return Err(ctx.kustomization_error(
+                file,
+                format!("field `{name}` is given twice (in different spellings)"),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// Check `apiVersion` and `kind`: kustomize's Kustomization
@@ -341,8 +414,18 @@ fn build_file(
     stack: &mut Vec<PathBuf>,
     expected: Expected,
     mut resources: Vec<Resource>,
+    overlay: Option<&Overlay>,
 ) -> Result<Vec<Resource>, RenderError> {
-    let k = parse(ctx, file)?;
+    let mut k = parse(ctx, file)?;
+    if let Some(overlay) = overlay {
+        if overlay.name_prefix.is_some() {
+            k.name_prefix.clone_from(&overlay.name_prefix);
+        }
+        if overlay.name_suffix.is_some() {
+            k.name_suffix.clone_from(&overlay.name_suffix);
+        }
+        k.components.extend(overlay.components.iter().cloned());
+    }
     let is_component = k.kind.as_deref() == Some("Component");
     match (expected, is_component) {
         (Expected::Kustomization, true) => {
@@ -403,7 +486,7 @@ fn build_file(
                 format!("components entry `{entry}` is not a directory"),
             ));
         }
-        resources = build_into(ctx, &path, stack, Expected::Component, resources)?;
+        resources = build_into(ctx, &path, stack, Expected::Component, resources, None)?;
     }
     if let Some(sort) = &k.sort_options
         && !matches!(sort.order.as_str(), "legacy" | "fifo")
