@@ -294,3 +294,8 @@ fn a_stage_overlay_prefix_and_components_match_the_kustomization_flux_writes() {
     };
     assert_overlay_same_as_kustomize(&stage, &overlay, "scenarios/overlay-reference");
 }
+
+#[test]
+fn replacements_with_list_selectors_delimiters_wildcards_and_files_match_kustomize() {
+    assert_same_as_kustomize("scenarios/replacements");
+}

@@ -18,6 +18,7 @@ use super::error::RenderError;
 use super::generator::{self, GeneratedKind, GeneratorArgs, GeneratorOptions, GeneratorSite};
 use super::metadata::{self, LabelScope};
 use super::patch::{self, LoadedPatch};
+use super::replacement::{self, Replacement};
 use super::resource::{Ctx, Resource};
 use super::{ImageOverride, KUSTOMIZATION_FILE_NAMES, Overlay, Patch, PatchTarget, images, load};
 use crate::paths::{PathError, resolve_inside};
@@ -34,6 +35,7 @@ const SUPPORTED_FIELDS: &[&str] = &[
     "secretGenerator",
     "generatorOptions",
     "replicas",
+    "replacements",
     "sortOptions",
     "namespace",
     "namePrefix",
@@ -98,6 +100,8 @@ struct Kustomization {
     generator_options: Option<GeneratorOptions>,
     #[serde(default)]
     replicas: Vec<Replica>,
+    #[serde(default)]
+    replacements: Vec<Replacement>,
     #[serde(default)]
     sort_options: Option<SortOptions>,
     #[serde(default)]
@@ -572,7 +576,56 @@ fn build_file(
         set_replicas(ctx, file, &mut resources, replica)?;
     }
     images::apply(&mut resources, &k.images);
+    if !k.replacements.is_empty() {
+        let list = load_replacements(ctx, dir, file, &k.replacements)?;
+        replacement::apply(&list, &mut resources).map_err(|m| ctx.kustomization_error(file, m))?;
+    }
     Ok(resources)
+}
+
+/// `replacements` entries, with those given by `path` read from their files
+/// (one replacement or a list of them per file).
+fn load_replacements(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    file: &Path,
+    entries: &[Replacement],
+) -> Result<Vec<Replacement>, RenderError> {
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Some(rel) = entry.path.as_deref() else {
+            out.push(entry.clone());
+            continue;
+        };
+        let path = resolve_entry(ctx, dir, file, "replacements path", rel)?;
+        let text = fs::read_to_string(&path).map_err(|e| ctx.io_error(&path, e))?;
+        let docs = parse_documents(&text).map_err(|e| RenderError::Yaml {
+            stage: ctx.stage.clone(),
+            path: ctx.rel(&path),
+            line: e.line,
+            column: e.column,
+            message: e.message,
+        })?;
+        for doc in docs {
+            let items = match doc.value {
+                Value::Array(items) => items,
+                one => vec![one],
+            };
+            for item in items {
+                let r: Replacement = serde_json::from_value(item).map_err(|e| {
+                    ctx.kustomization_error(&path, format!("invalid replacement: {e}"))
+                })?;
+                if !r.is_inline() {
+                    return Err(ctx.kustomization_error(
+                        &path,
+                        "a replacement file cannot name another file",
+                    ));
+                }
+                out.push(r);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// kustomize's `replicas`: the workloads that have (or had) the name.
@@ -690,12 +743,12 @@ mod tests {
         write(
             &root,
             "app/kustomization.yaml",
-            "resources: []\nreplacements:\n- source: {kind: ConfigMap}\n",
+            "resources: []\nvars:\n- name: X\n",
         );
         let err = build_dir(&root, "app").unwrap_err();
         assert!(
             matches!(&err, RenderError::UnsupportedField { field, path, .. }
-                if field == "replacements" && path == Path::new("app/kustomization.yaml")),
+                if field == "vars" && path == Path::new("app/kustomization.yaml")),
             "{err}"
         );
     }

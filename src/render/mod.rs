@@ -19,6 +19,7 @@ mod load;
 mod metadata;
 mod nameref;
 mod patch;
+mod replacement;
 mod resource;
 mod substitute;
 mod target;
