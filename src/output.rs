@@ -124,7 +124,7 @@ pub fn yaml_stream<'a>(
             }
             _ => {}
         }
-        out.push_str(&serde_yaml::to_string(&object.value)?);
+        out.push_str(&crate::yaml::to_yaml(&object.value));
     }
     Ok(out)
 }

@@ -62,13 +62,32 @@ pub(crate) fn parse_objects(
             };
             for (i, item) in items.into_iter().enumerate() {
                 check_identity(&item).map_err(|p| invalid(format!("items[{i}]: {p}")))?;
+                let mut item = item;
+                stringify_annotations(&mut item);
                 out.push(Resource::new(item, rel.clone()));
             }
             continue;
         }
-        out.push(Resource::new(doc.value, rel.clone()));
+        let mut value = doc.value;
+        stringify_annotations(&mut value);
+        out.push(Resource::new(value, rel.clone()));
     }
     Ok(out)
+}
+
+/// kustomize reads annotation values as strings: `a: 1` and `b: true` are
+/// written back as `"1"` and `"true"`, which is what the API server accepts.
+fn stringify_annotations(value: &mut Value) {
+    let Some(Value::Object(annotations)) = value.pointer_mut("/metadata/annotations") else {
+        return;
+    };
+    for v in annotations.values_mut() {
+        match v {
+            Value::Number(n) => *v = Value::String(n.to_string()),
+            Value::Bool(b) => *v = Value::String(b.to_string()),
+            _ => {}
+        }
+    }
 }
 
 fn is_list(kind: &str, value: &Value) -> bool {

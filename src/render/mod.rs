@@ -11,6 +11,7 @@
 //! `${TAG}` inside a stage patch is substituted there too.
 
 mod error;
+mod generator;
 pub mod hash;
 mod images;
 mod kustomization;
@@ -18,6 +19,7 @@ mod load;
 mod metadata;
 mod nameref;
 mod patch;
+mod replacement;
 mod resource;
 mod substitute;
 mod target;
@@ -86,12 +88,40 @@ pub struct ImageOverride {
     pub digest: Option<String>,
 }
 
+/// Kustomize settings a stage definition writes into its directory's
+/// kustomization before the build, as Flux does with a Kustomization's
+/// `namePrefix`, `nameSuffix` and `components`: the prefix and suffix
+/// replace the kustomization's own, the components (paths relative to the
+/// stage's directory) come after its own. A directory without a
+/// kustomization is built as one listing its files.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overlay {
+    pub name_prefix: Option<String>,
+    pub name_suffix: Option<String>,
+    pub components: Vec<String>,
+}
+
+impl Overlay {
+    pub fn is_empty(&self) -> bool {
+        self.name_prefix.is_none() && self.name_suffix.is_none() && self.components.is_empty()
+    }
+}
+
 /// Render every object of `stage`, reading only below `root`.
 ///
 /// Jobs carry a spec hash computed over the stage's own ConfigMaps and
 /// Secrets; the planner may recompute it with the whole repository's through
 /// [`annotate_spec_hashes`].
 pub fn render_stage(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, RenderError> {
+    render_stage_with(root, stage, &Overlay::default())
+}
+
+/// [`render_stage`] with `overlay` written into the stage's kustomization.
+pub fn render_stage_with(
+    root: &Path,
+    stage: &Stage,
+    overlay: &Overlay,
+) -> Result<Vec<Manifest>, RenderError> {
     let root = root.canonicalize().map_err(|source| RenderError::Io {
         stage: stage.name.clone(),
         path: root.to_path_buf(),
@@ -107,13 +137,13 @@ pub fn render_stage(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, RenderE
     }
 
     let mut resources = match kustomization::find_file(&dir) {
-        Some(_) => kustomization::build(&ctx, &dir, &mut Vec::new())?,
+        Some(_) => kustomization::build_with(&ctx, &dir, overlay)?,
         None => {
             let resources = load::load_tree(&ctx, &dir)?;
             // Flux builds a plain directory as a kustomization, which refuses
             // the same object twice.
             kustomization::check_duplicates(&ctx, &resources)?;
-            resources
+            kustomization::build_plain_with(&ctx, &dir, resources, overlay)?
         }
     };
 
@@ -159,13 +189,31 @@ fn apply_stage_settings(
         metadata::set_namespace(resources, namespace);
     }
     images::apply(resources, &stage.images);
-    // kustomize follows renamed and moved objects once the whole build is
-    // done; Flux's build includes the stage's namespace, patches and images.
-    nameref::fix_references(resources);
+    // kustomize names generated objects and follows renamed and moved
+    // objects once the whole build is done; Flux's build includes the
+    // stage's namespace, patches and images.
+    finish_build(ctx, resources)?;
     if !stage.substitute.is_empty() {
         substitute::apply(ctx, resources, &stage.substitute)?;
     }
     Ok(())
+}
+
+/// What kustomize does once at the top of a build: generated objects get
+/// their content-hash suffix, then every reference follows its target.
+fn finish_build(ctx: &Ctx<'_>, resources: &mut [Resource]) -> Result<(), RenderError> {
+    generator::add_name_hashes(resources);
+    nameref::fix_references(resources).map_err(|e| {
+        let referrer = &resources[e.referrer];
+        RenderError::AmbiguousReference {
+            stage: ctx.stage.clone(),
+            path: referrer.source.clone(),
+            object: referrer.describe(),
+            field: e.field,
+            name: e.name,
+            candidates: e.candidates.join(" and "),
+        }
+    })
 }
 
 /// File names kustomize accepts for a kustomization, in its order of preference.
