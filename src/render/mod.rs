@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::object::Manifest;
 use crate::paths::resolve_inside;
-use crate::stage::Stage;
+use crate::stage::{Stage, is_stage_document, is_unreadable_stage_document};
 
 pub use error::RenderError;
 pub use hash::{annotate_spec_hashes, spec_hash};
@@ -92,6 +92,23 @@ pub struct ImageOverride {
 /// Secrets; the planner may recompute it with the whole repository's through
 /// [`annotate_spec_hashes`].
 pub fn render_stage(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, RenderError> {
+    render_stage_with_children(root, stage).map(|rendered| rendered.objects)
+}
+
+/// A stage's output split as Flux's kustomize-controller splits it: the
+/// objects to apply, and the stage documents (nested Flux Kustomizations or
+/// Stages) it declares, after the stage's own settings were applied to them.
+#[derive(Debug, Clone, Default)]
+pub struct RenderedStage {
+    pub objects: Vec<Manifest>,
+    pub children: Vec<Manifest>,
+}
+
+/// [`render_stage`], keeping the stage documents found in the output.
+pub fn render_stage_with_children(
+    root: &Path,
+    stage: &Stage,
+) -> Result<RenderedStage, RenderError> {
     let root = root.canonicalize().map_err(|source| RenderError::Io {
         stage: stage.name.clone(),
         path: root.to_path_buf(),
@@ -124,6 +141,12 @@ pub fn render_stage(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, RenderE
     };
     apply_stage_settings(&ctx, stage, &stage_file, &mut resources)?;
 
+    let (children, resources): (Vec<Resource>, Vec<Resource>) =
+        resources.into_iter().partition(|r| {
+            is_stage_document(r.api_version(), r.kind())
+                || is_unreadable_stage_document(r.api_version(), r.kind())
+        });
+    let children = children.into_iter().map(Resource::into_manifest).collect();
     let mut manifests: Vec<Manifest> = resources.into_iter().map(Resource::into_manifest).collect();
     metadata::add_stagegate_labels(&mut manifests, stage.name.as_str());
     let sources: Vec<Manifest> = manifests
@@ -132,7 +155,10 @@ pub fn render_stage(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, RenderE
         .cloned()
         .collect();
     annotate_spec_hashes(&mut manifests, &sources);
-    Ok(manifests)
+    Ok(RenderedStage {
+        objects: manifests,
+        children,
+    })
 }
 
 /// The settings a stage definition adds on top of its kustomization.
@@ -158,6 +184,27 @@ fn apply_stage_settings(
     if let Some(namespace) = &stage.target_namespace {
         metadata::set_namespace(resources, namespace);
     }
+    metadata::add_prefix_suffix(
+        resources,
+        stage.name_prefix.as_deref().unwrap_or(""),
+        stage.name_suffix.as_deref().unwrap_or(""),
+    );
+    // Flux's commonMetadata: labels on metadata only, annotations as
+    // kustomize's commonAnnotations.
+    let strings = |map: &std::collections::BTreeMap<String, String>| {
+        map.iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    metadata::add_labels(
+        resources,
+        &strings(&stage.common_labels),
+        metadata::LabelScope {
+            selectors: false,
+            templates: false,
+        },
+    );
+    metadata::add_annotations(resources, &strings(&stage.common_annotations));
     images::apply(resources, &stage.images);
     // kustomize follows renamed and moved objects once the whole build is
     // done; Flux's build includes the stage's namespace, patches and images.

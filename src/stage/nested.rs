@@ -1,0 +1,203 @@
+//! Nested stages, as Flux reconciles them: a Kustomization (or Stage)
+//! document in a stage's rendered output is not an object to apply but a
+//! stage of its own, read after the parent's rendering (patches,
+//! substitution, namespace, labels) was applied to it. A child exists while
+//! its parent renders it; removed from the parent, it is gone from the plan
+//! and pruned as any removed stage.
+//!
+//! Discovery also finds the child's file on its own; the document its parent
+//! renders replaces that one, since it is what Flux would apply.
+
+use super::definition::read_rendered_definition;
+use super::identity::{assign_names, check_sources, qualify_names, resolve_dependencies};
+use super::{Stage, StageName, is_unreadable_stage_document};
+use crate::diagnostics::{Problem, Problems};
+use crate::object::Manifest;
+use crate::render::RenderedStage;
+
+/// How deep Kustomizations may nest; deeper is a loop of parents.
+const MAX_DEPTH: usize = 16;
+
+/// The outcome of rendering one stage: its split output, or the problem
+/// that stopped it.
+pub type RenderResult = Result<RenderedStage, Problem>;
+
+/// Every stage of a revision and its rendered objects (`None` where it
+/// could not be rendered; the reason is in `problems`). `render` renders a
+/// batch of stages, in order; stages are named before they are rendered,
+/// since the name goes into the objects' labels.
+pub fn expand(
+    discovered: Vec<Stage>,
+    render: impl Fn(&[Stage]) -> Vec<RenderResult>,
+    problems: &mut Problems,
+) -> (Vec<Stage>, Vec<Option<Vec<Manifest>>>) {
+    let mut stages = discovered;
+    assign_names(&mut stages, problems);
+    let mut parents: Vec<Option<usize>> = vec![None; stages.len()];
+    let mut results: Vec<Option<RenderedStage>> = Vec::new();
+    let mut frontier: Vec<usize> = (0..stages.len()).collect();
+    results.resize_with(stages.len(), || None);
+    let mut depth = 0;
+    while !frontier.is_empty() {
+        render_into(&stages, &frontier, &render, &mut results, problems);
+        if depth == MAX_DEPTH {
+            for &i in &frontier {
+                problems.push(
+                    Problem::error(format!(
+                        "Kustomizations nest deeper than {MAX_DEPTH} levels; a stage renders its own ancestor"
+                    ))
+                    .in_file(&stages[i].source)
+                    .in_stage(&stages[i].name),
+                );
+            }
+            break;
+        }
+        depth += 1;
+        let mut next = Vec::new();
+        for parent in frontier {
+            let children = results[parent]
+                .as_ref()
+                .map(|r| r.children.clone())
+                .unwrap_or_default();
+            for doc in children {
+                let Some(child) = read_child(&stages[parent], &doc, problems) else {
+                    continue;
+                };
+                if let Some(i) = place(&mut stages, &mut parents, parent, child, problems) {
+                    if i == results.len() {
+                        results.push(None);
+                    }
+                    if !next.contains(&i) {
+                        next.push(i);
+                    }
+                }
+            }
+        }
+        frontier = next;
+    }
+
+    // Children can make a name ambiguous that was not before: name again and
+    // render again the stages whose name (and so whose labels) changed.
+    let before: Vec<StageName> = stages.iter().map(|s| s.name.clone()).collect();
+    qualify_names(&mut stages);
+    let renamed: Vec<usize> = (0..stages.len())
+        .filter(|&i| stages[i].name != before[i] && results[i].is_some())
+        .collect();
+    if !renamed.is_empty() {
+        render_into(&stages, &renamed, &render, &mut results, problems);
+    }
+    for (i, parent) in parents.iter().enumerate() {
+        stages[i].parent = parent.map(|p| stages[p].name.clone());
+    }
+    resolve_dependencies(&mut stages);
+    check_sources(&stages, problems);
+    let objects = results.into_iter().map(|r| r.map(|r| r.objects)).collect();
+    (stages, objects)
+}
+
+fn render_into(
+    stages: &[Stage],
+    which: &[usize],
+    render: &impl Fn(&[Stage]) -> Vec<RenderResult>,
+    results: &mut [Option<RenderedStage>],
+    problems: &mut Problems,
+) {
+    let batch: Vec<Stage> = which.iter().map(|&i| stages[i].clone()).collect();
+    for (&i, result) in which.iter().zip(render(&batch)) {
+        results[i] = match result {
+            Ok(rendered) => Some(rendered),
+            Err(problem) => {
+                problems.push(problem);
+                None
+            }
+        };
+    }
+}
+
+/// A stage document from `parent`'s output, as a stage whose dependencies
+/// include the parent's: Flux cannot reconcile a child before its parent
+/// applied it, which it does only once the parent's dependencies are Ready.
+fn read_child(parent: &Stage, doc: &Manifest, problems: &mut Problems) -> Option<Stage> {
+    if is_unreadable_stage_document(doc.api_version(), doc.kind()) {
+        problems.push(
+            Problem::error(format!(
+                "rendered by stage {}: {} {} is a stage document stagegate cannot read \
+                 (apiVersion {}); it is neither applied nor taken as a stage",
+                parent.name,
+                doc.kind(),
+                doc.name(),
+                doc.api_version()
+            ))
+            .in_file(&doc.source)
+            .in_stage(&parent.name),
+        );
+        return None;
+    }
+    let definition = read_rendered_definition(&doc.source, &doc.value, &parent.name);
+    problems.extend(definition.problems);
+    let mut child = definition.stage?;
+    for dep in &parent.dependency_refs {
+        if !child.dependency_refs.contains(dep) && *dep != child.id {
+            child.dependency_refs.push(dep.clone());
+        }
+    }
+    Some(child)
+}
+
+/// Put `child` among the stages: replacing the same document found by
+/// discovery (or by an earlier render of the same parent), refusing a second
+/// definition of its identity. The index to render, if any.
+fn place(
+    stages: &mut Vec<Stage>,
+    parents: &mut Vec<Option<usize>>,
+    parent: usize,
+    mut child: Stage,
+    problems: &mut Problems,
+) -> Option<usize> {
+    // A stage whose path holds its own definition (Flux's flux-system
+    // Kustomization does) applies itself; that is no child.
+    let mut ancestor = Some(parent);
+    while let Some(a) = ancestor {
+        if stages[a].id == child.id {
+            return None;
+        }
+        ancestor = parents[a];
+    }
+    child.name = StageName::new(child.id.name.clone());
+    let Some(existing) = stages.iter().position(|s| s.id == child.id) else {
+        if let Some(same) = stages.iter().find(|s| s.id.name == child.id.name) {
+            // Keep the names distinct until they are qualified at the end.
+            if same.id.namespace.is_some() && child.id.namespace.is_some() {
+                child.name = StageName::new(format!(
+                    "{}.{}",
+                    child.id.namespace.as_deref().unwrap_or_default(),
+                    child.id.name
+                ));
+            }
+        }
+        stages.push(child);
+        parents.push(Some(parent));
+        return Some(stages.len() - 1);
+    };
+    let replaceable =
+        stages[existing].source == child.source && parents[existing].is_none_or(|p| p == parent);
+    if !replaceable {
+        let first = match parents[existing] {
+            Some(p) => format!("also rendered by stage {}", stages[p].name),
+            None => format!("also defined in {}", stages[existing].source.display()),
+        };
+        problems.push(
+            Problem::error(format!(
+                "duplicate stage {}, rendered by stage {}; {first}",
+                child.id, stages[parent].name
+            ))
+            .in_file(&child.source)
+            .in_stage(&stages[existing].name),
+        );
+        return None;
+    }
+    child.name = stages[existing].name.clone();
+    stages[existing] = child;
+    parents[existing] = Some(parent);
+    Some(existing)
+}
