@@ -19,7 +19,7 @@ pub fn assign_names(stages: &mut Vec<Stage>, problems: &mut Problems) {
             Some(&first) => {
                 problems.push(
                     Problem::error(format!(
-                        "duplicate stage {}, also defined in {}",
+                        "duplicate stage name {}, also defined in {}",
                         stage.id,
                         stages[first].source.display()
                     ))
@@ -288,7 +288,7 @@ mod tests {
         assert_eq!(stages.len(), 1);
         let message = problems.iter().next().unwrap().to_string();
         assert!(
-            message.contains("duplicate stage production/apps"),
+            message.contains("duplicate stage name production/apps"),
             "{message}"
         );
         assert!(message.contains("production/apps.yaml"), "{message}");

@@ -188,7 +188,7 @@ fn place(
         };
         problems.push(
             Problem::error(format!(
-                "duplicate stage {}, rendered by stage {}; {first}",
+                "duplicate stage name {}, rendered by stage {}; {first}",
                 child.id, stages[parent].name
             ))
             .in_file(&child.source)
