@@ -10,7 +10,7 @@
 
 use super::definition::read_rendered_definition;
 use super::identity::{assign_names, check_sources, qualify_names, resolve_dependencies};
-use super::{Stage, StageName, is_unreadable_stage_document};
+use super::{Stage, StageName, StageOrigin, is_unreadable_stage_document};
 use crate::diagnostics::{Problem, Problems};
 use crate::object::Manifest;
 use crate::render::RenderedStage;
@@ -76,6 +76,8 @@ pub fn expand(
         frontier = next;
     }
 
+    drop_unrendered_children(&mut stages, &mut parents, &mut results, problems);
+
     // Children can make a name ambiguous that was not before: name again and
     // render again the stages whose name (and so whose labels) changed.
     let before: Vec<StageName> = stages.iter().map(|s| s.name.clone()).collect();
@@ -93,6 +95,69 @@ pub fn expand(
     check_sources(&stages, problems);
     let objects = results.into_iter().map(|r| r.map(|r| r.objects)).collect();
     (stages, objects)
+}
+
+/// A Flux Kustomization whose file lies in another Flux stage's path but is
+/// not in that stage's output (left out of its kustomization.yaml) is not
+/// reconciled by Flux: only what a parent applies exists. Discovery found it
+/// on its own; it is dropped, and said so.
+fn drop_unrendered_children(
+    stages: &mut Vec<Stage>,
+    parents: &mut Vec<Option<usize>>,
+    results: &mut Vec<Option<RenderedStage>>,
+    problems: &mut Problems,
+) {
+    let holder = |i: usize| -> Option<usize> {
+        let stage = &stages[i];
+        if parents[i].is_some() || stage.origin != StageOrigin::Flux {
+            return None;
+        }
+        (0..stages.len()).find(|&p| {
+            p != i
+                && stages[p].origin == StageOrigin::Flux
+                && results[p].is_some()
+                && stage.source.starts_with(&stages[p].path)
+        })
+    };
+    let dropped: Vec<Option<usize>> = (0..stages.len()).map(holder).collect();
+    if dropped.iter().all(Option::is_none) {
+        return;
+    }
+    let mut new_index = Vec::with_capacity(stages.len());
+    let mut kept = 0;
+    for (i, holder) in dropped.iter().enumerate() {
+        if let &Some(p) = holder {
+            problems.push(
+                Problem::warning(format!(
+                    "Kustomization {} is in the path of stage {} but not in its output, so Flux \
+                     would not apply it; it is not a stage",
+                    stages[i].id, stages[p].name
+                ))
+                .in_file(&stages[i].source),
+            );
+            new_index.push(None);
+        } else {
+            new_index.push(Some(kept));
+            kept += 1;
+        }
+    }
+    let mut i = 0;
+    stages.retain(|_| {
+        i += 1;
+        dropped[i - 1].is_none()
+    });
+    let mut i = 0;
+    results.retain(|_| {
+        i += 1;
+        dropped[i - 1].is_none()
+    });
+    let old_parents = std::mem::take(parents);
+    *parents = old_parents
+        .into_iter()
+        .zip(&dropped)
+        .filter(|(_, d)| d.is_none())
+        .map(|(p, _)| p.and_then(|p| new_index[p]))
+        .collect();
 }
 
 fn render_into(
