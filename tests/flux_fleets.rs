@@ -178,3 +178,131 @@ fn a_child_removed_from_its_parent_is_no_longer_a_stage() {
         "{warnings:#?}"
     );
 }
+
+fn stagegate(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"))
+        .args(args)
+        .output()
+        .expect("run stagegate")
+}
+
+fn problems_of(dir: &Path) -> Vec<String> {
+    match build_plan(dir, None) {
+        Ok(plan) => panic!("plan built with stages {:?}", names(&plan)),
+        Err(problems) => problems.errors().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn hub_and_spoke_refuses_the_remote_cluster_stage_naming_kube_config() {
+    let errors = problems_of(&fixture("hub-and-spoke"));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("error: clusters/hub/spokes/edge.yaml: stage apps: line 1: Kustomization spec.kubeConfig: applies to a remote cluster"),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn same_names_in_two_namespaces_are_two_stages_each_depending_in_its_own_namespace() {
+    let dir = copy_of("hub-and-spoke");
+    fs::remove_file(dir.path().join("clusters/hub/spokes/edge.yaml")).unwrap();
+    let plan = common::plan(dir.path());
+    assert_eq!(
+        names(&plan),
+        [
+            "production.infra",
+            "production.apps",
+            "staging.infra",
+            "staging.apps"
+        ]
+    );
+    assert_eq!(deps(&plan, "production.apps"), ["production.infra"]);
+    assert_eq!(deps(&plan, "staging.apps"), ["staging.infra"]);
+
+    // namePrefix and commonMetadata, with kustomize's name references.
+    let web = object(&plan, "staging.apps", "Deployment", "stag-web");
+    assert_eq!(web["metadata"]["namespace"], "staging");
+    assert_eq!(web["metadata"]["labels"]["environment"], "staging");
+    assert_eq!(
+        web["metadata"]["labels"]["stagegate.dev/stage"],
+        "staging.apps"
+    );
+    assert!(
+        web["spec"]["selector"]["matchLabels"]
+            .get("environment")
+            .is_none(),
+        "commonMetadata stays out of selectors"
+    );
+    assert_eq!(
+        web["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"],
+        "stag-web-config"
+    );
+    object(&plan, "production.apps", "ConfigMap", "prod-web-config");
+
+    let out = stagegate(&["graph", &dir.path().display().to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let graph = String::from_utf8_lossy(&out.stdout);
+    assert!(graph.contains("staging.apps <- staging.infra\n"), "{graph}");
+}
+
+#[test]
+fn duplicate_kustomization_names_the_namespace_and_both_files() {
+    let dir = copy_of("hub-and-spoke");
+    fs::remove_file(dir.path().join("clusters/hub/spokes/edge.yaml")).unwrap();
+    fs::copy(
+        dir.path().join("clusters/hub/staging/apps.yaml"),
+        dir.path().join("clusters/hub/staging/apps-copy.yaml"),
+    )
+    .unwrap();
+    let errors = problems_of(dir.path());
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("error: clusters/hub/staging/apps.yaml: ")
+            && errors[0].contains(
+                "duplicate stage name staging/apps, also defined in clusters/hub/staging/apps-copy.yaml"
+            ),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn a_tenant_stage_with_a_service_account_is_refused_not_applied_with_the_agent_rights() {
+    let errors = problems_of(&fixture("tenants"));
+    assert!(
+        errors.iter().any(|e| e.starts_with(
+            "error: tenants/base/team-a/sync.yaml: stage team-a: rendered by stage tenants: Kustomization spec.serviceAccountName: "
+        )),
+        "{errors:#?}"
+    );
+    assert!(
+        errors.iter().all(|e| e.contains("spec.serviceAccountName")),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn a_child_of_an_unknown_version_is_an_error_naming_its_file_never_an_object() {
+    let dir = copy_of("production");
+    let file = dir.path().join("apps/production/redis.yaml");
+    let text = fs::read_to_string(&file).unwrap().replace(
+        "kustomize.toolkit.fluxcd.io/v1",
+        "kustomize.toolkit.fluxcd.io/v3",
+    );
+    fs::write(&file, text).unwrap();
+    let errors = problems_of(dir.path());
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("error: apps/production/redis.yaml: ")
+                && e.contains("kustomize.toolkit.fluxcd.io/v3")
+                && e.contains("stage document stagegate cannot read")),
+        "{errors:#?}"
+    );
+    let out = stagegate(&["validate", &dir.path().display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+}
