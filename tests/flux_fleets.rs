@@ -82,7 +82,11 @@ fn recommended_layout_nests_apps_under_their_parent_and_skips_flux_bootstrap() {
         )),
         "{warnings:#?}"
     );
-    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings.iter().any(|w| w.starts_with("warning: clusters/production/apps.yaml: stage apps: postBuild.substituteFrom: optional Secret flux-system/cluster-secrets is not rendered")),
+        "{warnings:#?}"
+    );
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
 
     let apps = plan.stage("apps").unwrap();
     assert!(
@@ -116,6 +120,9 @@ fn a_parent_patch_and_substitution_reach_its_children_and_theirs_their_objects()
     let config = object(&plan, "redis", "ConfigMap", "redis-config");
     assert_eq!(config["data"]["cluster"], "production");
     assert_eq!(config["data"]["maxmemory"], "64mb");
+    // From the ConfigMap another stage renders (postBuild.substituteFrom),
+    // passed on by the parent to its child.
+    assert_eq!(config["data"]["region"], "eu-west-1");
     assert_eq!(
         config["metadata"]["labels"]["stagegate.dev/stage"], "redis",
         "objects carry the child's stage label"
@@ -184,6 +191,26 @@ fn stagegate(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run stagegate")
+}
+
+#[test]
+fn a_required_substitute_from_source_missing_from_the_repository_fails_naming_it() {
+    let dir = copy_of("production");
+    fs::remove_file(dir.path().join("infrastructure/configs/cluster-vars.yaml")).unwrap();
+    fs::write(
+        dir.path().join("infrastructure/configs/kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: []\n",
+    )
+    .unwrap();
+    let errors = problems_of(dir.path());
+    assert_eq!(
+        errors,
+        [
+            "error: clusters/production/apps.yaml: stage apps: postBuild.substituteFrom: ConfigMap \
+          flux-system/cluster-vars is not rendered from this repository; stagegate reads \
+          substitution variables only from objects in the repository (or mark it `optional: true`)"
+        ]
+    );
 }
 
 fn problems_of(dir: &Path) -> Vec<String> {

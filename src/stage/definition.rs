@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::identity::SourceRef;
+use super::substitute_from::SubstituteFrom;
 use super::{
     FLUX_KUSTOMIZATION_KIND, STAGE_API_VERSION, STAGE_KIND, Stage, StageName, StageOrigin, StageRef,
 };
@@ -152,6 +153,23 @@ struct FluxDependency {
 struct FluxPostBuild {
     #[serde(default)]
     substitute: BTreeMap<String, Scalar>,
+    #[serde(default)]
+    substitute_from: Vec<FluxSubstituteFrom>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FluxSubstituteFrom {
+    kind: SubstituteKind,
+    name: String,
+    #[serde(default)]
+    optional: bool,
+}
+
+#[derive(Deserialize)]
+enum SubstituteKind {
+    ConfigMap,
+    Secret,
 }
 
 /// Substitution values are strings in Flux; a YAML author writing `REPLICAS: 3`
@@ -365,10 +383,7 @@ fn flux_refused_fields(spec: &Value) -> Vec<(String, String)> {
         for key in post_build.keys() {
             let why = match key.as_str() {
                 "substitute" => continue,
-                "substituteFrom" => {
-                    "variables from ConfigMaps and Secrets are not supported yet; \
-                     set them in postBuild.substitute"
-                }
+                "substituteFrom" => continue,
                 _ => "is not a field of Flux's postBuild",
             };
             fields.push((format!("postBuild.{key}"), why.to_string()));
@@ -419,6 +434,7 @@ fn from_native(file: &Path, doc: NativeDocument) -> Stage {
         common_annotations: BTreeMap::new(),
         suspend: spec.suspend,
         source_ref: None,
+        substitute_from: Vec::new(),
         apply_bootstrap: false,
     }
 }
@@ -431,13 +447,23 @@ fn from_flux(
 ) -> Result<Stage, String> {
     // Flux builds the source's root when spec.path is empty.
     let path = spec.path.unwrap_or_else(|| "./".to_string());
-    let substitute = spec
+    let (substitute, substitute_from) = spec
         .post_build
         .map(|p| {
-            p.substitute
+            let from = p
+                .substitute_from
                 .into_iter()
-                .map(|(k, v)| (k, v.into_string()))
-                .collect()
+                .map(|s| SubstituteFrom {
+                    kind: match s.kind {
+                        SubstituteKind::ConfigMap => "ConfigMap",
+                        SubstituteKind::Secret => "Secret",
+                    }
+                    .to_string(),
+                    name: s.name,
+                    optional: s.optional,
+                })
+                .collect();
+            (strings(p.substitute), from)
         })
         .unwrap_or_default();
     for patch in &spec.patches {
@@ -490,6 +516,7 @@ fn from_flux(
         suspend: spec.suspend,
         // A source without a namespace is in the Kustomization's own, as in Flux.
         apply_bootstrap: false,
+        substitute_from,
         source_ref: spec.source_ref.map(|r| SourceRef {
             kind: r.kind,
             namespace: r.namespace.or_else(|| own_namespace.clone()),
@@ -637,6 +664,7 @@ spec:
   dependOn: [{name: x}]
   postBuild:
     substituteFrom: [{kind: ConfigMap, name: vars}]
+    substitutFrom: []
 "#,
         );
         assert!(def.stage.is_none());
@@ -647,7 +675,7 @@ spec:
             "spec.serviceAccountName: ",
             "spec.deletionPolicy: \"Orphan\" is not supported",
             "spec.dependOn: is not a field",
-            "spec.postBuild.substituteFrom: ",
+            "spec.postBuild.substitutFrom: is not a field",
         ] {
             assert!(
                 errors.iter().any(|e| e

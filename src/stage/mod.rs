@@ -15,6 +15,7 @@ pub mod discover;
 pub mod graph;
 pub mod identity;
 pub mod nested;
+pub mod substitute_from;
 
 pub use discover::discover_stages;
 pub use graph::{Cycle, StageGraph};
@@ -163,6 +164,8 @@ pub struct Stage {
     pub suspend: bool,
     /// A Flux stage's `sourceRef` (checked against the watched repository).
     pub source_ref: Option<identity::SourceRef>,
+    /// Flux's `postBuild.substituteFrom`, in order.
+    pub substitute_from: Vec<substitute_from::SubstituteFrom>,
     /// Flux's bootstrap Kustomization annotated to be applied anyway
     /// (see [`discover::APPLY_BOOTSTRAP_ANNOTATION`]).
     pub apply_bootstrap: bool,
@@ -218,6 +221,7 @@ impl Stage {
             common_annotations: BTreeMap::new(),
             suspend: false,
             source_ref: None,
+            substitute_from: Vec::new(),
             apply_bootstrap: false,
         }
     }

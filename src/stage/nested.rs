@@ -5,11 +5,17 @@
 //! its parent renders it; removed from the parent, it is gone from the plan
 //! and pruned as any removed stage.
 //!
+//! Stages with `postBuild.substituteFrom` render last, once the objects their
+//! variables come from are rendered.
+//!
 //! Discovery also finds the child's file on its own; the document its parent
 //! renders replaces that one, since it is what Flux would apply.
 
+use std::collections::BTreeMap;
+
 use super::definition::read_rendered_definition;
 use super::identity::{assign_names, check_sources, qualify_names, resolve_dependencies};
+use super::substitute_from::variables;
 use super::{Stage, StageName, StageOrigin, is_unreadable_stage_document};
 use crate::diagnostics::{Problem, Problems};
 use crate::object::Manifest;
@@ -35,13 +41,28 @@ pub fn expand(
     assign_names(&mut stages, problems);
     let mut parents: Vec<Option<usize>> = vec![None; stages.len()];
     let mut results: Vec<Option<RenderedStage>> = Vec::new();
-    let mut frontier: Vec<usize> = (0..stages.len()).collect();
     results.resize_with(stages.len(), || None);
+    // Variables of stages with `substituteFrom`, resolved once every other
+    // stage rendered (their sources are objects of this revision).
+    let mut vars: Vec<Option<Variables>> = vec![None; stages.len()];
+    let mut frontier: Vec<usize> = (0..stages.len()).collect();
+    let mut deferred: Vec<usize> = Vec::new();
     let mut depth = 0;
-    while !frontier.is_empty() {
-        render_into(&stages, &frontier, &render, &mut results, problems);
+    loop {
+        let (later, now): (Vec<usize>, Vec<usize>) = frontier
+            .into_iter()
+            .partition(|&i| !stages[i].substitute_from.is_empty() && vars[i].is_none());
+        deferred.extend(later);
+        if now.is_empty() {
+            if deferred.is_empty() {
+                break;
+            }
+            frontier = resolve_deferred(&stages, &results, &mut vars, &mut deferred, problems);
+            continue;
+        }
+        render_into(&stages, &now, &vars, &render, &mut results, problems);
         if depth == MAX_DEPTH {
-            for &i in &frontier {
+            for &i in &now {
                 problems.push(
                     Problem::error(format!(
                         "Kustomizations nest deeper than {MAX_DEPTH} levels; a stage renders its own ancestor"
@@ -54,7 +75,7 @@ pub fn expand(
         }
         depth += 1;
         let mut next = Vec::new();
-        for parent in frontier {
+        for parent in now {
             let children = results[parent]
                 .as_ref()
                 .map(|r| r.children.clone())
@@ -66,7 +87,9 @@ pub fn expand(
                 if let Some(i) = place(&mut stages, &mut parents, parent, child, problems) {
                     if i == results.len() {
                         results.push(None);
+                        vars.push(None);
                     }
+                    vars[i] = None;
                     if !next.contains(&i) {
                         next.push(i);
                     }
@@ -76,7 +99,7 @@ pub fn expand(
         frontier = next;
     }
 
-    drop_unrendered_children(&mut stages, &mut parents, &mut results, problems);
+    drop_unrendered_children(&mut stages, &mut parents, &mut results, &mut vars, problems);
 
     // Children can make a name ambiguous that was not before: name again and
     // render again the stages whose name (and so whose labels) changed.
@@ -86,7 +109,7 @@ pub fn expand(
         .filter(|&i| stages[i].name != before[i] && results[i].is_some())
         .collect();
     if !renamed.is_empty() {
-        render_into(&stages, &renamed, &render, &mut results, problems);
+        render_into(&stages, &renamed, &vars, &render, &mut results, problems);
     }
     for (i, parent) in parents.iter().enumerate() {
         stages[i].parent = parent.map(|p| stages[p].name.clone());
@@ -105,6 +128,7 @@ fn drop_unrendered_children(
     stages: &mut Vec<Stage>,
     parents: &mut Vec<Option<usize>>,
     results: &mut Vec<Option<RenderedStage>>,
+    vars: &mut Vec<Option<Variables>>,
     problems: &mut Problems,
 ) {
     let holder = |i: usize| -> Option<usize> {
@@ -151,6 +175,11 @@ fn drop_unrendered_children(
         i += 1;
         dropped[i - 1].is_none()
     });
+    let mut i = 0;
+    vars.retain(|_| {
+        i += 1;
+        dropped[i - 1].is_none()
+    });
     let old_parents = std::mem::take(parents);
     *parents = old_parents
         .into_iter()
@@ -160,14 +189,28 @@ fn drop_unrendered_children(
         .collect();
 }
 
+/// Variables resolved from `substituteFrom`; kept out of [`Stage`], which
+/// is shown and stored, since they may come from Secrets.
+type Variables = BTreeMap<String, String>;
+
 fn render_into(
     stages: &[Stage],
     which: &[usize],
+    vars: &[Option<Variables>],
     render: &impl Fn(&[Stage]) -> Vec<RenderResult>,
     results: &mut [Option<RenderedStage>],
     problems: &mut Problems,
 ) {
-    let batch: Vec<Stage> = which.iter().map(|&i| stages[i].clone()).collect();
+    let batch: Vec<Stage> = which
+        .iter()
+        .map(|&i| {
+            let mut stage = stages[i].clone();
+            if let Some(vars) = &vars[i] {
+                stage.substitute = vars.clone();
+            }
+            stage
+        })
+        .collect();
     for (&i, result) in which.iter().zip(render(&batch)) {
         results[i] = match result {
             Ok(rendered) => Some(rendered),
@@ -177,6 +220,30 @@ fn render_into(
             }
         };
     }
+}
+
+/// Resolve the variables of the deferred stages from everything rendered so
+/// far; the ones whose sources could not all be read are not rendered (the
+/// problem names the source). Returns the stages now ready to render.
+fn resolve_deferred(
+    stages: &[Stage],
+    results: &[Option<RenderedStage>],
+    vars: &mut [Option<Variables>],
+    deferred: &mut Vec<usize>,
+    problems: &mut Problems,
+) -> Vec<usize> {
+    let rendered = results.iter().flatten().flat_map(|r| r.objects.iter());
+    let mut ready = Vec::new();
+    for i in std::mem::take(deferred) {
+        let (resolved, found) = variables(&stages[i], rendered.clone());
+        let failed = found.iter().any(Problem::is_error);
+        problems.extend(found);
+        vars[i] = Some(resolved);
+        if !failed {
+            ready.push(i);
+        }
+    }
+    ready
 }
 
 /// A stage document from `parent`'s output, as a stage whose dependencies
