@@ -55,6 +55,9 @@ pub fn graph_text(plan: &Plan) -> String {
             let deps: Vec<&str> = stage.depends_on.iter().map(|d| d.as_str()).collect();
             let _ = write!(out, " <- {}", deps.join(", "));
         }
+        if let Some(parent) = &stage.parent {
+            let _ = write!(out, " (child of {parent})");
+        }
         if stage.suspend {
             out.push_str(" (suspended)");
         }
@@ -94,6 +97,16 @@ pub fn graph_dot(plan: &Plan) -> String {
                 out,
                 "  {} -> {};",
                 quote(dep.as_str()),
+                quote(planned.stage.name.as_str())
+            );
+        }
+    }
+    for planned in &plan.stages {
+        if let Some(parent) = &planned.stage.parent {
+            let _ = writeln!(
+                out,
+                "  {} -> {} [style=dashed];",
+                quote(parent.as_str()),
                 quote(planned.stage.name.as_str())
             );
         }

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::object::Manifest;
 use crate::paths::resolve_inside;
-use crate::stage::Stage;
+use crate::stage::{Stage, is_stage_document, is_unreadable_stage_document};
 
 pub use error::RenderError;
 pub use hash::{annotate_spec_hashes, spec_hash};
@@ -113,15 +113,48 @@ impl Overlay {
 /// Secrets; the planner may recompute it with the whole repository's through
 /// [`annotate_spec_hashes`].
 pub fn render_stage(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, RenderError> {
-    render_stage_with(root, stage, &Overlay::default())
+    render_stage_with_children(root, stage).map(|rendered| rendered.objects)
 }
 
-/// [`render_stage`] with `overlay` written into the stage's kustomization.
+/// [`render_stage`] with `overlay` written into the stage's kustomization
+/// instead of the one the stage's own fields make.
 pub fn render_stage_with(
     root: &Path,
     stage: &Stage,
     overlay: &Overlay,
 ) -> Result<Vec<Manifest>, RenderError> {
+    render_split(root, stage, overlay).map(|rendered| rendered.objects)
+}
+
+/// A stage's output split as Flux's kustomize-controller splits it: the
+/// objects to apply, and the stage documents (nested Flux Kustomizations or
+/// Stages) it declares, after the stage's own settings were applied to them.
+#[derive(Debug, Clone, Default)]
+pub struct RenderedStage {
+    pub objects: Vec<Manifest>,
+    pub children: Vec<Manifest>,
+}
+
+/// [`render_stage`], keeping the stage documents found in the output.
+pub fn render_stage_with_children(
+    root: &Path,
+    stage: &Stage,
+) -> Result<RenderedStage, RenderError> {
+    render_split(root, stage, &stage_overlay(stage))
+}
+
+/// What a stage's own fields write into its kustomization, as Flux writes a
+/// Kustomization's `namePrefix` and `nameSuffix`: kustomize then renames the
+/// objects and every reference to them in one build.
+fn stage_overlay(stage: &Stage) -> Overlay {
+    Overlay {
+        name_prefix: stage.name_prefix.clone(),
+        name_suffix: stage.name_suffix.clone(),
+        components: Vec::new(),
+    }
+}
+
+fn render_split(root: &Path, stage: &Stage, overlay: &Overlay) -> Result<RenderedStage, RenderError> {
     let root = root.canonicalize().map_err(|source| RenderError::Io {
         stage: stage.name.clone(),
         path: root.to_path_buf(),
@@ -154,6 +187,12 @@ pub fn render_stage_with(
     };
     apply_stage_settings(&ctx, stage, &stage_file, &mut resources)?;
 
+    let (children, resources): (Vec<Resource>, Vec<Resource>) =
+        resources.into_iter().partition(|r| {
+            is_stage_document(r.api_version(), r.kind())
+                || is_unreadable_stage_document(r.api_version(), r.kind())
+        });
+    let children = children.into_iter().map(Resource::into_manifest).collect();
     let mut manifests: Vec<Manifest> = resources.into_iter().map(Resource::into_manifest).collect();
     metadata::add_stagegate_labels(&mut manifests, stage.name.as_str());
     let sources: Vec<Manifest> = manifests
@@ -162,7 +201,10 @@ pub fn render_stage_with(
         .cloned()
         .collect();
     annotate_spec_hashes(&mut manifests, &sources);
-    Ok(manifests)
+    Ok(RenderedStage {
+        objects: manifests,
+        children,
+    })
 }
 
 /// The settings a stage definition adds on top of its kustomization.
@@ -188,6 +230,22 @@ fn apply_stage_settings(
     if let Some(namespace) = &stage.target_namespace {
         metadata::set_namespace(resources, namespace);
     }
+    // Flux's commonMetadata: labels on metadata only, annotations as
+    // kustomize's commonAnnotations.
+    let strings = |map: &std::collections::BTreeMap<String, String>| {
+        map.iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    metadata::add_labels(
+        resources,
+        &strings(&stage.common_labels),
+        metadata::LabelScope {
+            selectors: false,
+            templates: false,
+        },
+    );
+    metadata::add_annotations(resources, &strings(&stage.common_annotations));
     images::apply(resources, &stage.images);
     // kustomize names generated objects and follows renamed and moved
     // objects once the whole build is done; Flux's build includes the
