@@ -27,6 +27,9 @@ pub struct Plan {
 pub struct PlannedStage {
     pub stage: Stage,
     pub objects: Vec<Manifest>,
+    /// The graph's edges: positions in [`Plan::stages`] of the stages this
+    /// one depends on, all before it.
+    pub needs: Vec<usize>,
 }
 
 impl Plan {
@@ -101,11 +104,21 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
     if problems.has_errors() {
         return Err(problems);
     }
+    let position: HashMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(at, &i)| (stages[i].name.as_str(), at))
+        .collect();
     let stages = order
-        .into_iter()
-        .map(|i| PlannedStage {
+        .iter()
+        .map(|&i| PlannedStage {
             stage: stages[i].clone(),
             objects: rendered[i].take().unwrap_or_default(),
+            needs: stages[i]
+                .depends_on
+                .iter()
+                .filter_map(|d| position.get(d.as_str()).copied())
+                .collect(),
         })
         .collect();
     Ok(Plan {

@@ -10,6 +10,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
+use stagegate::apply::job_policy::{JobAction, SkipReason};
 use stagegate::apply::{Engine, EngineSettings};
 use stagegate::state::StageState;
 
@@ -68,9 +69,7 @@ async fn changed_job_is_recreated_with_its_pods_gone_and_completes() {
     assert!(report.ready, "{}", report.message);
     assert_eq!(report.recreated, 1);
     assert!(
-        report.jobs[0]
-            .action
-            .starts_with("recreate because spec hash"),
+        matches!(report.jobs[0].action, Some(JobAction::Replace { .. })),
         "{:?}",
         report.jobs
     );
@@ -173,7 +172,10 @@ async fn completed_job_removed_by_ttl_is_not_run_again() {
     let creates = c.sim.stats().create;
     let report = engine.apply_stage(&planned, "r2", &mut state).await;
     assert!(report.ready, "{}", report.message);
-    assert_eq!(report.jobs[0].action, "not re-run: already completed");
+    assert_eq!(
+        report.jobs[0].action,
+        Some(JobAction::Skip(SkipReason::AlreadySucceeded))
+    );
     assert!(jobs.get_opt("pi").await.unwrap().is_none());
     assert_eq!(c.sim.stats().create, creates);
     c.sim.shutdown().await;
@@ -544,9 +546,10 @@ async fn running_job_of_an_older_spec_is_waited_for_before_replacement() {
         .await;
     assert!(report.ready, "{}", report.message);
     assert!(
-        report.jobs[0]
-            .action
-            .starts_with("recreate after the running Job finishes"),
+        matches!(
+            report.jobs[0].action,
+            Some(JobAction::WaitThenReplace { .. })
+        ),
         "{:?}",
         report.jobs
     );
@@ -607,7 +610,7 @@ async fn failed_job_runs_again_only_when_an_operator_asks_or_retries_allow() {
     let report = engine.apply_stage(&planned, "r2", &mut state).await;
     assert!(!report.ready);
     assert!(
-        report.jobs[0].action.starts_with("retry"),
+        matches!(report.jobs[0].action, Some(JobAction::Retry { .. })),
         "{:?}",
         report.jobs
     );
@@ -616,7 +619,8 @@ async fn failed_job_runs_again_only_when_an_operator_asks_or_retries_allow() {
     let report = engine.apply_stage(&planned, "r2", &mut state).await;
     assert!(!report.ready);
     assert_eq!(
-        report.jobs[0].action, "left alone (unchanged)",
+        report.jobs[0].action,
+        Some(JobAction::Keep),
         "{:?}",
         report.jobs
     );

@@ -1,7 +1,7 @@
 //! What applying a stage would do, without writing anything: objects to
 //! create, to change (by server-side dry run), to prune, and each Job's fate.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
@@ -9,15 +9,17 @@ use kube::api::Patch;
 use serde_json::Value;
 use similar::TextDiff;
 
-use super::engine::{Engine, apply_params, assign_roles, crd_group_kind, idle_reason, read_hooks};
+use super::engine::{Engine, StageRun, apply_params};
 use super::error::{api_status, is_immutable_field};
 use super::item::{Item, Role};
 use super::job_policy::{
     JobAction, JobInputs, REPLACE_RUNNING_ANNOTATION, RUN_POLICY_ANNOTATION, RunPolicy, decide,
 };
-use super::jobs::{describe, live_job};
+use super::jobs::live_job;
+use super::journal::NoJournal;
+use super::report::describe;
 use crate::hooks::HookPhase;
-use crate::labels::{SPEC_HASH_ANNOTATION, STAGE_LABEL};
+use crate::labels::SPEC_HASH_ANNOTATION;
 use crate::object::ObjectRef;
 use crate::plan::PlannedStage;
 use crate::state::StageState;
@@ -105,51 +107,21 @@ impl Engine {
             stage: stage.name.to_string(),
             ..StageDiff::default()
         };
-        let default_ns = stage
-            .target_namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let mut items: Vec<Item> = planned
-            .objects
-            .iter()
-            .map(|m| Item::new(m.value.clone()))
-            .collect();
-        let defined: HashSet<(String, String)> = items
-            .iter()
-            .filter(|i| i.is_crd())
-            .filter_map(crd_group_kind)
-            .collect();
-        if let Err(e) = read_hooks(&mut items) {
-            diff.errors.push(e);
-            return diff;
-        }
-        if let Err(e) = self
-            .resolve_items(&mut items, &default_ns, |i| {
-                i.role != Role::Idle && !defined.contains(&(i.group().to_string(), i.kind.clone()))
-            })
-            .await
-        {
-            diff.errors.push(e);
-            return diff;
-        }
-        let initial = if items
-            .iter()
-            .filter_map(|i| i.hook.as_ref())
-            .any(|h| h.depends_on_install())
-        {
-            let selector = format!("{STAGE_LABEL}={}", stage.name);
-            match self.initial_install(&selector, &items, state).await {
-                Ok(initial) => initial,
-                Err(e) => {
-                    diff.errors.push(e);
-                    return diff;
-                }
+        let run = StageRun::new(planned, revision, &NoJournal);
+        let prepared = match self.prepare(&run, state).await {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                diff.errors.push(e.to_string());
+                return diff;
             }
-        } else {
-            false
         };
-        assign_roles(&mut items, initial);
+        let idle: HashMap<ObjectRef, &str> = prepared
+            .idle()
+            .into_iter()
+            .map(|(item, reason)| (item.object_ref(), reason))
+            .collect();
         // Hooks in the order they would run: pre by weight, the rest, post by weight.
+        let mut items: Vec<&Item> = prepared.items.iter().collect();
         items.sort_by_key(|i| {
             let weight = i.hook.as_ref().map_or(0, |h| h.weight);
             match i.role {
@@ -160,13 +132,14 @@ impl Engine {
         });
 
         let mut rendered = HashSet::new();
-        for item in &items {
+        for item in items {
             rendered.insert(item.object_ref());
             let phase = match item.role {
                 Role::Idle => {
+                    let reason = idle.get(&item.object_ref()).copied().unwrap_or_default();
                     diff.hooks.push((
                         format!("hook {}", item.object_ref()),
-                        format!("not run on this apply ({})", idle_reason(item, initial)),
+                        format!("not run on this apply ({reason})"),
                     ));
                     continue;
                 }

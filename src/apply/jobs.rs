@@ -1,6 +1,8 @@
 //! Running the Jobs of a stage: each Job's fate decided by
 //! [`job_policy::decide`](super::job_policy::decide) from its spec hash, the
-//! live Job and the recorded runs, then carried out and waited for.
+//! live Job and the recorded runs, then carried out and waited for. A run is
+//! journaled when its Job is created and again when its end is seen, before
+//! the stage ends (see [`super::journal`]).
 
 use std::time::Duration;
 
@@ -10,34 +12,26 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch};
 use tracing::{info, warn};
 
-use super::engine::{Engine, StageCtx, apply_params};
+use super::api_call::{Verb, call};
+use super::engine::{Engine, StageRun, apply_params};
+use super::error::{ApplyError, JobError, WithTail};
 use super::item::Item;
 use super::job_policy::{
     JobAction, JobInputs, LiveJob, LiveStatus, REPLACE_RUNNING_ANNOTATION, RUN_POLICY_ANNOTATION,
     RunPolicy, SkipReason, decide,
 };
 use super::recreate::delete_and_wait_for;
-use crate::health::job::{JobOutcome, JobWatch, wait_job};
+use super::report::{HookDeletion, JobOutcome, JobReport, short};
+use crate::health::job::{JobEnd, JobWatch, wait_job};
 use crate::health::wait::Progress;
 use crate::health::{Health, evaluate};
 use crate::hooks::{DeletePolicy, HookPhase};
 use crate::labels::SPEC_HASH_ANNOTATION;
-use crate::state::{InventoryEntry, JobResult, JobRun, StageState};
-
-/// What happened to one Job, for logs, `diff` and the stage report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobReport {
-    /// `namespace/name`.
-    pub job: String,
-    pub action: String,
-    pub outcome: String,
-    /// The hook phase the Job ran in, when it is a hook.
-    pub hook: Option<HookPhase>,
-}
+use crate::state::{InventoryEntry, JobHistory, JobResult, JobRun, StageState};
 
 pub(super) struct JobTask<'a> {
     pub engine: &'a Engine,
-    pub ctx: &'a StageCtx<'a>,
+    pub ctx: &'a StageRun<'a>,
     pub item: &'a Item,
     pub state: &'a StageState,
     pub wait: bool,
@@ -53,19 +47,32 @@ pub(super) struct JobTaskResult {
     pub rerun_taken: Option<String>,
     pub inventory: Option<InventoryEntry>,
     pub recreated: bool,
-    pub failure: Option<String>,
+    pub failure: Option<ApplyError>,
     pub report: JobReport,
     /// How the live Job ended, when this run saw it end (or found it ended
     /// and recorded): what a hook's delete policy goes by.
     pub settled: Option<bool>,
 }
 
-fn now() -> String {
-    jiff::Timestamp::now().to_string()
+/// The cluster's side of one Job: its API, and the Job object found there.
+struct Live {
+    jobs: Api<Job>,
+    pods: Api<Pod>,
+    job: Option<LiveJob>,
+    /// Why the live Job failed, when it has.
+    failure: Option<String>,
 }
 
-fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
+/// Where carrying out a decision left the Job.
+enum Carried {
+    /// Nothing to wait for: this is the outcome.
+    Done(JobOutcome),
+    /// A Job (this uid) runs the spec: wait for it, or not.
+    Running(String),
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
 }
 
 pub fn live_job(job: &Job) -> LiveJob {
@@ -88,32 +95,35 @@ pub fn live_job(job: &Job) -> LiveJob {
 }
 
 impl JobTask<'_> {
+    fn key(&self) -> String {
+        format!("{}/{}", self.namespace(), self.item.name)
+    }
+
+    fn namespace(&self) -> &str {
+        self.item.namespace.as_deref().unwrap_or("default")
+    }
+
+    fn history(&self) -> Option<&JobHistory> {
+        self.state.jobs.get(&self.key())
+    }
+
     pub async fn run(self) -> JobTaskResult {
-        let namespace = self
-            .item
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let key = format!("{namespace}/{}", self.item.name);
+        let key = self.key();
         let mut result = JobTaskResult {
             runs: Vec::new(),
             rerun_taken: None,
             inventory: None,
             recreated: false,
             failure: None,
-            report: JobReport {
-                job: key.clone(),
-                action: String::new(),
-                outcome: String::new(),
-                hook: self.hook,
-            },
+            report: JobReport::new(key.clone(), self.hook),
             settled: None,
         };
-        if let Err(message) = self.run_inner(&namespace, &key, &mut result).await {
-            result.report.outcome = format!("failed: {message}");
-            result.failure = Some(format!("Job {key}: {message}"));
-        } else if result.report.outcome.is_empty() {
-            result.report.outcome = "ok".into();
+        match self.run_inner(&mut result).await {
+            Ok(outcome) => result.report.outcome = outcome,
+            Err(source) => {
+                result.report.outcome = JobOutcome::Failed(source.to_string());
+                result.failure = Some(ApplyError::Job { job: key, source });
+            }
         }
         let doomed = match result.settled {
             Some(true) => self.delete.hook_succeeded.then_some("hook-succeeded"),
@@ -121,10 +131,7 @@ impl JobTask<'_> {
             None => None,
         };
         if let Some(policy) = doomed {
-            result
-                .report
-                .outcome
-                .push_str(&self.delete_by_policy(&namespace, policy).await);
+            result.report.deletion = Some(self.delete_by_policy(policy).await);
         }
         result
     }
@@ -132,242 +139,274 @@ impl JobTask<'_> {
     /// A hook's delete policy: the Job goes with its pods. Its outcome stays
     /// in the state (spec hash, reason, log tail), so it is not run again for
     /// the same spec: the engine finds it absent and already recorded.
-    async fn delete_by_policy(&self, namespace: &str, policy: &str) -> String {
-        let jobs: Api<Job> = Api::namespaced(self.engine.client.clone(), namespace);
+    async fn delete_by_policy(&self, policy: &'static str) -> HookDeletion {
+        let jobs: Api<Job> = Api::namespaced(self.engine.client.clone(), self.namespace());
         // Foreground, as for a replacement: once the Job is gone, so are its pods.
-        match delete_and_wait_for(
+        let deleted = delete_and_wait_for(
             &jobs,
             &self.item.name,
+            &self.item.object_ref().to_string(),
             &DeleteParams::foreground(),
             self.engine.settings.default_timeout,
         )
-        .await
-        {
+        .await;
+        let object = self.item.object_ref();
+        let error = match deleted {
             Ok(()) => {
-                info!(stage = self.ctx.name(), object = %self.item.object_ref(), policy, "hook Job deleted by its delete policy");
-                format!("; deleted ({policy})")
+                info!(stage = self.ctx.name(), object = %object, policy, "hook Job deleted by its delete policy");
+                None
             }
             Err(e) => {
-                warn!(stage = self.ctx.name(), object = %self.item.object_ref(), policy, error = %e, "deleting the hook Job failed");
-                format!("; not deleted ({policy}): {e}")
+                warn!(stage = self.ctx.name(), object = %object, policy, error = %e, "deleting the hook Job failed");
+                Some(e.to_string())
             }
-        }
+        };
+        HookDeletion { policy, error }
     }
 
-    async fn run_inner(
-        &self,
-        namespace: &str,
-        key: &str,
-        result: &mut JobTaskResult,
-    ) -> Result<(), String> {
-        let engine = self.engine;
-        let stage = &self.ctx.planned.stage;
+    /// Read, decide, carry out, wait and record.
+    async fn run_inner(&self, result: &mut JobTaskResult) -> Result<JobOutcome, JobError> {
         let hash = self
             .item
             .annotation(SPEC_HASH_ANNOTATION)
-            .ok_or_else(|| {
-                format!("has no {SPEC_HASH_ANNOTATION} annotation (not rendered by stagegate?)")
-            })?
+            .ok_or(JobError::NoSpecHash)?
             .to_string();
+        result.report.hash = hash.clone();
         let policy = RunPolicy::parse(self.item.annotation(RUN_POLICY_ANNOTATION))?;
-        let jobs: Api<Job> = Api::namespaced(engine.client.clone(), namespace);
-        let pods: Api<Pod> = Api::namespaced(engine.client.clone(), namespace);
+        let live = self.read_live().await?;
+        let action = self.decide(&hash, policy, &live, result);
+        result.report.action = Some(action.clone());
+        let key = self.key();
+        info!(stage = self.ctx.name(), revision = self.ctx.revision, object = key, action = %result.report.action_text(), "job");
 
-        let live = jobs
-            .get_opt(&self.item.name)
-            .await
-            .map_err(|e| format!("reading the live Job: {e}"))?;
-        let live_state = live.as_ref().map(live_job);
-        let live_failure = live.as_ref().and_then(|j| {
+        let uid = match self.carry_out(action, &hash, &live, result).await? {
+            Carried::Done(outcome) => return Ok(outcome),
+            Carried::Running(uid) => uid,
+        };
+        result.inventory = Some(self.item.inventory_entry(String::new()));
+        if !self.wait {
+            return Ok(JobOutcome::Started);
+        }
+        let end = self.watch(&live, &uid).await?;
+        self.record_end(result, &hash, &uid, &end).await;
+        result.settled = Some(end == JobEnd::Succeeded);
+        match end {
+            JobEnd::Succeeded => Ok(JobOutcome::Succeeded),
+            JobEnd::Failed { reason, log_tail } => Err(JobError::Failed { reason, log_tail }),
+        }
+    }
+
+    async fn read_live(&self) -> Result<Live, JobError> {
+        let client = &self.engine.client;
+        let jobs: Api<Job> = Api::namespaced(client.clone(), self.namespace());
+        let pods: Api<Pod> = Api::namespaced(client.clone(), self.namespace());
+        let object = self.item.object_ref();
+        let found = call(Verb::Get, &object, || jobs.get_opt(&self.item.name)).await?;
+        let failure = found.as_ref().and_then(|j| {
             match evaluate("Job", &serde_json::to_value(j).unwrap_or_default()) {
                 Health::Failed(reason) => Some(reason),
                 _ => None,
             }
         });
-        let history = self.state.jobs.get(key);
+        Ok(Live {
+            job: found.as_ref().map(live_job),
+            jobs,
+            pods,
+            failure,
+        })
+    }
+
+    fn decide(
+        &self,
+        hash: &str,
+        policy: RunPolicy,
+        live: &Live,
+        result: &mut JobTaskResult,
+    ) -> JobAction {
+        let key = self.key();
         // An operator may name the Job as `namespace/name` or just `name`.
-        let asked = [key, self.item.name.as_str()]
+        let asked = [key.as_str(), self.item.name.as_str()]
             .into_iter()
             .find(|k| self.state.rerun.contains(*k));
         let rerun_requested = asked.is_some() || self.state.rerun.contains("*");
         result.rerun_taken = asked.map(str::to_string);
-        let action = decide(&JobInputs {
-            hash: &hash,
+        decide(&JobInputs {
+            hash,
             revision: self.ctx.revision,
             policy,
             replace_running: self.item.annotation(REPLACE_RUNNING_ANNOTATION) == Some("true"),
-            live: live_state.as_ref(),
-            history,
+            live: live.job.as_ref(),
+            history: self.history(),
             rerun_requested,
-            retries: stage.job_retries,
-        });
-        result.report.action = describe(&action, &hash);
-        info!(stage = self.ctx.name(), revision = self.ctx.revision, object = key, action = %result.report.action, "job");
+            retries: self.ctx.planned.stage.job_retries,
+        })
+    }
 
+    async fn carry_out(
+        &self,
+        action: JobAction,
+        hash: &str,
+        live: &Live,
+        result: &mut JobTaskResult,
+    ) -> Result<Carried, JobError> {
         let uid = match action {
-            JobAction::Skip(SkipReason::AlreadySucceeded | SkipReason::OnceAlreadyRan) => {
-                result.report.outcome = "already completed; not run again".into();
-                return Ok(());
-            }
-            JobAction::Skip(SkipReason::PreviouslyFailed) => {
-                let last = history.and_then(|h| h.last_of(&hash));
-                let reason = last
-                    .and_then(|r| r.reason.clone())
-                    .unwrap_or_else(|| "failed".into());
-                let tail = last.and_then(|r| r.log_tail.clone());
-                return Err(with_tail(
-                    &format!(
-                        "failed earlier and is not run again until its spec changes or `stagegate rerun` asks: {reason}"
-                    ),
-                    tail.as_deref(),
-                ));
-            }
-            JobAction::Keep => {
-                let live = live_state.as_ref().ok_or("kept Job vanished")?;
-                // Already watched to its end and recorded: nothing to wait for,
-                // and no new Event for an old failure.
-                let recorded = history.and_then(|h| {
-                    h.runs
-                        .iter()
-                        .rev()
-                        .find(|r| r.uid.as_deref() == Some(live.uid.as_str()))
-                });
-                result.inventory = Some(self.item.inventory_entry(String::new()));
-                match (recorded.map(|r| r.result), &live.status) {
-                    (Some(JobResult::Succeeded), LiveStatus::Succeeded) => {
-                        result.report.outcome = "succeeded (unchanged)".into();
-                        result.settled = Some(true);
-                        return Ok(());
-                    }
-                    (Some(JobResult::Failed), LiveStatus::Failed) => {
-                        let run = recorded.ok_or("no record")?;
-                        result.settled = Some(false);
-                        return Err(with_tail(
-                            run.reason.as_deref().unwrap_or("failed"),
-                            run.log_tail.as_deref(),
-                        ));
-                    }
-                    // A Job not waited for (a hook with hook-wait false) that
-                    // has ended since: record how, so that the record, not
-                    // the live Job, keeps it from running again once its TTL
-                    // removes it.
-                    (_, LiveStatus::Succeeded | LiveStatus::Failed) if !self.wait => {
-                        let outcome = match live_failure {
-                            Some(reason) => JobOutcome::Failed {
-                                reason,
-                                log_tail: None,
-                            },
-                            None => JobOutcome::Succeeded,
-                        };
-                        let uid = live.uid.clone();
-                        self.record_outcome(result, key, &hash, &uid, &outcome);
-                        result.settled = Some(outcome == JobOutcome::Succeeded);
-                        result.report.outcome = match outcome {
-                            JobOutcome::Succeeded => "succeeded (not waited for)".into(),
-                            JobOutcome::Failed { reason, .. } => {
-                                format!("failed (not waited for): {reason}")
-                            }
-                        };
-                        return Ok(());
-                    }
-                    _ => live.uid.clone(),
-                }
-            }
-            JobAction::Create => self.create(&jobs, &hash, result).await?,
+            JobAction::Skip(reason) => return self.skip(reason, hash).map(Carried::Done),
+            JobAction::Keep => return self.keep(hash, live, result).await,
+            JobAction::Create => self.create(&live.jobs, hash, result).await?,
             JobAction::WaitThenReplace { old_hash } => {
-                if let Some(old) = &live_state {
+                if let Some(old) = &live.job {
                     info!(
                         stage = self.ctx.name(),
-                        object = key,
+                        object = %self.item.object_ref(),
                         "waiting for the running Job of the previous spec to finish"
                     );
-                    let outcome = self.watch(&jobs, &pods, &old.uid).await?;
-                    self.record_outcome(
-                        result,
-                        key,
-                        old.hash.as_deref().unwrap_or_default(),
-                        &old.uid,
-                        &outcome,
-                    );
+                    let end = self.watch(live, &old.uid).await?;
+                    let old_spec = old.hash.as_deref().unwrap_or_default();
+                    self.record_end(result, old_spec, &old.uid, &end).await;
                 }
-                self.replace(&jobs, &hash, old_hash.as_deref(), result)
+                self.replace(&live.jobs, hash, old_hash.as_deref(), result)
                     .await?
             }
             JobAction::Replace { old_hash } => {
-                self.replace(&jobs, &hash, old_hash.as_deref(), result)
+                self.replace(&live.jobs, hash, old_hash.as_deref(), result)
                     .await?
             }
             JobAction::Retry { attempt } => {
-                let interval = stage
-                    .retry_interval
-                    .unwrap_or(engine.settings.default_retry_interval);
-                let last_end = history
-                    .and_then(|h| h.last_of(&hash))
-                    .and_then(|r| r.finished.clone());
-                if let Some(wait) = remaining(last_end.as_deref(), interval) {
-                    info!(
-                        stage = self.ctx.name(),
-                        object = key,
-                        attempt,
-                        "retrying the failed Job after {}",
-                        humantime::format_duration(wait)
-                    );
-                    tokio::time::sleep(wait).await;
-                }
-                self.replace(&jobs, &hash, Some(&hash), result).await?
+                self.pause_before_retry(hash, attempt).await;
+                self.replace(&live.jobs, hash, Some(hash), result).await?
             }
         };
+        Ok(Carried::Running(uid))
+    }
 
-        result.inventory = Some(self.item.inventory_entry(String::new()));
-        if !self.wait {
-            result.report.outcome = "started; not waited for".into();
-            return Ok(());
-        }
-        let outcome = self.watch(&jobs, &pods, &uid).await?;
-        self.record_outcome(result, key, &hash, &uid, &outcome);
-        result.settled = Some(outcome == JobOutcome::Succeeded);
-        match outcome {
-            JobOutcome::Succeeded => {
-                result.report.outcome = "succeeded".into();
-                Ok(())
+    fn skip(&self, reason: SkipReason, hash: &str) -> Result<JobOutcome, JobError> {
+        let last = self.history().and_then(|h| h.last_of(hash));
+        match reason {
+            SkipReason::AlreadySucceeded | SkipReason::OnceAlreadyRan => {
+                Ok(JobOutcome::AlreadyCompleted)
             }
-            JobOutcome::Failed { reason, log_tail } => Err(with_tail(&reason, log_tail.as_deref())),
+            SkipReason::PreviouslyFailed => Err(JobError::FailedEarlier {
+                reason: last
+                    .and_then(|r| r.reason.clone())
+                    .unwrap_or_else(|| "failed".into()),
+                log_tail: last.and_then(|r| r.log_tail.clone()),
+            }),
+            SkipReason::EndNotSeen => Err(JobError::EndNotSeen {
+                started: last.and_then(|r| r.started.clone()),
+            }),
         }
     }
 
+    /// The live Job is this spec: nothing to write; wait on it unless it
+    /// was already watched to its end.
+    async fn keep(
+        &self,
+        hash: &str,
+        live: &Live,
+        result: &mut JobTaskResult,
+    ) -> Result<Carried, JobError> {
+        let job = live.job.as_ref().ok_or(JobError::Vanished)?;
+        let recorded = self.history().and_then(|h| {
+            h.runs
+                .iter()
+                .rev()
+                .find(|r| r.uid.as_deref() == Some(job.uid.as_str()))
+        });
+        result.inventory = Some(self.item.inventory_entry(String::new()));
+        match (recorded.map(|r| r.result), &job.status) {
+            // Already watched to its end and recorded: nothing to wait for,
+            // and no new Event for an old failure.
+            (Some(JobResult::Succeeded), LiveStatus::Succeeded) => {
+                result.settled = Some(true);
+                Ok(Carried::Done(JobOutcome::SucceededUnchanged))
+            }
+            (Some(JobResult::Failed), LiveStatus::Failed) => {
+                result.settled = Some(false);
+                let run = recorded.ok_or(JobError::Vanished)?;
+                Err(JobError::Failed {
+                    reason: run.reason.clone().unwrap_or_else(|| "failed".into()),
+                    log_tail: run.log_tail.clone(),
+                })
+            }
+            // A Job not waited for (a hook with hook-wait false) that has
+            // ended since: record how, so that the record, not the live Job,
+            // keeps it from running again once its TTL removes it.
+            (_, LiveStatus::Succeeded | LiveStatus::Failed) if !self.wait => {
+                let end = match &live.failure {
+                    Some(reason) => JobEnd::Failed {
+                        reason: reason.clone(),
+                        log_tail: None,
+                    },
+                    None => JobEnd::Succeeded,
+                };
+                self.record_end(result, hash, &job.uid, &end).await;
+                result.settled = Some(end == JobEnd::Succeeded);
+                Ok(Carried::Done(JobOutcome::EndedUnwatched {
+                    failure: live.failure.clone(),
+                }))
+            }
+            _ => Ok(Carried::Running(job.uid.clone())),
+        }
+    }
+
+    /// `jobRetries`: the next run waits out the retry interval after the last.
+    async fn pause_before_retry(&self, hash: &str, attempt: usize) {
+        let interval = self
+            .ctx
+            .planned
+            .stage
+            .retry_interval
+            .unwrap_or(self.engine.settings.default_retry_interval);
+        let last_end = self
+            .history()
+            .and_then(|h| h.last_of(hash))
+            .and_then(|r| r.finished.clone());
+        if let Some(wait) = remaining(last_end.as_deref(), interval) {
+            info!(
+                stage = self.ctx.name(),
+                object = %self.item.object_ref(),
+                attempt,
+                "retrying the failed Job after {}",
+                humantime::format_duration(wait)
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Create the Job and journal the run before anything waits on it.
     async fn create(
         &self,
         jobs: &Api<Job>,
         hash: &str,
         result: &mut JobTaskResult,
-    ) -> Result<String, String> {
-        let created = jobs
-            .patch(
-                &self.item.name,
-                &apply_params(),
-                &Patch::Apply(&self.item.value),
-            )
-            .await
-            .map_err(|e| format!("create: {e}"))?;
+    ) -> Result<String, JobError> {
+        let object = self.item.object_ref();
+        let (params, patch) = (apply_params(), Patch::Apply(&self.item.value));
+        let created = call(Verb::Apply, &object, || {
+            jobs.patch(&self.item.name, &params, &patch)
+        })
+        .await?;
         let uid = created.metadata.uid.clone().unwrap_or_default();
-        result.runs.push((
-            format!(
-                "{}/{}",
-                self.item.namespace.as_deref().unwrap_or("default"),
-                self.item.name
-            ),
-            JobRun {
-                hash: hash.to_string(),
-                revision: self.ctx.revision.to_string(),
-                result: JobResult::Running,
-                reason: None,
-                uid: Some(uid.clone()),
-                started: Some(now()),
-                finished: None,
-                log_tail: None,
-            },
-        ));
+        let run = JobRun {
+            hash: hash.to_string(),
+            revision: self.ctx.revision.to_string(),
+            result: JobResult::Running,
+            reason: None,
+            uid: Some(uid.clone()),
+            started: Some(now()),
+            finished: None,
+            log_tail: None,
+        };
+        self.journal(&run).await;
+        result.runs.push((self.key(), run));
         Ok(uid)
+    }
+
+    async fn journal(&self, run: &JobRun) {
+        self.ctx
+            .journal
+            .record(self.ctx.name(), &self.key(), run)
+            .await;
     }
 
     /// Delete the live Job with its pods, wait until it is gone, create the new one.
@@ -377,7 +416,7 @@ impl JobTask<'_> {
         hash: &str,
         old_hash: Option<&str>,
         result: &mut JobTaskResult,
-    ) -> Result<String, String> {
+    ) -> Result<String, JobError> {
         // Foreground: the Job object stays until the garbage collector removed
         // its pods, so once it is gone no pod of the old spec is left running
         // beside the new one. Background would drop the Job at once and leave
@@ -386,11 +425,11 @@ impl JobTask<'_> {
         delete_and_wait_for(
             jobs,
             &self.item.name,
+            &self.item.object_ref().to_string(),
             &DeleteParams::foreground(),
             self.engine.settings.default_timeout,
         )
-        .await
-        .map_err(|e| format!("deleting the previous Job: {e}"))?;
+        .await?;
         let uid = self.create(jobs, hash, result).await?;
         result.recreated = true;
         let old = old_hash.map(short).unwrap_or("(none)");
@@ -411,12 +450,7 @@ impl JobTask<'_> {
         Ok(uid)
     }
 
-    async fn watch(
-        &self,
-        jobs: &Api<Job>,
-        pods: &Api<Pod>,
-        uid: &str,
-    ) -> Result<JobOutcome, String> {
+    async fn watch(&self, live: &Live, uid: &str) -> Result<JobEnd, JobError> {
         let progress = Progress::default();
         let reference = self.item.reference(Some(uid.to_string()));
         let timeout = self
@@ -424,8 +458,8 @@ impl JobTask<'_> {
             .or(self.ctx.planned.stage.timeout)
             .unwrap_or(self.engine.settings.default_timeout);
         let watch = wait_job(JobWatch {
-            jobs: jobs.clone(),
-            pods: pods.clone(),
+            jobs: live.jobs.clone(),
+            pods: live.pods.clone(),
             name: &self.item.name,
             uid,
             stuck_grace: self.engine.settings.stuck_pod_grace,
@@ -433,43 +467,27 @@ impl JobTask<'_> {
             events: &self.engine.events,
             reference: &reference,
         });
-        let outcome = match tokio::time::timeout(timeout, watch).await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                return Err(format!(
-                    "not complete after {}: {}",
-                    humantime::format_duration(timeout),
-                    progress.get()
-                ));
-            }
+        let Ok(end) = tokio::time::timeout(timeout, watch).await else {
+            return Err(JobError::Timeout {
+                after: timeout,
+                progress: progress.get(),
+            });
         };
-        if let JobOutcome::Failed { reason, log_tail } = &outcome {
+        if let JobEnd::Failed { reason, log_tail } = &end {
             warn!(stage = self.ctx.name(), revision = self.ctx.revision, object = %self.item.object_ref(), reason, "Job failed");
+            let note = WithTail(reason, log_tail.as_deref()).to_string();
             self.engine
                 .events
-                .warning(
-                    &reference,
-                    "Failed",
-                    "Wait",
-                    &with_tail(reason, log_tail.as_deref()),
-                )
+                .warning(&reference, "Failed", "Wait", &note)
                 .await;
         }
-        Ok(outcome)
+        Ok(end)
     }
 
-    fn record_outcome(
-        &self,
-        result: &mut JobTaskResult,
-        key: &str,
-        hash: &str,
-        uid: &str,
-        outcome: &JobOutcome,
-    ) {
+    /// Record how the run `uid` ended, in the result and the journal.
+    async fn record_end(&self, result: &mut JobTaskResult, hash: &str, uid: &str, end: &JobEnd) {
         let previous = self
-            .state
-            .jobs
-            .get(key)
+            .history()
             .and_then(|h| h.runs.iter().find(|r| r.uid.as_deref() == Some(uid)));
         let started = result
             .runs
@@ -480,57 +498,24 @@ impl JobTask<'_> {
         let revision = previous
             .map(|r| r.revision.clone())
             .unwrap_or_else(|| self.ctx.revision.to_string());
-        let (job_result, reason, log_tail) = match outcome {
-            JobOutcome::Succeeded => (JobResult::Succeeded, None, None),
-            JobOutcome::Failed { reason, log_tail } => {
+        let (job_result, reason, log_tail) = match end {
+            JobEnd::Succeeded => (JobResult::Succeeded, None, None),
+            JobEnd::Failed { reason, log_tail } => {
                 (JobResult::Failed, Some(reason.clone()), log_tail.clone())
             }
         };
-        result.runs.push((
-            key.to_string(),
-            JobRun {
-                hash: hash.to_string(),
-                revision,
-                result: job_result,
-                reason,
-                uid: Some(uid.to_string()),
-                started,
-                finished: Some(now()),
-                log_tail,
-            },
-        ));
-    }
-}
-
-pub(super) fn describe(action: &JobAction, hash: &str) -> String {
-    match action {
-        JobAction::Create => format!("create (spec {})", short(hash)),
-        JobAction::Keep => "left alone (unchanged)".into(),
-        JobAction::Replace { old_hash } => {
-            format!(
-                "recreate because spec hash {} -> {}",
-                old_hash.as_deref().map(short).unwrap_or("(none)"),
-                short(hash)
-            )
-        }
-        JobAction::WaitThenReplace { old_hash } => format!(
-            "recreate after the running Job finishes, spec hash {} -> {}",
-            old_hash.as_deref().map(short).unwrap_or("(none)"),
-            short(hash)
-        ),
-        JobAction::Retry { attempt } => format!("retry (run {attempt})"),
-        JobAction::Skip(SkipReason::AlreadySucceeded) => "not re-run: already completed".into(),
-        JobAction::Skip(SkipReason::OnceAlreadyRan) => "not re-run: run policy once".into(),
-        JobAction::Skip(SkipReason::PreviouslyFailed) => {
-            "not re-run: failed earlier with this spec".into()
-        }
-    }
-}
-
-pub(super) fn with_tail(reason: &str, tail: Option<&str>) -> String {
-    match tail {
-        Some(tail) if !tail.is_empty() => format!("{reason}\nlast log lines of {tail}"),
-        _ => reason.to_string(),
+        let run = JobRun {
+            hash: hash.to_string(),
+            revision,
+            result: job_result,
+            reason,
+            uid: Some(uid.to_string()),
+            started,
+            finished: Some(now()),
+            log_tail,
+        };
+        self.journal(&run).await;
+        result.runs.push((self.key(), run));
     }
 }
 

@@ -3,6 +3,8 @@
 //! handling of immutable fields, prune, and watch-driven health waits. The
 //! engine knows nothing of Git or of the loop that calls it.
 
+pub mod api_call;
+mod apply_stage;
 mod diff;
 mod drift;
 mod engine;
@@ -11,15 +13,21 @@ mod hook_runner;
 mod item;
 pub mod job_policy;
 mod jobs;
+pub mod journal;
+mod prepare;
 mod prune;
 mod recreate;
+pub mod report;
 pub mod resolve;
+mod server_side_apply;
+mod tally;
 mod waits;
 
 pub use diff::StageDiff;
-pub use engine::{Engine, EngineSettings, StageReport};
-pub use error::ApplyError;
-pub use jobs::JobReport;
+pub use engine::{Engine, EngineSettings};
+pub use error::{ApplyError, JobError};
+pub use journal::{JobJournal, NoJournal};
+pub use report::{JobOutcome, JobReport, StageReport};
 
 use crate::rbac::Permission;
 

@@ -9,11 +9,13 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use tokio::sync::Mutex;
 use tracing::{error, info, warn};
 
-use crate::apply::Engine;
+use futures::future::BoxFuture;
+
+use crate::apply::{Engine, JobJournal};
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::state::store::STATE_CONFIGMAP;
-use crate::state::{Phase, StageState, State, StateStore};
+use crate::state::{JobRun, Phase, StageState, State, StateStore};
 
 pub struct AgentContext {
     pub engine: Engine,
@@ -165,5 +167,24 @@ impl AgentContext {
             Ok(()) => *saved = encoded,
             Err(e) => error!(error = %e, "cannot write the state"),
         }
+    }
+}
+
+/// Job runs are persisted as they start and end, not when the stage ends: a
+/// SIGKILL, a restart or a Job's TTL then cannot make one run twice (#13).
+impl JobJournal for AgentContext {
+    fn record<'a>(&'a self, stage: &'a str, job: &'a str, run: &'a JobRun) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            {
+                let mut state = self.state.lock().await;
+                let stage = state.stages.entry(stage.to_string()).or_default();
+                stage
+                    .jobs
+                    .entry(job.to_string())
+                    .or_default()
+                    .record(run.clone());
+            }
+            self.persist().await;
+        })
     }
 }
