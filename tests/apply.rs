@@ -666,3 +666,149 @@ async fn pod_stuck_pulling_its_image_is_reported_and_fails_after_the_grace_perio
     assert!(stuck, "a PodStuck Warning Event");
     c.sim.shutdown().await;
 }
+
+/// Job runs as a state store would hold them: what the journal wrote.
+#[derive(Default)]
+struct Persisted(std::sync::Mutex<stagegate::state::StageState>);
+
+impl stagegate::apply::JobJournal for Persisted {
+    fn record<'a>(
+        &'a self,
+        _stage: &'a str,
+        job: &'a str,
+        run: &'a stagegate::state::JobRun,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        state
+            .jobs
+            .entry(job.to_string())
+            .or_default()
+            .record(run.clone());
+        Box::pin(async {})
+    }
+}
+
+#[tokio::test]
+async fn job_started_before_the_agent_was_killed_and_removed_by_ttl_is_not_run_again() {
+    let c = cluster().await;
+    let slow = pi_job("pi", 2000, "").replace("duration: 200ms", "duration: 3s");
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("pre", "pre", "")),
+        ("pre/job.yaml", &slow),
+    ]);
+    let engine = engine(&c.client);
+    let planned = plan(dir.path()).stages.remove(0);
+    let persisted = Persisted::default();
+
+    // The agent dies (its apply is dropped) while the Job runs.
+    let mut state = StageState::default();
+    let apply = engine.apply_stage_journaled(&planned, "r1", &mut state, &persisted);
+    let job_exists = async {
+        while job_uid(&c.client, "default", "pi").await.is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        _ = apply => panic!("the Job should still be running"),
+        () = job_exists => {}
+    }
+    // Its TTL removes the Job before the agent is back.
+    let jobs: Api<Job> = Api::namespaced(c.client.clone(), "default");
+    jobs.delete("pi", &DeleteParams::background())
+        .await
+        .unwrap();
+    while job_uid(&c.client, "default", "pi").await.is_some() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The restarted agent has only what was persisted.
+    let mut restarted = persisted.0.lock().unwrap().clone();
+    let creates = c.sim.stats().create;
+    let report = engine.apply_stage(&planned, "r1", &mut restarted).await;
+    assert!(!report.ready, "its end was never seen: the gate stays shut");
+    assert!(
+        report.message.contains("before its end was seen"),
+        "{}",
+        report.message
+    );
+    assert_eq!(
+        c.sim.stats().create,
+        creates,
+        "the Job was not created again"
+    );
+    assert!(job_uid(&c.client, "default", "pi").await.is_none());
+    c.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn transient_api_errors_are_retried_inside_the_stage() {
+    let c = cluster().await;
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("pre", "pre", "")),
+        ("pre/job.yaml", &pi_job("pi", 20, "")),
+        (
+            "pre/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n",
+        ),
+    ]);
+    let engine = engine(&c.client);
+    let planned = plan(dir.path()).stages.remove(0);
+    let faults = c.sim.faults();
+    faults.fail_next(kube_sim::FailRule::new(
+        Some(kube_sim::Verb::Patch),
+        Some("/apis/batch/v1"),
+        503,
+        2,
+    ));
+    faults.fail_next(kube_sim::FailRule::new(
+        Some(kube_sim::Verb::Patch),
+        Some("/api/v1"),
+        500,
+        1,
+    ));
+    faults.fail_next(kube_sim::FailRule::new(
+        Some(kube_sim::Verb::Get),
+        Some("/apis/batch/v1"),
+        429,
+        1,
+    ));
+    let mut state = StageState::default();
+    let report = engine.apply_stage(&planned, "r1", &mut state).await;
+    assert!(report.ready, "{}", report.message);
+    assert_eq!(state.jobs["default/pi"].runs.len(), 1, "the Job ran once");
+    c.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rejected_call_names_the_call_and_the_servers_message_once() {
+    let c = cluster().await;
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("pre", "pre", "")),
+        ("pre/job.yaml", &pi_job("pi", 20, "")),
+    ]);
+    let engine = engine(&c.client);
+    let planned = plan(dir.path()).stages.remove(0);
+    c.sim.faults().fail_next(kube_sim::FailRule::new(
+        Some(kube_sim::Verb::Get),
+        Some("/apis/batch/v1/namespaces/default/jobs"),
+        403,
+        1,
+    ));
+    let mut state = StageState::default();
+    let report = engine.apply_stage(&planned, "r1", &mut state).await;
+    assert!(!report.ready);
+    assert!(
+        report
+            .message
+            .starts_with("Job default/pi: get Job.batch default/pi: "),
+        "{}",
+        report.message
+    );
+    assert!(report.message.ends_with("(403)"), "{}", report.message);
+    assert!(!report.message.contains("Status {"), "{}", report.message);
+    assert_eq!(
+        report.error.as_ref().map(|e| e.metric_label()),
+        Some("forbidden")
+    );
+    c.sim.shutdown().await;
+}
