@@ -812,3 +812,42 @@ async fn a_rejected_call_names_the_call_and_the_servers_message_once() {
     );
     c.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn after_a_cluster_reset_a_recorded_job_runs_again_before_the_stage_is_ready() {
+    let c = cluster().await;
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("pre", "pre", "")),
+        ("pre/job.yaml", &pi_job("pi", 20, "")),
+        (
+            "pre/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n",
+        ),
+    ]);
+    let planned = plan(dir.path()).stages.remove(0);
+    let mut state = StageState::default();
+    let report = engine(&c.client)
+        .apply_stage(&planned, "r1", &mut state)
+        .await;
+    assert!(report.ready, "{}", report.message);
+    c.sim.shutdown().await;
+
+    // The API server comes back without its data; the agent's state survived.
+    let reset = cluster().await;
+    let report = engine(&reset.client)
+        .apply_stage(&planned, "r1", &mut state)
+        .await;
+    assert!(report.ready, "{}", report.message);
+    assert_eq!(
+        report.jobs[0].action,
+        Some(JobAction::Create),
+        "{:?}",
+        report.jobs
+    );
+    assert!(
+        job_uid(&reset.client, "default", "pi").await.is_some(),
+        "the Job exists on the new cluster"
+    );
+    assert_eq!(state.jobs["default/pi"].runs.len(), 2);
+    reset.sim.shutdown().await;
+}

@@ -5,7 +5,10 @@
 
 use std::collections::HashSet;
 
+use std::sync::atomic::Ordering;
+
 use futures::{StreamExt, stream};
+use tracing::warn;
 
 use super::engine::{Engine, StageRun};
 use super::error::ApplyError;
@@ -120,6 +123,17 @@ impl Engine {
             tally.report.hooks.push(line);
         }
         let unchanged = self.unchanged(run, &prepared.items, state).await;
+        if self
+            .cluster_was_reset(run, &prepared, state, &unchanged)
+            .await
+        {
+            warn!(
+                stage = run.name(),
+                revision = run.revision,
+                "every object recorded as applied is gone from the cluster: recorded Job runs are not trusted"
+            );
+            run.cluster_reset.store(true, Ordering::Relaxed);
+        }
         self.apply_foundation(run, &mut prepared, &unchanged, tally)
             .await?;
         self.run_hook_phase(

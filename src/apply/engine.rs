@@ -3,6 +3,7 @@
 //! stage's apply needs to know. The steps live in their own files
 //! (`apply_stage.rs` orders them); they all build on this one.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kube::Client;
@@ -53,6 +54,9 @@ pub(super) struct StageRun<'a> {
     pub selector: String,
     /// Where Job runs are written down as they start and end.
     pub journal: &'a dyn JobJournal,
+    /// Learnt during the run: the cluster lost the stage's objects, so the
+    /// recorded Job runs are not trusted (see `reset.rs`).
+    pub cluster_reset: AtomicBool,
 }
 
 impl<'a> StageRun<'a> {
@@ -62,7 +66,12 @@ impl<'a> StageRun<'a> {
             revision,
             selector: format!("{STAGE_LABEL}={}", planned.stage.name),
             journal,
+            cluster_reset: AtomicBool::new(false),
         }
+    }
+
+    pub fn cluster_reset(&self) -> bool {
+        self.cluster_reset.load(Ordering::Relaxed)
     }
 
     pub fn name(&self) -> &str {

@@ -103,7 +103,11 @@ impl JobTask<'_> {
         self.item.namespace.as_deref().unwrap_or("default")
     }
 
+    /// The recorded runs, unless the cluster they ran on was since reset.
     fn history(&self) -> Option<&JobHistory> {
+        if self.ctx.cluster_reset() {
+            return None;
+        }
         self.state.jobs.get(&self.key())
     }
 

@@ -18,6 +18,7 @@ mod prepare;
 mod prune;
 mod recreate;
 pub mod report;
+mod reset;
 pub mod resolve;
 mod server_side_apply;
 mod tally;
