@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use super::error::api_status;
+use crate::cluster::api_status;
 
 /// Attempts of one call, the first included.
 const ATTEMPTS: u32 = 6;

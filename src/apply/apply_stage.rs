@@ -13,7 +13,7 @@ use tracing::warn;
 use super::engine::{Engine, StageRun};
 use super::error::ApplyError;
 use super::item::{Item, Rank};
-use super::jobs::JobTask;
+use super::job_runner::JobTask;
 use super::journal::{JobJournal, NoJournal};
 use super::prepare::Prepared;
 use super::prune::prune;

@@ -14,12 +14,12 @@ use crate::object::ObjectRef;
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error(
-        "{object}: kind {api_version}/{kind} is not served by the cluster (no such resource type)"
+        "{object}: kind {api_version}/{} is not served by the cluster (no such resource type)",
+        .object.kind
     )]
     UnknownKind {
         object: ObjectRef,
         api_version: String,
-        kind: String,
     },
     #[error("{object}: {message}")]
     Rejected { object: ObjectRef, message: String },
@@ -32,7 +32,7 @@ pub enum ApplyError {
     Call {
         object: ObjectRef,
         #[source]
-        source: CallError,
+        source: Box<CallError>,
     },
     #[error("{object}: {message}")]
     Invalid { object: ObjectRef, message: String },
@@ -43,12 +43,12 @@ pub enum ApplyError {
         api_version: String,
         kind: String,
         #[source]
-        source: CallError,
+        source: Box<CallError>,
     },
     #[error("cannot tell whether this is the stage's initial install: {source}")]
     InitialInstall {
         #[source]
-        source: CallError,
+        source: Box<CallError>,
     },
     #[error("{object}: waiting for Established: {message}")]
     CrdWait { object: ObjectRef, message: String },
@@ -67,18 +67,19 @@ pub enum ApplyError {
     },
     #[error("{object}: Failed: {message}")]
     PodFailed { object: ObjectRef, message: String },
-    #[error("{object}: not done after {}: pod phase {phase}", humantime::format_duration(*.after))]
+    #[error("{object}: not done after {}: pod phase {phase}", humantime::format_duration(Duration::from_millis(*.after_ms)))]
     PodTimeout {
         object: ObjectRef,
-        after: Duration,
-        phase: String,
+        /// Milliseconds and a boxed phase: an error small enough to return.
+        after_ms: u64,
+        phase: Box<str>,
     },
     /// `job` is `namespace/name`.
     #[error("Job {job}: {source}")]
     Job {
         job: String,
         #[source]
-        source: JobError,
+        source: Box<JobError>,
     },
     #[error("{} hook {source}", .phase.label())]
     Hook {
@@ -97,7 +98,7 @@ pub enum ApplyError {
     Delete {
         object: ObjectRef,
         #[source]
-        source: DeleteError,
+        source: Box<DeleteError>,
     },
     /// Several independent failures of one step, each reported.
     #[error("{}", Joined(.0))]
@@ -254,17 +255,7 @@ impl fmt::Display for Waiting<'_> {
     }
 }
 
-/// The server's Status, when the error is one.
-pub fn api_status(e: &kube::Error) -> Option<&kube::core::Status> {
-    match e {
-        kube::Error::Api(status) => Some(status),
-        _ => None,
-    }
-}
-
-pub fn is_not_found(e: &kube::Error) -> bool {
-    api_status(e).is_some_and(|s| s.code == 404)
-}
+pub use crate::cluster::{api_status, is_not_found};
 
 /// A 422 whose causes say a field is immutable: the only case in which an
 /// object is deleted and recreated. Flux treats every 409/422 this way and has

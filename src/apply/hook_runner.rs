@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::engine::{Engine, StageRun};
 use super::error::ApplyError;
 use super::item::Item;
-use super::jobs::{JobTask, JobTaskResult};
+use super::job_runner::{JobTask, JobTaskResult};
 use super::server_side_apply::Unchanged;
 use super::tally::Tally;
 use super::waits::{needs_wait, wait_all};
@@ -34,7 +34,7 @@ struct ObjectHookResult {
 
 enum HookResult {
     Job(Box<JobTaskResult>),
-    Object(ObjectHookResult),
+    Object(Box<ObjectHookResult>),
 }
 
 fn hook_of(item: &Item) -> &Hook {
@@ -105,7 +105,9 @@ impl Engine {
             };
             return HookResult::Job(Box::new(task.run().await));
         }
-        HookResult::Object(self.run_object_hook(run, item, hook, unchanged).await)
+        HookResult::Object(Box::new(
+            self.run_object_hook(run, item, hook, unchanged).await,
+        ))
     }
 
     /// A hook that is not a Job: applied (unless unchanged), waited for
@@ -224,8 +226,12 @@ impl Engine {
             Ok(result) => result,
             Err(_) => Err(ApplyError::PodTimeout {
                 object: item.object_ref(),
-                after: timeout,
-                phase: phase.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                phase: phase
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_str()
+                    .into(),
             }),
         }
     }
@@ -234,7 +240,7 @@ impl Engine {
         let Some(api) = item.api(&self.client) else {
             return String::new();
         };
-        match super::recreate::delete_and_wait_for(
+        match super::delete_wait::delete_and_wait_for(
             &api,
             &item.name,
             &item.object_ref().to_string(),

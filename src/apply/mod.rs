@@ -5,6 +5,7 @@
 
 pub mod api_call;
 mod apply_stage;
+mod delete_wait;
 mod diff;
 mod drift;
 mod engine;
@@ -12,11 +13,10 @@ pub mod error;
 mod hook_runner;
 mod item;
 pub mod job_policy;
-mod jobs;
+mod job_runner;
 pub mod journal;
 mod prepare;
 mod prune;
-mod recreate;
 pub mod report;
 mod reset;
 pub mod resolve;

@@ -168,7 +168,9 @@ impl Engine {
             let params = ListParams::default().labels(selector).limit(1);
             let list = call(Verb::List, &target, || api.list_metadata(&params))
                 .await
-                .map_err(|source| ApplyError::InitialInstall { source })?;
+                .map_err(|source| ApplyError::InitialInstall {
+                    source: Box::new(source),
+                })?;
             if !list.items.is_empty() {
                 return Ok(false);
             }
@@ -190,13 +192,12 @@ impl Engine {
                 Ok(None) => unknown.push(ApplyError::UnknownKind {
                     object: item.object_ref(),
                     api_version: item.api_version.clone(),
-                    kind: item.kind.clone(),
                 }),
                 Err(source) => {
                     return Err(ApplyError::Discovery {
                         api_version: item.api_version.clone(),
                         kind: item.kind.clone(),
-                        source,
+                        source: Box::new(source),
                     });
                 }
             }

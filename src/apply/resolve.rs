@@ -50,7 +50,7 @@ impl Resolver {
             match pinned_kind(&self.client, &gvk).await {
                 Ok(found) => Ok(Some(found)),
                 Err(kube::Error::Discovery(_)) => Ok(None),
-                Err(e) if super::error::is_not_found(&e) => Ok(None),
+                Err(e) if crate::cluster::is_not_found(&e) => Ok(None),
                 Err(e) => Err(e),
             }
         })

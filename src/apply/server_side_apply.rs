@@ -183,7 +183,7 @@ impl Engine {
                 },
                 None => ApplyError::Call {
                     object,
-                    source: error,
+                    source: Box::new(error),
                 },
             });
         }
@@ -205,12 +205,16 @@ impl Engine {
     ) -> Result<Applied, ApplyError> {
         let object = item.object_ref();
         info!(stage = run.name(), object = %object, "immutable field changed; recreating (force)");
-        super::recreate::delete_and_wait(self, api, item).await?;
+        super::delete_wait::delete_and_wait(self, api, item).await?;
         let (params, patch) = (apply_params(), Patch::Apply(&item.value));
         let apply = || api.patch(&item.name, &params, &patch);
-        let created = call(Verb::Apply, &object, apply)
-            .await
-            .map_err(|source| ApplyError::Call { object, source })?;
+        let created =
+            call(Verb::Apply, &object, apply)
+                .await
+                .map_err(|source| ApplyError::Call {
+                    object,
+                    source: Box::new(source),
+                })?;
         let reference = item.reference(created.metadata.uid.clone());
         let note = format!("recreated because an immutable field changed: {message}");
         self.events

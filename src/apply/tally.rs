@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::error::ApplyError;
-use super::jobs::JobTaskResult;
+use super::job_runner::JobTaskResult;
 use super::report::StageReport;
 use crate::object::ObjectRef;
 use crate::state::{InventoryEntry, StageState};

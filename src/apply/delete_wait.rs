@@ -73,6 +73,6 @@ pub(super) async fn delete_and_wait(
     .await
     .map_err(|source| ApplyError::Delete {
         object: item.object_ref(),
-        source,
+        source: Box::new(source),
     })
 }

@@ -1,6 +1,7 @@
-//! Running the Jobs of a stage: each Job's fate decided by
-//! [`job_policy::decide`](super::job_policy::decide) from its spec hash, the
-//! live Job and the recorded runs, then carried out and waited for. A run is
+//! Running the Jobs of a stage: where Jobs are created, recreated (deleted
+//! with their pods first), retried and waited for. Each Job's fate is decided
+//! by [`job_policy::decide`](super::job_policy::decide) from its spec hash,
+//! the live Job and the recorded runs. A run is
 //! journaled when its Job is created and again when its end is seen, before
 //! the stage ends (see [`super::journal`]).
 
@@ -13,6 +14,7 @@ use kube::api::{DeleteParams, Patch};
 use tracing::{info, warn};
 
 use super::api_call::{Verb, call};
+use super::delete_wait::delete_and_wait_for;
 use super::engine::{Engine, StageRun, apply_params};
 use super::error::{ApplyError, JobError, WithTail};
 use super::item::Item;
@@ -20,7 +22,6 @@ use super::job_policy::{
     JobAction, JobInputs, LiveJob, LiveStatus, REPLACE_RUNNING_ANNOTATION, RUN_POLICY_ANNOTATION,
     RunPolicy, SkipReason, decide,
 };
-use super::recreate::delete_and_wait_for;
 use super::report::{HookDeletion, JobOutcome, JobReport, short};
 use crate::health::job::{JobEnd, JobWatch, wait_job};
 use crate::health::wait::Progress;
@@ -126,7 +127,10 @@ impl JobTask<'_> {
             Ok(outcome) => result.report.outcome = outcome,
             Err(source) => {
                 result.report.outcome = JobOutcome::Failed(source.to_string());
-                result.failure = Some(ApplyError::Job { job: key, source });
+                result.failure = Some(ApplyError::Job {
+                    job: key,
+                    source: Box::new(source),
+                });
             }
         }
         let doomed = match result.settled {
