@@ -13,12 +13,15 @@ use futures::future::BoxFuture;
 
 use crate::apply::{Engine, JobJournal};
 use crate::config::Settings;
+use crate::events::EventSink;
 use crate::metrics::Metrics;
 use crate::state::store::STATE_CONFIGMAP;
 use crate::state::{JobRun, Phase, StageState, State, StateStore};
 
 pub struct AgentContext {
     pub engine: Engine,
+    /// Where the agent's Events go; the engine publishes through the same sink.
+    pub events: EventSink,
     pub settings: Settings,
     pub store: StateStore,
     pub state: Mutex<State>,
@@ -30,6 +33,7 @@ pub struct AgentContext {
 impl AgentContext {
     pub fn new(
         engine: Engine,
+        events: EventSink,
         settings: Settings,
         store: StateStore,
         state: State,
@@ -38,6 +42,7 @@ impl AgentContext {
         let saved = Mutex::new(crate::state::store::encode(&state));
         Self {
             engine,
+            events,
             settings,
             store,
             state: Mutex::new(state),
@@ -127,22 +132,19 @@ impl AgentContext {
                         stage = name,
                         revision, "stage {name} is Ready: {first_line}"
                     );
-                    self.engine
-                        .events()
+                    self.events
                         .normal(&reference, "StageReady", "Apply", &note)
                         .await;
                 }
                 Phase::Failed => {
                     error!(stage = name, revision, "stage {name} Failed: {message}");
-                    self.engine
-                        .events()
+                    self.events
                         .warning(&reference, "StageFailed", "Apply", &note)
                         .await;
                 }
                 Phase::Blocked => {
                     warn!(stage = name, revision, "stage {name} is Blocked: {message}");
-                    self.engine
-                        .events()
+                    self.events
                         .warning(&reference, "StageBlocked", "Apply", &note)
                         .await;
                 }
