@@ -202,11 +202,12 @@ impl Engine {
         let tasks: Vec<_> = prepared
             .jobs()
             .into_iter()
-            .map(|item| {
+            .map(|(item, hash)| {
                 JobTask {
                     engine: self,
                     ctx: run,
                     item,
+                    hash,
                     state: &*state,
                     wait,
                     timeout: None,

@@ -17,8 +17,8 @@ use super::job_runner::live_job;
 use super::journal::NoJournal;
 use super::report::describe;
 use crate::hooks::HookPhase;
-use crate::labels::SPEC_HASH_ANNOTATION;
 use crate::object::ObjectRef;
+use crate::object::SpecHash;
 use crate::plan::PlannedStage;
 use crate::state::StageState;
 
@@ -255,9 +255,7 @@ impl Engine {
         let (revision, retries) = (run.revision, run.planned.stage.job_retries);
         let namespace = item.namespace.clone().unwrap_or_else(|| "default".into());
         let key = format!("{namespace}/{}", item.name);
-        let Some(hash) = item.annotation(SPEC_HASH_ANNOTATION) else {
-            diff.errors
-                .push(format!("Job {key}: no {SPEC_HASH_ANNOTATION}"));
+        let Some(hash) = item.job.as_ref().map(SpecHash::as_str) else {
             return;
         };
         let policy = match RunPolicy::parse(item.annotation(RUN_POLICY_ANNOTATION)) {

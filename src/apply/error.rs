@@ -8,7 +8,6 @@ use std::time::Duration;
 use super::api_call::CallError;
 use super::job_policy::RunPolicyError;
 use crate::hooks::HookPhase;
-use crate::labels::SPEC_HASH_ANNOTATION;
 use crate::object::ObjectRef;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,9 +53,6 @@ pub enum ApplyError {
     CrdWait { object: ObjectRef, message: String },
     #[error("{object}: not Established in time")]
     CrdNotEstablished { object: ObjectRef },
-    /// Hook annotations that cannot be read (the hooks parser's message).
-    #[error("{message}")]
-    BadHook { message: String },
     /// An object that reached a failed state while waited for.
     #[error("{object}: {message}")]
     Unhealthy { object: ObjectRef, message: String },
@@ -120,7 +116,6 @@ impl ApplyError {
             ApplyError::CrdWait { .. } | ApplyError::CrdNotEstablished { .. } => {
                 "crd_not_established"
             }
-            ApplyError::BadHook { .. } => "bad_hook",
             ApplyError::Unhealthy { .. } => "unhealthy",
             ApplyError::WaitTimeout { .. } => "timeout",
             ApplyError::PodFailed { .. } => "hook_failed",
@@ -147,8 +142,6 @@ impl ApplyError {
 /// Why one Job of a stage did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    #[error("has no {SPEC_HASH_ANNOTATION} annotation (not rendered by stagegate?)")]
-    NoSpecHash,
     #[error(transparent)]
     RunPolicy(#[from] RunPolicyError),
     #[error(transparent)]
@@ -203,7 +196,7 @@ impl DeleteError {
 impl JobError {
     pub fn metric_label(&self) -> &'static str {
         match self {
-            JobError::NoSpecHash | JobError::RunPolicy(_) => "invalid",
+            JobError::RunPolicy(_) => "invalid",
             JobError::Call(call) => call.metric_label(),
             JobError::FailedEarlier { .. } => "job_failed_earlier",
             JobError::Failed { .. } => "job_failed",

@@ -92,11 +92,12 @@ impl Engine {
         unchanged: &Unchanged,
     ) -> HookResult {
         let hook = hook_of(item);
-        if item.is_job() {
+        if let Some(hash) = &item.job {
             let task = JobTask {
                 engine: self,
                 ctx: run,
                 item,
+                hash,
                 state,
                 wait: hook.wait,
                 timeout: hook.timeout,

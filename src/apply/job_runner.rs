@@ -28,12 +28,15 @@ use crate::health::wait::Progress;
 use crate::health::{Health, evaluate};
 use crate::hooks::{DeletePolicy, HookPhase};
 use crate::labels::SPEC_HASH_ANNOTATION;
+use crate::object::SpecHash;
 use crate::state::{InventoryEntry, JobHistory, JobResult, JobRun, StageState};
 
 pub(super) struct JobTask<'a> {
     pub engine: &'a Engine,
     pub ctx: &'a StageRun<'a>,
     pub item: &'a Item,
+    /// The Job's spec hash: no Job is run without one.
+    pub hash: &'a SpecHash,
     pub state: &'a StageState,
     pub wait: bool,
     /// The Job's own timeout (a hook's), instead of the stage's.
@@ -174,11 +177,7 @@ impl JobTask<'_> {
 
     /// Read, decide, carry out, wait and record.
     async fn run_inner(&self, result: &mut JobTaskResult) -> Result<JobOutcome, JobError> {
-        let hash = self
-            .item
-            .annotation(SPEC_HASH_ANNOTATION)
-            .ok_or(JobError::NoSpecHash)?
-            .to_string();
+        let hash = self.hash.as_str().to_string();
         result.report.hash = hash.clone();
         let policy = RunPolicy::parse(self.item.annotation(RUN_POLICY_ANNOTATION))?;
         let live = self.read_live().await?;

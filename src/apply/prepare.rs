@@ -11,8 +11,8 @@ use super::api_call::{Verb, call};
 use super::engine::{Engine, StageRun};
 use super::error::ApplyError;
 use super::item::{Item, Rank, Role};
-use crate::hooks::{HookKind, HookPhase};
-use crate::object::ObjectRef;
+use crate::hooks::HookPhase;
+use crate::object::{ObjectRef, SpecHash};
 use crate::state::StageState;
 
 pub(super) struct Prepared {
@@ -50,9 +50,11 @@ impl Prepared {
             .collect()
     }
 
-    /// The stage's Jobs that are not hooks.
-    pub fn jobs(&self) -> Vec<&Item> {
-        self.with_role(Role::Main).filter(|i| i.is_job()).collect()
+    /// The stage's Jobs that are not hooks, each with its spec hash.
+    pub fn jobs(&self) -> Vec<(&Item, &SpecHash)> {
+        self.with_role(Role::Main)
+            .filter_map(|i| Some((i, i.job.as_ref()?)))
+            .collect()
     }
 
     /// Hooks not run on this apply, each with why.
@@ -85,13 +87,7 @@ impl Engine {
         run: &StageRun<'_>,
         state: &StageState,
     ) -> Result<Prepared, ApplyError> {
-        let mut items: Vec<Item> = run
-            .planned
-            .objects
-            .iter()
-            .map(|m| Item::new(m.value.clone()))
-            .collect();
-        read_hooks(&mut items)?;
+        let mut items: Vec<Item> = run.planned.objects.iter().map(Item::planned).collect();
         let defined: HashSet<(String, String)> = items
             .iter()
             .filter(|i| i.is_crd())
@@ -204,22 +200,6 @@ impl Engine {
         }
         ApplyError::from_all(unknown)
     }
-}
-
-/// Read every item's hook annotations; an unreadable one fails the stage.
-fn read_hooks(items: &mut [Item]) -> Result<(), ApplyError> {
-    let mut errors = Vec::new();
-    for item in items.iter_mut() {
-        match crate::hooks::parse(&item.value, &item.object_ref().to_string()) {
-            Ok(parsed) => match parsed.kind {
-                HookKind::NotAHook => {}
-                HookKind::Hook(hook) => item.hook = Some(hook),
-                HookKind::Unsupported => item.role = Role::Idle,
-            },
-            Err(message) => errors.push(ApplyError::BadHook { message }),
-        }
-    }
-    ApplyError::from_all(errors)
 }
 
 fn assign_roles(items: &mut [Item], initial: bool) {
