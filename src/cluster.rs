@@ -36,3 +36,15 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClusterError> {
     };
     Client::try_from(config).map_err(|e| ClusterError::Client(e.to_string()))
 }
+
+/// The server's Status, when the error is one.
+pub fn api_status(e: &kube::Error) -> Option<&kube::core::Status> {
+    match e {
+        kube::Error::Api(status) => Some(status),
+        _ => None,
+    }
+}
+
+pub fn is_not_found(e: &kube::Error) -> bool {
+    api_status(e).is_some_and(|s| s.code == 404)
+}

@@ -4,8 +4,7 @@
 use std::fmt::Write;
 
 use crate::hooks::{self, HookKind, HookPhase};
-use crate::object::Manifest;
-use crate::plan::{Plan, PlannedStage};
+use crate::plan::{Plan, PlannedObject, PlannedStage};
 
 /// The hooks of a stage as lines, `pre: migrate (weight -5)`, pre before
 /// post, each phase in run order (weight, then kind, then name); objects
@@ -19,8 +18,8 @@ pub fn hook_lines(planned: &PlannedStage) -> Vec<String> {
         } else {
             format!("{} {}", object.kind(), object.name())
         };
-        match hooks::parse(&object.value, &label).map(|p| p.kind) {
-            Ok(HookKind::Hook(hook)) => {
+        match &object.hook {
+            HookKind::Hook(hook) => {
                 for (phase, when) in hook.points() {
                     let line = format!(
                         "{}{}: {label}{}",
@@ -35,10 +34,10 @@ pub fn hook_lines(planned: &PlannedStage) -> Vec<String> {
                     points.push((phase, hook.weight, object.kind(), object.name(), line));
                 }
             }
-            Ok(HookKind::Unsupported) => {
+            HookKind::Unsupported => {
                 ignored.push(format!("never applied: {label} (unsupported hook kinds)"))
             }
-            _ => {}
+            HookKind::NotAHook => {}
         }
     }
     points.sort_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
@@ -123,19 +122,19 @@ fn quote(s: &str) -> String {
 /// document starts with a comment saying when it runs
 /// (`# hook: pre-apply (weight -5)`), which keeps the stream valid YAML.
 pub fn yaml_stream<'a>(
-    objects: impl IntoIterator<Item = &'a Manifest>,
+    objects: impl IntoIterator<Item = &'a PlannedObject>,
 ) -> Result<String, serde_yaml::Error> {
     let mut out = String::new();
     for object in objects {
         out.push_str("---\n");
-        match hooks::parse(&object.value, "").map(|p| p.kind) {
-            Ok(HookKind::Hook(hook)) => {
+        match &object.hook {
+            HookKind::Hook(hook) => {
                 let _ = writeln!(out, "# hook: {}", hook.describe());
             }
-            Ok(HookKind::Unsupported) => {
+            HookKind::Unsupported => {
                 out.push_str("# hook: never applied (stagegate cannot honour its hook kinds)\n");
             }
-            _ => {}
+            HookKind::NotAHook => {}
         }
         out.push_str(&crate::yaml::to_yaml(&object.value));
     }

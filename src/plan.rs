@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::diagnostics::{Problem, Problems};
-use crate::object::{Manifest, ObjectRef};
+use crate::hooks::HookKind;
+use crate::labels::SPEC_HASH_ANNOTATION;
+use crate::object::{Manifest, ObjectRef, SpecHash};
 use crate::paths::{PathError, display_path, resolve_inside};
 use crate::render::{
     RenderError, annotate_spec_hashes, is_cluster_scoped, render_stage_with_children,
@@ -28,7 +30,47 @@ pub struct Plan {
 #[derive(Debug, Clone)]
 pub struct PlannedStage {
     pub stage: Stage,
-    pub objects: Vec<Manifest>,
+    pub objects: Vec<PlannedObject>,
+    /// The graph's edges: positions in [`Plan::stages`] of the stages this
+    /// one depends on, all before it.
+    pub needs: Vec<usize>,
+}
+
+/// One rendered object of a stage, read once for everyone downstream:
+/// its hook annotations parsed, and a Job's spec hash (every Job has one).
+#[derive(Debug, Clone)]
+pub struct PlannedObject {
+    pub manifest: Manifest,
+    pub hook: HookKind,
+    /// `Some` exactly for Jobs (`batch` `Job`).
+    pub job: Option<SpecHash>,
+}
+
+impl std::ops::Deref for PlannedObject {
+    type Target = Manifest;
+
+    fn deref(&self) -> &Manifest {
+        &self.manifest
+    }
+}
+
+impl PlannedObject {
+    /// Parse what the plan checked: hook annotations and a Job's spec hash.
+    /// `None` when either cannot be read (the plan has an error for it).
+    fn read(manifest: Manifest) -> Option<Self> {
+        let name = manifest.object_ref().to_string();
+        let hook = crate::hooks::parse(&manifest.value, &name).ok()?.kind;
+        let job = if manifest.group() == "batch" && manifest.kind() == "Job" {
+            Some(SpecHash::new(manifest.annotation(SPEC_HASH_ANNOTATION)?))
+        } else {
+            None
+        };
+        Some(Self {
+            manifest,
+            hook,
+            job,
+        })
+    }
 }
 
 impl Plan {
@@ -108,11 +150,26 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
     if problems.has_errors() {
         return Err(problems);
     }
+    let position: HashMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(at, &i)| (stages[i].name.as_str(), at))
+        .collect();
     let stages = order
-        .into_iter()
-        .map(|i| PlannedStage {
+        .iter()
+        .map(|&i| PlannedStage {
             stage: stages[i].clone(),
-            objects: rendered[i].take().unwrap_or_default(),
+            objects: rendered[i]
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(PlannedObject::read)
+                .collect(),
+            needs: stages[i]
+                .depends_on
+                .iter()
+                .filter_map(|d| position.get(d.as_str()).copied())
+                .collect(),
         })
         .collect();
     Ok(Plan {
@@ -302,6 +359,14 @@ fn check_hooks(stages: &[Stage], rendered: &[Option<Vec<Manifest>>], problems: &
                     }
                 }
                 Err(error) => problems.push(at(Problem::error(error))),
+            }
+            if object.group() == "batch"
+                && object.kind() == "Job"
+                && object.annotation(SPEC_HASH_ANNOTATION).is_none()
+            {
+                problems.push(at(Problem::error(format!(
+                    "{name}: no {SPEC_HASH_ANNOTATION} annotation after rendering"
+                ))));
             }
         }
     }

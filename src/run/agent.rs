@@ -255,8 +255,7 @@ impl Agent {
             _ => "GitFetchFailed",
         };
         self.ctx
-            .engine
-            .events()
+            .events
             .warning(&self.ctx.state_reference(), reason, "Fetch", &e.to_string())
             .await;
         {

@@ -9,14 +9,19 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use tokio::sync::Mutex;
 use tracing::{error, info, warn};
 
-use crate::apply::Engine;
+use futures::future::BoxFuture;
+
+use crate::apply::{Engine, JobJournal};
 use crate::config::Settings;
+use crate::events::EventSink;
 use crate::metrics::Metrics;
 use crate::state::store::STATE_CONFIGMAP;
-use crate::state::{Phase, StageState, State, StateStore};
+use crate::state::{JobRun, Phase, StageState, State, StateStore};
 
 pub struct AgentContext {
     pub engine: Engine,
+    /// Where the agent's Events go; the engine publishes through the same sink.
+    pub events: EventSink,
     pub settings: Settings,
     pub store: StateStore,
     pub state: Mutex<State>,
@@ -28,6 +33,7 @@ pub struct AgentContext {
 impl AgentContext {
     pub fn new(
         engine: Engine,
+        events: EventSink,
         settings: Settings,
         store: StateStore,
         state: State,
@@ -36,6 +42,7 @@ impl AgentContext {
         let saved = Mutex::new(crate::state::store::encode(&state));
         Self {
             engine,
+            events,
             settings,
             store,
             state: Mutex::new(state),
@@ -125,22 +132,19 @@ impl AgentContext {
                         stage = name,
                         revision, "stage {name} is Ready: {first_line}"
                     );
-                    self.engine
-                        .events()
+                    self.events
                         .normal(&reference, "StageReady", "Apply", &note)
                         .await;
                 }
                 Phase::Failed => {
                     error!(stage = name, revision, "stage {name} Failed: {message}");
-                    self.engine
-                        .events()
+                    self.events
                         .warning(&reference, "StageFailed", "Apply", &note)
                         .await;
                 }
                 Phase::Blocked => {
                     warn!(stage = name, revision, "stage {name} is Blocked: {message}");
-                    self.engine
-                        .events()
+                    self.events
                         .warning(&reference, "StageBlocked", "Apply", &note)
                         .await;
                 }
@@ -165,5 +169,24 @@ impl AgentContext {
             Ok(()) => *saved = encoded,
             Err(e) => error!(error = %e, "cannot write the state"),
         }
+    }
+}
+
+/// Job runs are persisted as they start and end, not when the stage ends: a
+/// SIGKILL, a restart or a Job's TTL then cannot make one run twice (#13).
+impl JobJournal for AgentContext {
+    fn record<'a>(&'a self, stage: &'a str, job: &'a str, run: &'a JobRun) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            {
+                let mut state = self.state.lock().await;
+                let stage = state.stages.entry(stage.to_string()).or_default();
+                stage
+                    .jobs
+                    .entry(job.to_string())
+                    .or_default()
+                    .record(run.clone());
+            }
+            self.persist().await;
+        })
     }
 }

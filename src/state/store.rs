@@ -86,7 +86,7 @@ impl StateStore {
     }
 
     fn kube_err(&self, source: kube::Error) -> StateError {
-        if crate::apply::error::api_status(&source).is_some_and(|s| {
+        if crate::cluster::api_status(&source).is_some_and(|s| {
             s.code == 404 && s.details.as_ref().is_some_and(|d| d.kind == "namespaces")
         }) {
             return StateError::MissingNamespace(self.namespace.clone());
