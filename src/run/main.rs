@@ -131,7 +131,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
         Err(e) => {
-            error!(error = %e, "agent stopped");
+            // Logs and the error share stderr: say it once.
             eprintln!("error: {e}");
             Ok(ExitCode::from(1))
         }

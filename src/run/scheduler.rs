@@ -150,6 +150,10 @@ pub async fn run_revision(
             if !satisfied {
                 continue;
             }
+            if let Some((was, why)) = ctx.steady(&plan.stages[i], &revision).await {
+                (started[i], phase[i], message[i]) = (true, was, why);
+                continue;
+            }
             started[i] = true;
             phase[i] = Phase::Running;
             let name = plan.stages[i].stage.name.to_string();
@@ -202,6 +206,8 @@ pub async fn run_revision(
                 continue;
             }
         };
+        let mut stage_state = stage_state;
+        stage_state.stalled = !report.ready && super::record::stalled(&plan.stages[i], &stage_state);
         let name = plan.stages[i].stage.name.to_string();
         phase[i] = if report.ready {
             Phase::Ready
@@ -216,14 +222,20 @@ pub async fn run_revision(
         } else {
             report.message.clone()
         };
+        // A drift check that found nothing to do is no reconcile.
+        let changed = ctx
+            .transition(&name, &revision, phase[i], &message[i], Some(stage_state))
+            .await;
         let result = if report.ready { "ready" } else { "failed" };
-        ctx.metrics
-            .reconcile_duration
-            .get_or_create(&StageResultLabels {
-                stage: name.clone(),
-                result: result.into(),
-            })
-            .observe(elapsed.as_secs_f64());
+        if changed || report.applied > 0 || report.recreated > 0 || report.pruned > 0 {
+            ctx.metrics
+                .reconcile_duration
+                .get_or_create(&StageResultLabels {
+                    stage: name.clone(),
+                    result: result.into(),
+                })
+                .observe(elapsed.as_secs_f64());
+        }
         if report.recreated > 0 {
             ctx.metrics
                 .job_recreations
@@ -253,12 +265,10 @@ pub async fn run_revision(
                     .inc();
             }
         }
-        ctx.transition(&name, &revision, phase[i], &message[i], Some(stage_state))
-            .await;
     }
 
     if cancelled {
-        info!(revision, "run cancelled for a newer revision");
+        info!(revision, "run of this revision stopped before its end");
     }
     let stages = (0..n)
         .map(|i| {
