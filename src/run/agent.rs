@@ -212,13 +212,18 @@ impl Agent {
         let changed = {
             let mut state = self.ctx.state.lock().await;
             let source = state.source.get_or_insert_with(SourceState::default);
-            if !source.error.is_empty() {
+            if !source.error.is_empty() && !source.invalid {
                 info!(revision = %fetched.reference, "the repository is reachable again");
             }
             let before = source.clone();
+            // An invalid revision stays refused, with its first-seen time,
+            // until another revision arrives.
+            if !(source.invalid && source.revision.as_deref() == Some(fetched.reference.as_str())) {
+                source.error.clear();
+                source.since = None;
+                source.invalid = false;
+            }
             source.revision = Some(fetched.reference.clone());
-            source.error.clear();
-            source.since = None;
             *source != before
         };
         if changed {
@@ -286,6 +291,7 @@ impl Agent {
             if source.error.is_empty() {
                 source.since = Some(jiff::Timestamp::now().to_string());
             }
+            source.invalid = matches!(e, AgentError::InvalidRepository { .. });
             if let AgentError::InvalidRepository { revision, .. } = e {
                 source.revision = Some(revision.clone());
             }

@@ -56,6 +56,10 @@ pub struct SourceState {
     /// Why the last fetch or plan failed; empty when it succeeded.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
+    /// The error is the fetched revision's own (invalid repository), not a
+    /// failed fetch: fetching the same revision again does not clear it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub invalid: bool,
     /// When the error was first seen (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,

@@ -210,6 +210,13 @@ impl StateStore {
     /// `stagegate-state` ConfigMap is converted: its stages become objects
     /// (those not already there), then it is deleted.
     pub async fn load(&self) -> Result<State, StateError> {
+        let mut state = self.read().await?;
+        self.convert_legacy(&mut state).await?;
+        Ok(state)
+    }
+
+    /// The state held by the Stage objects and the source object; writes nothing.
+    pub async fn read(&self) -> Result<State, StateError> {
         let mut state = State::default();
         for object in self.list().await? {
             self.remember(&object);
@@ -219,7 +226,6 @@ impl StateStore {
             state.stages.insert(object.name, object.status.stage);
         }
         state.source = self.load_source().await?;
-        self.convert_legacy(&mut state).await?;
         Ok(state)
     }
 
@@ -381,7 +387,7 @@ impl StateStore {
         }
     }
 
-    async fn load_source(&self) -> Result<Option<SourceState>, StateError> {
+    pub async fn load_source(&self) -> Result<Option<SourceState>, StateError> {
         let cm = self
             .configmaps
             .get_opt(SOURCE_CONFIGMAP)
