@@ -225,8 +225,8 @@ fn short_revision(revision: &str) -> &str {
 fn age(d: jiff::SignedDuration) -> String {
     let secs = d.as_secs().max(0);
     match secs {
-        0..=119 => format!("{secs}s"),
-        120..=7199 => format!("{}m{}s", secs / 60, secs % 60),
+        0..=59 => format!("{secs}s"),
+        60..=7199 => format!("{}m{}s", secs / 60, secs % 60),
         7200..=172_799 => format!("{}h", secs / 3600),
         _ => format!("{}d", secs / 86_400),
     }

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use stagegate::apply::{Engine, EngineSettings};
-use stagegate::state::{Phase, State, StateStore};
+use stagegate::state::{Phase, StageSpec, State, StateStore};
 
 fn stagegate(kubeconfig: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stagegate"))
@@ -105,9 +105,11 @@ async fn diff_status_and_rerun_against_a_cluster() {
         stage_state.phase = Phase::Ready;
         stage_state.revision = Some("main@sha1:1111111111111111111111111111111111111111".into());
         stage_state.message = report.message;
-    }
-    for (name, stage_state) in &state.stages {
-        store.save_stage(name, None, stage_state).await.unwrap();
+        let spec = StageSpec::from(&planned.stage);
+        store
+            .save_stage(planned.stage.name.as_str(), Some(&spec), stage_state)
+            .await
+            .unwrap();
     }
 
     let out = stagegate(&kubeconfig, &["diff", &repo_arg]);

@@ -352,12 +352,14 @@ impl Agent {
             return;
         }
         self.ctx.metrics.set_applied_revision(&outcome.revision);
-        {
+        let newly_applied = {
             let mut state = self.ctx.state.lock().await;
             let source = state.source.get_or_insert_with(SourceState::default);
-            source.applied = Some(outcome.revision.clone());
+            source.applied.replace(outcome.revision.clone()) != Some(outcome.revision.clone())
+        };
+        if newly_applied {
+            self.ctx.persist_source().await;
         }
-        self.ctx.persist_source().await;
         let removed: Vec<(String, crate::state::StageState)> = {
             let state = self.ctx.state.lock().await;
             let plan_names: Vec<&str> = outcome.stages.iter().map(|(n, _, _)| n.as_str()).collect();

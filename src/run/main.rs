@@ -26,7 +26,8 @@ use crate::state::{Phase, StateStore};
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     limit_malloc_arenas();
     let settings = Settings::resolve(args)?;
-    let client = crate::cluster::client(settings.kubeconfig.as_deref()).await?;
+    let client =
+        crate::cluster::limited_client(settings.kubeconfig.as_deref(), settings.concurrency).await?;
     ensure_namespace(&client, &settings.namespace, settings.create_namespace).await?;
 
     let shutdown = CancellationToken::new();

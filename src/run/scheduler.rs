@@ -112,9 +112,11 @@ pub async fn run_revision(
         JoinSet::new();
     let mut cancelled = false;
     loop {
-        // Start every stage whose dependencies are all satisfied, up to the limit.
+        // Start every stage whose dependencies are all satisfied.
         for i in 0..n {
-            if started[i] || running.len() >= ctx.settings.concurrency {
+            // Waiting costs nothing: `--concurrency` bounds API requests
+            // in flight (the agent's client), not stages.
+            if started[i] {
                 continue;
             }
             let satisfied = deps[i]
