@@ -98,17 +98,28 @@ fn agent(sim: &KubeSim, work: &Path, repo: &str, extra: &[&str]) -> Command {
     .arg("--kubeconfig")
     .arg(&kubeconfig)
     .args(extra)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
+    .stdout(log_file(work, repo))
+    .stderr(log_file(work, repo))
     .env("STAGEGATE_LOG", "warn")
     .env_remove("KUBECONFIG");
     cmd
 }
 
+fn log_file(work: &Path, repo: &str) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(work.join(format!("agent-{repo}.log")))
+        .map(Stdio::from)
+        .expect("log file")
+}
+
 /// Run the agent to its end: wall time and peak RSS (KiB) of that process.
-async fn measure(mut cmd: Command) -> (Duration, u64) {
+async fn measure(mut cmd: Command, log: std::path::PathBuf) -> (Duration, u64) {
     tokio::task::spawn_blocking(move || {
         let start = Instant::now();
+        // Reaped below by wait4, which also gives its peak RSS.
+        #[allow(clippy::zombie_processes)]
         let child = cmd.spawn().expect("agent");
         let pid = child.id() as libc::pid_t;
         let mut status = 0;
@@ -120,9 +131,11 @@ async fn measure(mut cmd: Command) -> (Duration, u64) {
         assert_eq!(waited, pid, "wait4");
         let exited_ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
         if !exited_ok {
-            let mut output = child.wait_with_output().map(|o| o.stderr).unwrap_or_default();
-            output.truncate(4000);
-            panic!("agent failed: {}", String::from_utf8_lossy(&output));
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!(
+                "agent failed:\n{}",
+                &text[text.len().saturating_sub(4000)..]
+            );
         }
         (elapsed, usage.ru_maxrss as u64)
     })
@@ -154,8 +167,16 @@ async fn scale(stages: usize) {
     }
     files.push(("stages.yaml".into(), doc));
     repo(&work.path().join("scale"), &files);
-    let (first, first_rss) = measure(agent(&sim, work.path(), "scale", &[])).await;
-    let (unchanged, unchanged_rss) = measure(agent(&sim, work.path(), "scale", &[])).await;
+    let (first, first_rss) = measure(
+        agent(&sim, work.path(), "scale", &[]),
+        work.path().join("agent-scale.log"),
+    )
+    .await;
+    let (unchanged, unchanged_rss) = measure(
+        agent(&sim, work.path(), "scale", &[]),
+        work.path().join("agent-scale.log"),
+    )
+    .await;
     println!(
         "| {} stages, {layers} layers (ConfigMap + Deployment each) | first run {:.2} s | unchanged run {:.2} s | peak RSS {:.1} MiB (first), {:.1} MiB (unchanged) |",
         layers * per_layer,
@@ -180,7 +201,9 @@ async fn sim_job_time(client: &kube::Client) -> Duration {
     for i in 0..3 {
         let job: Job = serde_yaml::from_str(&job(&format!("reference-{i}"))).expect("job");
         let start = Instant::now();
-        jobs.create(&PostParams::default(), &job).await.expect("create");
+        jobs.create(&PostParams::default(), &job)
+            .await
+            .expect("create");
         loop {
             let live = jobs.get(&format!("reference-{i}")).await.expect("get");
             let complete = live
@@ -226,8 +249,16 @@ async fn chain() {
         files.push(("stages.yaml".into(), doc));
         repo(&work.path().join(repo_name), &files);
     }
-    let (plain, _) = measure(agent(&sim, work.path(), "plain", &[])).await;
-    let (with_jobs, _) = measure(agent(&sim, work.path(), "jobs", &[])).await;
+    let (plain, _) = measure(
+        agent(&sim, work.path(), "plain", &[]),
+        work.path().join("agent-plain.log"),
+    )
+    .await;
+    let (with_jobs, _) = measure(
+        agent(&sim, work.path(), "jobs", &[]),
+        work.path().join("agent-jobs.log"),
+    )
+    .await;
     let reference = sim_job_time(&client).await;
     let link = with_jobs.saturating_sub(plain) / 10;
     println!(

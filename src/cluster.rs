@@ -151,6 +151,8 @@ pub async fn require_namespace(client: &Client, namespace: &str) -> Result<(), C
         Ok(None) => Err(ClusterError::MissingNamespace(namespace.to_string())),
         // Not allowed to read namespaces: the calls that follow will say more.
         Err(kube::Error::Api(s)) if s.code == 403 => Ok(()),
-        Err(e) => Err(ClusterError::Client(format!("reading namespace {namespace}: {e}"))),
+        Err(e) => Err(ClusterError::Client(format!(
+            "reading namespace {namespace}: {e}"
+        ))),
     }
 }

@@ -16,13 +16,20 @@ use stagegate::status::RunningJob;
 
 use super::{OutputFormat, print_stdout};
 
-pub async fn status(store: &StateStore, output: OutputFormat, watch: bool) -> anyhow::Result<ExitCode> {
+pub async fn status(
+    store: &StateStore,
+    output: OutputFormat,
+    watch: bool,
+) -> anyhow::Result<ExitCode> {
     let mut last = String::new();
     loop {
         let text = render(store, output).await?;
         if text != last {
             if watch && !last.is_empty() {
-                print_stdout(&format!("--- {}\n", jiff::Timestamp::now().round(jiff::Unit::Second)?))?;
+                print_stdout(&format!(
+                    "--- {}\n",
+                    jiff::Timestamp::now().round(jiff::Unit::Second)?
+                ))?;
             }
             print_stdout(&text)?;
             last = text;
@@ -51,7 +58,9 @@ async fn render(store: &StateStore, output: OutputFormat) -> anyhow::Result<Stri
             // change, so in a table they are rounded by `age` already.
             stagegate::status::table(source.as_ref(), &stages, &running, jiff::Timestamp::now())
         }
-        OutputFormat::Json => serde_json::to_string_pretty(&as_document(source.as_ref(), &stages))? + "\n",
+        OutputFormat::Json => {
+            serde_json::to_string_pretty(&as_document(source.as_ref(), &stages))? + "\n"
+        }
         OutputFormat::Yaml => serde_yaml::to_string(&as_document(source.as_ref(), &stages))?,
     })
 }
@@ -71,7 +80,10 @@ fn as_document(
 /// Job that cannot be read is left out: status shows what it can.
 async fn running_jobs(store: &StateStore, stages: &[StageObject]) -> Vec<RunningJob> {
     let mut out = Vec::new();
-    for stage in stages.iter().filter(|s| s.status.stage.phase == Phase::Running) {
+    for stage in stages
+        .iter()
+        .filter(|s| s.status.stage.phase == Phase::Running)
+    {
         let jobs: Api<Job> = Api::all(store.client().clone());
         let selector = format!("{}={}", stagegate::labels::STAGE_LABEL, stage.name);
         let Ok(list) = jobs.list(&ListParams::default().labels(&selector)).await else {
@@ -79,9 +91,10 @@ async fn running_jobs(store: &StateStore, stages: &[StageObject]) -> Vec<Running
         };
         for job in list.items {
             let status = job.status.clone().unwrap_or_default();
-            let finished = status.conditions.iter().flatten().any(|c| {
-                matches!(c.type_.as_str(), "Complete" | "Failed") && c.status == "True"
-            });
+            let finished =
+                status.conditions.iter().flatten().any(|c| {
+                    matches!(c.type_.as_str(), "Complete" | "Failed") && c.status == "True"
+                });
             if finished {
                 continue;
             }
@@ -117,7 +130,11 @@ async fn running_jobs(store: &StateStore, stages: &[StageObject]) -> Vec<Running
 }
 
 pub async fn rerun(store: &StateStore, stage: &str, jobs: Vec<String>) -> anyhow::Result<ExitCode> {
-    let jobs = if jobs.is_empty() { vec!["*".to_string()] } else { jobs };
+    let jobs = if jobs.is_empty() {
+        vec!["*".to_string()]
+    } else {
+        jobs
+    };
     match store.request_rerun(stage, &jobs).await {
         Ok(value) => {
             let what = match jobs.as_slice() {
@@ -155,7 +172,9 @@ pub async fn suspend(store: &StateStore, stage: &str, suspend: bool) -> anyhow::
     match store.annotate(stage, SUSPEND_ANNOTATION, value).await {
         Ok(()) => {
             if suspend {
-                println!("stage {stage} is suspended: the agent leaves its objects as they are until `stagegate resume {stage}`");
+                println!(
+                    "stage {stage} is suspended: the agent leaves its objects as they are until `stagegate resume {stage}`"
+                );
             } else {
                 println!("stage {stage} follows Git again");
             }

@@ -79,7 +79,8 @@ pub fn table(
     let mut details: Vec<Vec<String>> = vec![Vec::new()];
     for object in dependency_order(stages) {
         let stage = &object.status.stage;
-        let short = |r: &Option<String>| r.as_deref().map(short_revision).unwrap_or("-").to_string();
+        let short =
+            |r: &Option<String>| r.as_deref().map(short_revision).unwrap_or("-").to_string();
         let since = stage
             .since
             .as_deref()
@@ -190,7 +191,11 @@ fn source_lines(source: &SourceState) -> String {
         .map(short_revision)
         .unwrap_or("-");
     let mut out = format!("source: {revision}");
-    if let Some(applied) = source.applied.as_deref().filter(|a| Some(*a) != source.revision.as_deref()) {
+    if let Some(applied) = source
+        .applied
+        .as_deref()
+        .filter(|a| Some(*a) != source.revision.as_deref())
+    {
         let _ = write!(out, " (stages at {})", short_revision(applied));
     }
     if source.error.is_empty() {
@@ -256,8 +261,16 @@ mod tests {
     #[test]
     fn stages_are_listed_dependencies_first() {
         let s = |n, d: &[&str]| object(n, d, StageState::default());
-        let stages = vec![s("app", &["pre", "db"]), s("db", &[]), s("pre", &["db"]), s("zz", &[])];
-        let order: Vec<&str> = dependency_order(&stages).iter().map(|o| o.name.as_str()).collect();
+        let stages = vec![
+            s("app", &["pre", "db"]),
+            s("db", &[]),
+            s("pre", &["db"]),
+            s("zz", &[]),
+        ];
+        let order: Vec<&str> = dependency_order(&stages)
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect();
         assert_eq!(order, ["db", "zz", "pre", "app"]);
         let cycle = vec![s("a", &["b"]), s("b", &["a"])];
         assert_eq!(dependency_order(&cycle).len(), 2);
@@ -333,9 +346,15 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  hook post-apply shop/smoke: succeeded at main@sha1:0123456789ab (spec abababababab)\n"), "{text}");
-        assert!(text.contains("  Job shop/db-migrate running 1m12s, pod Running, attempt 2 of 5\n"), "{text}");
+        assert!(
+            text.contains("  Job shop/db-migrate running 1m12s, pod Running, attempt 2 of 5\n"),
+            "{text}"
+        );
         let app_line = lines.iter().position(|l| l.starts_with("app ")).unwrap();
-        assert!(app_line > 4 && lines[app_line].contains("blocked: stage pre failed"), "{text}");
+        assert!(
+            app_line > 4 && lines[app_line].contains("blocked: stage pre failed"),
+            "{text}"
+        );
         assert_eq!(lines[app_line + 1], "  more", "{text}");
     }
 }

@@ -173,7 +173,9 @@ async fn diff_status_and_rerun_against_a_cluster() {
     let out = stagegate(&kubeconfig, &["rerun", "nosuchstage"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        text(&out).contains("no stage named nosuchstage in namespace stagegate-system; stages: application, pre"),
+        text(&out).contains(
+            "no stage named nosuchstage in namespace stagegate-system; stages: application, pre"
+        ),
         "{}",
         text(&out)
     );
@@ -184,11 +186,22 @@ async fn diff_status_and_rerun_against_a_cluster() {
         "{}",
         text(&out)
     );
-    assert!(store.list().await.unwrap().iter().all(|s| s.name != "nosuchstage"));
+    assert!(
+        store
+            .list()
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.name != "nosuchstage")
+    );
 
     // A namespace that does not exist is an error with a hint, not an empty table.
     let out = stagegate(&kubeconfig, &["status", "-n", "nope"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("namespace nope does not exist"), "{}", text(&out));
+    assert!(
+        text(&out).contains("namespace nope does not exist"),
+        "{}",
+        text(&out)
+    );
     c.sim.shutdown().await;
 }

@@ -72,15 +72,22 @@ fn text(o: &Output) -> String {
 impl Env {
     fn agent(&self, url: &str, extra: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stagegate"));
-        cmd.args(["run", "--repo", url, "--namespace", NS, "--create-namespace"])
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--cache-dir")
-            .arg(self.tmp.path().join("cache"))
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(extra)
-            .env_remove("KUBECONFIG")
-            .env("STAGEGATE_LOG", "info");
+        cmd.args([
+            "run",
+            "--repo",
+            url,
+            "--namespace",
+            NS,
+            "--create-namespace",
+        ])
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--cache-dir")
+        .arg(self.tmp.path().join("cache"))
+        .arg("--kubeconfig")
+        .arg(&self.kubeconfig)
+        .args(extra)
+        .env_remove("KUBECONFIG")
+        .env("STAGEGATE_LOG", "info");
         cmd
     }
 
@@ -133,7 +140,12 @@ impl Env {
     }
 
     /// Poll one Stage object until `done`; generous, the machine may be busy.
-    async fn wait_for(&self, stage: &str, what: &str, done: impl Fn(&StageObject) -> bool) -> StageObject {
+    async fn wait_for(
+        &self,
+        stage: &str,
+        what: &str,
+        done: impl Fn(&StageObject) -> bool,
+    ) -> StageObject {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(object) = self.store().get_stage(stage).await
@@ -182,22 +194,48 @@ async fn kubectl_gets_waits_for_describes_and_annotates_stages() {
     let _agent = Stop(e.spawn(&repo.file_url()));
 
     // The agent creates the namespace and the objects; wait as a user would.
-    e.wait_for("application", "the Stage object application appears", |_| true)
-        .await;
+    e.wait_for(
+        "application",
+        "the Stage object application appears",
+        |_| true,
+    )
+    .await;
     e.kubectl_ok(&[
-        "wait", "--for=condition=Ready", "stage/application", "-n", NS, "--timeout=60s",
+        "wait",
+        "--for=condition=Ready",
+        "stage/application",
+        "-n",
+        NS,
+        "--timeout=60s",
     ])
     .await;
 
     let table = e.kubectl_ok(&["get", "stages", "-n", NS]).await;
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header[..6], ["NAME", "READY", "PHASE", "REVISION", "AGE", "MESSAGE"], "{table}");
+    assert_eq!(
+        header[..6],
+        ["NAME", "READY", "PHASE", "REVISION", "AGE", "MESSAGE"],
+        "{table}"
+    );
     let pre = table.lines().find(|l| l.starts_with("pre ")).expect(&table);
-    assert!(pre.contains("True") && pre.contains("Ready") && pre.contains(&head[..12]), "{table}");
+    assert!(
+        pre.contains("True") && pre.contains("Ready") && pre.contains(&head[..12]),
+        "{table}"
+    );
     let wide = e.kubectl_ok(&["get", "stg", "-n", NS, "-o", "wide"]).await;
     assert!(wide.lines().next().unwrap().contains("DEPENDSON"), "{wide}");
-    let application = wide.lines().find(|l| l.starts_with("application ")).expect(&wide);
-    assert!(application.split_whitespace().last().unwrap().contains("pre"), "{wide}");
+    let application = wide
+        .lines()
+        .find(|l| l.starts_with("application "))
+        .expect(&wide);
+    assert!(
+        application
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .contains("pre"),
+        "{wide}"
+    );
 
     let described = e.kubectl_ok(&["describe", "stage", "pre", "-n", NS]).await;
     assert!(described.contains("StageReady"), "{described}");
@@ -208,7 +246,13 @@ async fn kubectl_gets_waits_for_describes_and_annotates_stages() {
         .runs
         .len();
     e.kubectl_ok(&[
-        "annotate", "stage", "pre", "stagegate.dev/rerun=db-migrate", "--overwrite", "-n", NS,
+        "annotate",
+        "stage",
+        "pre",
+        "stagegate.dev/rerun=db-migrate",
+        "--overwrite",
+        "-n",
+        NS,
     ])
     .await;
     let pre = e
@@ -219,7 +263,12 @@ async fn kubectl_gets_waits_for_describes_and_annotates_stages() {
                 && o.status.stage.jobs["shop/db-migrate"].runs.len() == before + 1
         })
         .await;
-    assert!(pre.status.stage.jobs["shop/db-migrate"].runs.iter().all(|r| r.result != stagegate::state::JobResult::Failed));
+    assert!(
+        pre.status.stage.jobs["shop/db-migrate"]
+            .runs
+            .iter()
+            .all(|r| r.result != stagegate::state::JobResult::Failed)
+    );
 
     // Suspend and resume, as an emergency brake over Git.
     let o = e.stagegate(&["suspend", "application"]).await;
@@ -235,7 +284,21 @@ async fn kubectl_gets_waits_for_describes_and_annotates_stages() {
     })
     .await;
     let events = e.events_for("application").await;
-    assert!(events.iter().any(|(r, _)| r == "StageSuspended"), "{events:?}");
+    assert!(
+        events.iter().any(|(r, _)| r == "StageSuspended"),
+        "{events:?}"
+    );
+
+    // A Stage object deleted by hand comes back with its Job runs.
+    e.kubectl_ok(&["delete", "stage", "pre", "-n", NS]).await;
+    e.wait_for("pre", "pre is written again", |o| {
+        o.status
+            .stage
+            .jobs
+            .get("shop/db-migrate")
+            .is_some_and(|h| h.runs.len() == before + 1)
+    })
+    .await;
 
     // status reads the objects, dependencies first.
     let o = e.stagegate(&["status"]).await;
@@ -259,10 +322,15 @@ async fn a_failed_job_is_not_run_again_on_every_poll() {
     commit(&repo, "broken", &files(failing));
     let _agent = Stop(e.spawn(&repo.file_url()));
     let failed = e
-        .wait_for("pre", "pre fails", |o| o.status.stage.phase == Phase::Failed)
+        .wait_for("pre", "pre fails", |o| {
+            o.status.stage.phase == Phase::Failed
+        })
         .await;
     assert!(failed.status.stage.stalled, "{:?}", failed.status);
-    let stalled = failed.status.condition("Stalled").expect("a Stalled condition");
+    let stalled = failed
+        .status
+        .condition("Stalled")
+        .expect("a Stalled condition");
     assert_eq!(stalled.status, "True");
     e.wait_for("application", "application is Blocked", |o| {
         o.status.stage.phase == Phase::Blocked
@@ -275,11 +343,20 @@ async fn a_failed_job_is_not_run_again_on_every_poll() {
     let events_before = e.events_for("pre").await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let pre_after = version(&e.store().get_stage("pre").await.unwrap());
-    assert_eq!(pre_before, pre_after, "the status of a steady stage is not rewritten");
-    let events_after = e.events_for("pre").await;
-    assert_eq!(events_before, events_after, "no new Events on a steady stage");
     assert_eq!(
-        events_after.iter().filter(|(r, _)| r == "StageFailed").count(),
+        pre_before, pre_after,
+        "the status of a steady stage is not rewritten"
+    );
+    let events_after = e.events_for("pre").await;
+    assert_eq!(
+        events_before, events_after,
+        "no new Events on a steady stage"
+    );
+    assert_eq!(
+        events_after
+            .iter()
+            .filter(|(r, _)| r == "StageFailed")
+            .count(),
         1,
         "{events_after:?}"
     );
@@ -321,10 +398,16 @@ async fn a_former_state_configmap_is_converted_once_and_its_jobs_do_not_run_agai
     // removed it), a rerun request is pending for nothing else.
     let namespaces: Api<Namespace> = Api::all(e.c.client.clone());
     let ns = Namespace {
-        metadata: ObjectMeta { name: Some(NS.into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(NS.into()),
+            ..Default::default()
+        },
         ..Default::default()
     };
-    namespaces.create(&PostParams::default(), &ns).await.unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
     let revision = format!("main@sha1:{head}");
     let old = serde_json::json!({
         "stages": {"pre": {"phase": "Ready", "revision": revision, "attemptedRevision": revision,
@@ -333,22 +416,45 @@ async fn a_former_state_configmap_is_converted_once_and_its_jobs_do_not_run_agai
         "source": {"revision": revision},
     });
     let cm = ConfigMap {
-        metadata: ObjectMeta { name: Some("stagegate-state".into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("stagegate-state".into()),
+            ..Default::default()
+        },
         binary_data: Some(
-            [("state.json.gz".to_string(), ByteString(stagegate::state::legacy::encode(&old)))]
-                .into(),
+            [(
+                "state.json.gz".to_string(),
+                ByteString(stagegate::state::legacy::encode(&old)),
+            )]
+            .into(),
         ),
         ..Default::default()
     };
     let configmaps: Api<ConfigMap> = Api::namespaced(e.c.client.clone(), NS);
-    configmaps.create(&PostParams::default(), &cm).await.unwrap();
+    configmaps
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
 
     let o = e.once(&repo.file_url()).await;
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("converted the former state ConfigMap"), "{}", text(&o));
-    assert!(configmaps.get_opt("stagegate-state").await.unwrap().is_none(), "deleted");
+    assert!(
+        text(&o).contains("converted the former state ConfigMap"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        configmaps
+            .get_opt("stagegate-state")
+            .await
+            .unwrap()
+            .is_none(),
+        "deleted"
+    );
     let jobs: Api<Job> = Api::namespaced(e.c.client.clone(), "shop");
-    assert!(jobs.get_opt("db-migrate").await.unwrap().is_none(), "the Job did not run again");
+    assert!(
+        jobs.get_opt("db-migrate").await.unwrap().is_none(),
+        "the Job did not run again"
+    );
     let pre = e.store().get_stage("pre").await.unwrap();
     assert_eq!(pre.status.stage.jobs["shop/db-migrate"].runs.len(), 1);
     assert_eq!(pre.status.stage.phase, Phase::Ready);
@@ -363,27 +469,42 @@ async fn a_former_state_configmap_is_converted_once_and_its_jobs_do_not_run_agai
 }
 
 fn repo_dir(files: &[(String, String)]) -> tempfile::TempDir {
-    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
     repo(&files)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_without_the_stage_crd_is_a_clear_start_up_error() {
-    let sim = kube_sim::KubeSim::start(kube_sim::SimConfig::default()).await.unwrap();
+    let sim = kube_sim::KubeSim::start(kube_sim::SimConfig::default())
+        .await
+        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let kubeconfig = tmp.path().join("kubeconfig");
     sim.write_kubeconfig(&kubeconfig).unwrap();
     let repo = GitRepo::init(&tmp.path().join("repo"));
     commit(&repo, "first", &files(""));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_stagegate"));
-    cmd.args(["run", "--once", "--repo", &repo.file_url(), "--namespace", NS, "--create-namespace"])
-        .args(["--listen", "127.0.0.1:0"])
-        .arg("--cache-dir")
-        .arg(tmp.path().join("cache"))
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .env_remove("KUBECONFIG");
-    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    cmd.args([
+        "run",
+        "--once",
+        "--repo",
+        &repo.file_url(),
+        "--namespace",
+        NS,
+        "--create-namespace",
+    ])
+    .args(["--listen", "127.0.0.1:0"])
+    .arg("--cache-dir")
+    .arg(tmp.path().join("cache"))
+    .arg("--kubeconfig")
+    .arg(&kubeconfig)
+    .env_remove("KUBECONFIG");
+    let o = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
     assert!(!o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("the Stage resource (stages.stagegate.dev) is not installed"),

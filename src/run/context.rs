@@ -136,19 +136,37 @@ impl AgentContext {
                 Phase::Failed => {
                     error!(stage = name, revision, "stage {name} Failed: {message}");
                     self.stage_events
-                        .publish(&reference, EventKind::Warning, "StageFailed", "Apply", &note)
+                        .publish(
+                            &reference,
+                            EventKind::Warning,
+                            "StageFailed",
+                            "Apply",
+                            &note,
+                        )
                         .await;
                 }
                 Phase::Blocked => {
                     warn!(stage = name, revision, "stage {name} is Blocked: {message}");
                     self.stage_events
-                        .publish(&reference, EventKind::Warning, "StageBlocked", "Apply", &note)
+                        .publish(
+                            &reference,
+                            EventKind::Warning,
+                            "StageBlocked",
+                            "Apply",
+                            &note,
+                        )
                         .await;
                 }
                 Phase::Suspended => {
                     info!(stage = name, revision, "stage {name} is Suspended");
                     self.stage_events
-                        .publish(&reference, EventKind::Normal, "StageSuspended", "Apply", &note)
+                        .publish(
+                            &reference,
+                            EventKind::Normal,
+                            "StageSuspended",
+                            "Apply",
+                            &note,
+                        )
                         .await;
                 }
                 Phase::Pending | Phase::Running => {}

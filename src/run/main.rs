@@ -27,7 +27,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     limit_malloc_arenas();
     let settings = Settings::resolve(args)?;
     let client =
-        crate::cluster::limited_client(settings.kubeconfig.as_deref(), settings.concurrency).await?;
+        crate::cluster::limited_client(settings.kubeconfig.as_deref(), settings.concurrency)
+            .await?;
     ensure_namespace(&client, &settings.namespace, settings.create_namespace).await?;
 
     let shutdown = CancellationToken::new();

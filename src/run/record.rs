@@ -2,7 +2,7 @@
 //! per stage transition holding only what changed, and the rules that keep a
 //! stage whose outcome cannot change from being run again on every poll.
 
-use tracing::error;
+use tracing::{error, info};
 
 use super::context::AgentContext;
 use crate::labels::SPEC_HASH_ANNOTATION;
@@ -61,6 +61,77 @@ impl AgentContext {
             && stage.rerun.is_empty()
             && stalled(planned, stage);
         steady.then(|| (stage.phase, stage.message.clone()))
+    }
+}
+
+/// How often a stage that is still applying or waiting says so in the log.
+pub const WAIT_REPORT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl AgentContext {
+    /// Log, for each stage still running, how long it has and what it waits for.
+    pub async fn report_waiting(
+        &self,
+        plan: &crate::plan::Plan,
+        revision: &str,
+        running: impl Iterator<Item = usize>,
+    ) {
+        let now = jiff::Timestamp::now();
+        for i in running {
+            let planned = &plan.stages[i];
+            let name = planned.stage.name.as_str();
+            let since = self
+                .state
+                .lock()
+                .await
+                .stages
+                .get(name)
+                .and_then(|s| s.since.as_deref()?.parse::<jiff::Timestamp>().ok());
+            let elapsed = since
+                .and_then(|s| now.duration_since(s).try_into().ok())
+                .map(|d: std::time::Duration| {
+                    humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))
+                        .to_string()
+                })
+                .unwrap_or_else(|| "a while".into());
+            info!(
+                stage = name,
+                revision,
+                "stage {name} still running after {elapsed}: waiting for {}",
+                waiting_for(planned)
+            );
+        }
+    }
+}
+
+/// What a running stage waits for: its Jobs, else its objects' health.
+fn waiting_for(planned: &PlannedStage) -> String {
+    let default_ns = planned
+        .stage
+        .target_namespace
+        .as_deref()
+        .unwrap_or("default");
+    let jobs: Vec<String> = planned
+        .objects
+        .iter()
+        .filter(|o| o.api_version() == "batch/v1" && o.kind() == "Job")
+        .map(|o| {
+            let meta = &o.value["metadata"];
+            format!(
+                "{}/{}",
+                meta["namespace"].as_str().unwrap_or(default_ns),
+                meta["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    match jobs.as_slice() {
+        [] => format!(
+            "{} objects to be applied and healthy",
+            planned.objects.len()
+        ),
+        _ => format!(
+            "Job {} to complete (and its other objects)",
+            jobs.join(", ")
+        ),
     }
 }
 

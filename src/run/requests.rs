@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::core::DynamicObject;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -19,7 +19,11 @@ use crate::state::requests::RECONCILE_ANNOTATION;
 use crate::state::store::{SOURCE_CONFIGMAP, StageObject};
 
 /// Watch the Stage objects and the source object until `shutdown`.
-pub async fn watch_requests(ctx: Arc<AgentContext>, wake: Arc<Notify>, shutdown: CancellationToken) {
+pub async fn watch_requests(
+    ctx: Arc<AgentContext>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     let stages = watcher::watcher(ctx.store.stages_api().clone(), watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -41,6 +45,7 @@ pub async fn watch_requests(ctx: Arc<AgentContext>, wake: Arc<Notify>, shutdown:
                         wake.notify_one();
                     }
                 }
+                Some(Ok(Event::Delete(obj))) => on_deleted(&ctx, &obj).await,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => warn!(error = %e, "watching Stage objects"),
                 None => return,
@@ -94,7 +99,11 @@ async fn on_stage(ctx: &AgentContext, obj: &DynamicObject) -> bool {
         }
         let previous = previous.unwrap_or_default();
         if previous.suspend != requests.suspend {
-            let what = if requests.suspend { "suspend" } else { "resume" };
+            let what = if requests.suspend {
+                "suspend"
+            } else {
+                "resume"
+            };
             info!(stage = %name, "{what} requested");
             act = true;
         }
@@ -108,4 +117,18 @@ async fn on_stage(ctx: &AgentContext, obj: &DynamicObject) -> bool {
         ctx.persist_stage(&name).await;
     }
     act
+}
+
+/// A Stage object deleted by hand while its stage is still in Git: written
+/// again at once, since it holds what keeps Jobs from running twice.
+async fn on_deleted(ctx: &AgentContext, obj: &DynamicObject) {
+    let Some(name) = obj.metadata.name.clone() else {
+        return;
+    };
+    if !ctx.state.lock().await.stages.contains_key(&name) {
+        return;
+    }
+    warn!(stage = %name, "the Stage object was deleted; writing it again");
+    ctx.store.forget(&name);
+    ctx.persist_stage(&name).await;
 }

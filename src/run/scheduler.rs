@@ -111,6 +111,10 @@ pub async fn run_revision(
     let mut running: JoinSet<(usize, StageState, StageReport, std::time::Duration)> =
         JoinSet::new();
     let mut cancelled = false;
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + super::record::WAIT_REPORT,
+        super::record::WAIT_REPORT,
+    );
     loop {
         // Start every stage whose dependencies are all satisfied.
         for i in 0..n {
@@ -192,6 +196,11 @@ pub async fn run_revision(
         }
         let joined = tokio::select! {
             joined = running.join_next() => joined,
+            _ = heartbeat.tick() => {
+                let waiting = (0..n).filter(|&i| phase[i] == Phase::Running);
+                ctx.report_waiting(&plan, &revision, waiting).await;
+                continue;
+            }
             () = cancel.cancelled() => {
                 // Waits are abandoned; whatever Jobs run in the cluster go on.
                 running.abort_all();
@@ -209,7 +218,8 @@ pub async fn run_revision(
             }
         };
         let mut stage_state = stage_state;
-        stage_state.stalled = !report.ready && super::record::stalled(&plan.stages[i], &stage_state);
+        stage_state.stalled =
+            !report.ready && super::record::stalled(&plan.stages[i], &stage_state);
         let name = plan.stages[i].stage.name.to_string();
         phase[i] = if report.ready {
             Phase::Ready

@@ -82,7 +82,10 @@ mod tests {
             "rerun_seen": 3,
         });
         let cm = ConfigMap {
-            binary_data: Some(BTreeMap::from([(STATE_KEY.into(), ByteString(encode(&old)))])),
+            binary_data: Some(BTreeMap::from([(
+                STATE_KEY.into(),
+                ByteString(encode(&old)),
+            )])),
             data: Some(BTreeMap::from([(
                 RERUNS_KEY.into(),
                 r#"[{"id":9,"stage":"pre","job":"shop/migrate"}]"#.into(),

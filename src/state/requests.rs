@@ -53,7 +53,10 @@ mod tests {
     #[test]
     fn annotations_become_requests() {
         let a = BTreeMap::from([
-            (RERUN_ANNOTATION.to_string(), " db-migrate, shop/smoke ".to_string()),
+            (
+                RERUN_ANNOTATION.to_string(),
+                " db-migrate, shop/smoke ".to_string(),
+            ),
             (SUSPEND_ANNOTATION.to_string(), "True".to_string()),
         ]);
         let r = Requests::from_annotations(Some(&a));

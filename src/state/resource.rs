@@ -175,8 +175,14 @@ mod tests {
         assert_eq!(json["lastAttemptedRevision"], "main@sha1:2");
         assert_eq!(json["observedGeneration"], 3);
         let ready = status.condition("Ready").unwrap();
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "JobFailed"));
-        assert_eq!(ready.message, "Job shop/migrate failed: BackoffLimitExceeded");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "JobFailed")
+        );
+        assert_eq!(
+            ready.message,
+            "Job shop/migrate failed: BackoffLimitExceeded"
+        );
         assert!(status.condition("Stalled").is_some());
         assert!(status.condition("Reconciling").is_none());
         let back: StageStatus = serde_json::from_value(json).unwrap();

@@ -83,6 +83,16 @@ pub enum StateError {
     },
 }
 
+impl StateError {
+    fn is_not_found(&self) -> bool {
+        match self {
+            StateError::Kube { source, .. } => crate::apply::error::is_not_found(source),
+            StateError::MissingCrd => true,
+            _ => false,
+        }
+    }
+}
+
 /// One Stage object as read: name, spec, status and annotations.
 #[derive(Debug, Clone)]
 pub struct StageObject {
@@ -292,6 +302,23 @@ impl StateStore {
         spec: Option<&StageSpec>,
         stage: &StageState,
     ) -> Result<(), StateError> {
+        match self.write_stage(name, spec, stage).await {
+            // Deleted by hand since the last write: the memory of it is
+            // written again in full, so that no Job run is forgotten.
+            Err(e) if e.is_not_found() => {
+                self.lock().remove(name);
+                self.write_stage(name, spec, stage).await
+            }
+            other => other,
+        }
+    }
+
+    async fn write_stage(
+        &self,
+        name: &str,
+        spec: Option<&StageSpec>,
+        stage: &StageState,
+    ) -> Result<(), StateError> {
         let previous = self.lock().get(name).cloned();
         let mut written = match previous {
             Some(w) => w,
@@ -310,8 +337,8 @@ impl StateStore {
                 written.spec = spec;
             }
         }
-        let status =
-            serde_json::to_value(StageStatus::new(stage, written.generation)).unwrap_or(Value::Null);
+        let status = serde_json::to_value(StageStatus::new(stage, written.generation))
+            .unwrap_or(Value::Null);
         if status != written.status {
             let patch = json!({ "status": merge_diff(&written.status, &status) });
             self.stages
@@ -335,11 +362,9 @@ impl StateStore {
         let created = match self.stages.create(&PostParams::default(), &obj).await {
             Ok(created) => created,
             // Made by an earlier agent whose record this one lost: start from it.
-            Err(kube::Error::Api(s)) if s.code == 409 => self
-                .stages
-                .get(name)
-                .await
-                .map_err(|e| self.kube_err(e))?,
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                self.stages.get(name).await.map_err(|e| self.kube_err(e))?
+            }
             Err(e) => return Err(self.kube_err(e)),
         };
         let object = StageObject::from_dynamic(&created);
@@ -352,6 +377,12 @@ impl StateStore {
                 .unwrap_or(spec),
             status: created.data.get("status").cloned().unwrap_or(Value::Null),
         })
+    }
+
+    /// Forget what was written for a stage (its object is gone): the next
+    /// write creates it in full.
+    pub fn forget(&self, name: &str) {
+        self.lock().remove(name);
     }
 
     /// Remove a stage's object (its objects in the cluster were dealt with before).
@@ -506,7 +537,11 @@ impl StateStore {
         } } });
         match self
             .configmaps
-            .patch(SOURCE_CONFIGMAP, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(
+                SOURCE_CONFIGMAP,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await
         {
             Ok(_) => Ok(now),
