@@ -73,6 +73,9 @@ for _ in $(seq 1 300); do
 done
 [ -s "$work/kubeconfig" ] || { echo "kube-sim did not start" >&2; exit 1; }
 
+echo "==> installing the Stage resource (manifests/00-crd.yaml), as an install does"
+kubectl --kubeconfig "$work/kubeconfig" apply -f manifests/00-crd.yaml >/dev/null
+
 echo "==> turning examples/native into a Git repository at $work/repo"
 cp -r examples/native "$work/repo"
 git -C "$work/repo" init -q -b main
@@ -87,6 +90,7 @@ cat <<TXT
 ==> running the agent. In another terminal:
       export KUBECONFIG=$work/kubeconfig PATH=$(dirname "$stagegate"):\$PATH
       stagegate status
+      kubectl get stages -n stagegate-system
       kubectl get jobs,deployments,pods -n shop
       cd $work/repo     # commit here; the agent follows main
 TXT

@@ -27,7 +27,9 @@ use crate::state::{Phase, StateStore};
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     limit_malloc_arenas();
     let settings = Settings::resolve(args)?;
-    let client = crate::cluster::client(settings.kubeconfig.as_deref()).await?;
+    let client =
+        crate::cluster::limited_client(settings.kubeconfig.as_deref(), settings.concurrency)
+            .await?;
     ensure_namespace(&client, &settings.namespace, settings.create_namespace).await?;
 
     let shutdown = CancellationToken::new();
@@ -134,7 +136,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
         Err(e) => {
-            error!(error = %e, "agent stopped");
+            // Logs and the error share stderr: say it once.
             eprintln!("error: {e}");
             Ok(ExitCode::from(1))
         }

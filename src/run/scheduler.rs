@@ -112,6 +112,10 @@ pub async fn run_revision(
     settle_suspended(&ctx, &plan, &revision, &mut progress).await;
     let mut running: JoinSet<Finished> = JoinSet::new();
     let mut cancelled = false;
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + super::record::WAIT_REPORT,
+        super::record::WAIT_REPORT,
+    );
     loop {
         start_ready(&ctx, &plan, &revision, &mut progress, &mut running).await;
         // A blocked stage can unblock nothing; loop again only when something changed.
@@ -129,6 +133,11 @@ pub async fn run_revision(
         }
         let joined = tokio::select! {
             joined = running.join_next() => joined,
+            _ = heartbeat.tick() => {
+                let waiting = (0..n).filter(|&i| progress.phase[i] == Phase::Running);
+                ctx.report_waiting(&plan, &revision, waiting).await;
+                continue;
+            }
             () = cancel.cancelled() => {
                 // Waits are abandoned; whatever Jobs run in the cluster go on.
                 running.abort_all();
@@ -146,7 +155,7 @@ pub async fn run_revision(
         }
     }
     if cancelled {
-        info!(revision, "run cancelled for a newer revision");
+        info!(revision, "run of this revision stopped before its end");
     }
     let stages = (0..n)
         .map(|i| {
@@ -209,7 +218,9 @@ async fn start_ready(
     running: &mut JoinSet<Finished>,
 ) {
     for i in 0..plan.stages.len() {
-        if progress.started[i] || running.len() >= ctx.settings.concurrency {
+        // Waiting costs nothing: `--concurrency` bounds API requests in
+        // flight (the agent's client), not stages.
+        if progress.started[i] {
             continue;
         }
         let name = plan.stages[i].stage.name.as_str();
@@ -221,6 +232,11 @@ async fn start_ready(
                 progress.settle(i, Phase::Blocked, reason);
             }
             Next::Start => {
+                // A stage whose outcome cannot change is not run again.
+                if let Some((was, why)) = ctx.steady(&plan.stages[i], revision).await {
+                    progress.settle(i, was, why);
+                    continue;
+                }
                 progress.started[i] = true;
                 progress.phase[i] = Phase::Running;
                 let stage_state = ctx.begin_stage(name, revision).await;
@@ -248,7 +264,8 @@ async fn finish(
     progress: &mut Progress,
     finished: Finished,
 ) {
-    let (i, stage_state, report, elapsed) = finished;
+    let (i, mut stage_state, report, elapsed) = finished;
+    stage_state.stalled = !report.ready && super::record::stalled(&plan.stages[i], &stage_state);
     let name = plan.stages[i].stage.name.to_string();
     let phase = if report.ready {
         Phase::Ready
@@ -263,17 +280,21 @@ async fn finish(
     } else {
         report.message.clone()
     };
-    record_metrics(ctx, &name, &report, elapsed);
     progress.phase[i] = phase;
     progress.message[i] = message;
-    ctx.transition(
-        &name,
-        revision,
-        phase,
-        &progress.message[i],
-        Some(stage_state),
-    )
-    .await;
+    let changed = ctx
+        .transition(
+            &name,
+            revision,
+            phase,
+            &progress.message[i],
+            Some(stage_state),
+        )
+        .await;
+    // A drift check that found nothing to do is no reconcile.
+    if changed || report.applied > 0 || report.recreated > 0 || report.pruned > 0 {
+        record_metrics(ctx, &name, &report, elapsed);
+    }
 }
 
 fn record_metrics(ctx: &AgentContext, name: &str, report: &StageReport, elapsed: Duration) {
