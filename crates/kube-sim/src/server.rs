@@ -407,10 +407,11 @@ async fn resource(
                 return Ok(bytes_response(200, "text/plain", log.into_bytes()));
             }
             match crate::table::repr(accept(headers)) {
-                Repr::Table => Ok(json_response(
-                    200,
-                    &crate::table::table(&rt, &[&*obj], None, None),
-                )),
+                Repr::Table => {
+                    let mut t = crate::table::table(&rt, &[&*obj], None, None);
+                    include_objects(&mut t, &rt, &version, &[&*obj], query);
+                    Ok(json_response(200, &t))
+                }
                 Repr::Metadata => Ok(json_response(200, &crate::table::partial(&obj))),
                 Repr::Full => ok(200, &obj),
             }
@@ -821,7 +822,8 @@ fn list(
     match repr {
         Repr::Table => {
             let objs: Vec<&Value> = out.iter().map(|o| &**o).collect();
-            let t = crate::table::table(rt, &objs, Some(rv), cont.as_deref());
+            let mut t = crate::table::table(rt, &objs, Some(rv), cont.as_deref());
+            include_objects(&mut t, rt, &rp.version, &objs, query);
             return Ok(json_response(200, &t));
         }
         Repr::Metadata => {
@@ -867,6 +869,35 @@ fn list(
     }
     buf.extend_from_slice(b"]}");
     Ok(bytes_response(200, "application/json", buf))
+}
+
+/// `includeObject=Object` (what `kubectl get --sort-by` asks for): the rows
+/// carry the whole objects, not their metadata; `None`: no object at all.
+fn include_objects(
+    t: &mut Value,
+    rt: &ResourceType,
+    version: &str,
+    objs: &[&Value],
+    query: &Query,
+) {
+    let Some(rows) = t.get_mut("rows").and_then(Value::as_array_mut) else {
+        return;
+    };
+    match query.get("includeObject") {
+        Some("Object") => {
+            for (row, obj) in rows.iter_mut().zip(objs) {
+                row["object"] = versioned(rt, version, obj);
+            }
+        }
+        Some("None") => {
+            for row in rows.iter_mut() {
+                if let Value::Object(r) = row {
+                    r.remove("object");
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 impl IntoResponse for ApiError {

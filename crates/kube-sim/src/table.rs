@@ -447,7 +447,7 @@ fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
                 str_at(obj, "/involvedObject/name").unwrap_or("")
             );
             vec![
-                json!(age(obj, "/lastTimestamp")),
+                json!(age(obj, crate::events::last_seen_pointer(obj))),
                 json!(str_at(obj, "/type").unwrap_or("")),
                 json!(str_at(obj, "/reason").unwrap_or("")),
                 json!(object),

@@ -342,6 +342,11 @@ async fn a_daemonset_runs_one_pod_per_node() {
     let node = k.file("node.yaml", NODE);
     k.ok(&["apply", "-f", node.to_str().unwrap()]).await;
     wait_running(&k, "app=agent", 2, "fluent-bit:3").await;
+    eventually("the DaemonSet's status counts both nodes", || async {
+        let ds = json(&k, &["daemonset", "agent"]).await;
+        ds["status"]["desiredNumberScheduled"] == 2 && ds["status"]["numberReady"] == 2
+    })
+    .await;
     let nodes: Vec<Value> = running(&k, "app=agent")
         .await
         .iter()

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::pods::{TEMPLATE_HASH, controller_index, owner_ref, template_hash, without_nulls};
+use super::recorder::{Regarding, record};
 use super::rollout::ROLLOUT;
 use crate::ops::{DeleteOpts, WriteOpts};
 use crate::resources::ResourceType;
@@ -108,7 +109,9 @@ fn reconcile(
             };
             let next = sync_new(dep, &rs, rev, want);
             if next != *rs {
-                store.put(replicasets, next)
+                let stored = store.put(replicasets, next);
+                scaled(store, dep, &stored, have, want);
+                stored
             } else {
                 rs
             }
@@ -116,7 +119,10 @@ fn reconcile(
         None => {
             let rs = new_replicaset(dep, &template, max_revision + 1, new_replicas);
             match store.create(replicasets, namespace_of(dep), rs, &internal()) {
-                Ok(rs) => rs,
+                Ok(rs) => {
+                    scaled(store, dep, &rs, 0, new_replicas);
+                    rs
+                }
                 Err(e) => {
                     tracing::debug!(deployment = name_of(dep), error = %e, "creating the ReplicaSet");
                     return;
@@ -137,10 +143,12 @@ fn reconcile(
         .collect();
     if !stuck {
         for rs in &old {
-            if i64_at(rs, "/spec/replicas").unwrap_or(0) != 0 {
+            let have = i64_at(rs, "/spec/replicas").unwrap_or(0);
+            if have != 0 {
                 let mut next = (***rs).clone();
                 next["spec"]["replicas"] = json!(0);
                 store.put(replicasets, next);
+                scaled(store, dep, rs, have, 0);
             }
         }
     }
@@ -162,6 +170,31 @@ fn reconcile(
             &DeleteOpts::default(),
         );
     }
+}
+
+/// The deployment-controller's `ScalingReplicaSet` Event.
+fn scaled(store: &mut Store, dep: &Value, rs: &Value, from: i64, to: i64) {
+    if from == to {
+        return;
+    }
+    let direction = if to > from { "up" } else { "down" };
+    let message = format!(
+        "Scaled {direction} replica set {} to {to} from {from}",
+        name_of(rs)
+    );
+    let about = Regarding {
+        obj: dep,
+        api_version: "apps/v1",
+        kind: "Deployment",
+    };
+    record(
+        store,
+        about,
+        "deployment-controller",
+        "Normal",
+        "ScalingReplicaSet",
+        &message,
+    );
 }
 
 fn copied_annotations(dep: &Value) -> serde_json::Map<String, Value> {

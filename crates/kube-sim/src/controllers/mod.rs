@@ -5,6 +5,7 @@
 pub mod deployment;
 pub mod job;
 pub mod pods;
+pub mod recorder;
 pub mod rollout;
 
 use std::sync::Arc;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::job::OUTCOME;
+use super::recorder::{Regarding, record};
 use super::rollout::ROLLOUT;
 use crate::ops::{DeleteOpts, WriteOpts};
 use crate::resources::{ResKey, ResourceType};
@@ -149,19 +150,58 @@ fn pod_from(owner: &Value, api_version: &str, kind: &str, name: Result<String, S
     })
 }
 
-fn create_pod(store: &mut Store, pods: &ResourceType, owner: &Value, pod: Value) {
-    if let Err(e) = store.create(pods, namespace_of(owner), pod, &internal()) {
-        tracing::debug!(owner = name_of(owner), error = %e, "creating a pod");
+/// The controller behind each owner kind, and its Event messages.
+fn component(kind: &str) -> &'static str {
+    match kind {
+        "ReplicaSet" => "replicaset-controller",
+        "StatefulSet" => "statefulset-controller",
+        _ => "daemonset-controller",
     }
 }
 
-fn delete_pod(store: &mut Store, pods: &ResourceType, pod: &Value) {
-    let _ = store.delete(
+fn pod_event(store: &mut Store, owner: &Value, kind: &str, create: bool, pod: &str) {
+    let reason = if create {
+        "SuccessfulCreate"
+    } else {
+        "SuccessfulDelete"
+    };
+    let message = match (kind, create) {
+        ("StatefulSet", true) => format!(
+            "create Pod {pod} in StatefulSet {} successful",
+            name_of(owner)
+        ),
+        ("StatefulSet", false) => format!(
+            "delete Pod {pod} in StatefulSet {} successful",
+            name_of(owner)
+        ),
+        (_, true) => format!("Created pod: {pod}"),
+        (_, false) => format!("Deleted pod: {pod}"),
+    };
+    let about = Regarding {
+        obj: owner,
+        api_version: "apps/v1",
+        kind,
+    };
+    record(store, about, component(kind), "Normal", reason, &message);
+}
+
+fn create_pod(store: &mut Store, pods: &ResourceType, owner: &Value, kind: &str, pod: Value) {
+    match store.create(pods, namespace_of(owner), pod, &internal()) {
+        Ok(pod) => pod_event(store, owner, kind, true, name_of(&pod)),
+        Err(e) => tracing::debug!(owner = name_of(owner), error = %e, "creating a pod"),
+    }
+}
+
+fn delete_pod(store: &mut Store, pods: &ResourceType, owner: &Value, kind: &str, pod: &Value) {
+    let deleted = store.delete(
         pods,
         namespace_of(pod),
         name_of(pod),
         &DeleteOpts::default(),
     );
+    if deleted.is_ok() {
+        pod_event(store, owner, kind, false, name_of(pod));
+    }
 }
 
 fn write_status(store: &mut Store, rt: &ResourceType, obj: &Value, status: Value) {
@@ -220,7 +260,7 @@ fn replicaset(
     if active.len() < want {
         for _ in 0..(want - active.len()).min(MAX_CREATES_PER_TICK) {
             let pod = pod_from(rs, "apps/v1", "ReplicaSet", Err(name_of(rs).to_string()));
-            create_pod(store, pods, rs, pod);
+            create_pod(store, pods, rs, "ReplicaSet", pod);
         }
     } else if active.len() > want {
         // Not-ready pods go first, then the youngest, as the real controller ranks them.
@@ -235,7 +275,7 @@ fn replicaset(
             )
         });
         for pod in active.iter().take(active.len() - want) {
-            delete_pod(store, pods, pod);
+            delete_pod(store, pods, rs, "ReplicaSet", pod);
         }
     }
     let live: Vec<&Arc<Value>> = owned.iter().filter(|p| !terminating(p)).collect();
@@ -279,7 +319,7 @@ fn statefulset(store: &mut Store, pods: &ResourceType, sts: &Value, owned: Vec<A
             Some(i) if i < want => {
                 have.insert(i, pod);
             }
-            _ if !terminating(pod) => delete_pod(store, pods, pod),
+            _ if !terminating(pod) => delete_pod(store, pods, sts, "StatefulSet", pod),
             _ => {}
         }
     }
@@ -295,7 +335,7 @@ fn statefulset(store: &mut Store, pods: &ResourceType, sts: &Value, owned: Vec<A
                         != Some(revision.as_str())
                     && !stuck(sts) =>
             {
-                delete_pod(store, pods, pod);
+                delete_pod(store, pods, sts, "StatefulSet", pod);
             }
             Some(_) => {}
             None if created < MAX_CREATES_PER_TICK => {
@@ -310,7 +350,7 @@ fn statefulset(store: &mut Store, pods: &ResourceType, sts: &Value, owned: Vec<A
                 if let Some(svc) = str_at(sts, "/spec/serviceName").filter(|s| !s.is_empty()) {
                     pod["spec"]["subdomain"] = json!(svc);
                 }
-                create_pod(store, pods, sts, pod);
+                create_pod(store, pods, sts, "StatefulSet", pod);
             }
             None => {}
         }
@@ -337,7 +377,7 @@ fn daemonset(store: &mut Store, pods: &ResourceType, ds: &Value, owned: Vec<Arc<
             .and_then(Value::as_str)
             == Some(revision.as_str());
         if !nodes.contains(&node) || covered.contains(&node) || (!current && !stuck(ds)) {
-            delete_pod(store, pods, pod);
+            delete_pod(store, pods, ds, "DaemonSet", pod);
         }
         covered.insert(node);
     }
@@ -351,6 +391,6 @@ fn daemonset(store: &mut Store, pods: &ResourceType, ds: &Value, owned: Vec<Arc<
             json!(generation.to_string()),
         );
         pod["spec"]["nodeName"] = json!(node);
-        create_pod(store, pods, ds, pod);
+        create_pod(store, pods, ds, "DaemonSet", pod);
     }
 }
