@@ -32,6 +32,7 @@ pub struct Shared {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     pub server_address: String,
     pub tokens: crate::auth::Tokens,
+    pub audit: crate::auth::audit::Audit,
 }
 
 impl Shared {
@@ -196,7 +197,13 @@ async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         return error_response(&fault_error(code));
     }
     let attrs = crate::auth::Attributes::of_request(&method, &path, &route, &query);
-    let user = match crate::auth::admit(&shared.tokens, &*lock_store(&shared), &headers, &attrs) {
+    let user = match crate::auth::admit(
+        &shared.tokens,
+        &shared.audit,
+        &lock_store(&shared),
+        &headers,
+        &attrs,
+    ) {
         Ok(u) => u,
         Err(e) => return error_response(&e),
     };
