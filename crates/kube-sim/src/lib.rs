@@ -20,6 +20,7 @@ mod ops;
 mod patch;
 mod request;
 mod resources;
+mod schema;
 mod selector;
 mod server;
 mod ssa;
