@@ -28,6 +28,7 @@ mod stats;
 mod status;
 mod store;
 mod table;
+mod typed;
 mod util;
 mod validation;
 mod watch;

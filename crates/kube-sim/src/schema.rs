@@ -16,9 +16,11 @@ use crate::status::{ApiError, FieldError, FieldErrorKind};
 /// The request's `fieldValidation`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum FieldValidation {
-    /// Unknown fields are dropped silently. The default for writes that do
-    /// not come from a request (the simulated controllers).
+    /// Not a request: the simulated controllers' own writes, trusted as
+    /// they are.
     #[default]
+    Unchecked,
+    /// Unknown fields are dropped silently.
     Ignore,
     Warn,
     Strict,
@@ -337,7 +339,7 @@ pub fn unknown_fields(
         return Ok(());
     }
     match mode {
-        FieldValidation::Ignore => Ok(()),
+        FieldValidation::Ignore | FieldValidation::Unchecked => Ok(()),
         FieldValidation::Warn => {
             for f in unknown {
                 warnings.push(format!("unknown field {f:?}"));
@@ -358,6 +360,32 @@ pub fn unknown_fields(
     }
 }
 
+/// A built-in object against its real type.
+fn check_builtin(
+    rt: &ResourceType,
+    version: &str,
+    obj: &mut Value,
+    opts: &crate::ops::WriteOpts,
+) -> Result<(), ApiError> {
+    let mut typed = obj.clone();
+    if let Value::Object(m) = &mut typed {
+        m.insert(
+            "apiVersion".into(),
+            Value::String(rt.api_version(rt.preferred_version())),
+        );
+        m.insert("kind".into(), Value::String(rt.kind.clone()));
+    }
+    match crate::typed::decode(rt, version, &typed) {
+        None => Ok(()),
+        Some(crate::typed::Decoded::Err(e)) => Err(e),
+        Some(crate::typed::Decoded::Ok(unknown)) => {
+            unknown_fields(rt, version, &unknown, opts.field_validation, &opts.warnings)?;
+            crate::typed::prune(obj, &unknown);
+            Ok(())
+        }
+    }
+}
+
 impl crate::store::Store {
     /// Schema validation and `fieldValidation` of one write (create, update,
     /// patch, apply; main resource or status): custom resources against
@@ -368,13 +396,16 @@ impl crate::store::Store {
         obj: &mut Value,
         opts: &crate::ops::WriteOpts,
     ) -> Result<(), ApiError> {
-        if !rt.from_crd {
+        if opts.field_validation == FieldValidation::Unchecked {
             return Ok(());
         }
         let version = match opts.api_version.rsplit('/').next() {
-            Some(v) if !v.is_empty() && opts.api_version.contains('/') => v.to_string(),
+            Some(v) if !v.is_empty() => v.to_string(),
             _ => rt.preferred_version().to_string(),
         };
+        if !rt.from_crd {
+            return check_builtin(rt, &version, obj, opts);
+        }
         let crd_key = (
             "apiextensions.k8s.io".to_string(),
             "customresourcedefinitions".to_string(),

@@ -341,7 +341,7 @@ fn write_opts(
         api_version: rt.api_version(&rp.version),
         // Checked in `resource` before any write.
         field_validation: crate::schema::FieldValidation::from_query(query.get("fieldValidation"))
-            .unwrap_or_default(),
+            .unwrap_or(crate::schema::FieldValidation::Strict),
         warnings: Default::default(),
     }
 }
