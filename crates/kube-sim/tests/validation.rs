@@ -151,3 +151,94 @@ async fn unknown_fields_follow_field_validation() {
     assert_eq!(attempts, "2");
     sim.shutdown().await;
 }
+
+const JOB: &str = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: db-migrate}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: migrate
+        image: registry.example.com/shop/app:1.4.2
+        volumeMounts: [{name: creds, mountPath: /creds}]
+      volumes:
+      - name: creds
+        secret: {secretName: db, defaultMode: DEFAULT_MODE}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_in_kinds_are_decoded_into_their_real_types() {
+    let sim = sim().await;
+    let k = Kubectl::new(&sim);
+    // A rendered `defaultMode: "0400"` (a string) is refused as a real server does.
+    let bad = k.file("bad.yaml", &JOB.replace("DEFAULT_MODE", r#""0400""#));
+    for how in [
+        &["apply"][..],
+        &["apply", "--server-side"][..],
+        &["create"][..],
+    ] {
+        let mut args = how.to_vec();
+        args.extend(["-f", bad.to_str().unwrap()]);
+        let err = k.fails(&args).await;
+        assert!(
+            err.contains(r#"Job in version "v1" cannot be handled as a Job: json: cannot unmarshal string into Go struct field spec.template.spec.volumes.secret.defaultMode of type int32"#),
+            "{how:?}: {err}"
+        );
+    }
+    let good = k.file("good.yaml", &JOB.replace("DEFAULT_MODE", "0400"));
+    k.ok(&["apply", "-f", good.to_str().unwrap()]).await;
+    let mode = k
+        .ok(&[
+            "get",
+            "job",
+            "db-migrate",
+            "-o",
+            "jsonpath={.spec.template.spec.volumes[0].secret.defaultMode}",
+        ])
+        .await;
+    assert_eq!(mode, "256", "YAML's 0400 is octal");
+
+    // An unknown field in a container: Strict by default, a warning when asked.
+    let typo = JOB
+        .replace("DEFAULT_MODE", "0400")
+        .replace("name: db-migrate", "name: typo")
+        .replace(
+            "        image:",
+            "        imagePullPolicyy: Always\n        image:",
+        );
+    let typo = k.file("typo.yaml", &typo);
+    let err = k.fails(&["apply", "-f", typo.to_str().unwrap()]).await;
+    assert!(
+        err.contains(r#"strict decoding error: unknown field "spec.template.spec.containers[0].imagePullPolicyy""#),
+        "{err}"
+    );
+    let out = k
+        .run(&["apply", "--validate=warn", "-f", typo.to_str().unwrap()])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            r#"Warning: unknown field "spec.template.spec.containers[0].imagePullPolicyy""#
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let container = k
+        .ok(&[
+            "get",
+            "job",
+            "typo",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0]}",
+        ])
+        .await;
+    assert!(!container.contains("imagePullPolicyy"), "{container}");
+    sim.shutdown().await;
+}
