@@ -230,7 +230,7 @@ async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         && crate::auth::review::is_review(rp)
     {
         let answer = parse_body(&body)
-            .and_then(|b| crate::auth::review::answer(&*lock_store(&shared), &user, rp, &b));
+            .and_then(|b| crate::auth::review::answer(&lock_store(&shared), &user, rp, &b));
         return match answer {
             Ok(review) => json_response(201, &review),
             Err(e) => error_response(&e),
