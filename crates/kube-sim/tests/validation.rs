@@ -242,3 +242,31 @@ async fn built_in_kinds_are_decoded_into_their_real_types() {
     assert!(!container.contains("imagePullPolicyy"), "{container}");
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_out_of_range_are_invalid() {
+    let sim = sim().await;
+    let k = Kubectl::new(&sim);
+    let job = JOB.replace("DEFAULT_MODE", "01000");
+    let f = k.file("job.yaml", &job);
+    let err = k.fails(&["apply", "-f", f.to_str().unwrap()]).await;
+    assert!(
+        err.contains(r#"The Job "db-migrate" is invalid: spec.template.spec.volumes[0].secret.defaultMode: Invalid value: 512: must be a number between 0 and 0777 (octal), both inclusive"#),
+        "{err}"
+    );
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 70000}]\n";
+    let f = k.file("svc.yaml", svc);
+    let err = k.fails(&["apply", "-f", f.to_str().unwrap()]).await;
+    assert!(
+        err.contains(r#"The Service "web" is invalid: spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive"#),
+        "{err}"
+    );
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: -1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx}]\n";
+    let f = k.file("deploy.yaml", deploy);
+    let err = k.fails(&["apply", "-f", f.to_str().unwrap()]).await;
+    assert!(
+        err.contains(r#"The Deployment "web" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0"#),
+        "{err}"
+    );
+    sim.shutdown().await;
+}
