@@ -463,3 +463,36 @@ async fn the_binary_writes_kubeconfigs_for_users_and_service_accounts() {
     );
     child.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kube_client_impersonating_a_service_account_gets_its_rights() {
+    let sim = sim().await;
+    let admin = Kubectl::new(&sim);
+    admin
+        .ok(&[
+            "apply",
+            "-f",
+            admin.file("tenant.yaml", TENANT).to_str().unwrap(),
+        ])
+        .await;
+    let mut config = kube::Config::new(sim.url().parse().unwrap());
+    config.auth_info.impersonate = Some("system:serviceaccount:team-a:deployer".into());
+    let c = kube::Client::try_from(config).unwrap();
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let cm: ConfigMap =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "x"}})).unwrap();
+    let own: kube::Api<ConfigMap> = kube::Api::namespaced(c.clone(), "team-a");
+    own.create(&Default::default(), &cm).await.unwrap();
+    let other: kube::Api<ConfigMap> = kube::Api::namespaced(c, "default");
+    match other.create(&Default::default(), &cm).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 403);
+            assert_eq!(
+                s.message,
+                r#"configmaps is forbidden: User "system:serviceaccount:team-a:deployer" cannot create resource "configmaps" in API group "" in the namespace "default""#
+            );
+        }
+        other => panic!("expected a 403, got {other:?}"),
+    }
+    sim.shutdown().await;
+}
