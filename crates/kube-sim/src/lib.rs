@@ -21,6 +21,7 @@ mod patch;
 mod proto;
 mod request;
 mod resources;
+mod schema;
 mod selector;
 mod server;
 mod ssa;
@@ -28,6 +29,7 @@ mod stats;
 mod status;
 mod store;
 mod table;
+mod typed;
 mod util;
 mod validation;
 mod watch;
@@ -37,6 +39,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use auth::audit::AuditEntry;
 pub use controllers::job::{
     DURATION as DURATION_ANNOTATION, LOG as LOG_ANNOTATION, OUTCOME as OUTCOME_ANNOTATION,
 };
@@ -143,6 +146,7 @@ impl KubeSim {
             shutdown: tokio::sync::watch::channel(false).0,
             server_address: addr.to_string(),
             tokens: auth::Tokens::default(),
+            audit: auth::audit::Audit::default(),
         });
         let acceptor = auth::tls::acceptor().map_err(SimError::Tls)?;
         let listener = listener::SimListener::new(tcp, shared.clone(), acceptor)
@@ -257,6 +261,17 @@ users:
 
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
         std::fs::write(path, self.kubeconfig_yaml())
+    }
+
+    /// From now on, record every API request's user, authorization
+    /// attributes and RBAC decision (see [`KubeSim::audit_log`]).
+    pub fn start_audit(&self) {
+        self.shared.audit.start();
+    }
+
+    /// The requests recorded since [`KubeSim::start_audit`], in order.
+    pub fn audit_log(&self) -> Vec<AuditEntry> {
+        self.shared.audit.entries()
     }
 
     /// Requests counted by verb since start (admin paths not counted).

@@ -32,6 +32,7 @@ pub struct Shared {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     pub server_address: String,
     pub tokens: crate::auth::Tokens,
+    pub audit: crate::auth::audit::Audit,
 }
 
 impl Shared {
@@ -196,7 +197,13 @@ async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         return error_response(&fault_error(code));
     }
     let attrs = crate::auth::Attributes::of_request(&method, &path, &route, &query);
-    let user = match crate::auth::admit(&shared.tokens, &*lock_store(&shared), &headers, &attrs) {
+    let user = match crate::auth::admit(
+        &shared.tokens,
+        &shared.audit,
+        &lock_store(&shared),
+        &headers,
+        &attrs,
+    ) {
         Ok(u) => u,
         Err(e) => return error_response(&e),
     };
@@ -215,7 +222,7 @@ async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         && crate::auth::review::is_review(rp)
     {
         let answer = parse_body(&body)
-            .and_then(|b| crate::auth::review::answer(&*lock_store(&shared), &user, rp, &b));
+            .and_then(|b| crate::auth::review::answer(&lock_store(&shared), &user, rp, &b));
         return match answer {
             Ok(review) => json_response(201, &review),
             Err(e) => error_response(&e),
@@ -337,7 +344,22 @@ fn write_opts(
         manager,
         subresource: rp.subresource.clone().unwrap_or_default(),
         api_version: rt.api_version(&rp.version),
+        // Checked in `resource` before any write.
+        field_validation: crate::schema::FieldValidation::from_query(query.get("fieldValidation"))
+            .unwrap_or(crate::schema::FieldValidation::Strict),
+        warnings: Default::default(),
     }
+}
+
+/// A response with the write's warnings as `Warning: 299 - "…"` headers.
+fn with_warnings(mut r: Response, opts: &WriteOpts) -> Response {
+    for w in opts.warnings.take() {
+        let text = format!("299 - {}", serde_json::to_string(&w).unwrap_or_default());
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            r.headers_mut().append(header::WARNING, v);
+        }
+    }
+    r
 }
 
 /// The output form of a stored object for the request's version.
@@ -379,6 +401,7 @@ async fn resource(
         }
         Some(_) => return Err(ApiError::path_not_found()),
     }
+    crate::schema::FieldValidation::from_query(query.get("fieldValidation"))?;
     let ns = rp.namespace.clone().unwrap_or_default();
     let version = rp.version.clone();
     let ok = |code: u16, obj: &Value| Ok(json_response(code, &versioned(&rt, &version, obj)));
@@ -430,13 +453,13 @@ async fn resource(
             let body: Value = parse_body(body)?;
             let opts = write_opts(&rt, &rp, query, headers);
             let obj = shared.lock()?.create(&rt, &ns, body, &opts)?;
-            ok(201, &obj)
+            ok(201, &obj).map(|r| with_warnings(r, &opts))
         }
         ("PUT", Some(name)) => {
             let body: Value = parse_body(body)?;
             let opts = write_opts(&rt, &rp, query, headers);
             let obj = shared.lock()?.update(&rt, &ns, name, body, &opts)?;
-            ok(200, &obj)
+            ok(200, &obj).map(|r| with_warnings(r, &opts))
         }
         ("PATCH", Some(name)) => {
             let ctype = headers
@@ -474,7 +497,7 @@ async fn resource(
                 .is_some();
             let obj = store.patch(&rt, &ns, name, ptype, body, &opts)?;
             drop(store);
-            ok(if existed { 200 } else { 201 }, &obj)
+            ok(if existed { 200 } else { 201 }, &obj).map(|r| with_warnings(r, &opts))
         }
         ("DELETE", Some(name)) => {
             let opts = delete_opts(query, body)?;

@@ -382,3 +382,117 @@ async fn unknown_tokens_are_unauthorized_and_the_default_kubeconfig_is_admin() {
     assert_eq!(out, "kube-sim-admin");
     sim.shutdown().await;
 }
+
+/// Runs kubectl with a kubeconfig file the binary wrote.
+async fn kubectl_at(
+    kubeconfig: &std::path::Path,
+    cache: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .output()
+        .await
+        .expect("run kubectl (is it installed?)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_writes_kubeconfigs_for_users_and_service_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, sa, dev) = (
+        dir.path().join("admin"),
+        dir.path().join("sa"),
+        dir.path().join("dev"),
+    );
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+        .args(["--port", "0", "--kubeconfig-out"])
+        .arg(&admin)
+        .arg("--service-account-kubeconfig")
+        .arg(format!("team-a/deployer={}", sa.display()))
+        .arg("--user-kubeconfig")
+        .arg(format!("dana:devs,ops={}", dev.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    common::eventually("the kubeconfigs are written", || async {
+        admin.exists() && sa.exists() && dev.exists()
+    })
+    .await;
+    let cache = dir.path().join("cache");
+    // The ServiceAccount does not exist yet: its token is refused.
+    let o = kubectl_at(&sa, &cache, &["get", "configmaps", "-n", "team-a"]).await;
+    assert!(!o.status.success());
+    let tenant = dir.path().join("tenant.yaml");
+    std::fs::write(&tenant, TENANT).unwrap();
+    let o = kubectl_at(&admin, &cache, &["apply", "-f", tenant.to_str().unwrap()]).await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = kubectl_at(&sa, &cache, &["get", "configmaps", "-n", "team-a"]).await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // dana is in devs and ops, and nothing is bound to them.
+    let o = kubectl_at(&dev, &cache, &["get", "configmaps", "-n", "team-a"]).await;
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains(r#"User "dana" cannot list resource "configmaps""#),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let whoami = dir.path().join("whoami.yaml");
+    std::fs::write(&whoami, WHOAMI).unwrap();
+    let o = kubectl_at(
+        &dev,
+        &cache,
+        &[
+            "create",
+            "-f",
+            whoami.to_str().unwrap(),
+            "-o",
+            "jsonpath={.status.userInfo.groups}",
+        ],
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        r#"["devs","ops","system:authenticated"]"#
+    );
+    child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kube_client_impersonating_a_service_account_gets_its_rights() {
+    let sim = sim().await;
+    let admin = Kubectl::new(&sim);
+    admin
+        .ok(&[
+            "apply",
+            "-f",
+            admin.file("tenant.yaml", TENANT).to_str().unwrap(),
+        ])
+        .await;
+    let mut config = kube::Config::new(sim.url().parse().unwrap());
+    config.auth_info.impersonate = Some("system:serviceaccount:team-a:deployer".into());
+    let c = kube::Client::try_from(config).unwrap();
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let cm: ConfigMap =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "x"}})).unwrap();
+    let own: kube::Api<ConfigMap> = kube::Api::namespaced(c.clone(), "team-a");
+    own.create(&Default::default(), &cm).await.unwrap();
+    let other: kube::Api<ConfigMap> = kube::Api::namespaced(c, "default");
+    match other.create(&Default::default(), &cm).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 403);
+            assert_eq!(
+                s.message,
+                r#"configmaps is forbidden: User "system:serviceaccount:team-a:deployer" cannot create resource "configmaps" in API group "" in the namespace "default""#
+            );
+        }
+        other => panic!("expected a 403, got {other:?}"),
+    }
+    sim.shutdown().await;
+}

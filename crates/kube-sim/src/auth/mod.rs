@@ -9,6 +9,7 @@
 //! and ServiceAccounts get their own tokens ([`Tokens`]).
 
 pub mod attributes;
+pub mod audit;
 pub mod bootstrap;
 pub mod rbac;
 pub mod review;
@@ -263,16 +264,24 @@ pub fn decide(store: &Store, user: &UserInfo, attrs: &Attributes) -> rbac::Decis
 /// as, or the 401/403 the real server answers.
 pub fn admit(
     tokens: &Tokens,
+    audit: &audit::Audit,
     store: &Store,
     headers: &HeaderMap,
     attrs: &Attributes,
 ) -> Result<UserInfo, ApiError> {
-    let requester = tokens.authenticate(headers, store)?;
-    let user = impersonate(store, requester, headers)?;
+    let requester = tokens.authenticate(headers, store).inspect_err(|e| {
+        audit.record(None, attrs, Some(&e.message));
+    })?;
+    let user = impersonate(store, requester.clone(), headers).inspect_err(|e| {
+        audit.record(Some(&requester), attrs, Some(&e.message));
+    })?;
     let decision = decide(store, &user, attrs);
     if decision.allowed {
+        audit.record(Some(&user), attrs, None);
         Ok(user)
     } else {
-        Err(rbac::forbidden(&user, attrs, &decision.reason))
+        let e = rbac::forbidden(&user, attrs, &decision.reason);
+        audit.record(Some(&user), attrs, Some(&e.message));
+        Err(e)
     }
 }
