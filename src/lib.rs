@@ -25,5 +25,6 @@ pub mod server;
 pub mod source;
 pub mod stage;
 pub mod state;
+pub mod tree;
 pub mod status;
 pub mod yaml;

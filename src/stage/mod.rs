@@ -14,7 +14,7 @@ pub mod definition;
 pub mod discover;
 pub mod graph;
 
-pub use discover::discover_stages;
+pub use discover::{discover_stages, discover_stages_in};
 pub use graph::{Cycle, StageGraph};
 
 pub const STAGE_API_VERSION: &str = "stagegate.dev/v1alpha1";
