@@ -26,5 +26,6 @@ pub mod server;
 pub mod source;
 pub mod stage;
 pub mod state;
+pub mod tree;
 pub mod status;
 pub mod yaml;

@@ -54,25 +54,6 @@ impl std::ops::Deref for PlannedObject {
     }
 }
 
-impl PlannedObject {
-    /// Parse what the plan checked: hook annotations and a Job's spec hash.
-    /// `None` when either cannot be read (the plan has an error for it).
-    fn read(manifest: Manifest) -> Option<Self> {
-        let name = manifest.object_ref().to_string();
-        let hook = crate::hooks::parse(&manifest.value, &name).ok()?.kind;
-        let job = if manifest.group() == "batch" && manifest.kind() == "Job" {
-            Some(SpecHash::new(manifest.annotation(SPEC_HASH_ANNOTATION)?))
-        } else {
-            None
-        };
-        Some(Self {
-            manifest,
-            hook,
-            job,
-        })
-    }
-}
-
 impl Plan {
     pub fn stage(&self, name: &str) -> Option<&PlannedStage> {
         self.stages.iter().find(|s| s.stage.name.as_str() == name)
@@ -129,7 +110,6 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
 
     hash_with_repository_config(&mut rendered);
     check_duplicate_objects(&stages, &rendered, &mut problems);
-    check_hooks(&stages, &rendered, &mut problems);
     for (stage, objects) in stages.iter().zip(&rendered) {
         let has_children = stages
             .iter()
@@ -145,6 +125,7 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
             );
         }
     }
+    let mut objects = read_objects(&stages, &mut rendered, &mut problems);
 
     problems.drop_discovery_duplicates();
     if problems.has_errors() {
@@ -159,12 +140,7 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
         .iter()
         .map(|&i| PlannedStage {
             stage: stages[i].clone(),
-            objects: rendered[i]
-                .take()
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(PlannedObject::read)
-                .collect(),
+            objects: std::mem::take(&mut objects[i]),
             needs: stages[i]
                 .depends_on
                 .iter()
@@ -345,31 +321,52 @@ fn hash_with_repository_config(rendered: &mut [Option<Vec<Manifest>>]) {
     }
 }
 
-/// Hook annotations stagegate cannot honour are warnings naming the object;
-/// values it cannot read are errors (see [`crate::hooks`]).
-fn check_hooks(stages: &[Stage], rendered: &[Option<Vec<Manifest>>], problems: &mut Problems) {
-    for (stage, objects) in stages.iter().zip(rendered) {
-        for object in objects.iter().flatten() {
-            let name = object.object_ref().to_string();
-            let at = |p: Problem| p.in_file(&object.source).in_stage(&stage.name);
-            match crate::hooks::parse(&object.value, &name) {
+/// Read each object once for everyone downstream: its hook annotations
+/// (kinds stagegate cannot honour are warnings naming the object, values it
+/// cannot read are errors; see [`crate::hooks`]) and a Job's spec hash.
+fn read_objects(
+    stages: &[Stage],
+    rendered: &mut [Option<Vec<Manifest>>],
+    problems: &mut Problems,
+) -> Vec<Vec<PlannedObject>> {
+    let mut planned = Vec::with_capacity(rendered.len());
+    for (stage, objects) in stages.iter().zip(rendered.iter_mut()) {
+        let mut read = Vec::new();
+        for manifest in objects.take().unwrap_or_default() {
+            let name = manifest.object_ref().to_string();
+            let at = |p: Problem| p.in_file(&manifest.source).in_stage(&stage.name);
+            let hook = match crate::hooks::parse(&manifest.value, &name) {
                 Ok(parsed) => {
                     for warning in parsed.warnings {
                         problems.push(at(Problem::warning(warning)));
                     }
+                    parsed.kind
                 }
-                Err(error) => problems.push(at(Problem::error(error))),
-            }
-            if object.group() == "batch"
-                && object.kind() == "Job"
-                && object.annotation(SPEC_HASH_ANNOTATION).is_none()
-            {
-                problems.push(at(Problem::error(format!(
-                    "{name}: no {SPEC_HASH_ANNOTATION} annotation after rendering"
-                ))));
-            }
+                Err(error) => {
+                    problems.push(at(Problem::error(error)));
+                    continue;
+                }
+            };
+            let job = if manifest.group() == "batch" && manifest.kind() == "Job" {
+                let Some(hash) = manifest.annotation(SPEC_HASH_ANNOTATION) else {
+                    let message =
+                        format!("{name}: no {SPEC_HASH_ANNOTATION} annotation after rendering");
+                    problems.push(at(Problem::error(message)));
+                    continue;
+                };
+                Some(SpecHash::new(hash))
+            } else {
+                None
+            };
+            read.push(PlannedObject {
+                manifest,
+                hook,
+                job,
+            });
         }
+        planned.push(read);
     }
+    planned
 }
 
 fn check_duplicate_objects(

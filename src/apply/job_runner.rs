@@ -298,6 +298,9 @@ impl JobTask<'_> {
                     .unwrap_or_else(|| "failed".into()),
                 log_tail: last.and_then(|r| r.log_tail.clone()),
             }),
+            // Nothing waits on a Job not waited for: running it again
+            // would be the harm, not leaving it be.
+            SkipReason::EndNotSeen if !self.wait => Ok(JobOutcome::EndNotSeen),
             SkipReason::EndNotSeen => Err(JobError::EndNotSeen {
                 started: last.and_then(|r| r.started.clone()),
             }),

@@ -53,6 +53,9 @@ pub enum JobOutcome {
     Started,
     /// Not waited for, found ended: `None` when it succeeded, else why it failed.
     EndedUnwatched { failure: Option<String> },
+    /// Not waited for, started earlier and gone without its end seen: not
+    /// run again, and nothing waits on it.
+    EndNotSeen,
     /// Why it failed, as the stage message says it.
     Failed(String),
 }
@@ -124,6 +127,9 @@ impl fmt::Display for JobOutcome {
             JobOutcome::EndedUnwatched {
                 failure: Some(reason),
             } => write!(f, "failed (not waited for): {reason}"),
+            JobOutcome::EndNotSeen => {
+                f.write_str("started earlier, gone before its end was seen; not run again")
+            }
             JobOutcome::Failed(message) => write!(f, "failed: {message}"),
         }
     }

@@ -4,7 +4,6 @@
 //! them off (they become stages, they are not objects to apply).
 
 use std::collections::HashSet;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -17,7 +16,10 @@ use crate::yaml::parse_documents;
 
 /// Every object in one file, in document order.
 pub(crate) fn load_file(ctx: &Ctx<'_>, path: &Path) -> Result<Vec<Resource>, RenderError> {
-    let text = fs::read_to_string(path).map_err(|e| ctx.io_error(path, e))?;
+    let text = ctx
+        .tree
+        .read_to_string(path)
+        .map_err(|e| ctx.io_error(path, e))?;
     parse_objects(ctx, path, &text)
 }
 
@@ -135,15 +137,12 @@ fn walk(
         return Ok(());
     }
     let mut names = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| ctx.io_error(dir, e))? {
-        let entry = entry.map_err(|e| ctx.io_error(dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in ctx.tree.read_dir(dir).map_err(|e| ctx.io_error(dir, e))? {
         // Hidden entries are tooling (.git, .github workflows), not manifests.
         if name.starts_with('.') {
             continue;
         }
-        names.push(name.to_string());
+        names.push(name);
     }
     names.sort();
     for name in names {
@@ -151,7 +150,7 @@ fn walk(
         // outside the repository.
         let path =
             resolve_inside(ctx.root, dir, Path::new(&name)).map_err(|e| ctx.path_error(e))?;
-        if path.is_dir() {
+        if ctx.tree.is_dir(&path) {
             if kustomization::find_file(&path).is_some() {
                 out.extend(kustomization::build(ctx, &path, &mut Vec::new())?);
             } else {
@@ -168,6 +167,7 @@ fn walk(
 mod tests {
     use super::*;
     use crate::stage::StageName;
+    use std::fs;
 
     fn parse(text: &str) -> Result<Vec<Resource>, RenderError> {
         let stage = StageName::new("s");

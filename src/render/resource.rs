@@ -118,11 +118,17 @@ pub(crate) fn group_of(api_version: &str) -> &str {
 pub(crate) struct Ctx<'a> {
     pub root: &'a Path,
     pub stage: &'a StageName,
+    /// Where the files are read (`crate::tree`).
+    pub tree: &'a dyn crate::tree::FileTree,
 }
 
 impl<'a> Ctx<'a> {
     pub fn new(root: &'a Path, stage: &'a StageName) -> Self {
-        Self { root, stage }
+        Self {
+            root,
+            stage,
+            tree: &crate::tree::DISK,
+        }
     }
 
     /// A path as the user knows it: relative to the repository root.

@@ -1,7 +1,6 @@
 //! Finding the stage definitions of a repository: every YAML file under the
 //! stages directory, read for `Stage` and Flux `Kustomization` documents.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -13,20 +12,26 @@ use super::{
 };
 use crate::diagnostics::{DISCOVERY_YAML, Problem, Problems};
 use crate::paths::display_path;
+use crate::tree::{DISK, EntryKind, FileTree};
 use crate::yaml::parse_documents;
 
 /// Every stage declared under `dir` (inside the canonical `root`), in file
 /// order, with the problems met on the way.
 pub fn discover_stages(root: &Path, dir: &Path) -> (Vec<Stage>, Problems) {
+    discover_stages_in(&DISK, root, dir)
+}
+
+/// [`discover_stages`] in any file tree.
+pub fn discover_stages_in(tree: &dyn FileTree, root: &Path, dir: &Path) -> (Vec<Stage>, Problems) {
     let mut problems = Problems::default();
     let mut files = Vec::new();
-    collect_yaml_files(root, dir, &mut files, &mut problems);
+    collect_yaml_files(tree, root, dir, &mut files, &mut problems);
     let mut stages = Vec::new();
     let mut yaml_files = Vec::new();
     for file in files {
         let shown = display_path(root, &file);
         yaml_files.push(shown.clone());
-        let text = match fs::read_to_string(&file) {
+        let text = match tree.read_to_string(&file) {
             Ok(text) => text,
             Err(e) => {
                 problems.push(Problem::error(format!("cannot read: {e}")).in_file(&shown));
@@ -82,8 +87,14 @@ pub fn discover_stages(root: &Path, dir: &Path) -> (Vec<Stage>, Problems) {
 /// YAML files under `dir`, sorted by path. Hidden directories (`.git`,
 /// `.github`) hold no stages; symlinked directories are not followed, since a
 /// link could lead out of the repository.
-fn collect_yaml_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>, problems: &mut Problems) {
-    let entries = match fs::read_dir(dir) {
+fn collect_yaml_files(
+    tree: &dyn FileTree,
+    root: &Path,
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    problems: &mut Problems,
+) {
+    let entries = match tree.read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
             problems.push(
@@ -93,26 +104,26 @@ fn collect_yaml_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>, problems:
             return;
         }
     };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut paths: Vec<PathBuf> = entries.into_iter().map(|name| dir.join(name)).collect();
     paths.sort();
     for path in paths {
         let hidden = path
             .file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with('.'));
-        let Ok(meta) = fs::symlink_metadata(&path) else {
+        let Ok(kind) = tree.entry_kind(&path) else {
             continue;
         };
-        if meta.is_dir() {
+        if kind == EntryKind::Dir {
             if !hidden {
-                collect_yaml_files(root, &path, out, problems);
+                collect_yaml_files(tree, root, &path, out, problems);
             }
         } else if is_yaml(&path) && !hidden {
             // A symlinked file is read only when it stays inside the root.
-            if meta.file_type().is_symlink()
-                && !path
-                    .canonicalize()
-                    .is_ok_and(|real| real.starts_with(root) && real.is_file())
+            if kind == EntryKind::Symlink
+                && !tree
+                    .canonicalize(&path)
+                    .is_ok_and(|real| real.starts_with(root) && tree.is_file(&real))
             {
                 continue;
             }
@@ -170,6 +181,7 @@ fn is_yaml(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn finds_native_and_flux_stages_recursively_and_skips_hidden_dirs() {

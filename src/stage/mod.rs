@@ -17,7 +17,7 @@ pub mod identity;
 pub mod nested;
 pub mod substitute_from;
 
-pub use discover::discover_stages;
+pub use discover::{discover_stages, discover_stages_in};
 pub use graph::{Cycle, StageGraph};
 
 pub const STAGE_API_VERSION: &str = "stagegate.dev/v1alpha1";
