@@ -50,10 +50,10 @@ pub fn is_unreadable_stage_document(api_version: &str, kind: &str) -> bool {
     }
     let group = api_version.split('/').next().unwrap_or_default();
     match kind {
-        STAGE_KIND => group == STAGE_GROUP || near(api_version, STAGE_API_VERSION),
+        STAGE_KIND => group.contains("stagegate") || near(api_version, STAGE_API_VERSION),
         FLUX_KUSTOMIZATION_KIND => {
-            group == FLUX_KUSTOMIZE_GROUP
-                || group.contains("fluxcd")
+            group.contains("fluxcd")
+                || group.starts_with("kustomize.toolkit")
                 || FLUX_API_VERSIONS.iter().any(|v| near(api_version, v))
         }
         _ => {
@@ -223,6 +223,44 @@ impl Stage {
             source_ref: None,
             substitute_from: Vec::new(),
             apply_bootstrap: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_stage_documents_are_told_from_other_apis() {
+        for (api_version, kind) in [
+            ("stagegate.dev/v1", "Stage"),
+            ("stagegate/v1alpha1", "Stage"),
+            ("stagegate.dev/v1alpah1", "Stage"),
+            ("stagegate.dve/v1alpha1", "Stage"),
+            ("stagegate.dev/v1alpha1", "Stages"),
+            ("kustomize.toolkit.fluxcd.io/v1beta1", "Kustomization"),
+            ("kustomize.toolkit.flux.io/v1", "Kustomization"),
+            ("kustomize.toolkit.fluxcd.io/v1", "Kustomisation"),
+        ] {
+            assert!(
+                is_unreadable_stage_document(api_version, kind),
+                "{api_version} {kind}"
+            );
+        }
+        for (api_version, kind) in [
+            ("stagegate.dev/v1alpha1", "Stage"),
+            ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"),
+            ("kustomize.config.k8s.io/v1beta1", "Kustomization"),
+            ("kustomize.config.k8s.io/v1alpha1", "Component"),
+            ("kargo.akuity.io/v1alpha1", "Stage"),
+            ("helm.toolkit.fluxcd.io/v2", "HelmRelease"),
+            ("v1", "ConfigMap"),
+        ] {
+            assert!(
+                !is_unreadable_stage_document(api_version, kind),
+                "{api_version} {kind}"
+            );
         }
     }
 }

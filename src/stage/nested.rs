@@ -116,8 +116,38 @@ pub fn expand(
     }
     resolve_dependencies(&mut stages);
     check_sources(&stages, problems);
+    drop_problems_said_by_parents(problems);
     let objects = results.into_iter().map(|r| r.map(|r| r.objects)).collect();
     (stages, objects)
+}
+
+/// A document a parent renders was also read by discovery: say a problem
+/// with it once, as found in the parent's output (what Flux would apply).
+fn drop_problems_said_by_parents(problems: &mut Problems) {
+    let rendered_by = |p: &Problem| -> Option<String> {
+        let rest = p.message.strip_prefix("rendered by stage ")?;
+        rest.split_once(": ").map(|(_, what)| what.to_string())
+    };
+    let from_parents: Vec<(Option<std::path::PathBuf>, Option<StageName>, String)> = problems
+        .iter()
+        .filter_map(|p| rendered_by(p).map(|what| (p.file.clone(), p.stage.clone(), what)))
+        .collect();
+    if from_parents.is_empty() {
+        return;
+    }
+    let said_by_parent = |p: &Problem| {
+        p.message
+            .strip_prefix("line ")
+            .and_then(|rest| rest.split_once(": "))
+            .is_some_and(|(_, what)| {
+                from_parents
+                    .iter()
+                    .any(|(file, stage, w)| *file == p.file && *stage == p.stage && w == what)
+            })
+    };
+    let mut kept = Problems::default();
+    kept.extend(problems.iter().filter(|p| !said_by_parent(p)).cloned());
+    *problems = kept;
 }
 
 /// A Flux Kustomization whose file lies in another Flux stage's path but is
