@@ -26,4 +26,5 @@ pub mod source;
 pub mod stage;
 pub mod state;
 pub mod status;
+pub mod web;
 pub mod yaml;

@@ -11,6 +11,7 @@ use stagegate::output::{graph_dot, graph_text, yaml_stream};
 use stagegate::plan::{Plan, build_plan};
 use stagegate::state::StateStore;
 use stagegate::state::store::STATE_CONFIGMAP;
+use stagegate::web::{StatusReport, Topology, svg};
 
 #[derive(Parser)]
 #[command(
@@ -45,7 +46,8 @@ enum Command {
     Graph {
         #[command(flatten)]
         repo: RepoArgs,
-        /// `text`: one stage per line, `name <- dependencies`; `dot`: Graphviz.
+        /// `text`: one stage per line, `name <- dependencies`; `dot`: Graphviz;
+        /// `svg`: the status page's drawing.
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
     },
@@ -125,6 +127,7 @@ struct RepoArgs {
 enum GraphFormat {
     Text,
     Dot,
+    Svg,
 }
 
 #[tokio::main]
@@ -172,8 +175,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     )
                 }
                 OutputFormat::Table => stagegate::status::table(&state, jiff::Timestamp::now()),
-                OutputFormat::Json => serde_json::to_string_pretty(&state)? + "\n",
-                OutputFormat::Yaml => serde_yaml::to_string(&state)?,
+                // The status page serves the same report at /api/status.
+                OutputFormat::Json => {
+                    serde_json::to_string_pretty(&StatusReport::new(&state, None, None))? + "\n"
+                }
+                OutputFormat::Yaml => {
+                    serde_yaml::to_string(&StatusReport::new(&state, None, None))?
+                }
             };
             print_stdout(&text)?;
             Ok(ExitCode::SUCCESS)
@@ -218,6 +226,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let text = match format {
                 GraphFormat::Text => graph_text(&plan),
                 GraphFormat::Dot => graph_dot(&plan),
+                GraphFormat::Svg => {
+                    let stages = svg::stages_of_topology(&Topology::of(&plan));
+                    svg::render(&stages, false, true) + "\n"
+                }
             };
             print_stdout(&text)?;
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,88 @@
+// Follows the agent's state over Server-Sent Events and swaps in the
+// fragments the server made; keeps the selected stage in the URL
+// (/stages/NAME) so that a link can be shared. Changes nothing on the agent.
+(function () {
+  "use strict";
+  var graph = document.getElementById("graph");
+  var source = document.getElementById("source");
+  var detail = document.getElementById("detail");
+  var live = document.getElementById("live");
+  var view = null;
+
+  function selectedFromPath() {
+    var m = location.pathname.match(/^\/stages\/([^/]+)$/);
+    return m ? decodeURIComponent(m[1]) : null;
+  }
+
+  function showDetail() {
+    var name = selectedFromPath();
+    graph.querySelectorAll(".stage.selected").forEach(function (g) {
+      g.classList.remove("selected");
+    });
+    if (name === null) {
+      detail.innerHTML = '<p class="empty">Select a stage to see its Jobs, objects and logs.</p>';
+      document.title = "stagegate · stages";
+      return;
+    }
+    document.title = "stagegate · " + name;
+    graph.querySelectorAll(".stage").forEach(function (g) {
+      if (g.getAttribute("data-stage") === name) g.classList.add("selected");
+    });
+    if (view === null) return;
+    if (Object.prototype.hasOwnProperty.call(view.details, name)) {
+      detail.innerHTML = view.details[name];
+    } else {
+      var p = document.createElement("p");
+      p.className = "empty";
+      p.textContent = "No stage named " + name + ".";
+      detail.replaceChildren(p);
+    }
+  }
+
+  function render() {
+    source.innerHTML = view.source;
+    graph.innerHTML = Object.keys(view.details).length
+      ? view.svg
+      : '<p class="empty">No stages yet: the agent has not planned a revision.</p>';
+    showDetail();
+  }
+
+  document.addEventListener("click", function (event) {
+    if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+    var link = event.target.closest("a");
+    if (!link) return;
+    var href = link.getAttribute("href") || "";
+    var m = href.match(/^(\/stages\/[^/#]+|\/)(#.*)?$/);
+    if (!m) return;
+    event.preventDefault();
+    if (m[1] !== location.pathname) history.pushState(null, "", m[1] + (m[2] || ""));
+    showDetail();
+    if (m[2]) {
+      var target = document.getElementById(m[2].slice(1));
+      if (target) target.scrollIntoView({ block: "nearest" });
+    }
+  });
+  window.addEventListener("popstate", showDetail);
+
+  // EventSource reconnects by itself after a dropped connection; when the
+  // agent answered with an error instead (restarting), start over.
+  function connect() {
+    var events = new EventSource("/api/events");
+    events.addEventListener("status", function (event) {
+      view = JSON.parse(event.data);
+      render();
+    });
+    events.onopen = function () {
+      live.textContent = "live";
+      live.className = "live on";
+    };
+    events.onerror = function () {
+      live.textContent = "reconnecting…";
+      live.className = "live off";
+      if (events.readyState === EventSource.CLOSED) {
+        setTimeout(connect, 1000);
+      }
+    };
+  }
+  connect();
+})();
