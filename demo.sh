@@ -4,7 +4,8 @@
 # applies it. Stages turn Ready in dependency order: the migration Job first,
 # then the application.
 #
-#   ./demo.sh          run the agent (Ctrl-C to stop); follow the README from there
+#   ./demo.sh          run the agent (Ctrl-C to stop) with its status page on
+#                      http://127.0.0.1:8080/ (STAGEGATE_DEMO_PORT); follow the README from there
 #   ./demo.sh --once   one reconcile, a summary, exit 0 when every stage is Ready
 #
 # Leaves its files in $STAGEGATE_DEMO_DIR (default /tmp/stagegate-demo).
@@ -39,17 +40,20 @@ git -C "$work/repo" init -q -b main
 git -C "$work/repo" add -A
 git -C "$work/repo" -c user.name=demo -c user.email=demo@example.com commit -q -m "shop: migration + application"
 
-cat <<TXT
-==> running the agent. In another terminal:
+args=(run --repo "file://$work/repo" --namespace stagegate-system --create-namespace
+      --cache-dir "$work/cache" --kubeconfig "$work/kubeconfig")
+if [ "${1:-}" = "--once" ]; then
+  # One reconcile: no page to look at, so any free port.
+  "$stagegate" "${args[@]}" --listen 127.0.0.1:0 --once
+else
+  # The status page, on a fixed port so that its address can be printed.
+  port=${STAGEGATE_DEMO_PORT:-8080}
+  cat <<TXT
+==> running the agent. The status page: http://127.0.0.1:$port/
+    In another terminal:
       export KUBECONFIG=$work/kubeconfig
       $stagegate status
       kubectl get jobs,deployments -n shop
 TXT
-
-args=(run --repo "file://$work/repo" --namespace stagegate-system --create-namespace
-      --cache-dir "$work/cache" --listen 127.0.0.1:0 --kubeconfig "$work/kubeconfig")
-if [ "${1:-}" = "--once" ]; then
-  "$stagegate" "${args[@]}" --once
-else
-  "$stagegate" "${args[@]}" --interval 5s --leader-elect false
+  "$stagegate" "${args[@]}" --listen "127.0.0.1:$port" --interval 5s --leader-elect false
 fi

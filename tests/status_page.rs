@@ -197,6 +197,26 @@ async fn wait_for_phases(browser: &Client, want: &[(&str, &str)]) {
     }
 }
 
+/// Wait until the element `css` shows `needle`; found afresh each time,
+/// since live updates replace the page's fragments.
+async fn wait_for_text(browser: &Client, css: &str, needle: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let text = match browser.find(Locator::Css(css)).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited for {needle:?} in {css}, it shows {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The demo's repository: examples/native.
 fn example_files() -> Vec<(String, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/native");
@@ -355,31 +375,14 @@ async fn page_follows_the_demo_live_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    let tail = browser
-        .wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css(
-            r#"#detail pre.log-tail[data-job="shop/db-migrate"]"#,
-        ))
-        .await
-        .expect("the log tail on selection");
-    assert!(
-        tail.text()
-            .await
-            .unwrap()
-            .contains("ERROR: column placed_at already exists"),
-        "{}",
-        tail.text().await.unwrap()
-    );
+    wait_for_text(
+        &browser,
+        r#"#detail pre.log-tail[data-job="shop/db-migrate"]"#,
+        "ERROR: column placed_at already exists",
+    )
+    .await;
     assert_eq!(browser.current_url().await.unwrap().path(), "/stages/pre");
-    let detail = browser
-        .find(Locator::Css("#detail"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(detail.contains("BackoffLimitExceeded"), "{detail}");
+    wait_for_text(&browser, "#detail", "BackoffLimitExceeded").await;
 
     // The screenshot: a test artefact, and the README's picture on request.
     let png = browser.screenshot().await.unwrap();
@@ -395,19 +398,12 @@ async fn page_follows_the_demo_live_in_a_real_browser() {
         .goto(&agent.url("/stages/application"))
         .await
         .unwrap();
-    let why = browser
-        .wait()
-        .at_most(PATIENCE)
-        .for_element(Locator::Css(
-            r#"#detail [data-detail="application"] pre.message"#,
-        ))
-        .await
-        .unwrap();
-    assert!(
-        why.text().await.unwrap().contains("pre"),
-        "{}",
-        why.text().await.unwrap()
-    );
+    wait_for_text(
+        &browser,
+        r#"#detail [data-detail="application"] pre.message"#,
+        "stage pre failed",
+    )
+    .await;
 
     // The same data as `stagegate status -o json`, from the same code.
     let (code, body) = http_get(port, "/api/status").expect("/api/status");
@@ -522,4 +518,31 @@ fn without_plan_fields(stages: &Value) -> Value {
         }
     }
     stages
+}
+
+#[test]
+fn graph_svg_draws_a_repository_as_the_page_does() {
+    let out = Command::new(env!("CARGO_BIN_EXE_stagegate"))
+        .args(["graph", "--format", "svg"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/native"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+        "{svg}"
+    );
+    assert!(svg.contains(r#"data-stage="pre""#), "{svg}");
+    assert!(svg.contains(r#"data-stage="application""#), "{svg}");
+    assert!(
+        svg.contains(r#"<path class="edge" data-from="pre" data-to="application""#),
+        "{svg}"
+    );
+    // From a repository there is no phase yet, and nothing links anywhere.
+    assert!(!svg.contains("data-phase") && !svg.contains("<a "), "{svg}");
 }

@@ -64,21 +64,22 @@ fn source_html(source: Option<&SourceReport>) -> String {
     let Some(source) = source else {
         return r#"<p class="empty">No revision fetched yet.</p>"#.into();
     };
-    let mut out = String::from("<dl>");
-    let mut row = |term: &str, value: Option<&str>| {
+    let mut out = String::from(r#"<ul class="facts">"#);
+    let mut fact = |term: &str, value: Option<&str>| {
         if let Some(value) = value {
             let _ = write!(
                 out,
-                "<dt>{term}</dt><dd><code>{}</code></dd>",
-                escape(value)
+                r#"<li><span class="term">{term}</span> <code title="{}">{}</code></li>"#,
+                escape(value),
+                escape(short_revision(value)),
             );
         }
     };
-    row("repository", source.repository.as_deref());
-    row("following", source.reference.as_deref());
-    row("applied", Some(source.applied.as_deref().unwrap_or("-")));
-    row("attempted", source.attempted.as_deref());
-    out.push_str("</dl>");
+    fact("repository", source.repository.as_deref());
+    fact("following", source.reference.as_deref());
+    fact("applied", Some(source.applied.as_deref().unwrap_or("-")));
+    fact("attempted", source.attempted.as_deref());
+    out.push_str("</ul>");
     if !source.error.is_empty() {
         let since = source
             .error_since
@@ -107,7 +108,12 @@ fn stage_html(name: &str, stage: &StageReport) -> String {
     out.push_str("<dl>");
     let mut row = |term: &str, value: Option<&str>| {
         if let Some(value) = value {
-            let _ = write!(out, "<dt>{term}</dt><dd>{}</dd>", escape(value));
+            let _ = write!(
+                out,
+                r#"<dt>{term}</dt><dd title="{}">{}</dd>"#,
+                escape(value),
+                escape(short_revision(value))
+            );
         }
     };
     row("since", stage.since.as_deref());
@@ -170,7 +176,7 @@ fn jobs_html(out: &mut String, stage: &str, jobs: &[JobReport]) {
                     .duration_seconds
                     .map(|s| format!("{s:.1}s"))
                     .unwrap_or_else(|| "-".into()),
-                rev = escape(&run.revision),
+                rev = escape(short_revision(&run.revision)),
             );
         }
     }
@@ -223,6 +229,16 @@ fn objects_html(out: &mut String, stage: &StageReport) {
         );
     }
     out.push_str("</tbody></table></div>");
+}
+
+/// `main@sha1:<40 hex>` keeps 12 hex digits; the full one is the title.
+fn short_revision(revision: &str) -> &str {
+    match revision.rsplit_once("sha1:") {
+        Some((prefix, sha)) if sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            &revision[..prefix.len() + "sha1:".len() + 12]
+        }
+        _ => revision,
+    }
 }
 
 fn job_anchor(job: &str) -> String {

@@ -30,7 +30,7 @@
     });
     if (view === null) return;
     if (Object.prototype.hasOwnProperty.call(view.details, name)) {
-      detail.innerHTML = view.details[name];
+      swap(detail, view.details[name]);
     } else {
       var p = document.createElement("p");
       p.className = "empty";
@@ -39,11 +39,20 @@
     }
   }
 
+  // Replace a fragment only when it changed, so that a reader's scroll
+  // position and text selection survive updates elsewhere.
+  var shown = new WeakMap();
+  function swap(element, html) {
+    if (shown.get(element) === html) return;
+    element.innerHTML = html;
+    shown.set(element, html);
+  }
+
   function render() {
-    source.innerHTML = view.source;
-    graph.innerHTML = Object.keys(view.details).length
+    swap(source, view.source);
+    swap(graph, Object.keys(view.details).length
       ? view.svg
-      : '<p class="empty">No stages yet: the agent has not planned a revision.</p>';
+      : '<p class="empty">No stages yet: the agent has not planned a revision.</p>');
     showDetail();
   }
 
