@@ -405,6 +405,14 @@ async fn page_follows_the_demo_live_in_a_real_browser() {
     )
     .await;
 
+    // Its objects' live health, read from the cluster on selection.
+    wait_for_text(
+        &browser,
+        r#"td.health[data-object="Deployment/shop/shop-web"]"#,
+        "Ready",
+    )
+    .await;
+
     // The same data as `stagegate status -o json`, from the same code.
     let (code, body) = http_get(port, "/api/status").expect("/api/status");
     assert_eq!(code, 200, "{body}");

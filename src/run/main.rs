@@ -52,8 +52,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|_| "(unparsable URL)".into()),
             reference: settings.reference.to_string(),
         };
-        let store = StateStore::new(client.clone(), &settings.namespace);
-        Arc::new(StatusFeed::new(store, origin))
+        Arc::new(StatusFeed::new(client.clone(), &settings.namespace, origin))
     });
     if let Some(feed) = &status_page {
         tokio::spawn(feed.clone().follow(shutdown.clone()));

@@ -12,8 +12,10 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::health::{self, ObjectHealth};
 use super::page::View;
 use super::report::{SourceOrigin, StatusReport, Topology};
+use crate::apply::resolve::Resolver;
 use crate::plan::Plan;
 use crate::state::{StateError, StateStore};
 
@@ -31,6 +33,8 @@ pub struct Snapshot {
 
 pub struct StatusFeed {
     store: StateStore,
+    client: kube::Client,
+    resolver: Resolver,
     origin: SourceOrigin,
     topology: RwLock<Option<Arc<Topology>>>,
     published: watch::Sender<Option<Arc<Snapshot>>>,
@@ -38,9 +42,11 @@ pub struct StatusFeed {
 }
 
 impl StatusFeed {
-    pub fn new(store: StateStore, origin: SourceOrigin) -> Self {
+    pub fn new(client: kube::Client, namespace: &str, origin: SourceOrigin) -> Self {
         Self {
-            store,
+            store: StateStore::new(client.clone(), namespace),
+            resolver: Resolver::new(client.clone()),
+            client,
             origin,
             topology: RwLock::new(None),
             published: watch::Sender::new(None),
@@ -77,6 +83,17 @@ impl StatusFeed {
         });
         self.published.send_replace(Some(snapshot.clone()));
         Ok(snapshot)
+    }
+
+    /// The live health of a stage's objects; `None` for an unknown stage.
+    pub async fn stage_health(&self, stage: &str) -> Result<Option<Vec<ObjectHealth>>, StateError> {
+        let snapshot = self.snapshot().await?;
+        let Some(stage) = snapshot.report.stages.get(stage) else {
+            return Ok(None);
+        };
+        Ok(Some(
+            health::of_objects(&self.client, &self.resolver, &stage.objects).await,
+        ))
     }
 
     /// Changes from now on; the current snapshot first, once there is one.

@@ -3,6 +3,7 @@
 //! - `GET /` and `GET /stages/NAME`: the page, the stage graph drawn on the
 //!   server as SVG (`svg`, `layout`), details made as HTML (`page`);
 //! - `GET /api/status`: the [`report::StatusReport`], as `stagegate status -o json`;
+//! - `GET /api/stages/NAME/health`: the live health of a stage's objects;
 //! - `GET /api/events`: the page's fragments on every change (Server-Sent Events);
 //! - `GET /assets/…`: the stylesheet and script, embedded in the binary.
 //!
@@ -22,6 +23,7 @@ use futures::Stream;
 
 pub mod escape;
 pub mod feed;
+pub mod health;
 pub mod layout;
 pub mod page;
 pub mod report;
@@ -40,6 +42,7 @@ pub fn routes<S>(feed: Arc<StatusFeed>) -> Router<S> {
         .route("/stages/{name}", get(stage))
         .route("/api/status", get(api_status))
         .route("/api/events", get(events))
+        .route("/api/stages/{name}/health", get(stage_health))
         .route("/assets/page.css", get(stylesheet))
         .route("/assets/page.js", get(script))
         .with_state(feed)
@@ -72,6 +75,17 @@ async fn api_status(State(feed): State<Arc<StatusFeed>>) -> Response {
             Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json + "\n").into_response(),
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         },
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn stage_health(State(feed): State<Arc<StatusFeed>>, Path(name): Path<String>) -> Response {
+    match feed.stage_health(&name).await {
+        Ok(Some(objects)) => match serde_json::to_string(&objects) {
+            Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        },
+        Ok(None) => (StatusCode::NOT_FOUND, format!("no stage named {name}\n")).into_response(),
         Err(e) => unavailable(e),
     }
 }

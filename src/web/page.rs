@@ -206,14 +206,6 @@ fn objects_html(out: &mut String, stage: &StageReport) {
     if stage.objects.is_empty() {
         return;
     }
-    // The state keeps what was applied, not live health: an object is as
-    // healthy as the stage's last verdict on it.
-    let health = match stage.phase {
-        Phase::Ready => "healthy",
-        Phase::Failed => "see message",
-        Phase::Running | Phase::Pending => "progressing",
-        Phase::Blocked | Phase::Suspended => "unchanged",
-    };
     let _ = write!(
         out,
         r#"<h3>objects ({})</h3><div class="scroll"><table class="objects"><thead><tr><th>kind</th><th>namespace</th><th>name</th><th>health</th></tr></thead><tbody>"#,
@@ -222,13 +214,25 @@ fn objects_html(out: &mut String, stage: &StageReport) {
     for object in &stage.objects {
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{health}</td></tr>",
+            // Filled in by the page from /api/stages/NAME/health: the state
+            // records what was applied, not how it is doing now.
+            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td class="health" data-object="{}">…</td></tr>"#,
             escape(&object.kind),
             escape(object.namespace.as_deref().unwrap_or("-")),
             escape(&object.name),
+            escape(&object_key(
+                &object.kind,
+                object.namespace.as_deref(),
+                &object.name
+            )),
         );
     }
     out.push_str("</tbody></table></div>");
+}
+
+/// How the page matches a health answer to its row: `Kind/namespace/name`.
+fn object_key(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    format!("{kind}/{}/{name}", namespace.unwrap_or_default())
 }
 
 /// `main@sha1:<40 hex>` keeps 12 hex digits; the full one is the title.
@@ -332,7 +336,7 @@ mod tests {
         );
         assert!(pre.contains(r#"<pre class="log-tail" data-job="shop/migrate">Died at -e line 1 &lt;script&gt;</pre>"#), "{pre}");
         assert!(
-            pre.contains("<td>Secret</td><td>shop</td><td>db</td>"),
+            pre.contains(r#"<td>Secret</td><td>shop</td><td>db</td><td class="health" data-object="Secret/shop/db">"#),
             "{pre}"
         );
         assert!(

@@ -30,7 +30,7 @@
     });
     if (view === null) return;
     if (Object.prototype.hasOwnProperty.call(view.details, name)) {
-      swap(detail, view.details[name]);
+      if (swap(detail, view.details[name])) loadHealth(name);
     } else {
       var p = document.createElement("p");
       p.className = "empty";
@@ -43,9 +43,31 @@
   // position and text selection survive updates elsewhere.
   var shown = new WeakMap();
   function swap(element, html) {
-    if (shown.get(element) === html) return;
+    if (shown.get(element) === html) return false;
     element.innerHTML = html;
     shown.set(element, html);
+    return true;
+  }
+
+  // The objects' live health, read from the cluster on selection.
+  function loadHealth(name) {
+    if (!detail.querySelector("td.health")) return;
+    fetch("/api/stages/" + encodeURIComponent(name) + "/health")
+      .then(function (response) { return response.ok ? response.json() : []; })
+      .then(function (objects) {
+        if (selectedFromPath() !== name) return;
+        var cells = {};
+        detail.querySelectorAll("td.health").forEach(function (td) {
+          cells[td.getAttribute("data-object")] = td;
+        });
+        objects.forEach(function (o) {
+          var td = cells[o.kind + "/" + (o.namespace || "") + "/" + o.name];
+          if (!td) return;
+          td.textContent = o.health + (o.message ? ": " + o.message : "");
+          td.className = "health health-" + o.health.toLowerCase();
+        });
+      })
+      .catch(function () {});
   }
 
   function render() {
