@@ -554,3 +554,45 @@ fn graph_svg_draws_a_repository_as_the_page_does() {
     // From a repository there is no phase yet, and nothing links anywhere.
     assert!(!svg.contains("data-phase") && !svg.contains("<a "), "{svg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flag_turns_the_page_off_and_metrics_stay() {
+    let c = cluster().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    c.sim.write_kubeconfig(&kubeconfig).unwrap();
+    let repo = GitRepo::init(&tmp.path().join("repo"));
+    commit(&repo, "shop", &example_files());
+    let port = free_port();
+    let agent = Agent {
+        port,
+        args: vec![
+            "run".into(),
+            "--repo".into(),
+            repo.file_url(),
+            "--namespace".into(),
+            NS.into(),
+            "--create-namespace".into(),
+            "--leader-elect".into(),
+            "false".into(),
+            "--status-page".into(),
+            "false".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--cache-dir".into(),
+            tmp.path().join("cache").display().to_string(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+        ],
+        log: tmp.path().join("agent.log"),
+    };
+    let _running = agent.start();
+    wait_until_listening(port, "the agent").await;
+    for path in ["/", "/api/status", "/stages/pre", "/api/events"] {
+        let (code, _) = http_get(port, path).expect(path);
+        assert_eq!(code, 404, "{path} with --status-page false");
+    }
+    let (code, _) = http_get(port, "/metrics").expect("/metrics");
+    assert_eq!(code, 200);
+    c.sim.shutdown().await;
+}
