@@ -4,7 +4,9 @@
 # applies it. Stages turn Ready in dependency order: the migration Job first,
 # then the application.
 #
-#   ./demo.sh          run the agent (Ctrl-C to stop); follow the README from there
+#   ./demo.sh          run the agent (Ctrl-C to stop) with its status page on
+#                      http://127.0.0.1:8080/ (or the next free port, or
+#                      $STAGEGATE_DEMO_PORT); follow the README from there
 #   ./demo.sh --once   one reconcile, a summary, exit 0 when every stage is Ready
 #
 # The running demo keeps its files in $STAGEGATE_DEMO_DIR (default
@@ -19,7 +21,7 @@ once=false
 case "${1:-}" in
   --once) once=true ;;
   "") ;;
-  -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "demo.sh: unknown argument '$1' (try --once or --help)" >&2; exit 2 ;;
 esac
 
@@ -52,9 +54,10 @@ rm -rf "$work"
 mkdir -p "$work"
 echo $$ >"$work/demo.pid"
 
-# The agent's HTTP port (status page, metrics): the first free one from 8080.
-port=
-for candidate in $(seq 8080 8180); do
+# The agent's HTTP port (status page, metrics): $STAGEGATE_DEMO_PORT, else
+# the first free one from 8080.
+port=${STAGEGATE_DEMO_PORT:-}
+for candidate in $( [ -n "$port" ] || seq 8080 8180); do
   if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
     port=$candidate
     break

@@ -71,9 +71,12 @@ pub struct RunArgs {
     /// File holding the push webhook's shared secret; without it the webhook is off.
     #[arg(long, value_name = "FILE", env = "STAGEGATE_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
-    /// Address of /metrics, /healthz, /readyz and POST /hooks/git (default 0.0.0.0:8080).
+    /// Address of /metrics, /healthz, /readyz, POST /hooks/git and the status page (default 0.0.0.0:8080).
     #[arg(long, value_name = "ADDR", env = "STAGEGATE_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Serve the read-only status page at / and /api/status (default true).
+    #[arg(long, value_name = "BOOL", env = "STAGEGATE_STATUS_PAGE")]
+    pub status_page: Option<bool>,
     /// Hold a Lease so that only one replica reconciles (default true; false with --once).
     #[arg(long, value_name = "BOOL", env = "STAGEGATE_LEADER_ELECT")]
     pub leader_elect: Option<bool>,
@@ -114,6 +117,7 @@ struct FileSettings {
     https_password_file: Option<PathBuf>,
     webhook_secret_file: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    status_page: Option<bool>,
     leader_elect: Option<bool>,
     #[serde(default, with = "humantime_serde")]
     timeout: Option<Duration>,
@@ -135,6 +139,7 @@ pub struct Settings {
     pub auth: GitAuth,
     pub webhook_secret_file: Option<PathBuf>,
     pub listen: SocketAddr,
+    pub status_page: bool,
     pub leader_elect: bool,
     pub timeout: Duration,
     pub stuck_pod_grace: Duration,
@@ -228,6 +233,7 @@ impl Settings {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
+            status_page: args.status_page.or(file.status_page).unwrap_or(true),
             leader_elect: args.leader_elect.or(file.leader_elect).unwrap_or(!once),
             timeout: args
                 .timeout

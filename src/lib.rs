@@ -28,4 +28,5 @@ pub mod stage;
 pub mod state;
 pub mod tree;
 pub mod status;
+pub mod web;
 pub mod yaml;

@@ -12,6 +12,7 @@ use stagegate::diagnostics::Problems;
 use stagegate::output::{graph_dot, graph_text, yaml_stream};
 use stagegate::plan::{Plan, build_plan};
 use stagegate::state::StateStore;
+use stagegate::web::svg;
 
 #[derive(Parser)]
 #[command(
@@ -46,7 +47,8 @@ enum Command {
     Graph {
         #[command(flatten)]
         repo: RepoArgs,
-        /// `text`: one stage per line, `name <- dependencies`; `dot`: Graphviz.
+        /// `text`: one stage per line, `name <- dependencies`; `dot`: Graphviz;
+        /// `svg`: the status page's drawing.
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
     },
@@ -161,6 +163,7 @@ struct RepoArgs {
 enum GraphFormat {
     Text,
     Dot,
+    Svg,
 }
 
 #[tokio::main]
@@ -231,6 +234,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let text = match format {
                 GraphFormat::Text => graph_text(&plan),
                 GraphFormat::Dot => graph_dot(&plan),
+                GraphFormat::Svg => {
+                    let stages = svg::stages_of_topology(&Topology::of(&plan));
+                    svg::render(&stages, false, true) + "\n"
+                }
             };
             print_stdout(&text)?;
             Ok(ExitCode::SUCCESS)

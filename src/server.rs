@@ -1,5 +1,6 @@
 //! HTTP: `/metrics`, `/healthz`, `/readyz`, and the Git push webhook
-//! `POST /hooks/git`, which makes the agent fetch at once.
+//! `POST /hooks/git`, which makes the agent fetch at once, and the status
+//! page (see [`crate::web`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,14 +29,20 @@ pub struct ServerState {
     pub wake: Arc<Notify>,
     /// The webhook's shared secret; `None` disables the webhook.
     pub webhook_secret: Option<Vec<u8>>,
+    /// The read-only status page (`/`, `/api/status`); `None` turns it off.
+    pub status_page: Option<Arc<crate::web::StatusFeed>>,
 }
 
 pub fn router(state: Arc<ServerState>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/hooks/git", post(webhook))
+        .route("/hooks/git", post(webhook));
+    if let Some(feed) = &state.status_page {
+        router = router.merge(crate::web::routes(feed.clone()));
+    }
+    router
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

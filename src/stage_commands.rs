@@ -13,6 +13,8 @@ use stagegate::state::requests::SUSPEND_ANNOTATION;
 use stagegate::state::store::StageObject;
 use stagegate::state::{Phase, StateStore};
 use stagegate::status::RunningJob;
+use stagegate::web::StatusReport;
+use stagegate::web::report::{Topology, TopologyStage};
 
 use super::{OutputFormat, print_stdout};
 
@@ -58,22 +60,27 @@ async fn render(store: &StateStore, output: OutputFormat) -> anyhow::Result<Stri
             // change, so in a table they are rounded by `age` already.
             stagegate::status::table(source.as_ref(), &stages, &running, jiff::Timestamp::now())
         }
-        OutputFormat::Json => {
-            serde_json::to_string_pretty(&as_document(source.as_ref(), &stages))? + "\n"
-        }
-        OutputFormat::Yaml => serde_yaml::to_string(&as_document(source.as_ref(), &stages))?,
+        // The status page serves the same report at /api/status.
+        OutputFormat::Json => serde_json::to_string_pretty(&report(store, &stages).await?)? + "\n",
+        OutputFormat::Yaml => serde_yaml::to_string(&report(store, &stages).await?)?,
     })
 }
 
-fn as_document(
-    source: Option<&stagegate::state::SourceState>,
-    stages: &[StageObject],
-) -> serde_json::Value {
-    let stages: Vec<serde_json::Value> = stagegate::status::dependency_order(stages)
-        .into_iter()
-        .map(|o| serde_json::json!({"name": o.name, "spec": o.spec, "status": o.status}))
-        .collect();
-    serde_json::json!({"source": source, "stages": stages})
+/// The report `status -o json|yaml` prints and the status page serves:
+/// what the Stage objects hold, with the edges their specs name.
+async fn report(store: &StateStore, stages: &[StageObject]) -> anyhow::Result<StatusReport> {
+    let state = store.load().await?;
+    let topology = Topology {
+        stages: stagegate::status::dependency_order(stages)
+            .into_iter()
+            .map(|o| TopologyStage {
+                name: o.name.clone(),
+                depends_on: o.spec.depends_on.clone(),
+                hooks: Vec::new(),
+            })
+            .collect(),
+    };
+    Ok(StatusReport::new(&state, Some(&topology), None))
 }
 
 /// The Jobs of stages that are Running, as the cluster shows them now. A

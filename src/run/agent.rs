@@ -59,7 +59,11 @@ pub struct Agent {
     pub wake: Arc<Notify>,
     /// Set once the first fetch was attempted: `/readyz`.
     pub ready: Arc<AtomicBool>,
+    /// Told of every revision planned (the status page draws its graph).
+    plan_observer: Option<PlanObserver>,
 }
+
+type PlanObserver = Box<dyn Fn(&Plan) + Send + Sync>;
 
 /// Delay before retrying a failed fetch: 2 s doubling, at most the interval.
 fn backoff(failures: u32, interval: Duration) -> Duration {
@@ -81,7 +85,14 @@ impl Agent {
             ctx,
             wake,
             ready,
+            plan_observer: None,
         }
+    }
+
+    /// Call `observer` with every revision planned.
+    pub fn observe_plans(mut self, observer: impl Fn(&Plan) + Send + Sync + 'static) -> Self {
+        self.plan_observer = Some(Box::new(observer));
+        self
     }
 
     pub fn context(&self) -> &Arc<AgentContext> {
@@ -250,6 +261,9 @@ impl Agent {
             Ok(plan) => {
                 for warning in plan.warnings.iter() {
                     warn!(revision = %fetched.reference, "{warning}");
+                }
+                if let Some(observe) = &self.plan_observer {
+                    observe(&plan);
                 }
                 Ok(Arc::new(plan))
             }

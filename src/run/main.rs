@@ -22,6 +22,7 @@ use crate::events::EventSink;
 use crate::metrics::Metrics;
 use crate::server::{ServerState, serve};
 use crate::state::{Phase, StateStore};
+use crate::web::{SourceOrigin, StatusFeed};
 
 /// The binary's edge: `anyhow` errors, an exit code.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -47,16 +48,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
+    let status_page = settings.status_page.then(|| {
+        let origin = SourceOrigin {
+            repository: crate::source::RemoteUrl::parse(&settings.repo)
+                .map(|u| u.redacted())
+                .unwrap_or_else(|_| "(unparsable URL)".into()),
+            reference: settings.reference.to_string(),
+        };
+        Arc::new(StatusFeed::new(client.clone(), &settings.namespace, origin))
+    });
+    if let Some(feed) = &status_page {
+        tokio::spawn(feed.clone().follow(shutdown.clone()));
+    }
     let server_state = Arc::new(ServerState {
         metrics: metrics.clone(),
         ready: ready.clone(),
         wake: wake.clone(),
         webhook_secret,
+        status_page: status_page.clone(),
     });
     let (bound, server) = serve(settings.listen, server_state, shutdown.clone())
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
     info!(listen = %bound, "serving /metrics, /healthz, /readyz and POST /hooks/git");
+    if status_page.is_some() {
+        info!(listen = %bound, "status page at http://{bound}/");
+    }
 
     // Two replicas never reconcile at once: wait for the Lease, and stop if it is lost.
     let lost = CancellationToken::new();
@@ -98,7 +115,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let once = settings.once;
     let ctx = Arc::new(AgentContext::new(engine, events, settings, store, state, metrics));
-    let agent = Agent::new(ctx, wake, ready);
+    let mut agent = Agent::new(ctx, wake, ready);
+    if let Some(feed) = status_page {
+        agent = agent.observe_plans(move |plan| feed.plan_applied(plan));
+    }
     let result = agent.run(stop.clone()).await;
     shutdown.cancel();
     let _ = server.await;
