@@ -12,7 +12,7 @@ use stagegate::diagnostics::Problems;
 use stagegate::output::{graph_dot, graph_text, yaml_stream};
 use stagegate::plan::{Plan, build_plan};
 use stagegate::state::StateStore;
-use stagegate::web::svg;
+use stagegate::web::{Topology, svg};
 
 #[derive(Parser)]
 #[command(
