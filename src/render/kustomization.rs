@@ -49,7 +49,8 @@ const SUPPORTED_FIELDS: &[&str] = &[
     "patchesStrategicMerge",
 ];
 
-/// Fields kustomize runs a program for; stagegate renders no plugin.
+/// Fields stagegate refuses with a specific piece of advice: plugins (it runs
+/// no program) and `vars` (which `replacements` replace).
 const PLUGIN_FIELDS: &[(&str, &str)] = &[
     (
         "helmCharts",
@@ -76,6 +77,11 @@ const PLUGIN_FIELDS: &[(&str, &str)] = &[
     (
         "validators",
         "validator plugins run programs; validate in CI instead",
+    ),
+    (
+        "vars",
+        "rewrite the vars as `replacements`, which stagegate renders, or render this directory \
+         with kustomize and commit the output",
     ),
 ];
 
@@ -743,12 +749,12 @@ mod tests {
         write(
             &root,
             "app/kustomization.yaml",
-            "resources: []\nvars:\n- name: X\n",
+            "resources: []\nconfigurations: [x.yaml]\n",
         );
         let err = build_dir(&root, "app").unwrap_err();
         assert!(
             matches!(&err, RenderError::UnsupportedField { field, path, .. }
-                if field == "vars" && path == Path::new("app/kustomization.yaml")),
+                if field == "configurations" && path == Path::new("app/kustomization.yaml")),
             "{err}"
         );
     }
