@@ -20,6 +20,7 @@ use super::metadata::{self, LabelScope};
 use super::patch::{self, LoadedPatch};
 use super::replacement::{self, Replacement};
 use super::resource::{Ctx, Resource};
+use super::transformer;
 use super::{ImageOverride, KUSTOMIZATION_FILE_NAMES, Overlay, Patch, PatchTarget, images, load};
 use crate::paths::{PathError, resolve_inside};
 use crate::yaml::parse_documents;
@@ -36,6 +37,7 @@ const SUPPORTED_FIELDS: &[&str] = &[
     "generatorOptions",
     "replicas",
     "replacements",
+    "transformers",
     "sortOptions",
     "namespace",
     "namePrefix",
@@ -68,11 +70,6 @@ const PLUGIN_FIELDS: &[(&str, &str)] = &[
         "generators",
         "generator plugins run programs; render with kustomize elsewhere and commit the output, \
          or use configMapGenerator / secretGenerator",
-    ),
-    (
-        "transformers",
-        "transformer plugins are not run; express the change with the kustomization's own fields \
-         (patches, labels, namespace, namePrefix, images, replicas) or render elsewhere and commit the output",
     ),
     (
         "validators",
@@ -108,6 +105,8 @@ struct Kustomization {
     replicas: Vec<Replica>,
     #[serde(default)]
     replacements: Vec<Replacement>,
+    #[serde(default)]
+    transformers: Vec<String>,
     #[serde(default)]
     sort_options: Option<SortOptions>,
     #[serde(default)]
@@ -585,6 +584,10 @@ fn build_file(
     if !k.replacements.is_empty() {
         let list = load_replacements(ctx, dir, file, &k.replacements)?;
         replacement::apply(&list, &mut resources).map_err(|m| ctx.kustomization_error(file, m))?;
+    }
+    if !k.transformers.is_empty() {
+        let resolve = |entry: &str| resolve_entry(ctx, dir, file, "transformers", entry);
+        transformer::run(ctx, dir, file, &k.transformers, &resolve, &mut resources)?;
     }
     Ok(resources)
 }

@@ -23,6 +23,7 @@ mod replacement;
 mod resource;
 mod substitute;
 mod target;
+mod transformer;
 
 use std::path::{Path, PathBuf};
 
