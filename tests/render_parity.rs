@@ -299,3 +299,8 @@ fn a_stage_overlay_prefix_and_components_match_the_kustomization_flux_writes() {
 fn replacements_with_list_selectors_delimiters_wildcards_and_files_match_kustomize() {
     assert_same_as_kustomize("scenarios/replacements");
 }
+
+#[test]
+fn built_in_transformers_listed_under_transformers_match_kustomize() {
+    assert_same_as_kustomize("scenarios/builtin-transformers");
+}

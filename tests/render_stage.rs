@@ -304,3 +304,125 @@ fn the_same_object_twice_in_a_stage_is_an_error_naming_both_files() {
     );
     assert!(text.contains("ConfigMap settings"), "{text}");
 }
+
+fn job_hash(objects: &[Manifest], name_prefix: &str) -> String {
+    objects
+        .iter()
+        .find(|m| m.kind() == "Job" && m.name().starts_with(name_prefix))
+        .and_then(|m| m.value["metadata"]["annotations"][SPEC_HASH_ANNOTATION].as_str())
+        .map(str::to_string)
+        .expect("the Job carries a spec hash")
+}
+
+#[test]
+fn editing_a_generated_script_recreates_the_job_and_other_generators_do_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(
+        root,
+        "app/kustomization.yaml",
+        "resources: [job.yaml]\nconfigMapGenerator:\n- name: migrate-scripts\n  files: [migrate.sh]\n\
+         - name: unrelated\n  literals: [A=1]\n",
+    );
+    write(root, "app/job.yaml", MIGRATION);
+    write(root, "app/migrate.sh", "psql -f v1.sql\n");
+    let mut stage = Stage::new("app", "app");
+    stage.substitute.insert("TAG".into(), "1".into());
+    let first = render_stage(root, &stage).unwrap();
+    let before = job_hash(&first, "migrate");
+    let volume = &first.iter().find(|m| m.kind() == "Job").unwrap().value["spec"]["template"]["spec"]
+        ["volumes"][0]["configMap"]["name"];
+    assert!(
+        volume
+            .as_str()
+            .is_some_and(|n| n.starts_with("migrate-scripts-")),
+        "the Job mounts the generated ConfigMap by its hashed name: {volume}"
+    );
+
+    write(
+        root,
+        "app/kustomization.yaml",
+        "resources: [job.yaml]\nconfigMapGenerator:\n- name: migrate-scripts\n  files: [migrate.sh]\n\
+         - name: unrelated\n  literals: [A=2]\n",
+    );
+    let unchanged = job_hash(&render_stage(root, &stage).unwrap(), "migrate");
+    assert_eq!(
+        before, unchanged,
+        "a generator the Job does not read leaves it alone"
+    );
+
+    write(root, "app/migrate.sh", "psql -f v2.sql\n");
+    let after = job_hash(&render_stage(root, &stage).unwrap(), "migrate");
+    assert_ne!(
+        before, after,
+        "editing the script changes the Job's spec hash"
+    );
+}
+
+#[test]
+fn kustomization_header_escaping_paths_and_huge_files_are_refused_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(
+        root,
+        "v9/kustomization.yaml",
+        "apiVersion: kustomize.config.k8s.io/v9\nkind: Kustomization\nresources: []\n",
+    );
+    let err = render_stage(root, &Stage::new("v9", "v9")).unwrap_err();
+    assert_eq!(err.file(), Path::new("v9/kustomization.yaml"));
+    assert!(
+        err.to_string()
+            .contains("unknown apiVersion `kustomize.config.k8s.io/v9`"),
+        "{err}"
+    );
+
+    write(
+        root,
+        "out/kustomization.yaml",
+        "resources: [../../elsewhere]\n",
+    );
+    let err = render_stage(root, &Stage::new("out", "out")).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.file(), Path::new("out/kustomization.yaml"), "{text}");
+    assert!(
+        text.contains("`../../elsewhere` points outside the repository")
+            && !text.contains(&*root.to_string_lossy()),
+        "the message names the entry as written, not the agent's cache path: {text}"
+    );
+
+    let big = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata:\n  blob: \"{}\"\n",
+        "x".repeat(stagegate::yaml::MAX_FILE_BYTES)
+    );
+    write(root, "big/cm.yaml", &big);
+    let err = render_stage(root, &Stage::new("big", "big")).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.file(), Path::new("big/cm.yaml"), "{text}");
+    assert!(text.contains("limit of 8388608 bytes"), "{text}");
+}
+
+#[test]
+fn plugin_fields_are_refused_with_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "t/kustomization.yaml",
+        "resources: []\ntransformers: [plugin.yaml]\n",
+    );
+    write(
+        tmp.path(),
+        "t/plugin.yaml",
+        "apiVersion: example.com/v1\nkind: Sed\nmetadata: {name: s}\n",
+    );
+    let err = render_stage(tmp.path(), &Stage::new("t", "t")).unwrap_err();
+    assert_eq!(err.file(), Path::new("t/plugin.yaml"));
+    assert!(err.to_string().contains("commit the output"), "{err}");
+
+    write(
+        tmp.path(),
+        "h/kustomization.yaml",
+        "helmCharts:\n- name: redis\n",
+    );
+    let err = render_stage(tmp.path(), &Stage::new("h", "h")).unwrap_err();
+    assert!(err.to_string().contains("helm template"), "{err}");
+}

@@ -47,7 +47,7 @@ pub enum RenderError {
     },
     #[error(
         "stage {stage}: {path}: kustomization field `{field}` is not supported by stagegate; \
-         remove it or render this stage with kustomize"
+         render this directory with kustomize and commit the output, or remove the field"
     )]
     UnsupportedField {
         stage: StageName,
@@ -95,18 +95,11 @@ pub enum RenderError {
         expression: String,
         message: String,
     },
-    #[error(
-        "stage {stage}: {path}: {object}: field `{field}` names `{name}`, which fits more than one \
-         object of the build: {candidates}; kustomize refuses this too — give the objects \
-         different names or put them in different namespaces"
-    )]
+    #[error("stage {stage}: {path}: {detail}")]
     AmbiguousReference {
         stage: StageName,
         path: PathBuf,
-        object: String,
-        field: String,
-        name: String,
-        candidates: String,
+        detail: Box<Ambiguity>,
     },
     #[error("stage {stage}: {path}: {field} is not supported by stagegate: {advice}")]
     Refused {
@@ -122,6 +115,21 @@ pub enum RenderError {
         object: String,
         other: PathBuf,
     },
+}
+
+/// A name reference that fits more than one object of the build.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{object}: field `{field}` names `{name}`, which fits more than one object of the build: \
+     {candidates}; kustomize refuses this too — give the objects different names or put them \
+     in different namespaces"
+)]
+pub struct Ambiguity {
+    pub object: String,
+    pub field: String,
+    pub name: String,
+    /// The objects it fits, as `Kind namespace/name`, joined by "and".
+    pub candidates: String,
 }
 
 impl RenderError {

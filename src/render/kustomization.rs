@@ -20,6 +20,7 @@ use super::metadata::{self, LabelScope};
 use super::patch::{self, LoadedPatch};
 use super::replacement::{self, Replacement};
 use super::resource::{Ctx, Resource};
+use super::transformer;
 use super::{ImageOverride, KUSTOMIZATION_FILE_NAMES, Overlay, Patch, PatchTarget, images, load};
 use crate::paths::{PathError, resolve_inside};
 use crate::yaml::parse_documents;
@@ -36,6 +37,7 @@ const SUPPORTED_FIELDS: &[&str] = &[
     "generatorOptions",
     "replicas",
     "replacements",
+    "transformers",
     "sortOptions",
     "namespace",
     "namePrefix",
@@ -49,7 +51,8 @@ const SUPPORTED_FIELDS: &[&str] = &[
     "patchesStrategicMerge",
 ];
 
-/// Fields kustomize runs a program for; stagegate renders no plugin.
+/// Fields stagegate refuses with a specific piece of advice: plugins (it runs
+/// no program) and `vars` (which `replacements` replace).
 const PLUGIN_FIELDS: &[(&str, &str)] = &[
     (
         "helmCharts",
@@ -69,13 +72,13 @@ const PLUGIN_FIELDS: &[(&str, &str)] = &[
          or use configMapGenerator / secretGenerator",
     ),
     (
-        "transformers",
-        "transformer plugins are not run; express the change with the kustomization's own fields \
-         (patches, labels, namespace, namePrefix, images, replicas) or render elsewhere and commit the output",
-    ),
-    (
         "validators",
         "validator plugins run programs; validate in CI instead",
+    ),
+    (
+        "vars",
+        "rewrite the vars as `replacements`, which stagegate renders, or render this directory \
+         with kustomize and commit the output",
     ),
 ];
 
@@ -102,6 +105,8 @@ struct Kustomization {
     replicas: Vec<Replica>,
     #[serde(default)]
     replacements: Vec<Replacement>,
+    #[serde(default)]
+    transformers: Vec<String>,
     #[serde(default)]
     sort_options: Option<SortOptions>,
     #[serde(default)]
@@ -580,6 +585,10 @@ fn build_file(
         let list = load_replacements(ctx, dir, file, &k.replacements)?;
         replacement::apply(&list, &mut resources).map_err(|m| ctx.kustomization_error(file, m))?;
     }
+    if !k.transformers.is_empty() {
+        let resolve = |entry: &str| resolve_entry(ctx, dir, file, "transformers", entry);
+        transformer::run(ctx, dir, file, &k.transformers, &resolve, &mut resources)?;
+    }
     Ok(resources)
 }
 
@@ -743,12 +752,12 @@ mod tests {
         write(
             &root,
             "app/kustomization.yaml",
-            "resources: []\nvars:\n- name: X\n",
+            "resources: []\nconfigurations: [x.yaml]\n",
         );
         let err = build_dir(&root, "app").unwrap_err();
         assert!(
             matches!(&err, RenderError::UnsupportedField { field, path, .. }
-                if field == "vars" && path == Path::new("app/kustomization.yaml")),
+                if field == "configurations" && path == Path::new("app/kustomization.yaml")),
             "{err}"
         );
     }

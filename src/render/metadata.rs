@@ -108,10 +108,11 @@ pub(crate) fn set_namespace(resources: &mut [Resource], namespace: &str) {
         // name references look for targets among recorded identities.
         r.remember_identity();
         let (group, kind) = (r.group().to_string(), r.kind().to_string());
-        if kind == "Namespace" && r.api_version() == "v1" {
-            if let Some(meta) = metadata_mut(&mut r.value) {
-                meta.insert("name".into(), Value::String(namespace.into()));
-            }
+        if kind == "Namespace"
+            && r.api_version() == "v1"
+            && let Some(meta) = metadata_mut(&mut r.value)
+        {
+            meta.insert("name".into(), Value::String(namespace.into()));
         }
         if matches!(kind.as_str(), "RoleBinding" | "ClusterRoleBinding") {
             set_default_subject_namespace(&mut r.value, namespace);

@@ -23,6 +23,7 @@ mod replacement;
 mod resource;
 mod substitute;
 mod target;
+mod transformer;
 
 use std::path::{Path, PathBuf};
 
@@ -32,7 +33,7 @@ use crate::object::Manifest;
 use crate::paths::resolve_inside;
 use crate::stage::{Stage, is_stage_document, is_unreadable_stage_document};
 
-pub use error::RenderError;
+pub use error::{Ambiguity, RenderError};
 pub use hash::{annotate_spec_hashes, spec_hash};
 pub use metadata::is_cluster_scoped;
 
@@ -266,10 +267,12 @@ fn finish_build(ctx: &Ctx<'_>, resources: &mut [Resource]) -> Result<(), RenderE
         RenderError::AmbiguousReference {
             stage: ctx.stage.clone(),
             path: referrer.source.clone(),
-            object: referrer.describe(),
-            field: e.field,
-            name: e.name,
-            candidates: e.candidates.join(" and "),
+            detail: Box::new(Ambiguity {
+                object: referrer.describe(),
+                field: e.field,
+                name: e.name,
+                candidates: e.candidates.join(" and "),
+            }),
         }
     })
 }

@@ -442,7 +442,7 @@ pub(crate) fn fix_references(resources: &mut [Resource]) -> Result<(), Ambiguous
         let reachable = reachable_from(referrer, &r.value, &renamed, &candidates);
         for rule in applicable {
             let ctx = Lookup {
-                rule: *rule,
+                rule,
                 referrer,
                 role_ref: role_ref_gvk(&r.value, rule),
                 candidates: &candidates,

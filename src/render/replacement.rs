@@ -249,7 +249,7 @@ fn find_mut<'a>(
             let wanted = |item: &Value| {
                 item.get(key).is_some_and(|v| match v {
                     Value::String(s) => s == value,
-                    other => other.to_string() == *value,
+                    other => *other == scalar_value(value),
                 })
             };
             if create && !items.iter().any(wanted) {
@@ -287,7 +287,7 @@ fn find<'a>(node: &'a Value, steps: &[Step], path: &str) -> Result<Option<&'a Va
         (Step::Item(key, value), Value::Array(items)) => {
             let hit = items.iter().find(|i| {
                 i.get(key)
-                    .is_some_and(|v| v.as_str().map_or(v.to_string() == *value, |s| s == value))
+                    .is_some_and(|v| v.as_str().map_or(*v == scalar_value(value), |s| s == value))
             });
             match hit {
                 Some(next) => find(next, rest, path),
@@ -296,6 +296,15 @@ fn find<'a>(node: &'a Value, steps: &[Step], path: &str) -> Result<Option<&'a Va
         }
         _ => Ok(None),
     }
+}
+
+/// A `[key=value]` value as the YAML scalar it spells (`[port=80]` picks
+/// `port: 80`).
+fn scalar_value(text: &str) -> Value {
+    crate::yaml::parse_documents(text)
+        .ok()
+        .and_then(|docs| docs.into_iter().next())
+        .map_or_else(|| Value::String(text.to_string()), |d| d.value)
 }
 
 fn scalar_text(v: &Value) -> Option<String> {

@@ -2,8 +2,9 @@
 //! `kubectl kustomize`: bases with ConfigMaps, Secrets, ServiceAccounts,
 //! claims, Services and workloads that refer to them; overlays that reuse a
 //! base under other prefixes, suffixes and namespaces; sibling bases with
-//! same-named objects; patches, labels, annotations, replicas and
-//! generators with their options and behaviours. Shared by the test suite
+//! same-named objects; patches, labels, annotations, replicas,
+//! generators with their options and behaviours, and a component with a
+//! generator, labels and a replacement. Shared by the test suite
 //! (a few dozen seeds) and `cargo bench --bench render` (thousands).
 
 use std::fmt::Write as _;
@@ -209,6 +210,20 @@ pub fn generate(seed: u64, root: &Path) -> PathBuf {
         }
         write(&dir.join("kustomization.yaml"), &k);
         let _ = writeln!(top, "- overlay{o}");
+    }
+    if rng.chance(40) {
+        let component = format!(
+            "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\n\
+             configMapGenerator:\n- name: component-settings\n  literals: [LEVEL=l{}]\n\
+             labels:\n- pairs: {{component: c{}}}\n  includeSelectors: {}\n\
+             replacements:\n- source: {{kind: ConfigMap, name: component-settings, fieldPath: data.LEVEL}}\n\
+             \x20 targets:\n  - select: {{kind: Deployment}}\n    fieldPaths: [metadata.annotations.level]\n    options: {{create: true}}\n",
+            rng.below(3),
+            rng.below(3),
+            rng.chance(50),
+        );
+        write(&root.join("component/kustomization.yaml"), &component);
+        top.push_str("components:\n- component\n");
     }
     if rng.chance(40) {
         top.push_str(&transformers(&mut rng));
