@@ -77,6 +77,10 @@ pub enum StateError {
         namespace: String,
         known: String,
     },
+    #[error(
+        "no ConfigMap {SOURCE_CONFIGMAP} in namespace {namespace}: the agent has not fetched there yet (is it running in this namespace?)"
+    )]
+    NoSource { namespace: String },
     #[error("stage {stage} has no Job {job}; its Jobs: {known}")]
     UnknownJob {
         stage: String,
@@ -552,17 +556,9 @@ impl StateStore {
             .await
         {
             Ok(_) => Ok(now),
-            Err(e) if crate::apply::error::is_not_found(&e) => {
-                let known = self.list().await?;
-                Err(StateError::UnknownStage {
-                    stage: "(source)".into(),
-                    namespace: self.namespace.clone(),
-                    known: format!(
-                        "{} stages, but no {SOURCE_CONFIGMAP}: is the agent running in this namespace?",
-                        known.len()
-                    ),
-                })
-            }
+            Err(e) if crate::apply::error::is_not_found(&e) => Err(StateError::NoSource {
+                namespace: self.namespace.clone(),
+            }),
             Err(e) => Err(self.kube_err(e)),
         }
     }
