@@ -156,3 +156,15 @@ pub async fn require_namespace(client: &Client, namespace: &str) -> Result<(), C
         ))),
     }
 }
+
+/// The server's Status, when the error is one.
+pub fn api_status(e: &kube::Error) -> Option<&kube::core::Status> {
+    match e {
+        kube::Error::Api(status) => Some(status),
+        _ => None,
+    }
+}
+
+pub fn is_not_found(e: &kube::Error) -> bool {
+    api_status(e).is_some_and(|s| s.code == 404)
+}

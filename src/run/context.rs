@@ -9,14 +9,19 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use tokio::sync::Mutex;
 use tracing::{error, info, warn};
 
-use crate::apply::Engine;
+use futures::future::BoxFuture;
+
+use crate::apply::{Engine, JobJournal};
 use crate::config::Settings;
+use crate::events::EventSink;
 use crate::metrics::Metrics;
 use crate::state::stage_events::{EventKind, StageEvents};
-use crate::state::{Phase, StageState, State, StateStore};
+use crate::state::{JobRun, Phase, StageState, State, StateStore};
 
 pub struct AgentContext {
     pub engine: Engine,
+    /// Where the agent's Events go; the engine publishes through the same sink.
+    pub events: EventSink,
     pub settings: Settings,
     pub store: StateStore,
     pub state: Mutex<State>,
@@ -30,6 +35,7 @@ pub struct AgentContext {
 impl AgentContext {
     pub fn new(
         engine: Engine,
+        events: EventSink,
         settings: Settings,
         store: StateStore,
         state: State,
@@ -38,6 +44,7 @@ impl AgentContext {
         Self {
             stage_events: StageEvents::new(store.client().clone()),
             engine,
+            events,
             settings,
             store,
             state: Mutex::new(state),
@@ -174,5 +181,24 @@ impl AgentContext {
         }
         self.persist_stage(name).await;
         changed
+    }
+}
+
+/// Job runs are persisted as they start and end, not when the stage ends: a
+/// SIGKILL, a restart or a Job's TTL then cannot make one run twice (#13).
+impl JobJournal for AgentContext {
+    fn record<'a>(&'a self, stage: &'a str, job: &'a str, run: &'a JobRun) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            {
+                let mut state = self.state.lock().await;
+                let stage = state.stages.entry(stage.to_string()).or_default();
+                stage
+                    .jobs
+                    .entry(job.to_string())
+                    .or_default()
+                    .record(run.clone());
+            }
+            self.persist_stage(stage).await;
+        })
     }
 }

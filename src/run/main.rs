@@ -18,6 +18,7 @@ use super::context::AgentContext;
 use super::leader::LeaderLease;
 use crate::apply::{Engine, EngineSettings};
 use crate::config::{RunArgs, Settings};
+use crate::events::EventSink;
 use crate::metrics::Metrics;
 use crate::server::{ServerState, serve};
 use crate::state::{Phase, StateStore};
@@ -82,19 +83,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let store = StateStore::new(client.clone(), &settings.namespace);
     let state = store.load().await?;
-    let engine = Engine::new(
+    let events = EventSink::new(client.clone(), std::env::var("POD_NAME").ok());
+    let engine = Engine::with_events(
         client,
         EngineSettings {
             stuck_pod_grace: settings.stuck_pod_grace,
             default_timeout: settings.timeout,
             ..EngineSettings::default()
         },
+        events.clone(),
     );
     for (name, stage) in &state.stages {
         metrics.set_phase(name, stage.phase);
     }
     let once = settings.once;
-    let ctx = Arc::new(AgentContext::new(engine, settings, store, state, metrics));
+    let ctx = Arc::new(AgentContext::new(engine, events, settings, store, state, metrics));
     let agent = Agent::new(ctx, wake, ready);
     let result = agent.run(stop.clone()).await;
     shutdown.cancel();

@@ -191,7 +191,7 @@ impl StateStore {
     }
 
     fn kube_err(&self, source: kube::Error) -> StateError {
-        if let Some(s) = crate::apply::error::api_status(&source)
+        if let Some(s) = crate::cluster::api_status(&source)
             && s.code == 404
         {
             if s.details.as_ref().is_some_and(|d| d.kind == "namespaces") {

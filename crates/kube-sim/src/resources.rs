@@ -152,6 +152,42 @@ impl Registry {
                 &[],
             )
             .create_only(),
+            b(
+                "authorization.k8s.io",
+                "v1",
+                "SubjectAccessReview",
+                "subjectaccessreviews",
+                false,
+                &[],
+            )
+            .create_only(),
+            b(
+                "authorization.k8s.io",
+                "v1",
+                "LocalSubjectAccessReview",
+                "localsubjectaccessreviews",
+                true,
+                &[],
+            )
+            .create_only(),
+            b(
+                "authorization.k8s.io",
+                "v1",
+                "SelfSubjectRulesReview",
+                "selfsubjectrulesreviews",
+                false,
+                &[],
+            )
+            .create_only(),
+            b(
+                "authentication.k8s.io",
+                "v1",
+                "SelfSubjectReview",
+                "selfsubjectreviews",
+                false,
+                &[],
+            )
+            .create_only(),
             b("apps", "v1", "Deployment", "deployments", true, &["deploy"])
                 .status()
                 .scale()

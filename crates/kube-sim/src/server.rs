@@ -31,6 +31,7 @@ pub struct Shared {
     pub faults: Faults,
     pub shutdown: tokio::sync::watch::Sender<bool>,
     pub server_address: String,
+    pub tokens: crate::auth::Tokens,
 }
 
 impl Shared {
@@ -156,6 +157,13 @@ fn fault_error(code: u16) -> ApiError {
     ApiError::new(code, reason, format!("kube-sim: injected fault ({code})"))
 }
 
+fn lock_store(shared: &Shared) -> std::sync::MutexGuard<'_, Store> {
+    shared
+        .store
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Every Kubernetes API path.
 async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if shared.faults.is_unreachable() {
@@ -173,10 +181,7 @@ async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let query = Query::parse(req.uri().query());
     let headers = req.headers().clone();
     let route = {
-        let store = shared
-            .store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let store = lock_store(&shared);
         parse_route(&path, |g, v, p| {
             store.registry.lookup(g, v, p).is_some_and(|t| t.namespaced)
         })
@@ -190,28 +195,49 @@ async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if let Some(code) = shared.faults.take_failure(verb, &path) {
         return error_response(&fault_error(code));
     }
-    let protobuf_body = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.contains("protobuf"));
-    if protobuf_body {
-        // Typed Go clients (`kubectl create configmap`, `kubectl run`) send
-        // protobuf; kube-sim speaks JSON only, and says so the real way.
-        return error_response(&ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (kube-sim does not decode protobuf)",
-        ));
-    }
+    let attrs = crate::auth::Attributes::of_request(&method, &path, &route, &query);
+    let user = match crate::auth::admit(&shared.tokens, &*lock_store(&shared), &headers, &attrs) {
+        Ok(u) => u,
+        Err(e) => return error_response(&e),
+    };
     let body = match axum::body::to_bytes(req.into_body(), 64 << 20).await {
         Ok(b) => b,
         Err(e) => return error_response(&ApiError::bad_request(format!("reading the body: {e}"))),
     };
-    tracing::debug!(%method, %path, ?verb, "request");
+    // Typed Go clients (`kubectl create …`, `kubectl run`) send protobuf.
+    let body = match decoded_body(&headers, body) {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
+    tracing::debug!(%method, %path, ?verb, user = %user.name, "request");
+    if let Route::Resource(rp) = &route
+        && method == "POST"
+        && crate::auth::review::is_review(rp)
+    {
+        let answer = parse_body(&body)
+            .and_then(|b| crate::auth::review::answer(&*lock_store(&shared), &user, rp, &b));
+        return match answer {
+            Ok(review) => json_response(201, &review),
+            Err(e) => error_response(&e),
+        };
+    }
     match dispatch(&shared, &method, route, &query, &headers, &body).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     }
+}
+
+/// A protobuf body as the JSON it stands for; any other body as it is.
+fn decoded_body(headers: &HeaderMap, body: Bytes) -> ApiResult<Bytes> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !crate::proto::is_protobuf(content_type) {
+        return Ok(body);
+    }
+    let obj = crate::proto::decode_body(&body)?;
+    Ok(Bytes::from(serde_json::to_vec(&obj).unwrap_or_default()))
 }
 
 async fn dispatch(
@@ -394,17 +420,6 @@ async fn resource(
             watch::serve(shared.clone(), rt, rp, query, repr).await
         }
         ("GET", None) => list(shared, &rt, &rp, query, crate::table::repr(accept(headers))),
-        ("POST", None) if rt.create_only => {
-            // No RBAC: every review says yes.
-            let mut review: Value = parse_body(body)?;
-            if !review.is_object() {
-                return Err(ApiError::bad_request(
-                    "the body of the request was not a JSON object",
-                ));
-            }
-            review["status"] = json!({"allowed": true, "reason": "kube-sim enforces no RBAC"});
-            Ok(json_response(201, &review))
-        }
         (_, _) if rt.create_only => Err(ApiError::new(
             405,
             "MethodNotAllowed",

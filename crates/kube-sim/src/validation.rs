@@ -193,6 +193,15 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
                 "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
             ));
         }
+    } else if rt.group == "rbac.authorization.k8s.io" {
+        // RBAC objects are named as path segments (`system:discovery`).
+        if let Some(why) = path_segment_problem(name) {
+            errs.push(FieldError::invalid(
+                "metadata.name",
+                format!("{name:?}"),
+                why,
+            ));
+        }
     } else if !crate::util::valid_dns_subdomain(name) && !rt.from_crd {
         errs.push(FieldError::invalid(
             "metadata.name",
@@ -326,6 +335,17 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::invalid(rt, name, errs))
+    }
+}
+
+/// The real `ValidatePathSegmentName`.
+fn path_segment_problem(name: &str) -> Option<&'static str> {
+    match name {
+        "." => Some("may not be '.'"),
+        ".." => Some("may not be '..'"),
+        _ if name.contains('/') => Some("may not contain '/'"),
+        _ if name.contains('%') => Some("may not contain '%'"),
+        _ => None,
     }
 }
 

@@ -210,19 +210,8 @@ fn daemonset_status(generation: i64, mode: &str) -> Value {
     })
 }
 
-/// A stable pseudo pod-template-hash.
+/// The pod-template-hash of the current template (the ReplicaSet's suffix).
 fn short_hash(obj: &Value) -> String {
-    let tmpl = obj
-        .pointer("/spec/template")
-        .map(Value::to_string)
-        .unwrap_or_default();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in tmpl.bytes().chain(namespace_of(obj).bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..10)
-        .map(|i| ALPHABET[((h >> (i * 6)) % ALPHABET.len() as u64) as usize] as char)
-        .collect()
+    let tmpl = obj.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    super::pods::template_hash(&tmpl, namespace_of(obj))
 }
