@@ -178,10 +178,15 @@ mod tests {
             "metadata": {"name": "migrate", "annotations": {SPEC_HASH_ANNOTATION: "h1"}}});
         PlannedStage {
             stage,
-            objects: vec![Manifest {
-                value: job,
-                source: "pre/job.yaml".into(),
+            objects: vec![crate::plan::PlannedObject {
+                manifest: Manifest {
+                    value: job,
+                    source: "pre/job.yaml".into(),
+                },
+                hook: crate::hooks::HookKind::NotAHook,
+                job: Some(crate::object::SpecHash::new("h1")),
             }],
+            needs: Vec::new(),
         }
     }
 
