@@ -41,13 +41,13 @@ pub struct RunArgs {
     /// How often to poll the repository (default 1m).
     #[arg(long, value_name = "D", env = "STAGEGATE_INTERVAL", value_parser = humantime::parse_duration)]
     pub interval: Option<Duration>,
-    /// The agent's namespace: state ConfigMap and leader Lease (default stagegate-system).
+    /// The agent's namespace: Stage objects and leader Lease (default stagegate-system).
     #[arg(long, short = 'n', value_name = "NS", env = "STAGEGATE_NAMESPACE")]
     pub namespace: Option<String>,
     /// Create the agent's namespace when it is missing.
     #[arg(long, env = "STAGEGATE_CREATE_NAMESPACE")]
     pub create_namespace: bool,
-    /// Stages applied at the same time (default 4).
+    /// API requests in flight at once, watches aside (default 4); any number of stages may wait.
     #[arg(long, value_name = "N", env = "STAGEGATE_CONCURRENCY")]
     pub concurrency: Option<usize>,
     /// Where the Git cache lives (default: a stagegate directory in the system cache dir).

@@ -91,8 +91,8 @@ impl Env {
         cmd
     }
 
-    fn spawn(&self, url: &str) -> Child {
-        self.agent(url, &["--interval", "1s"])
+    fn spawn(&self, url: &str, interval: &str) -> Child {
+        self.agent(url, &["--interval", interval])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -191,7 +191,9 @@ async fn kubectl_gets_waits_for_describes_and_annotates_stages() {
     let e = env().await;
     let repo = GitRepo::init(&e.tmp.path().join("repo"));
     let head = commit(&repo, "first", &files(""));
-    let _agent = Stop(e.spawn(&repo.file_url()));
+    // Polls an hour apart: after the first fetch, every step below is
+    // driven by a request the agent watches for.
+    let _agent = Stop(e.spawn(&repo.file_url(), "1h"));
 
     // The agent creates the namespace and the objects; wait as a user would.
     e.wait_for(
@@ -308,6 +310,25 @@ async fn kubectl_gets_waits_for_describes_and_annotates_stages() {
     let app_at = shown.find("\napplication ").expect(&shown);
     assert!(pre_at < app_at, "{shown}");
 
+    // A new commit is applied at once on `stagegate reconcile`.
+    let mut next = files("");
+    next[3].1 = next[3].1.replace("blue", "green");
+    let second = commit(&repo, "green", &next);
+    let o = e.stagegate(&["reconcile"]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    e.wait_for(
+        "application",
+        "the new commit was applied on request",
+        |o| {
+            o.status
+                .stage
+                .revision
+                .as_deref()
+                .is_some_and(|r| r.ends_with(&second))
+        },
+    )
+    .await;
+
     // As with a real API server, the `-o wide` columns (priority 1) stay
     // out of the default table.
     assert_eq!(header.len(), 6, "{table}");
@@ -320,7 +341,7 @@ async fn a_failed_job_is_not_run_again_on_every_poll() {
     let repo = GitRepo::init(&e.tmp.path().join("repo"));
     let failing = "    sim.stagegate.dev/outcome: fail\n    sim.stagegate.dev/log: \"ERROR: relation orders already exists\"\n";
     commit(&repo, "broken", &files(failing));
-    let _agent = Stop(e.spawn(&repo.file_url()));
+    let _agent = Stop(e.spawn(&repo.file_url(), "1s"));
     let failed = e
         .wait_for("pre", "pre fails", |o| {
             o.status.stage.phase == Phase::Failed

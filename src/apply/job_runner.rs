@@ -443,10 +443,16 @@ impl JobTask<'_> {
         let uid = self.create(jobs, hash, result).await?;
         result.recreated = true;
         let old = old_hash.map(short).unwrap_or("(none)");
-        let note = format!(
-            "spec hash {old} -> {}: deleted the previous Job with its pods and created it again",
-            short(hash)
-        );
+        // An unchanged hash here means an operator asked for a rerun.
+        let note = match old_hash == Some(hash) {
+            true => format!(
+                "rerun requested (spec hash {old} unchanged): deleted the previous Job with its pods and created it again"
+            ),
+            false => format!(
+                "spec hash {old} -> {}: deleted the previous Job with its pods and created it again",
+                short(hash)
+            ),
+        };
         info!(stage = self.ctx.name(), revision = self.ctx.revision, object = %self.item.object_ref(), "Job recreated: {note}");
         self.engine
             .events

@@ -24,6 +24,8 @@ use super::{SourceState, StageState, State};
 /// and its Events; `stagegate reconcile` annotates it.
 pub const SOURCE_CONFIGMAP: &str = "stagegate-source";
 const SOURCE_KEY: &str = "source.json";
+/// Stage objects read per LIST request.
+const LIST_PAGE: u32 = 100;
 
 /// What reading and writing the stages needs (see [`crate::rbac`]).
 pub const PERMISSIONS: &[crate::rbac::Permission] = &[
@@ -75,6 +77,10 @@ pub enum StateError {
         namespace: String,
         known: String,
     },
+    #[error(
+        "no ConfigMap {SOURCE_CONFIGMAP} in namespace {namespace}: the agent has not fetched there yet (is it running in this namespace?)"
+    )]
+    NoSource { namespace: String },
     #[error("stage {stage} has no Job {job}; its Jobs: {known}")]
     UnknownJob {
         stage: String,
@@ -204,16 +210,21 @@ impl StateStore {
 
     /// Every Stage object of the namespace, by name.
     pub async fn list(&self) -> Result<Vec<StageObject>, StateError> {
-        let list = self
-            .stages
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| self.kube_err(e))?;
-        Ok(list
-            .items
-            .iter()
-            .filter_map(StageObject::from_dynamic)
-            .collect())
+        // Pages, so that a thousand stages are never one response parsed at once.
+        let mut objects = Vec::new();
+        let mut params = ListParams::default().limit(LIST_PAGE);
+        loop {
+            let page = self
+                .stages
+                .list(&params)
+                .await
+                .map_err(|e| self.kube_err(e))?;
+            objects.extend(page.items.iter().filter_map(StageObject::from_dynamic));
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => return Ok(objects),
+            }
+        }
     }
 
     /// The state held by the Stage objects and the source object. A former
@@ -545,17 +556,9 @@ impl StateStore {
             .await
         {
             Ok(_) => Ok(now),
-            Err(e) if crate::apply::error::is_not_found(&e) => {
-                let known = self.list().await?;
-                Err(StateError::UnknownStage {
-                    stage: "(source)".into(),
-                    namespace: self.namespace.clone(),
-                    known: format!(
-                        "{} stages, but no {SOURCE_CONFIGMAP}: is the agent running in this namespace?",
-                        known.len()
-                    ),
-                })
-            }
+            Err(e) if crate::apply::error::is_not_found(&e) => Err(StateError::NoSource {
+                namespace: self.namespace.clone(),
+            }),
             Err(e) => Err(self.kube_err(e)),
         }
     }
