@@ -90,7 +90,7 @@ fn write_tree(
         let path = dir.join(OsStr::from_bytes(name));
         let object_error = |e: git2::Error| SourceError::Git {
             operation: "checkout",
-            url: format!("commit {commit}"),
+            url: format!("commit {commit}").as_str().into(),
             message: format!("{shown}: {}", e.message()),
         };
         match (entry.kind(), entry.filemode()) {
@@ -119,7 +119,7 @@ fn write_tree(
             (kind, mode) => {
                 return Err(SourceError::Git {
                     operation: "checkout",
-                    url: format!("commit {commit}"),
+                    url: format!("commit {commit}").as_str().into(),
                     message: format!("{shown}: unexpected tree entry {kind:?} with mode {mode:o}"),
                 });
             }

@@ -1,3 +1,4 @@
+use crate::redact::RedactedUrl;
 use std::path::PathBuf;
 
 /// Why a fetch or checkout failed. Every message names what to do next, and
@@ -62,37 +63,37 @@ pub enum SourceError {
     #[error(
         "authentication to {url} failed: {detail}; check the username and token (or SSH key) in the Secret and that they grant read access to the repository"
     )]
-    Authentication { url: String, detail: String },
+    Authentication { url: RedactedUrl, detail: String },
 
     #[error("{kind} `{name}` does not exist on {url}{available}; check the configured reference", available = available_phrase(available))]
     RefNotFound {
         kind: &'static str,
         name: String,
-        url: String,
+        url: RedactedUrl,
         available: Vec<String>,
     },
 
     #[error("no tag on {url} matches the semver range `{range}`{available}; push a matching tag or widen the range", available = available_phrase(available))]
     NoMatchingTag {
         range: String,
-        url: String,
+        url: RedactedUrl,
         available: Vec<String>,
     },
 
     #[error(
         "commit {commit} is not on {url}: no branch or tag there reaches it; check the pinned commit (a full 40-hex id)"
     )]
-    CommitNotFound { commit: String, url: String },
+    CommitNotFound { commit: String, url: RedactedUrl },
 
     #[error(
         "cannot reach {url}: {message}; the last good revision stays in force, and the fetch is retried"
     )]
-    Unreachable { url: String, message: String },
+    Unreachable { url: RedactedUrl, message: String },
 
     #[error("git {operation} failed for {url}: {message}")]
     Git {
         operation: &'static str,
-        url: String,
+        url: RedactedUrl,
         message: String,
     },
 

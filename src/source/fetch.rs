@@ -56,7 +56,7 @@ pub(crate) fn open_or_init(repo_dir: &Path) -> Result<Repository, SourceError> {
     }
     Repository::init_bare(repo_dir).map_err(|e| SourceError::Git {
         operation: "init",
-        url: repo_dir.display().to_string(),
+        url: repo_dir.display().to_string().as_str().into(),
         message: e.message().to_string(),
     })
 }
