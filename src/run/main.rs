@@ -35,37 +35,44 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let wake = Arc::new(Notify::new());
-    let webhook_secret = match &settings.webhook_secret_file {
-        Some(path) => Some(
-            std::fs::read(path)
-                .with_context(|| format!("webhook secret file {}", path.display()))?
-                .trim_ascii()
-                .to_vec(),
-        ),
+    let webhook_secret = settings.webhook_secret()?;
+    let server_state = Arc::new(ServerState::new(
+        metrics.clone(),
+        ready.clone(),
+        wake.clone(),
+        webhook_secret,
+    )?);
+    let server = match settings.listen {
+        Some(listen) => {
+            let (bound, server) = serve(listen, server_state, shutdown.clone())
+                .await
+                .with_context(|| format!("listening on {listen}"))?;
+            info!(listen = %bound, "serving /metrics, /healthz, /readyz and POST /hooks/git");
+            Some(server)
+        }
         None => None,
     };
-    let server_state = Arc::new(ServerState {
-        metrics: metrics.clone(),
-        ready: ready.clone(),
-        wake: wake.clone(),
-        webhook_secret,
-    });
-    let (bound, server) = serve(settings.listen, server_state, shutdown.clone())
-        .await
-        .with_context(|| format!("listening on {}", settings.listen))?;
-    info!(listen = %bound, "serving /metrics, /healthz, /readyz and POST /hooks/git");
 
     // Two replicas never reconcile at once: wait for the Lease, and stop if it is lost.
     let lost = CancellationToken::new();
-    if settings.leader_elect {
+    // Renewed until the agent has stopped and written its state, then released.
+    let release = CancellationToken::new();
+    let mut keeper = None;
+    let client = if settings.leader_elect {
         let identity = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("stagegate-{}", std::process::id()));
         let lease = LeaderLease::new(client.clone(), &settings.namespace, identity);
         if !lease.acquire(&shutdown).await? {
             return Ok(ExitCode::SUCCESS);
         }
-        tokio::spawn(lease.keep(shutdown.clone(), lost.clone()));
-    }
+        // Every write of the agent goes through this client: none leaves a
+        // replica that is not sure to hold the Lease.
+        let guarded = lease.leadership().guard(client);
+        keeper = Some(tokio::spawn(lease.keep(release.clone(), lost.clone())));
+        guarded
+    } else {
+        client
+    };
     let stop = CancellationToken::new();
     {
         let (stop, shutdown, lost) = (stop.clone(), shutdown.clone(), lost.clone());
@@ -96,7 +103,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let agent = Agent::new(ctx, wake, ready);
     let result = agent.run(stop.clone()).await;
     shutdown.cancel();
-    let _ = server.await;
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    // The Lease is released before the process ends, so a standby takes over at once.
+    release.cancel();
+    if let Some(keeper) = keeper {
+        let _ = keeper.await;
+    }
     if lost.is_cancelled() {
         anyhow::bail!("leader lease lost");
     }
