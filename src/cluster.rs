@@ -19,6 +19,14 @@ pub enum ClusterError {
 }
 
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClusterError> {
+    connect(kubeconfig).await.map(|(client, _)| client)
+}
+
+/// A client and the API server's URL (credentials stripped), for errors
+/// that must say which server did not answer.
+pub async fn connect(
+    kubeconfig: Option<&Path>,
+) -> Result<(Client, crate::redact::RedactedUrl), ClusterError> {
     let config = match kubeconfig {
         Some(path) => {
             let err = |message: String| ClusterError::Kubeconfig {
@@ -34,5 +42,7 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClusterError> {
             .await
             .map_err(|e| ClusterError::Infer(e.to_string()))?,
     };
-    Client::try_from(config).map_err(|e| ClusterError::Client(e.to_string()))
+    let url = crate::redact::RedactedUrl::new(&config.cluster_url.to_string());
+    let client = Client::try_from(config).map_err(|e| ClusterError::Client(e.to_string()))?;
+    Ok((client, url))
 }

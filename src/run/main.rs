@@ -16,6 +16,7 @@ use tracing::{error, info};
 use super::agent::Agent;
 use super::context::AgentContext;
 use super::leader::LeaderLease;
+use super::startup;
 use crate::apply::{Engine, EngineSettings};
 use crate::config::{RunArgs, Settings};
 use crate::metrics::Metrics;
@@ -26,11 +27,17 @@ use crate::state::{Phase, StateStore};
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     limit_malloc_arenas();
     let settings = Settings::resolve(args)?;
-    let client = crate::cluster::client(settings.kubeconfig.as_deref()).await?;
-    ensure_namespace(&client, &settings.namespace, settings.create_namespace).await?;
-
+    let (client, server_url) = crate::cluster::connect(settings.kubeconfig.as_deref()).await?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
+    ensure_namespace(
+        &client,
+        &settings.namespace,
+        settings.create_namespace,
+        &shutdown,
+    )
+    .await
+    .with_context(|| format!("API server {server_url}"))?;
 
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
@@ -62,7 +69,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let identity = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("stagegate-{}", std::process::id()));
         let lease = LeaderLease::new(client.clone(), &settings.namespace, identity);
-        if !lease.acquire(&shutdown).await? {
+        let acquired = startup::retry(
+            "acquiring the leader Lease",
+            &shutdown,
+            startup::is_transient,
+            || lease.acquire(&shutdown),
+        )
+        .await?;
+        if !acquired {
             return Ok(ExitCode::SUCCESS);
         }
         // Every write of the agent goes through this client: none leaves a
@@ -86,7 +100,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 
     let store = StateStore::new(client.clone(), &settings.namespace);
-    let state = store.load().await?;
+    let state = startup::retry(
+        "reading the state ConfigMap",
+        &shutdown,
+        |e: &crate::state::StateError| matches!(e, crate::state::StateError::Kube { source, .. } if startup::is_transient(source)),
+        || store.load(),
+    )
+    .await?;
     let engine = Engine::new(
         client,
         EngineSettings {
@@ -178,13 +198,22 @@ pub const PERMISSIONS: &[crate::rbac::Permission] = &[crate::rbac::Permission {
 
 /// The agent's namespace holds its state and Lease: say clearly when it is
 /// missing, or create it when asked to.
-async fn ensure_namespace(client: &Client, name: &str, create: bool) -> anyhow::Result<()> {
+async fn ensure_namespace(
+    client: &Client,
+    name: &str,
+    create: bool,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let api: Api<Namespace> = Api::all(client.clone());
-    if api
-        .get_opt(name)
-        .await
-        .with_context(|| format!("reading namespace {name}"))?
-        .is_some()
+    if startup::retry(
+        "reading the agent's namespace",
+        shutdown,
+        startup::is_transient,
+        || api.get_opt(name),
+    )
+    .await
+    .with_context(|| format!("namespace {name}"))?
+    .is_some()
     {
         return Ok(());
     }

@@ -6,6 +6,7 @@ pub mod context;
 pub mod leader;
 pub mod main;
 pub mod scheduler;
+pub mod startup;
 
 pub use agent::{Agent, AgentError};
 pub use scheduler::RevisionOutcome;
