@@ -44,3 +44,47 @@ async fn only_one_replica_holds_the_lease_and_a_standby_takes_over() {
     );
     c.sim.shutdown().await;
 }
+
+/// A leader paused longer than its Lease (here: never renewed after
+/// acquiring) writes nothing: every write through the guarded client is
+/// refused from the moment it cannot be sure to lead, reads still pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_not_sure_to_hold_the_lease_writes_nothing() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{ObjectMeta, PostParams};
+
+    let c = cluster().await;
+    let lease = LeaderLease::new(c.client.clone(), "default", "replica-a".into());
+    let guarded = lease.leadership().guard(c.client.clone());
+    let maps: Api<ConfigMap> = Api::namespaced(guarded, "default");
+    let map = |name: &str| ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        ..ConfigMap::default()
+    };
+    let before = maps.create(&PostParams::default(), &map("before")).await;
+    assert!(
+        before.unwrap_err().to_string().contains("not the leader"),
+        "no write before the Lease is held"
+    );
+
+    assert!(lease.acquire(&CancellationToken::new()).await.unwrap());
+    maps.create(&PostParams::default(), &map("leading"))
+        .await
+        .expect("the leader writes");
+    assert!(lease.leadership().is_leader());
+
+    // No renewal for longer than leadership lasts, as in a 20 s pause.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(!lease.leadership().is_leader());
+    let stale = maps.create(&PostParams::default(), &map("stale")).await;
+    assert!(stale.unwrap_err().to_string().contains("not the leader"));
+    assert!(maps.get_opt("stale").await.unwrap().is_none());
+    assert!(
+        maps.get_opt("leading").await.unwrap().is_some(),
+        "reads pass"
+    );
+    c.sim.shutdown().await;
+}
