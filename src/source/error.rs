@@ -107,6 +107,11 @@ pub enum SourceError {
     )]
     UnsafePath { commit: String, path: String },
 
+    #[error(
+        "commit {commit} holds the file `{path}`, whose name is not UTF-8 (its other bytes shown as U+FFFD); rename it: stagegate cannot name it in errors or match it in kustomizations"
+    )]
+    NonUtf8Path { commit: String, path: String },
+
     #[error("cannot {action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -138,6 +143,7 @@ impl SourceError {
             Self::Git { .. } => "git",
             Self::NotFetched { .. } => "not_fetched",
             Self::UnsafePath { .. } => "unsafe_path",
+            Self::NonUtf8Path { .. } => "non_utf8_path",
             Self::Io { .. } => "io",
             Self::Worker(_) => "worker",
         }
