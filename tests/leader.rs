@@ -88,3 +88,60 @@ async fn a_replica_not_sure_to_hold_the_lease_writes_nothing() {
     );
     c.sim.shutdown().await;
 }
+
+/// SIGTERM releases the Lease before the process exits, so a standby takes
+/// over at once instead of after the Lease's full duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_the_lease() {
+    let c = cluster().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    c.sim.write_kubeconfig(&kubeconfig).unwrap();
+    // No repository there: fetches fail and are retried; the Lease is held regardless.
+    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_stagegate"))
+        .args([
+            "run",
+            "--namespace",
+            "stagegate-system",
+            "--create-namespace",
+        ])
+        .args(["--listen", "127.0.0.1:0", "--interval", "1h", "--repo"])
+        .arg(tmp.path().join("no-repo"))
+        .arg("--cache-dir")
+        .arg(tmp.path().join("cache"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .env_remove("KUBECONFIG")
+        .env("POD_NAME", "replica-term")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn stagegate");
+    let leases: Api<Lease> = Api::namespaced(c.client.clone(), "stagegate-system");
+    let holder = |l: Option<Lease>| l.and_then(|l| l.spec).and_then(|s| s.holder_identity);
+    let held = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if holder(leases.get_opt(LEASE_NAME).await.unwrap()).as_deref() == Some("replica-term")
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(held.is_ok(), "the agent acquires the Lease");
+
+    let pid = i32::try_from(agent.id()).unwrap();
+    // SAFETY: kill with a valid signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::task::spawn_blocking(move || agent.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        holder(leases.get_opt(LEASE_NAME).await.unwrap()),
+        None,
+        "the Lease is released on SIGTERM"
+    );
+    c.sim.shutdown().await;
+}
