@@ -9,10 +9,17 @@ const path = require("node:path");
 const [moduleDir, ...files] = process.argv.slice(2);
 const { createLinter } = require(path.resolve(moduleDir));
 
+// The npm build predates GitHub's `attestations` permission scope (needed by
+// actions/attest-build-provenance in release.yml) and calls it unknown; that
+// one message is the only one waived, and only for that scope.
+const newerThanLinter = (p) =>
+  p.kind === "permissions" && /unknown permission scope "attestations"/.test(p.message);
+
 createLinter().then((lint) => {
   let problems = 0;
   for (const file of files) {
     for (const p of lint(fs.readFileSync(file, "utf8"), file)) {
+      if (newerThanLinter(p)) continue;
       console.log(`${p.file}:${p.line}:${p.column}: ${p.message} [${p.kind}]`);
       problems += 1;
     }

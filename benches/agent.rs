@@ -1,16 +1,23 @@
 //! Agent benchmarks with the real binary against kube-sim and a local Git
 //! repository:
-//! (1) a chain of 10 dependent stages, each holding a 1 s Job: total time
-//!     against the 10 s floor (Flux's default 30 s dependency requeue would
-//!     add up to minutes);
-//! (3) the agent's peak RSS managing 1,000 objects over 50 stages.
+//! (1) 1,000 stages (a ConfigMap and a Deployment each, 10 dependency layers
+//!     of 100): the first `run --once`, an unchanged one, and the agent's
+//!     peak RSS; the floor is ten rollouts of kube-sim's 300 ms;
+//! (2) the dependency hand-off: a chain of 10 stages each holding a 1 s Job,
+//!     against kube-sim's own create-to-Complete time for such a Job,
+//!     measured in the same run.
 //!
-//! cargo bench --bench agent
+//! cargo bench --bench agent     (AGENT_BENCH_STAGES=200 for a smaller repository)
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::PostParams;
 use kube_sim::{KubeSim, SimConfig};
 
 fn git(dir: &Path, args: &[&str]) {
@@ -38,16 +45,37 @@ fn repo(dir: &Path, files: &[(String, String)]) {
     git(dir, &["commit", "-q", "-m", "bench"]);
 }
 
-fn stage(name: &str, dep: Option<&str>) -> String {
+fn stage(name: &str, dep: Option<&str>, wait: bool) -> String {
     let deps = dep
         .map(|d| format!("  dependsOn: [{d}]\n"))
         .unwrap_or_default();
     format!(
-        "---\napiVersion: stagegate.dev/v1alpha1\nkind: Stage\nmetadata: {{name: {name}}}\nspec:\n  path: {name}\n  targetNamespace: bench\n{deps}"
+        "---\napiVersion: stagegate.dev/v1alpha1\nkind: Stage\nmetadata: {{name: {name}}}\nspec:\n  path: {name}\n  targetNamespace: bench\n  wait: {wait}\n{deps}"
     )
 }
 
-fn agent(sim: &KubeSim, work: &Path, extra: &[&str]) -> Command {
+/// A sim as an install leaves it: the Stage CRD and the `bench` namespace.
+async fn sim(config: SimConfig) -> (KubeSim, kube::Client) {
+    let sim = KubeSim::start(config).await.expect("sim");
+    let client =
+        kube::Client::try_from(kube::Config::new(sim.url().parse().expect("url"))).expect("client");
+    let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/00-crd.yaml");
+    let crd: CustomResourceDefinition =
+        serde_yaml::from_str(&std::fs::read_to_string(crd).expect("crd")).expect("crd yaml");
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+        .expect("install the CRD");
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "bench"}})).expect("ns");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+    (sim, client)
+}
+
+fn agent(sim: &KubeSim, work: &Path, repo: &str, extra: &[&str]) -> Command {
     let kubeconfig = work.join("kubeconfig");
     sim.write_kubeconfig(&kubeconfig).expect("kubeconfig");
     // STAGEGATE_BIN measures another build, e.g. the image's (`--profile dist`).
@@ -56,6 +84,7 @@ fn agent(sim: &KubeSim, work: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(bin);
     cmd.args([
         "run",
+        "--once",
         "--namespace",
         "stagegate-system",
         "--create-namespace",
@@ -63,142 +92,197 @@ fn agent(sim: &KubeSim, work: &Path, extra: &[&str]) -> Command {
         "127.0.0.1:0",
     ])
     .arg("--repo")
-    .arg(format!("file://{}", work.join("repo").display()))
+    .arg(format!("file://{}", work.join(repo).display()))
     .arg("--cache-dir")
-    .arg(work.join("cache"))
+    .arg(work.join(format!("cache-{repo}")))
     .arg("--kubeconfig")
     .arg(&kubeconfig)
     .args(extra)
+    .stdout(log_file(work, repo))
+    .stderr(log_file(work, repo))
     .env("STAGEGATE_LOG", "warn")
     .env_remove("KUBECONFIG");
     cmd
 }
 
-async fn chain() -> (Duration, Duration) {
-    let sim = KubeSim::start(SimConfig {
-        tick: Duration::from_millis(10),
-        ..SimConfig::default()
-    })
-    .await
-    .expect("sim");
-    let work = tempfile::tempdir().expect("tempdir");
-    let mut files = vec![(
-        "bench/ns.yaml".to_string(),
-        "apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}\n".to_string(),
-    )];
-    let mut stages = stage("bench", None);
-    let mut prev = "bench".to_string();
-    for i in 1..=10 {
-        let name = format!("step-{i:02}");
-        stages += &stage(&name, Some(&prev));
-        files.push((
-            format!("{name}/job.yaml"),
-            format!("apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\n  annotations: {{sim.stagegate.dev/duration: 1s}}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{{name: c, image: busybox, command: [\"true\"]}}]\n"),
-        ));
-        prev = name;
-    }
-    files.push(("stages.yaml".into(), stages));
-    repo(&work.path().join("repo"), &files);
-    let mut cmd = agent(&sim, work.path(), &["--once"]);
-    let start = Instant::now();
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("agent"))
-        .await
-        .expect("join");
-    let total = start.elapsed();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    // The same setup with no Job at all: what process start, fetch and
-    // planning cost, outside the stage chain.
-    sim.shutdown().await;
-    (total, Duration::from_secs(10))
+fn log_file(work: &Path, repo: &str) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(work.join(format!("agent-{repo}.log")))
+        .map(Stdio::from)
+        .expect("log file")
 }
 
-async fn rss() -> (u64, u64) {
-    let sim = KubeSim::start(SimConfig::default()).await.expect("sim");
-    let client =
-        kube::Client::try_from(kube::Config::new(sim.url().parse().expect("url"))).expect("client");
+/// Run the agent to its end: wall time and peak RSS (KiB) of that process.
+async fn measure(mut cmd: Command, log: std::path::PathBuf) -> (Duration, u64) {
+    tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        // Reaped below by wait4, which also gives its peak RSS.
+        #[allow(clippy::zombie_processes)]
+        let child = cmd.spawn().expect("agent");
+        let pid = child.id() as libc::pid_t;
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is a valid value to be filled in.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: pid is our child, not yet waited for; both pointers are valid.
+        let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        let elapsed = start.elapsed();
+        assert_eq!(waited, pid, "wait4");
+        let exited_ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+        if !exited_ok {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!(
+                "agent failed:\n{}",
+                &text[text.len().saturating_sub(4000)..]
+            );
+        }
+        (elapsed, usage.ru_maxrss as u64)
+    })
+    .await
+    .expect("join")
+}
+
+async fn scale(stages: usize) {
+    let (sim, _client) = sim(SimConfig::default()).await;
     let work = tempfile::tempdir().expect("tempdir");
-    let mut files = vec![(
-        "ns/ns.yaml".to_string(),
-        "apiVersion: v1\nkind: Namespace\nmetadata: {name: bench}\n".to_string(),
-    )];
-    let mut stages = stage("ns", None);
-    for s in 0..50 {
-        let name = format!("s{s:02}");
-        stages += &stage(&name, Some("ns"));
-        for o in 0..20 {
+    let layers = 10;
+    let per_layer = stages / layers;
+    let mut files = Vec::new();
+    let mut doc = String::new();
+    for l in 0..layers {
+        for i in 0..per_layer {
+            let name = format!("l{l}-s{i:03}");
+            let dep = (l > 0).then(|| format!("l{}-s{i:03}", l - 1));
+            doc += &stage(&name, dep.as_deref(), true);
             files.push((
-                format!("{name}/cm-{o}.yaml"),
-                format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}-{o}}}\ndata: {{key: value-{s}-{o}, other: \"{}\"}}\n", "x".repeat(200)),
+                format!("{name}/config.yaml"),
+                format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata: {{layer: \"{l}\", index: \"{i}\"}}\n"),
+            ));
+            files.push((
+                format!("{name}/deployment.yaml"),
+                format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers: [{{name: web, image: \"nginx:1.27\"}}]\n"),
             ));
         }
     }
-    files.push(("stages.yaml".into(), stages));
-    repo(&work.path().join("repo"), &files);
-    let mut child = agent(
-        &sim,
-        work.path(),
-        &["--interval", "2s", "--leader-elect", "false"],
+    files.push(("stages.yaml".into(), doc));
+    repo(&work.path().join("scale"), &files);
+    let (first, first_rss) = measure(
+        agent(&sim, work.path(), "scale", &[]),
+        work.path().join("agent-scale.log"),
     )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("agent");
-    let store = stagegate::state::StateStore::new(client, "stagegate-system");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(state) = store.load().await
-            && state.stages.len() == 51
-            && state
-                .stages
-                .values()
-                .all(|s| s.phase == stagegate::state::Phase::Ready)
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "agent did not get every stage Ready"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // A few more no-change cycles, then read the peak.
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("proc status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let (hwm, rss) = (field("VmHWM:"), field("VmRSS:"));
+    .await;
+    let (unchanged, unchanged_rss) = measure(
+        agent(&sim, work.path(), "scale", &[]),
+        work.path().join("agent-scale.log"),
+    )
+    .await;
     println!(
-        "(RSS now: anonymous {:.1} MiB, file-backed {:.1} MiB, threads {})",
-        field("RssAnon:") as f64 / 1024.0,
-        field("RssFile:") as f64 / 1024.0,
-        field("Threads:")
+        "| {} stages, {layers} layers (ConfigMap + Deployment each) | first run {:.2} s | unchanged run {:.2} s | peak RSS {:.1} MiB (first), {:.1} MiB (unchanged) |",
+        layers * per_layer,
+        first.as_secs_f64(),
+        unchanged.as_secs_f64(),
+        first_rss as f64 / 1024.0,
+        unchanged_rss as f64 / 1024.0
     );
-    let _ = child.kill();
-    let _ = child.wait();
     sim.shutdown().await;
-    (hwm, rss)
+}
+
+fn job(name: &str) -> String {
+    format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\n  annotations: {{sim.stagegate.dev/duration: 1s}}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{{name: c, image: busybox, command: [\"true\"]}}]\n"
+    )
+}
+
+/// kube-sim's own create-to-Complete time for a 1 s Job, polled every 5 ms.
+async fn sim_job_time(client: &kube::Client) -> Duration {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "bench");
+    let mut times = Vec::new();
+    for i in 0..3 {
+        let job: Job = serde_yaml::from_str(&job(&format!("reference-{i}"))).expect("job");
+        let start = Instant::now();
+        jobs.create(&PostParams::default(), &job)
+            .await
+            .expect("create");
+        loop {
+            let live = jobs.get(&format!("reference-{i}")).await.expect("get");
+            let complete = live
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Complete" && c.status == "True");
+            if complete {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        times.push(start.elapsed());
+    }
+    times.sort();
+    times[1]
+}
+
+async fn chain() {
+    let (sim, client) = sim(SimConfig {
+        tick: Duration::from_millis(10),
+        ..SimConfig::default()
+    })
+    .await;
+    let work = tempfile::tempdir().expect("tempdir");
+    // The same 10-stage chain with and without Jobs: the difference is what
+    // the Jobs and their hand-offs cost, process start and fetch aside.
+    for (repo_name, with_jobs) in [("plain", false), ("jobs", true)] {
+        let mut files = Vec::new();
+        let mut doc = String::new();
+        let mut prev: Option<String> = None;
+        for i in 1..=10 {
+            let name = format!("step-{i:02}");
+            doc += &stage(&name, prev.as_deref(), true);
+            let content = match with_jobs {
+                true => job(&name),
+                false => format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\n"),
+            };
+            files.push((format!("{name}/object.yaml"), content));
+            prev = Some(name);
+        }
+        files.push(("stages.yaml".into(), doc));
+        repo(&work.path().join(repo_name), &files);
+    }
+    let (plain, _) = measure(
+        agent(&sim, work.path(), "plain", &[]),
+        work.path().join("agent-plain.log"),
+    )
+    .await;
+    let (with_jobs, _) = measure(
+        agent(&sim, work.path(), "jobs", &[]),
+        work.path().join("agent-jobs.log"),
+    )
+    .await;
+    let reference = sim_job_time(&client).await;
+    let link = with_jobs.saturating_sub(plain) / 10;
+    println!(
+        "| chain of 10 stages, 1 s Job each | total {:.2} s (without Jobs {:.2} s) | per link {:.0} ms | kube-sim create-to-Complete {:.0} ms | hand-off {:+.0} ms |",
+        with_jobs.as_secs_f64(),
+        plain.as_secs_f64(),
+        link.as_secs_f64() * 1000.0,
+        reference.as_secs_f64() * 1000.0,
+        (link.as_secs_f64() - reference.as_secs_f64()) * 1000.0
+    );
+    sim.shutdown().await;
 }
 
 fn main() {
+    let stages = std::env::var("AGENT_BENCH_STAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let (total, floor) = chain().await;
-        println!("| chain of 10 stages, 1 s Job each | total {:.2} s | floor {:.0} s | ratio {:.3}x |", total.as_secs_f64(), floor.as_secs_f64(), total.as_secs_f64() / floor.as_secs_f64());
-        let (hwm, rss) = rss().await;
-        println!("| 1,000 objects over 50 stages | peak RSS {:.1} MiB | RSS after no-change cycles {:.1} MiB |", hwm as f64 / 1024.0, rss as f64 / 1024.0);
+        scale(stages).await;
+        chain().await;
     });
 }

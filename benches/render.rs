@@ -16,6 +16,9 @@ use stagegate::labels::{MANAGED_BY_KEY, SPEC_HASH_ANNOTATION, STAGE_LABEL};
 use stagegate::render::render_stage;
 use stagegate::stage::Stage;
 
+#[path = "../tests/render_random/tree.rs"]
+mod tree;
+
 fn manifest(i: usize) -> (String, String) {
     let name = format!("svc-{i:05}");
     let text = match i % 10 {
@@ -83,7 +86,68 @@ fn generate(root: &Path, n: usize) -> std::io::Result<()> {
         fs::write(base.join(file), text)?;
     }
     fs::write(base.join("kustomization.yaml"), kustomization)?;
-    fs::write(root.join("overlay/kustomization.yaml"), OVERLAY)
+    fs::write(root.join("overlay/kustomization.yaml"), OVERLAY)?;
+    fs::create_dir_all(root.join("stages"))?;
+    fs::write(
+        root.join("stages/stage.yaml"),
+        "apiVersion: stagegate.dev/v1alpha1\nkind: Stage\nmetadata:\n  name: bench\nspec:\n  path: ./overlay\n",
+    )
+}
+
+/// Median wall time of `stagegate render ROOT --path stages`, output read
+/// to the end as a pipe would.
+fn time_stagegate_process(root: &Path) -> Duration {
+    let mut runs = Vec::new();
+    for _ in 0..7 {
+        let start = Instant::now();
+        let output = Command::new(env!("CARGO_BIN_EXE_stagegate"))
+            .arg("render")
+            .arg(root)
+            .args(["--path", "stages"])
+            .stderr(Stdio::null())
+            .output();
+        runs.push(start.elapsed());
+        match output {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => panic!(
+                "stagegate render failed on the benchmark input: {}",
+                o.status
+            ),
+            Err(e) => panic!("cannot run stagegate: {e}"),
+        }
+    }
+    runs.sort();
+    runs[runs.len() / 2]
+}
+
+/// Seeds `0..n` of the random tree generator against kubectl kustomize.
+fn random_parity(n: u64) {
+    let scratch = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => panic!("cannot create a temporary directory: {e}"),
+    };
+    let (mut same, mut refused, mut differs) = (0u64, 0u64, Vec::new());
+    let start = Instant::now();
+    for seed in 0..n {
+        match tree::compare(seed, scratch.path()) {
+            tree::Outcome::Same => same += 1,
+            tree::Outcome::BothRefused => refused += 1,
+            tree::Outcome::Differs(text) => {
+                println!("seed {seed} differs:\n{text}");
+                differs.push(seed);
+            }
+        }
+    }
+    println!(
+        "random parity: {n} trees in {:.0} s: {same} the same, {refused} refused by both, {} different {:?}",
+        start.elapsed().as_secs_f64(),
+        differs.len(),
+        differs
+    );
+    assert!(
+        differs.is_empty(),
+        "stagegate differs from kubectl kustomize"
+    );
 }
 
 /// Median of several runs, so one scheduling hiccup on a shared machine
@@ -174,6 +238,13 @@ fn canonical_set(objects: Vec<Value>) -> Vec<String> {
 
 fn main() {
     // `cargo bench` passes `--bench`, which this harness-less main ignores.
+    if let Some(n) = std::env::var("RENDER_BENCH_RANDOM")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        random_parity(n);
+        return;
+    }
     let sizes: Vec<usize> = std::env::var("RENDER_BENCH_SIZES")
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
@@ -184,8 +255,14 @@ fn main() {
         "render: base + overlay (images, namespace, labels, RFC 6902 patch on all Deployments)"
     );
     println!(
-        "{:>9} | {:>14} | {:>12} | {:>22} | {:>8} | same objects",
-        "manifests", "stagegate (ms)", "µs/manifest", "kubectl kustomize (ms)", "speed-up"
+        "{:>9} | {:>14} | {:>12} | {:>17} | {:>22} | {:>8} | {:>8} | same objects",
+        "manifests",
+        "stagegate (ms)",
+        "µs/manifest",
+        "process (ms)",
+        "kubectl kustomize (ms)",
+        "in-proc",
+        "process"
     );
     for n in sizes {
         let dir = match tempfile::tempdir() {
@@ -196,12 +273,15 @@ fn main() {
             panic!("cannot write the benchmark input: {e}");
         }
         let (ours, rendered) = time_stagegate(dir.path(), n);
+        let process = time_stagegate_process(dir.path());
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let per = ours.as_secs_f64() * 1e6 / n as f64;
         if skip_kubectl {
             println!(
-                "{n:>9} | {:>14.1} | {per:>12.1} | {:>22} | {:>8} |",
+                "{n:>9} | {:>14.1} | {per:>12.1} | {:>17.1} | {:>22} | {:>8} | {:>8} |",
                 ms(ours),
+                ms(process),
+                "-",
                 "-",
                 "-"
             );
@@ -210,10 +290,12 @@ fn main() {
         let (theirs, reference) = time_kubectl(dir.path());
         let same = canonical_set(rendered) == canonical_set(reference);
         println!(
-            "{n:>9} | {:>14.1} | {per:>12.1} | {:>22.0} | {:>7.0}x | {}",
+            "{n:>9} | {:>14.1} | {per:>12.1} | {:>17.1} | {:>22.0} | {:>7.0}x | {:>7.0}x | {}",
             ms(ours),
+            ms(process),
             ms(theirs),
             theirs.as_secs_f64() / ours.as_secs_f64(),
+            theirs.as_secs_f64() / process.as_secs_f64(),
             if same { "yes" } else { "NO" }
         );
         assert!(

@@ -16,18 +16,44 @@ pub enum ClusterError {
     Infer(String),
     #[error("cannot build a client: {0}")]
     Client(String),
+    #[error(
+        "namespace {0} does not exist: pass the agent's namespace with -n (default stagegate-system, \
+         or STAGEGATE_NAMESPACE); `kubectl get stages -A` shows where Stage objects are"
+    )]
+    MissingNamespace(String),
 }
 
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClusterError> {
-    connect(kubeconfig).await.map(|(client, _)| client)
+    let config = config(kubeconfig).await?;
+    Client::try_from(config).map_err(|e| ClusterError::Client(e.to_string()))
 }
 
-/// A client and the API server's URL (credentials stripped), for errors
-/// that must say which server did not answer.
-pub async fn connect(
+/// A client that has at most `limit` API requests in flight; watches, which
+/// stay open while something waits, do not count. This is what bounds the
+/// agent's API work (`--concurrency`) while any number of stages wait.
+pub async fn limited_client(
     kubeconfig: Option<&Path>,
-) -> Result<(Client, crate::redact::RedactedUrl), ClusterError> {
-    let config = match kubeconfig {
+    limit: usize,
+) -> Result<Client, ClusterError> {
+    let config = config(kubeconfig).await?;
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| ClusterError::Client(e.to_string()))?;
+    Ok(builder.with_layer(&api_limit::ApiLimit::new(limit)).build())
+}
+
+/// The API server's URL (credentials stripped), for errors that must say
+/// which server did not answer.
+pub async fn server_url(
+    kubeconfig: Option<&Path>,
+) -> Result<crate::redact::RedactedUrl, ClusterError> {
+    let config = config(kubeconfig).await?;
+    Ok(crate::redact::RedactedUrl::new(
+        &config.cluster_url.to_string(),
+    ))
+}
+
+async fn config(kubeconfig: Option<&Path>) -> Result<Config, ClusterError> {
+    Ok(match kubeconfig {
         Some(path) => {
             let err = |message: String| ClusterError::Kubeconfig {
                 path: path.display().to_string(),
@@ -41,8 +67,115 @@ pub async fn connect(
         None => Config::infer()
             .await
             .map_err(|e| ClusterError::Infer(e.to_string()))?,
-    };
-    let url = crate::redact::RedactedUrl::new(&config.cluster_url.to_string());
-    let client = Client::try_from(config).map_err(|e| ClusterError::Client(e.to_string()))?;
-    Ok((client, url))
+    })
+}
+
+mod api_limit {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use tokio::sync::{Mutex, Semaphore};
+    use tower::{Layer, Service};
+
+    #[derive(Clone)]
+    pub struct ApiLimit {
+        permits: Arc<Semaphore>,
+    }
+
+    impl ApiLimit {
+        pub fn new(limit: usize) -> Self {
+            Self {
+                permits: Arc::new(Semaphore::new(limit.max(1))),
+            }
+        }
+    }
+
+    impl<S> Layer<S> for ApiLimit {
+        type Service = Limited<S>;
+
+        fn layer(&self, inner: S) -> Limited<S> {
+            Limited {
+                inner: Arc::new(Mutex::new(inner)),
+                permits: self.permits.clone(),
+            }
+        }
+    }
+
+    /// The inner service is shared behind a lock held only to start a
+    /// request (the stack kube builds is not `Clone`); the permit is held
+    /// until the response's headers arrive.
+    pub struct Limited<S> {
+        inner: Arc<Mutex<S>>,
+        permits: Arc<Semaphore>,
+    }
+
+    fn is_watch<B>(req: &http::Request<B>) -> bool {
+        req.uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
+    }
+
+    type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+    impl<S, B> Service<http::Request<B>> for Limited<S>
+    where
+        S: Service<http::Request<B>> + Send + 'static,
+        S::Future: Send + 'static,
+        B: Send + 'static,
+    {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            // Readiness is awaited in `call`, under the lock.
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            let inner = self.inner.clone();
+            let permits = self.permits.clone();
+            Box::pin(async move {
+                let _permit = match is_watch(&req) {
+                    true => None,
+                    false => permits.acquire_owned().await.ok(),
+                };
+                let response = {
+                    let mut service = inner.lock().await;
+                    std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+                    service.call(req)
+                };
+                response.await
+            })
+        }
+    }
+}
+
+/// Fail with a hint when the agent's namespace does not exist (a typo in
+/// `-n`, or stagegate not installed), instead of showing nothing.
+pub async fn require_namespace(client: &Client, namespace: &str) -> Result<(), ClusterError> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    match api.get_opt(namespace).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(ClusterError::MissingNamespace(namespace.to_string())),
+        // Not allowed to read namespaces: the calls that follow will say more.
+        Err(kube::Error::Api(s)) if s.code == 403 => Ok(()),
+        Err(e) => Err(ClusterError::Client(format!(
+            "reading namespace {namespace}: {e}"
+        ))),
+    }
+}
+
+/// The server's Status, when the error is one.
+pub fn api_status(e: &kube::Error) -> Option<&kube::core::Status> {
+    match e {
+        kube::Error::Api(status) => Some(status),
+        _ => None,
+    }
+}
+
+pub fn is_not_found(e: &kube::Error) -> bool {
+    api_status(e).is_some_and(|s| s.code == 404)
 }

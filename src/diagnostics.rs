@@ -162,9 +162,9 @@ impl IntoIterator for Problems {
 /// would overwrite the agent's state or Lease (and brick the agent), so it
 /// is refused in whatever namespace it is rendered into: `validate` does not
 /// know the agent's namespace, and must give the answer the agent gives.
-/// (Kept equal to `state::STATE_CONFIGMAP` and `run::leader::LEASE_NAME` by
+/// (Kept equal to the state store's and `run::leader::LEASE_NAME` by
 /// a test; the core cannot import the agent's modules.)
-pub const RESERVED_CONFIGMAP: &str = "stagegate-state";
+pub const RESERVED_CONFIGMAPS: &[&str] = &["stagegate-source", "stagegate-state"];
 pub const RESERVED_LEASE: &str = "stagegate-leader";
 /// The API group of stagegate's own resources (`stages.stagegate.dev`).
 pub const OWN_GROUP: &str = "stagegate.dev";
@@ -194,15 +194,16 @@ fn object_problems(manifest: &Manifest) -> Vec<String> {
     let mut found = Vec::new();
     let (group, kind, name) = (manifest.group(), manifest.kind(), manifest.name());
     let reserved = match (group, kind) {
-        ("", "ConfigMap") => name == RESERVED_CONFIGMAP,
+        ("", "ConfigMap") => RESERVED_CONFIGMAPS.contains(&name),
         ("coordination.k8s.io", "Lease") => name == RESERVED_LEASE,
         (g, _) => g == OWN_GROUP,
     };
     if reserved {
         found.push(format!(
-            "collides with stagegate's own objects (its state ConfigMap {RESERVED_CONFIGMAP}, \
+            "collides with stagegate's own objects (its ConfigMaps {}, \
              its Lease {RESERVED_LEASE}, its {OWN_GROUP} resources); applying it would \
-             overwrite the agent's state: rename it"
+             overwrite the agent's state: rename it",
+            RESERVED_CONFIGMAPS.join(" and ")
         ));
     }
     let value = &manifest.value;
@@ -302,7 +303,8 @@ mod tests {
 
     #[test]
     fn reserved_names_are_the_agents_own() {
-        assert_eq!(RESERVED_CONFIGMAP, crate::state::store::STATE_CONFIGMAP);
+        assert!(RESERVED_CONFIGMAPS.contains(&crate::state::store::SOURCE_CONFIGMAP));
+        assert!(RESERVED_CONFIGMAPS.contains(&crate::state::legacy::LEGACY_CONFIGMAP));
         assert_eq!(RESERVED_LEASE, crate::run::leader::LEASE_NAME);
     }
 

@@ -13,6 +13,7 @@ pub mod events;
 pub mod health;
 pub mod hooks;
 pub mod labels;
+pub mod logging;
 pub mod metrics;
 pub mod object;
 pub mod output;

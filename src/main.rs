@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod stage_commands;
 use stagegate::apply::{Engine, EngineSettings};
 use stagegate::diagnostics::Problems;
 use stagegate::output::{graph_dot, graph_text, yaml_stream};
 use stagegate::plan::{Plan, build_plan};
 use stagegate::state::StateStore;
-use stagegate::state::store::STATE_CONFIGMAP;
 
 #[derive(Parser)]
 #[command(
@@ -69,20 +70,45 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// Show each stage's phase, revision, age and message, read from the agent's state.
+    /// Show each stage (in dependency order) with its phase, applied and
+    /// attempted revision, age and message, read from the Stage objects;
+    /// running Jobs with their pod and attempt.
     Status {
         #[command(flatten)]
         cluster: ClusterArgs,
         /// Output format.
         #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
+        /// Print again whenever something changes (Ctrl-C ends).
+        #[arg(short = 'w', long)]
+        watch: bool,
     },
-    /// Ask the running agent to run a stage's Job again (every Job of the stage without JOB).
+    /// Ask the agent to run Jobs of a stage again (every Job of the stage without JOB).
+    ///
+    /// Writes the annotation stagegate.dev/rerun on the Stage object, as
+    /// `kubectl annotate stage STAGE stagegate.dev/rerun=JOB --overwrite` does.
     Rerun {
         /// The stage.
         stage: String,
-        /// The Job, as `name` or `namespace/name`.
-        job: Option<String>,
+        /// Jobs, as `name` or `namespace/name`.
+        jobs: Vec<String>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Ask the agent to fetch and reconcile now, instead of at its next poll.
+    Reconcile {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Stop applying a stage, whatever Git says, until `stagegate resume`.
+    Suspend {
+        stage: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Undo `stagegate suspend`: the stage follows Git again.
+    Resume {
+        stage: String,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -93,7 +119,7 @@ struct ClusterArgs {
     /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, then in-cluster).
     #[arg(long, value_name = "FILE", env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
-    /// Namespace of the agent and its state ConfigMap.
+    /// Namespace of the agent and its Stage objects.
     #[arg(
         long,
         short = 'n',
@@ -102,6 +128,16 @@ struct ClusterArgs {
         env = "STAGEGATE_NAMESPACE"
     )]
     namespace: String,
+}
+
+impl ClusterArgs {
+    /// The Stage objects of the agent's namespace, checking first that the
+    /// namespace exists, so that a typo gets a hint rather than an empty list.
+    async fn connect(&self) -> anyhow::Result<StateStore> {
+        let client = stagegate::cluster::client(self.kubeconfig.as_deref()).await?;
+        stagegate::cluster::require_namespace(&client, &self.namespace).await?;
+        Ok(StateStore::new(client, &self.namespace))
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -141,15 +177,9 @@ async fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STAGEGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => stagegate::logging::init_text(),
+        LogFormat::Json => stagegate::logging::init_json(),
     }
 }
 
@@ -161,41 +191,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             stage,
             cluster,
         } => diff(repo, stage, cluster).await,
-        Command::Status { cluster, output } => {
-            let client = stagegate::cluster::client(cluster.kubeconfig.as_deref()).await?;
-            let state = StateStore::new(client, &cluster.namespace).load().await?;
-            let text = match output {
-                OutputFormat::Table if state.stages.is_empty() => {
-                    format!(
-                        "no stages recorded yet in {}/{STATE_CONFIGMAP}\n",
-                        cluster.namespace
-                    )
-                }
-                OutputFormat::Table => stagegate::status::table(&state, jiff::Timestamp::now()),
-                OutputFormat::Json => serde_json::to_string_pretty(&state)? + "\n",
-                OutputFormat::Yaml => serde_yaml::to_string(&state)?,
-            };
-            print_stdout(&text)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Status {
+            cluster,
+            output,
+            watch,
+        } => stage_commands::status(&cluster.connect().await?, output, watch).await,
         Command::Rerun {
             stage,
-            job,
+            jobs,
             cluster,
-        } => {
-            let client = stagegate::cluster::client(cluster.kubeconfig.as_deref()).await?;
-            let store = StateStore::new(client, &cluster.namespace);
-            let job = job.unwrap_or_else(|| "*".into());
-            store.request_rerun(&stage, &job).await?;
-            let what = if job == "*" {
-                "every Job".to_string()
-            } else {
-                format!("Job {job}")
-            };
-            println!(
-                "asked the agent to run {what} of stage {stage} again; it runs at the next reconcile"
-            );
-            Ok(ExitCode::SUCCESS)
+        } => stage_commands::rerun(&cluster.connect().await?, &stage, jobs).await,
+        Command::Reconcile { cluster } => {
+            stage_commands::reconcile(&cluster.connect().await?).await
+        }
+        Command::Suspend { stage, cluster } => {
+            stage_commands::suspend(&cluster.connect().await?, &stage, true).await
+        }
+        Command::Resume { stage, cluster } => {
+            stage_commands::suspend(&cluster.connect().await?, &stage, false).await
         }
         Command::Validate(repo) => {
             let plan = match load(&repo) {
@@ -261,7 +274,7 @@ async fn diff(
     }
     let client = stagegate::cluster::client(cluster.kubeconfig.as_deref()).await?;
     let state = StateStore::new(client.clone(), &cluster.namespace)
-        .load()
+        .read()
         .await?;
     let engine = Engine::new(client, EngineSettings::default());
     let mut changes = false;

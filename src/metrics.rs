@@ -21,6 +21,13 @@ pub struct StageResultLabels {
     pub result: String,
 }
 
+/// A stage and why it failed (`ApplyError::metric_label`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageReasonLabels {
+    pub stage: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     pub stage: String,
@@ -56,6 +63,8 @@ pub struct Metrics {
     pub job_runs: Family<StageResultLabels, Counter>,
     /// Jobs deleted and created again because their spec changed.
     pub job_recreations: Family<StageLabels, Counter>,
+    /// Stage applies that failed, by reason.
+    pub stage_failures: Family<StageReasonLabels, Counter>,
     pub git_fetch_duration: Histogram,
     pub git_fetch_failures: Family<ReasonLabels, Counter>,
     /// 1 for the revision last applied in full (every stage Ready).
@@ -80,6 +89,7 @@ impl Metrics {
         let stage_phase = Family::<PhaseLabels, Gauge>::default();
         let job_runs = Family::<StageResultLabels, Counter>::default();
         let job_recreations = Family::<StageLabels, Counter>::default();
+        let stage_failures = Family::<StageReasonLabels, Counter>::default();
         let git_fetch_duration = Histogram::new(exponential_buckets(0.01, 2.0, 12));
         let git_fetch_failures = Family::<ReasonLabels, Counter>::default();
         let applied_revision = Family::<RevisionLabels, Gauge>::default();
@@ -99,6 +109,11 @@ impl Metrics {
             "job_recreations",
             "Jobs deleted with their pods and created again because their spec changed",
             job_recreations.clone(),
+        );
+        registry.register(
+            "stage_failures",
+            "Stage applies that failed, by reason",
+            stage_failures.clone(),
         );
         registry.register(
             "git_fetch_duration_seconds",
@@ -126,6 +141,7 @@ impl Metrics {
             stage_phase,
             job_runs,
             job_recreations,
+            stage_failures,
             git_fetch_duration,
             git_fetch_failures,
             applied_revision,

@@ -31,6 +31,32 @@ impl fmt::Display for ObjectRef {
     }
 }
 
+/// The hash of a Job's rendered spec (with the configuration its pods
+/// read): what decides whether the Job runs again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpecHash(String);
+
+impl SpecHash {
+    pub fn new(hash: impl Into<String>) -> Self {
+        Self(hash.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 12 characters, as messages show it.
+    pub fn short(&self) -> &str {
+        &self.0[..self.0.len().min(12)]
+    }
+}
+
+impl fmt::Display for SpecHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// One rendered object, with the file it came from for error messages.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {

@@ -4,8 +4,7 @@
 use std::fmt::Write;
 
 use crate::hooks::{self, HookKind, HookPhase};
-use crate::object::Manifest;
-use crate::plan::{Plan, PlannedStage};
+use crate::plan::{Plan, PlannedObject, PlannedStage};
 
 /// The hooks of a stage as lines, `pre: migrate (weight -5)`, pre before
 /// post, each phase in run order (weight, then kind, then name); objects
@@ -19,8 +18,8 @@ pub fn hook_lines(planned: &PlannedStage) -> Vec<String> {
         } else {
             format!("{} {}", object.kind(), object.name())
         };
-        match hooks::parse(&object.value, &label).map(|p| p.kind) {
-            Ok(HookKind::Hook(hook)) => {
+        match &object.hook {
+            HookKind::Hook(hook) => {
                 for (phase, when) in hook.points() {
                     let line = format!(
                         "{}{}: {label}{}",
@@ -35,10 +34,10 @@ pub fn hook_lines(planned: &PlannedStage) -> Vec<String> {
                     points.push((phase, hook.weight, object.kind(), object.name(), line));
                 }
             }
-            Ok(HookKind::Unsupported) => {
+            HookKind::Unsupported => {
                 ignored.push(format!("never applied: {label} (unsupported hook kinds)"))
             }
-            _ => {}
+            HookKind::NotAHook => {}
         }
     }
     points.sort_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
@@ -54,6 +53,9 @@ pub fn graph_text(plan: &Plan) -> String {
         if !stage.depends_on.is_empty() {
             let deps: Vec<&str> = stage.depends_on.iter().map(|d| d.as_str()).collect();
             let _ = write!(out, " <- {}", deps.join(", "));
+        }
+        if let Some(parent) = &stage.parent {
+            let _ = write!(out, " (child of {parent})");
         }
         if stage.suspend {
             out.push_str(" (suspended)");
@@ -98,6 +100,16 @@ pub fn graph_dot(plan: &Plan) -> String {
             );
         }
     }
+    for planned in &plan.stages {
+        if let Some(parent) = &planned.stage.parent {
+            let _ = writeln!(
+                out,
+                "  {} -> {} [style=dashed];",
+                quote(parent.as_str()),
+                quote(planned.stage.name.as_str())
+            );
+        }
+    }
     out.push_str("}\n");
     out
 }
@@ -110,21 +122,21 @@ fn quote(s: &str) -> String {
 /// document starts with a comment saying when it runs
 /// (`# hook: pre-apply (weight -5)`), which keeps the stream valid YAML.
 pub fn yaml_stream<'a>(
-    objects: impl IntoIterator<Item = &'a Manifest>,
+    objects: impl IntoIterator<Item = &'a PlannedObject>,
 ) -> Result<String, serde_yaml::Error> {
     let mut out = String::new();
     for object in objects {
         out.push_str("---\n");
-        match hooks::parse(&object.value, "").map(|p| p.kind) {
-            Ok(HookKind::Hook(hook)) => {
+        match &object.hook {
+            HookKind::Hook(hook) => {
                 let _ = writeln!(out, "# hook: {}", hook.describe());
             }
-            Ok(HookKind::Unsupported) => {
+            HookKind::Unsupported => {
                 out.push_str("# hook: never applied (stagegate cannot honour its hook kinds)\n");
             }
-            _ => {}
+            HookKind::NotAHook => {}
         }
-        out.push_str(&serde_yaml::to_string(&object.value)?);
+        out.push_str(&crate::yaml::to_yaml(&object.value));
     }
     Ok(out)
 }

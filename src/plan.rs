@@ -7,10 +7,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::diagnostics::{Problem, Problems};
-use crate::object::{Manifest, ObjectRef};
+use crate::hooks::HookKind;
+use crate::labels::SPEC_HASH_ANNOTATION;
+use crate::object::{Manifest, ObjectRef, SpecHash};
 use crate::paths::{PathError, display_path, resolve_inside};
-use crate::render::{RenderError, annotate_spec_hashes, is_cluster_scoped, render_stage};
-use crate::stage::{Stage, StageGraph, StageName, discover_stages};
+use crate::render::{
+    RenderError, annotate_spec_hashes, is_cluster_scoped, render_stage_with_children,
+};
+use crate::stage::{Stage, StageGraph, StageName, discover_stages, nested};
 
 /// The stages of one repository revision, dependencies first, each with its
 /// rendered objects.
@@ -26,7 +30,47 @@ pub struct Plan {
 #[derive(Debug, Clone)]
 pub struct PlannedStage {
     pub stage: Stage,
-    pub objects: Vec<Manifest>,
+    pub objects: Vec<PlannedObject>,
+    /// The graph's edges: positions in [`Plan::stages`] of the stages this
+    /// one depends on, all before it.
+    pub needs: Vec<usize>,
+}
+
+/// One rendered object of a stage, read once for everyone downstream:
+/// its hook annotations parsed, and a Job's spec hash (every Job has one).
+#[derive(Debug, Clone)]
+pub struct PlannedObject {
+    pub manifest: Manifest,
+    pub hook: HookKind,
+    /// `Some` exactly for Jobs (`batch` `Job`).
+    pub job: Option<SpecHash>,
+}
+
+impl std::ops::Deref for PlannedObject {
+    type Target = Manifest;
+
+    fn deref(&self) -> &Manifest {
+        &self.manifest
+    }
+}
+
+impl PlannedObject {
+    /// Parse what the plan checked: hook annotations and a Job's spec hash.
+    /// `None` when either cannot be read (the plan has an error for it).
+    fn read(manifest: Manifest) -> Option<Self> {
+        let name = manifest.object_ref().to_string();
+        let hook = crate::hooks::parse(&manifest.value, &name).ok()?.kind;
+        let job = if manifest.group() == "batch" && manifest.kind() == "Job" {
+            Some(SpecHash::new(manifest.annotation(SPEC_HASH_ANNOTATION)?))
+        } else {
+            None
+        };
+        Some(Self {
+            manifest,
+            hook,
+            job,
+        })
+    }
 }
 
 impl Plan {
@@ -57,9 +101,9 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
         })?,
     };
 
-    let (stages, found) = discover_stages(&root, &dir);
+    let (discovered, found) = discover_stages(&root, &dir);
     problems.extend(found);
-    if stages.is_empty() && !problems.has_errors() {
+    if discovered.is_empty() && !problems.has_errors() {
         problems.push(
             Problem::error(
                 "no stage definitions found (apiVersion stagegate.dev/v1alpha1 kind Stage, \
@@ -68,6 +112,9 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
             .in_file(display_path(&root, &dir)),
         );
     }
+    // Rendering finds nested stages, so it comes before the graph is known.
+    let (stages, mut rendered) =
+        nested::expand(discovered, |batch| render_all(&root, batch), &mut problems);
     check_names(&stages, &mut problems);
     check_dependencies(&stages, &mut problems);
     let order = match StageGraph::new(&stages).topological_order() {
@@ -80,7 +127,6 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
         }
     };
 
-    let mut rendered = render_all(&root, &stages, &mut problems);
     hash_with_repository_config(&mut rendered);
     check_duplicate_objects(&stages, &rendered, &mut problems);
     let each = stages.iter().zip(&rendered);
@@ -90,7 +136,10 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
     );
     check_hooks(&stages, &rendered, &mut problems);
     for (stage, objects) in stages.iter().zip(&rendered) {
-        if objects.as_ref().is_some_and(Vec::is_empty) {
+        let has_children = stages
+            .iter()
+            .any(|s| s.parent.as_ref() == Some(&stage.name));
+        if objects.as_ref().is_some_and(Vec::is_empty) && !has_children {
             problems.push(
                 Problem::warning(format!(
                     "path {} holds no manifests",
@@ -106,11 +155,26 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
     if problems.has_errors() {
         return Err(problems);
     }
+    let position: HashMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(at, &i)| (stages[i].name.as_str(), at))
+        .collect();
     let stages = order
-        .into_iter()
-        .map(|i| PlannedStage {
+        .iter()
+        .map(|&i| PlannedStage {
             stage: stages[i].clone(),
-            objects: rendered[i].take().unwrap_or_default(),
+            objects: rendered[i]
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(PlannedObject::read)
+                .collect(),
+            needs: stages[i]
+                .depends_on
+                .iter()
+                .filter_map(|d| position.get(d.as_str()).copied())
+                .collect(),
         })
         .collect();
     Ok(Plan {
@@ -155,7 +219,8 @@ fn resolve_dir(root: &Path, rel: &Path) -> Result<PathBuf, Problem> {
 fn check_names(stages: &[Stage], problems: &mut Problems) {
     let mut seen: HashMap<&str, &Stage> = HashMap::new();
     for stage in stages {
-        if !is_dns_label(stage.name.as_str()) {
+        // A Flux stage sharing its name across namespaces is `namespace.name`.
+        if !stage.name.as_str().split('.').all(is_dns_label) || stage.name.as_str().len() > 63 {
             problems.push(
                 Problem::error(
                     "stage name must be at most 63 lowercase letters, digits or '-', \
@@ -210,13 +275,9 @@ fn check_dependencies(stages: &[Stage], problems: &mut Problems) {
 /// Render every stage whose path is safe to read; `None` where it could not
 /// be rendered (the reason is in `problems`). Stages render on all cores:
 /// they are independent and rendering is CPU-bound.
-type Rendered = Result<Vec<Manifest>, Problem>;
+type Rendered = nested::RenderResult;
 
-fn render_all(
-    root: &Path,
-    stages: &[Stage],
-    problems: &mut Problems,
-) -> Vec<Option<Vec<Manifest>>> {
+fn render_all(root: &Path, stages: &[Stage]) -> Vec<Rendered> {
     // One worker per core, each taking the next stage: a thread per stage
     // would cost a stack and an allocator arena each in a 50-stage repository.
     let workers = std::thread::available_parallelism()
@@ -237,27 +298,17 @@ fn render_all(
             });
         }
     });
-    let results: Vec<Rendered> = slots
+    slots
         .into_iter()
         .map(|slot| {
             slot.into_inner()
                 .unwrap_or_else(|p| p.into_inner())
                 .unwrap_or_else(|| Err(Problem::error("renderer panicked")))
         })
-        .collect();
-    results
-        .into_iter()
-        .map(|r| match r {
-            Ok(objects) => Some(objects),
-            Err(problem) => {
-                problems.push(problem);
-                None
-            }
-        })
         .collect()
 }
 
-fn render_one(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, Problem> {
+fn render_one(root: &Path, stage: &Stage) -> Rendered {
     let at = |p: Problem| p.in_file(&stage.source).in_stage(&stage.name);
     resolve_dir(root, &stage.path).map_err(|p| {
         at(Problem::error(format!(
@@ -266,7 +317,7 @@ fn render_one(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, Problem> {
             p.message
         )))
     })?;
-    render_stage(root, stage).map_err(|e| {
+    render_stage_with_children(root, stage).map_err(|e| {
         // The renderer's errors name the stage and file themselves.
         let problem = Problem::error(e.to_string());
         match e {
@@ -313,6 +364,14 @@ fn check_hooks(stages: &[Stage], rendered: &[Option<Vec<Manifest>>], problems: &
                     }
                 }
                 Err(error) => problems.push(at(Problem::error(error))),
+            }
+            if object.group() == "batch"
+                && object.kind() == "Job"
+                && object.annotation(SPEC_HASH_ANNOTATION).is_none()
+            {
+                problems.push(at(Problem::error(format!(
+                    "{name}: no {SPEC_HASH_ANNOTATION} annotation after rendering"
+                ))));
             }
         }
     }

@@ -3,6 +3,11 @@
 
 use serde_json::Value;
 
+mod emit;
+mod go_integers;
+
+pub use emit::to_yaml;
+
 /// One non-empty document of a file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {
@@ -21,14 +26,31 @@ pub struct YamlError {
     pub message: String,
 }
 
+/// The largest YAML file stagegate reads. The parser holds a document's
+/// events and its value at once, several times the text's size; the bound
+/// keeps one file from taking the agent past its memory limit.
+pub const MAX_FILE_BYTES: usize = 8 * 1024 * 1024;
+
 /// Split `text` into documents and parse each one; empty documents (only
 /// comments or whitespace) are skipped.
 pub fn parse_documents(text: &str) -> Result<Vec<Document>, YamlError> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(YamlError {
+            line: 1,
+            column: 1,
+            message: format!(
+                "the file is {} bytes, over stagegate's limit of {MAX_FILE_BYTES} bytes \
+                 for one YAML file; split it into smaller files",
+                text.len()
+            ),
+        });
+    }
     let mut documents = Vec::new();
     for (start_line, chunk) in split_documents(text) {
         if chunk.trim().is_empty() {
             continue;
         }
+        let chunk = go_integers::rewrite(&chunk);
         let value: Value = serde_yaml::from_str(&chunk).map_err(|e| {
             let (line, column) = e
                 .location()
@@ -59,6 +81,10 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
     let mut chunks = Vec::new();
     let mut current = String::new();
     let mut start = 1;
+    // A file's last line keeps its missing line break: `|` clips to what is
+    // there, so adding one would change a block scalar's value.
+    let ends_open = !text.is_empty() && !text.ends_with('\n');
+    let line_count = text.lines().count();
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
         if let Some(rest) = marker_rest(line, "---") {
@@ -74,7 +100,9 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
             start = line_no + 1;
         } else {
             current.push_str(line);
-            current.push('\n');
+            if !(ends_open && i + 1 == line_count) {
+                current.push('\n');
+            }
         }
     }
     chunks.push((start, current));

@@ -104,7 +104,7 @@ impl Env {
 
     async fn state(&self) -> State {
         StateStore::new(self.c.client.clone(), NS)
-            .load()
+            .read()
             .await
             .unwrap()
     }
@@ -115,7 +115,7 @@ impl Env {
         let store = StateStore::new(self.c.client.clone(), NS);
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let state = store.load().await.unwrap_or_default();
+            let state = store.read().await.unwrap_or_default();
             if done(&state) {
                 return;
             }
@@ -428,7 +428,7 @@ async fn killed_agent_resumes_without_rerunning_a_completed_job() {
     );
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            if let Ok(state) = StateStore::new(e.c.client.clone(), NS).load().await
+            if let Ok(state) = StateStore::new(e.c.client.clone(), NS).read().await
                 && state
                     .stages
                     .get("pre")
@@ -538,7 +538,7 @@ async fn webhook_push_reconciles_at_once_and_bad_signatures_are_rejected() {
         async move {
             tokio::time::timeout(Duration::from_secs(60), async {
                 loop {
-                    if let Ok(state) = StateStore::new(client.clone(), NS).load().await
+                    if let Ok(state) = StateStore::new(client.clone(), NS).read().await
                         && ready_at(&state, &commit)
                     {
                         break;

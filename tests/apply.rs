@@ -10,6 +10,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
+use stagegate::apply::job_policy::{JobAction, SkipReason};
 use stagegate::apply::{Engine, EngineSettings};
 use stagegate::state::StageState;
 
@@ -68,9 +69,7 @@ async fn changed_job_is_recreated_with_its_pods_gone_and_completes() {
     assert!(report.ready, "{}", report.message);
     assert_eq!(report.recreated, 1);
     assert!(
-        report.jobs[0]
-            .action
-            .starts_with("recreate because spec hash"),
+        matches!(report.jobs[0].action, Some(JobAction::Replace { .. })),
         "{:?}",
         report.jobs
     );
@@ -173,7 +172,10 @@ async fn completed_job_removed_by_ttl_is_not_run_again() {
     let creates = c.sim.stats().create;
     let report = engine.apply_stage(&planned, "r2", &mut state).await;
     assert!(report.ready, "{}", report.message);
-    assert_eq!(report.jobs[0].action, "not re-run: already completed");
+    assert_eq!(
+        report.jobs[0].action,
+        Some(JobAction::Skip(SkipReason::AlreadySucceeded))
+    );
     assert!(jobs.get_opt("pi").await.unwrap().is_none());
     assert_eq!(c.sim.stats().create, creates);
     c.sim.shutdown().await;
@@ -544,9 +546,10 @@ async fn running_job_of_an_older_spec_is_waited_for_before_replacement() {
         .await;
     assert!(report.ready, "{}", report.message);
     assert!(
-        report.jobs[0]
-            .action
-            .starts_with("recreate after the running Job finishes"),
+        matches!(
+            report.jobs[0].action,
+            Some(JobAction::WaitThenReplace { .. })
+        ),
         "{:?}",
         report.jobs
     );
@@ -607,7 +610,7 @@ async fn failed_job_runs_again_only_when_an_operator_asks_or_retries_allow() {
     let report = engine.apply_stage(&planned, "r2", &mut state).await;
     assert!(!report.ready);
     assert!(
-        report.jobs[0].action.starts_with("retry"),
+        matches!(report.jobs[0].action, Some(JobAction::Retry { .. })),
         "{:?}",
         report.jobs
     );
@@ -616,7 +619,8 @@ async fn failed_job_runs_again_only_when_an_operator_asks_or_retries_allow() {
     let report = engine.apply_stage(&planned, "r2", &mut state).await;
     assert!(!report.ready);
     assert_eq!(
-        report.jobs[0].action, "left alone (unchanged)",
+        report.jobs[0].action,
+        Some(JobAction::Keep),
         "{:?}",
         report.jobs
     );
@@ -661,4 +665,189 @@ async fn pod_stuck_pulling_its_image_is_reported_and_fails_after_the_grace_perio
         .any(|e| e.reason.as_deref() == Some("PodStuck"));
     assert!(stuck, "a PodStuck Warning Event");
     c.sim.shutdown().await;
+}
+
+/// Job runs as a state store would hold them: what the journal wrote.
+#[derive(Default)]
+struct Persisted(std::sync::Mutex<stagegate::state::StageState>);
+
+impl stagegate::apply::JobJournal for Persisted {
+    fn record<'a>(
+        &'a self,
+        _stage: &'a str,
+        job: &'a str,
+        run: &'a stagegate::state::JobRun,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        state
+            .jobs
+            .entry(job.to_string())
+            .or_default()
+            .record(run.clone());
+        Box::pin(async {})
+    }
+}
+
+#[tokio::test]
+async fn job_started_before_the_agent_was_killed_and_removed_by_ttl_is_not_run_again() {
+    let c = cluster().await;
+    let slow = pi_job("pi", 2000, "").replace("duration: 200ms", "duration: 3s");
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("pre", "pre", "")),
+        ("pre/job.yaml", &slow),
+    ]);
+    let engine = engine(&c.client);
+    let planned = plan(dir.path()).stages.remove(0);
+    let persisted = Persisted::default();
+
+    // The agent dies (its apply is dropped) while the Job runs.
+    let mut state = StageState::default();
+    let apply = engine.apply_stage_journaled(&planned, "r1", &mut state, &persisted);
+    let job_exists = async {
+        while job_uid(&c.client, "default", "pi").await.is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        _ = apply => panic!("the Job should still be running"),
+        () = job_exists => {}
+    }
+    // Its TTL removes the Job before the agent is back.
+    let jobs: Api<Job> = Api::namespaced(c.client.clone(), "default");
+    jobs.delete("pi", &DeleteParams::background())
+        .await
+        .unwrap();
+    while job_uid(&c.client, "default", "pi").await.is_some() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The restarted agent has only what was persisted.
+    let mut restarted = persisted.0.lock().unwrap().clone();
+    let creates = c.sim.stats().create;
+    let report = engine.apply_stage(&planned, "r1", &mut restarted).await;
+    assert!(!report.ready, "its end was never seen: the gate stays shut");
+    assert!(
+        report.message.contains("before its end was seen"),
+        "{}",
+        report.message
+    );
+    assert_eq!(
+        c.sim.stats().create,
+        creates,
+        "the Job was not created again"
+    );
+    assert!(job_uid(&c.client, "default", "pi").await.is_none());
+    c.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn transient_api_errors_are_retried_inside_the_stage() {
+    let c = cluster().await;
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("pre", "pre", "")),
+        ("pre/job.yaml", &pi_job("pi", 20, "")),
+        (
+            "pre/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n",
+        ),
+    ]);
+    let engine = engine(&c.client);
+    let planned = plan(dir.path()).stages.remove(0);
+    let faults = c.sim.faults();
+    faults.fail_next(kube_sim::FailRule::new(
+        Some(kube_sim::Verb::Patch),
+        Some("/apis/batch/v1"),
+        503,
+        2,
+    ));
+    faults.fail_next(kube_sim::FailRule::new(
+        Some(kube_sim::Verb::Patch),
+        Some("/api/v1"),
+        500,
+        1,
+    ));
+    faults.fail_next(kube_sim::FailRule::new(
+        Some(kube_sim::Verb::Get),
+        Some("/apis/batch/v1"),
+        429,
+        1,
+    ));
+    let mut state = StageState::default();
+    let report = engine.apply_stage(&planned, "r1", &mut state).await;
+    assert!(report.ready, "{}", report.message);
+    assert_eq!(state.jobs["default/pi"].runs.len(), 1, "the Job ran once");
+    c.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rejected_call_names_the_call_and_the_servers_message_once() {
+    let c = cluster().await;
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("pre", "pre", "")),
+        ("pre/job.yaml", &pi_job("pi", 20, "")),
+    ]);
+    let engine = engine(&c.client);
+    let planned = plan(dir.path()).stages.remove(0);
+    c.sim.faults().fail_next(kube_sim::FailRule::new(
+        Some(kube_sim::Verb::Get),
+        Some("/apis/batch/v1/namespaces/default/jobs"),
+        403,
+        1,
+    ));
+    let mut state = StageState::default();
+    let report = engine.apply_stage(&planned, "r1", &mut state).await;
+    assert!(!report.ready);
+    assert!(
+        report
+            .message
+            .starts_with("Job default/pi: get Job.batch default/pi: "),
+        "{}",
+        report.message
+    );
+    assert!(report.message.ends_with("(403)"), "{}", report.message);
+    assert!(!report.message.contains("Status {"), "{}", report.message);
+    assert_eq!(
+        report.error.as_ref().map(|e| e.metric_label()),
+        Some("forbidden")
+    );
+    c.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn after_a_cluster_reset_a_recorded_job_runs_again_before_the_stage_is_ready() {
+    let c = cluster().await;
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("pre", "pre", "")),
+        ("pre/job.yaml", &pi_job("pi", 20, "")),
+        (
+            "pre/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n",
+        ),
+    ]);
+    let planned = plan(dir.path()).stages.remove(0);
+    let mut state = StageState::default();
+    let report = engine(&c.client)
+        .apply_stage(&planned, "r1", &mut state)
+        .await;
+    assert!(report.ready, "{}", report.message);
+    c.sim.shutdown().await;
+
+    // The API server comes back without its data; the agent's state survived.
+    let reset = cluster().await;
+    let report = engine(&reset.client)
+        .apply_stage(&planned, "r1", &mut state)
+        .await;
+    assert!(report.ready, "{}", report.message);
+    assert_eq!(
+        report.jobs[0].action,
+        Some(JobAction::Create),
+        "{:?}",
+        report.jobs
+    );
+    assert!(
+        job_uid(&reset.client, "default", "pi").await.is_some(),
+        "the Job exists on the new cluster"
+    );
+    assert_eq!(state.jobs["default/pi"].runs.len(), 2);
+    reset.sim.shutdown().await;
 }

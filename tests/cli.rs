@@ -213,7 +213,11 @@ fn unknown_field_and_yaml_error_name_the_file_and_line() {
             "stages.yaml",
             "apiVersion: stagegate.dev/v1alpha1\nkind: Stage\nmetadata: {name: s}\nspec:\n  path: s\n  dependOn: [x]\n",
         ),
-        ("other.yaml", "a: 1\n---\nb: [\n"),
+        // Broken YAML that names a stage API could hide a stage: an error.
+        (
+            "other.yaml",
+            "apiVersion: stagegate.dev/v1alpha1\n---\nb: [\n",
+        ),
         ("s/cm.yaml", CONFIGMAP),
     ]);
     let out = stagegate(&["validate", &path_of(&dir)]);
@@ -229,27 +233,38 @@ fn unknown_field_and_yaml_error_name_the_file_and_line() {
 }
 
 #[test]
-fn empty_stage_and_unsupported_flux_field_are_warnings() {
+fn empty_stage_is_a_warning_and_an_unsupported_flux_field_an_error() {
+    let kustomization = |extra: &str| {
+        format!(
+            "apiVersion: kustomize.toolkit.fluxcd.io/v1beta2\nkind: Kustomization\nmetadata: {{name: apps}}\nspec:\n  path: ./apps\n  prune: true\n{extra}"
+        )
+    };
     let dir = repo(&[
-        (
-            "clusters/k.yaml",
-            "apiVersion: kustomize.toolkit.fluxcd.io/v1beta2\nkind: Kustomization\nmetadata: {name: apps}\nspec:\n  path: ./apps\n  prune: true\n  healthChecks: [{kind: Deployment, name: x}]\n",
-        ),
+        ("clusters/k.yaml", &kustomization("")),
         ("apps/README.md", "nothing to apply here"),
     ]);
     let out = stagegate(&["validate", &path_of(&dir)]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "ok: 1 stages, 0 objects, 2 warnings\n");
-    let err = stderr(&out);
+    assert_eq!(stdout(&out), "ok: 1 stages, 0 objects, 1 warnings\n");
     assert!(
-        err.contains(
-            "warning: clusters/k.yaml: stage apps: line 1: Kustomization field spec.healthChecks"
-        ),
-        "{err}"
+        stderr(&out).contains("warning: clusters/k.yaml: stage apps: path apps holds no manifests"),
+        "{}",
+        stderr(&out)
     );
+
+    std::fs::write(
+        dir.path().join("clusters/k.yaml"),
+        kustomization("  healthChecks: [{kind: Deployment, name: x}]\n"),
+    )
+    .unwrap();
+    let out = stagegate(&["validate", &path_of(&dir)]);
+    assert_eq!(out.status.code(), Some(1));
     assert!(
-        err.contains("warning: clusters/k.yaml: stage apps: path apps holds no manifests"),
-        "{err}"
+        stderr(&out).contains(
+            "error: clusters/k.yaml: stage apps: line 1: Kustomization spec.healthChecks: "
+        ),
+        "{}",
+        stderr(&out)
     );
 }
 

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use stagegate::apply::{Engine, EngineSettings};
-use stagegate::state::{Phase, State, StateStore};
+use stagegate::state::{Phase, StageSpec, State, StateStore};
 
 fn stagegate(kubeconfig: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stagegate"))
@@ -105,8 +105,12 @@ async fn diff_status_and_rerun_against_a_cluster() {
         stage_state.phase = Phase::Ready;
         stage_state.revision = Some("main@sha1:1111111111111111111111111111111111111111".into());
         stage_state.message = report.message;
+        let spec = StageSpec::from(&planned.stage);
+        store
+            .save_stage(planned.stage.name.as_str(), Some(&spec), stage_state)
+            .await
+            .unwrap();
     }
-    store.save(&state).await.unwrap();
 
     let out = stagegate(&kubeconfig, &["diff", &repo_arg]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -156,11 +160,48 @@ async fn diff_status_and_rerun_against_a_cluster() {
     assert!(shown.contains("job shop/db-migrate: succeeded"), "{shown}");
     let out = stagegate(&kubeconfig, &["status", "-o", "json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["stages"]["application"]["phase"], "Ready");
+    assert_eq!(json["stages"][1]["name"], "application", "{json}");
+    assert_eq!(json["stages"][1]["status"]["phase"], "Ready", "{json}");
 
     let out = stagegate(&kubeconfig, &["rerun", "pre", "db-migrate"]);
     assert!(out.status.success(), "{}", text(&out));
-    let state = store.load().await.unwrap();
-    assert!(state.stages["pre"].rerun.contains("db-migrate"));
+    let pre = store.get_stage("pre").await.unwrap();
+    let asked = pre.requests.rerun.unwrap_or_default();
+    assert!(asked.starts_with("db-migrate@"), "{asked}");
+
+    // Unknown stages and Jobs are refused, naming the real ones.
+    let out = stagegate(&kubeconfig, &["rerun", "nosuchstage"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "no stage named nosuchstage in namespace stagegate-system; stages: application, pre"
+        ),
+        "{}",
+        text(&out)
+    );
+    let out = stagegate(&kubeconfig, &["rerun", "pre", "nosuchjob"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("stage pre has no Job nosuchjob; its Jobs: shop/db-migrate"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        store
+            .list()
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.name != "nosuchstage")
+    );
+
+    // A namespace that does not exist is an error with a hint, not an empty table.
+    let out = stagegate(&kubeconfig, &["status", "-n", "nope"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("namespace nope does not exist"),
+        "{}",
+        text(&out)
+    );
     c.sim.shutdown().await;
 }

@@ -26,3 +26,29 @@ fn demo_script_applies_the_example_in_dependency_order() {
         "the application starts after the migration stage is Ready:\n{stderr}"
     );
 }
+
+#[test]
+fn demo_refuses_to_start_over_a_running_demo_and_names_it() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("demo");
+    std::fs::create_dir_all(&dir).unwrap();
+    // This test's own process stands for the running demo.
+    std::fs::write(dir.join("demo.pid"), std::process::id().to_string()).unwrap();
+    std::fs::write(dir.join("kubeconfig"), "kept").unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(format!("{root}/demo.sh"))
+        .arg("--once")
+        .env("STAGEGATE_DEMO_DIR", &dir)
+        .env("STAGEGATE_BIN", env!("CARGO_BIN_EXE_stagegate"))
+        .output()
+        .expect("run demo.sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("a demo is already running in"), "{stderr}");
+    assert!(stderr.contains(&dir.display().to_string()), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("kubeconfig")).unwrap(),
+        "kept",
+        "the running demo's files are untouched"
+    );
+}

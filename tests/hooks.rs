@@ -21,7 +21,9 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use stagegate::apply::{Engine, EngineSettings, StageReport};
+use stagegate::apply::job_policy::{JobAction, SkipReason};
+use stagegate::apply::report::HookDeletion;
+use stagegate::apply::{Engine, EngineSettings, JobOutcome, StageReport};
 use stagegate::state::{JobResult, Phase, StageState, StateStore};
 
 fn engine(client: &kube::Client) -> Engine {
@@ -262,7 +264,7 @@ async fn kluctl_post_deploy_hook_is_applied_last_not_waited_for_and_recreated_wh
     let report = apply(&engine, dir.path(), "r1", &mut state).await;
     assert!(report.ready, "{}", report.message);
     let pi = report.jobs.iter().find(|j| j.job == "default/pi").unwrap();
-    assert_eq!(pi.outcome, "started; not waited for", "{:?}", report.jobs);
+    assert_eq!(pi.outcome, JobOutcome::Started, "{:?}", report.jobs);
     let jobs: Api<Job> = Api::namespaced(c.client.clone(), "default");
     let live = jobs.get("pi").await.unwrap();
     assert!(
@@ -435,7 +437,10 @@ async fn hook_deleted_after_success_is_not_run_again_for_the_same_spec() {
     );
     let report = apply(&engine, dir.path(), "r2", &mut state).await;
     assert!(report.ready, "{}", report.message);
-    assert_eq!(report.jobs[0].action, "not re-run: already completed");
+    assert_eq!(
+        report.jobs[0].action,
+        Some(JobAction::Skip(SkipReason::AlreadySucceeded))
+    );
     assert_eq!(c.sim.stats().create, creates);
     assert!(job_uid(&c.client, "migrate").await.is_none());
 
@@ -444,10 +449,13 @@ async fn hook_deleted_after_success_is_not_run_again_for_the_same_spec() {
     write_files(dir.path(), &[("app/migrate.yaml", &changed)]);
     let report = apply(&engine, dir.path(), "r3", &mut state).await;
     assert!(report.ready, "{}", report.message);
-    assert!(
-        report.jobs[0]
-            .outcome
-            .starts_with("succeeded; deleted (hook-succeeded)"),
+    assert_eq!(report.jobs[0].outcome, JobOutcome::Succeeded);
+    assert_eq!(
+        report.jobs[0].deletion,
+        Some(HookDeletion {
+            policy: "hook-succeeded",
+            error: None
+        }),
         "{:?}",
         report.jobs
     );

@@ -159,6 +159,7 @@ async fn apply_k_and_apply_f_recursive_install_the_same_objects() {
     let f = by_files.apply(&["-f", path_str(&manifests()), "-R"]).await;
 
     let expected: BTreeSet<String> = [
+        "customresourcedefinition.apiextensions.k8s.io/stages.stagegate.dev",
         "namespace/stagegate-system",
         "serviceaccount/stagegate",
         "clusterrole.rbac.authorization.k8s.io/stagegate",

@@ -8,7 +8,9 @@ use std::process::Command;
 
 use serde_json::Value;
 use stagegate::labels::{MANAGED_BY_KEY, SPEC_HASH_ANNOTATION, STAGE_LABEL};
-use stagegate::render::{ImageOverride, Patch, PatchTarget, render_stage};
+use stagegate::render::{
+    ImageOverride, Overlay, Patch, PatchTarget, render_stage, render_stage_with,
+};
 use stagegate::stage::Stage;
 
 fn fixtures() -> PathBuf {
@@ -78,11 +80,24 @@ fn assert_same_as_kustomize(case: &str) {
 
 /// `stage` rendered by stagegate against `kubectl kustomize reference`.
 fn assert_stage_same_as_kustomize(stage: &Stage, reference: &str) {
+    assert_overlay_same_as_kustomize(stage, &Overlay::default(), reference);
+}
+
+fn assert_overlay_same_as_kustomize(stage: &Stage, overlay: &Overlay, reference: &str) {
     let case = reference;
     let root = fixtures();
     let expected = by_id(kubectl_kustomize(&root.join(reference)));
-    let rendered = render_stage(&root, stage)
+    let rendered = render_stage_with(&root, stage, overlay)
         .unwrap_or_else(|e| panic!("stagegate failed to render {}: {e}", stage.name));
+    for m in &rendered {
+        let text = stagegate::yaml::to_yaml(&m.value);
+        let back = stagegate::yaml::parse_documents(&text).expect("stagegate's output is YAML");
+        assert_eq!(
+            back.first().map(|d| &d.value),
+            Some(&m.value),
+            "{case}: printed YAML reads back differently:\n{text}"
+        );
+    }
     let actual = by_id(
         rendered
             .into_iter()
@@ -180,4 +195,107 @@ fn stage_target_namespace_patches_and_images_match_the_kustomization_flux_builds
         ..Default::default()
     }];
     assert_stage_same_as_kustomize(&stage, "flux-stage");
+}
+
+#[test]
+fn sibling_bases_with_same_named_config_maps_keep_their_own_references() {
+    assert_same_as_kustomize("scenarios/sibling-bases");
+}
+
+#[test]
+fn one_base_reused_under_two_prefixes_mounts_its_own_claim() {
+    assert_same_as_kustomize("scenarios/reused-base");
+}
+
+#[test]
+fn binding_subjects_and_role_ref_follow_prefix_namespace_and_patch_rename() {
+    assert_same_as_kustomize("scenarios/rbac");
+}
+
+#[test]
+fn every_built_in_name_reference_field_follows_its_target() {
+    assert_same_as_kustomize("scenarios/reference-fields");
+}
+
+#[test]
+fn cluster_scope_is_decided_by_group_and_kind_as_kustomize_does() {
+    assert_same_as_kustomize("scenarios/cluster-scope");
+}
+
+#[test]
+fn octal_modes_annotation_types_and_block_scalars_read_as_kustomize_reads_them() {
+    assert_same_as_kustomize("scenarios/yaml-values");
+}
+
+#[test]
+fn config_map_and_secret_generators_with_options_match_kustomize() {
+    assert_same_as_kustomize("scenarios/generators/base");
+}
+
+#[test]
+fn generator_merge_and_replace_in_an_overlay_rename_and_rehash_like_kustomize() {
+    assert_same_as_kustomize("scenarios/generators/overlay");
+}
+
+#[test]
+fn components_replicas_and_sort_options_match_kustomize() {
+    assert_same_as_kustomize("scenarios/components/overlay");
+}
+
+/// Where kustomize refuses, stagegate refuses too, naming the file and the field.
+fn assert_both_refuse(case: &str, file: &str, field: &str) {
+    let root = fixtures();
+    let dir = root.join(case);
+    let output = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+        .expect("kubectl is needed as the reference renderer");
+    assert!(
+        !output.status.success(),
+        "{case}: kubectl kustomize accepted what stagegate should refuse"
+    );
+    let err = render_stage(&root, &Stage::new("parity", case))
+        .expect_err("stagegate must refuse what kustomize refuses");
+    let text = err.to_string();
+    assert_eq!(err.file(), Path::new(file), "{text}");
+    assert!(text.contains(field), "{text}");
+}
+
+#[test]
+fn an_ambiguous_subject_is_refused_naming_both_service_accounts() {
+    assert_both_refuse(
+        "scenarios/ambiguous-accounts",
+        "scenarios/ambiguous-accounts/binding.yaml",
+        "subjects",
+    );
+    let root = fixtures();
+    let err = render_stage(&root, &Stage::new("parity", "scenarios/ambiguous-accounts"))
+        .expect_err("ambiguous");
+    let text = err.to_string();
+    assert!(
+        text.contains("team-a/deployer") && text.contains("team-b/deployer"),
+        "{text}"
+    );
+}
+
+#[test]
+fn field_names_in_another_case_are_read_as_kustomize_reads_them() {
+    assert_same_as_kustomize("scenarios/spelling");
+}
+
+#[test]
+fn a_stage_overlay_prefix_and_components_match_the_kustomization_flux_writes() {
+    let stage = Stage::new("flux", "scenarios/overlay-target");
+    let overlay = Overlay {
+        name_prefix: Some("flux-".into()),
+        components: vec!["../components/monitoring".into()],
+        ..Default::default()
+    };
+    assert_overlay_same_as_kustomize(&stage, &overlay, "scenarios/overlay-reference");
+}
+
+#[test]
+fn replacements_with_list_selectors_delimiters_wildcards_and_files_match_kustomize() {
+    assert_same_as_kustomize("scenarios/replacements");
 }

@@ -1,24 +1,24 @@
 //! What applying a stage would do, without writing anything: objects to
 //! create, to change (by server-side dry run), to prune, and each Job's fate.
 
-use std::collections::HashSet;
-
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
 use kube::api::Patch;
 use serde_json::Value;
 use similar::TextDiff;
 
-use super::engine::{Engine, apply_params, assign_roles, crd_group_kind, idle_reason, read_hooks};
+use super::engine::{Engine, StageRun, apply_params};
 use super::error::{api_status, is_immutable_field};
 use super::item::{Item, Role};
 use super::job_policy::{
     JobAction, JobInputs, REPLACE_RUNNING_ANNOTATION, RUN_POLICY_ANNOTATION, RunPolicy, decide,
 };
-use super::jobs::{describe, live_job};
+use super::job_runner::live_job;
+use super::journal::NoJournal;
+use super::report::describe;
 use crate::hooks::HookPhase;
-use crate::labels::{SPEC_HASH_ANNOTATION, STAGE_LABEL};
 use crate::object::ObjectRef;
+use crate::object::SpecHash;
 use crate::plan::PlannedStage;
 use crate::state::StageState;
 
@@ -105,105 +105,42 @@ impl Engine {
             stage: stage.name.to_string(),
             ..StageDiff::default()
         };
-        let default_ns = stage
-            .target_namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let mut items: Vec<Item> = planned
-            .objects
-            .iter()
-            .map(|m| Item::new(m.value.clone()))
-            .collect();
-        let defined: HashSet<(String, String)> = items
-            .iter()
-            .filter(|i| i.is_crd())
-            .filter_map(crd_group_kind)
-            .collect();
-        if let Err(e) = read_hooks(&mut items) {
-            diff.errors.push(e);
-            return diff;
-        }
-        if let Err(e) = self
-            .resolve_items(&mut items, &default_ns, |i| {
-                i.role != Role::Idle && !defined.contains(&(i.group().to_string(), i.kind.clone()))
-            })
-            .await
-        {
-            diff.errors.push(e);
-            return diff;
-        }
-        let initial = if items
-            .iter()
-            .filter_map(|i| i.hook.as_ref())
-            .any(|h| h.depends_on_install())
-        {
-            let selector = format!("{STAGE_LABEL}={}", stage.name);
-            match self.initial_install(&selector, &items, state).await {
-                Ok(initial) => initial,
-                Err(e) => {
-                    diff.errors.push(e);
-                    return diff;
-                }
+        let run = StageRun::new(planned, revision, &NoJournal);
+        let prepared = match self.prepare(&run, state).await {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                diff.errors.push(e.to_string());
+                return diff;
             }
-        } else {
-            false
         };
-        assign_roles(&mut items, initial);
-        // Hooks in the order they would run: pre by weight, the rest, post by weight.
-        items.sort_by_key(|i| {
-            let weight = i.hook.as_ref().map_or(0, |h| h.weight);
-            match i.role {
-                Role::Hook(HookPhase::Pre) => (0, weight),
-                Role::Main | Role::Idle => (1, 0),
-                Role::Hook(HookPhase::Post) => (2, weight),
-            }
-        });
-
-        let mut rendered = HashSet::new();
-        for item in &items {
-            rendered.insert(item.object_ref());
-            let phase = match item.role {
-                Role::Idle => {
-                    diff.hooks.push((
-                        format!("hook {}", item.object_ref()),
-                        format!("not run on this apply ({})", idle_reason(item, initial)),
-                    ));
-                    continue;
-                }
-                Role::Hook(phase) => Some(phase),
-                Role::Main => None,
-            };
-            if let Some(phase) = phase
-                && !item.is_job()
-            {
-                let before = diff.create.len() + diff.change.len();
-                if item.resolved.is_none() {
-                    diff.create.push(item.object_ref());
-                } else {
-                    self.diff_object(item, stage.force, &mut diff).await;
-                }
-                let fate = if diff.create.len() + diff.change.len() > before {
-                    "applied"
-                } else {
-                    "unchanged"
-                };
-                diff.hooks.push((
-                    format!("{} hook {}", phase.label(), item.object_ref()),
-                    fate.to_string(),
-                ));
-                continue;
-            }
+        // In the order they would run: pre-apply hooks by weight, the
+        // rest, post-apply hooks by weight.
+        for item in prepared.hooks(HookPhase::Pre) {
+            self.diff_hook(&run, item, HookPhase::Pre, state, &mut diff)
+                .await;
+        }
+        for (item, reason) in prepared.idle() {
+            diff.hooks.push((
+                format!("hook {}", item.object_ref()),
+                format!("not run on this apply ({reason})"),
+            ));
+        }
+        for item in prepared.items.iter().filter(|i| i.role == Role::Main) {
             if item.resolved.is_none() {
                 // Its CRD comes with this stage and does not exist yet.
                 diff.create.push(item.object_ref());
             } else if item.is_job() {
-                self.diff_job(item, revision, state, stage.job_retries, phase, &mut diff)
-                    .await;
+                self.diff_job(&run, item, state, None, &mut diff).await;
             } else {
                 self.diff_object(item, stage.force, &mut diff).await;
             }
         }
+        for item in prepared.hooks(HookPhase::Post) {
+            self.diff_hook(&run, item, HookPhase::Post, state, &mut diff)
+                .await;
+        }
         if stage.prune {
+            let rendered = prepared.rendered();
             diff.prune = state
                 .inventory
                 .iter()
@@ -212,6 +149,34 @@ impl Engine {
                 .collect();
         }
         diff
+    }
+
+    async fn diff_hook(
+        &self,
+        run: &StageRun<'_>,
+        item: &Item,
+        phase: HookPhase,
+        state: &StageState,
+        diff: &mut StageDiff,
+    ) {
+        if item.is_job() {
+            return self.diff_job(run, item, state, Some(phase), diff).await;
+        }
+        let before = diff.create.len() + diff.change.len();
+        if item.resolved.is_none() {
+            diff.create.push(item.object_ref());
+        } else {
+            self.diff_object(item, run.planned.stage.force, diff).await;
+        }
+        let fate = if diff.create.len() + diff.change.len() > before {
+            "applied"
+        } else {
+            "unchanged"
+        };
+        diff.hooks.push((
+            format!("{} hook {}", phase.label(), item.object_ref()),
+            fate.to_string(),
+        ));
     }
 
     async fn diff_object(&self, item: &Item, force: bool, diff: &mut StageDiff) {
@@ -283,18 +248,16 @@ impl Engine {
 
     async fn diff_job(
         &self,
+        run: &StageRun<'_>,
         item: &Item,
-        revision: &str,
         state: &StageState,
-        retries: u32,
         hook: Option<HookPhase>,
         diff: &mut StageDiff,
     ) {
+        let (revision, retries) = (run.revision, run.planned.stage.job_retries);
         let namespace = item.namespace.clone().unwrap_or_else(|| "default".into());
         let key = format!("{namespace}/{}", item.name);
-        let Some(hash) = item.annotation(SPEC_HASH_ANNOTATION) else {
-            diff.errors
-                .push(format!("Job {key}: no {SPEC_HASH_ANNOTATION}"));
+        let Some(hash) = item.job.as_ref().map(SpecHash::as_str) else {
             return;
         };
         let policy = match RunPolicy::parse(item.annotation(RUN_POLICY_ANNOTATION)) {

@@ -13,12 +13,13 @@ use kube::runtime::watcher::{self, watcher};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::engine::{
-    Engine, Inventory, StageCtx, StageReport, Unchanged, absorb_job, inv_key, needs_wait,
-};
+use super::engine::{Engine, StageRun};
+use super::error::ApplyError;
 use super::item::Item;
-use super::jobs::{JobTask, JobTaskResult};
-use super::waits::wait_all;
+use super::job_runner::{JobTask, JobTaskResult};
+use super::server_side_apply::Unchanged;
+use super::tally::Tally;
+use super::waits::{needs_wait, wait_all};
 use crate::hooks::{Hook, HookPhase};
 use crate::state::{InventoryEntry, StageState};
 
@@ -28,12 +29,12 @@ struct ObjectHookResult {
     applied: bool,
     recreated: bool,
     line: String,
-    failure: Option<String>,
+    failure: Option<ApplyError>,
 }
 
 enum HookResult {
     Job(Box<JobTaskResult>),
-    Object(ObjectHookResult),
+    Object(Box<ObjectHookResult>),
 }
 
 fn hook_of(item: &Item) -> &Hook {
@@ -43,24 +44,19 @@ fn hook_of(item: &Item) -> &Hook {
 }
 
 impl Engine {
-    #[allow(clippy::too_many_arguments)]
+    /// Run one phase's hooks (`items` by ascending weight), a weight at a time.
     pub(super) async fn run_hook_phase(
         &self,
-        ctx: &StageCtx<'_>,
+        run: &StageRun<'_>,
         phase: HookPhase,
         items: &[&Item],
         state: &mut StageState,
         unchanged: &Unchanged,
-        inventory: &mut Inventory,
-        report: &mut StageReport,
-    ) -> Result<(), String> {
-        let mut sorted = items.to_vec();
-        sorted.sort_by(|a, b| {
-            (hook_of(a).weight, &a.kind, &a.name).cmp(&(hook_of(b).weight, &b.kind, &b.name))
-        });
-        for group in sorted.chunk_by(|a, b| hook_of(a).weight == hook_of(b).weight) {
+        tally: &mut Tally,
+    ) -> Result<(), ApplyError> {
+        for group in items.chunk_by(|a, b| hook_of(a).weight == hook_of(b).weight) {
             info!(
-                stage = ctx.name(),
+                stage = run.name(),
                 phase = phase.label(),
                 weight = hook_of(group[0]).weight,
                 hooks = group.len(),
@@ -68,70 +64,40 @@ impl Engine {
             );
             let tasks: Vec<_> = group
                 .iter()
-                .map(|item| self.run_hook(ctx, phase, item, &*state, unchanged))
+                .map(|item| self.run_hook(run, phase, item, &*state, unchanged))
                 .collect();
             let results = stream::iter(tasks)
                 .buffer_unordered(self.settings.concurrency.max(1))
                 .collect::<Vec<_>>()
                 .await;
-            let mut failures = Vec::new();
-            for result in results {
-                match result {
-                    HookResult::Job(job) => {
-                        let job = *job;
-                        report.hooks.push(format!(
-                            "{} Job {}: {}: {}",
-                            phase.label(),
-                            job.report.job,
-                            job.report.action,
-                            job.report.outcome
-                        ));
-                        if let Some(failure) = absorb_job(state, inventory, report, job) {
-                            failures.push(format!("{} hook {failure}", phase.label()));
-                        }
-                    }
-                    HookResult::Object(object) => {
-                        report
-                            .hooks
-                            .push(format!("{} {}", phase.label(), object.line));
-                        if object.applied {
-                            report.applied += 1;
-                        } else if object.entry.is_some() {
-                            report.unchanged += 1;
-                        }
-                        if object.recreated {
-                            report.recreated += 1;
-                        }
-                        if let Some(entry) = object.entry {
-                            inventory.insert(inv_key(&entry), entry);
-                        }
-                        if let Some(failure) = object.failure {
-                            failures.push(format!("{} hook {failure}", phase.label()));
-                        }
-                    }
-                }
-            }
-            if !failures.is_empty() {
-                return Err(failures.join("; "));
-            }
+            let failures: Vec<ApplyError> = results
+                .into_iter()
+                .filter_map(|result| absorb_hook(phase, result, state, tally))
+                .map(|source| ApplyError::Hook {
+                    phase,
+                    source: Box::new(source),
+                })
+                .collect();
+            ApplyError::from_all(failures)?;
         }
         Ok(())
     }
 
     async fn run_hook(
         &self,
-        ctx: &StageCtx<'_>,
+        run: &StageRun<'_>,
         phase: HookPhase,
         item: &Item,
         state: &StageState,
         unchanged: &Unchanged,
     ) -> HookResult {
         let hook = hook_of(item);
-        if item.is_job() {
+        if let Some(hash) = &item.job {
             let task = JobTask {
                 engine: self,
-                ctx,
+                ctx: run,
                 item,
+                hash,
                 state,
                 wait: hook.wait,
                 timeout: hook.timeout,
@@ -140,7 +106,9 @@ impl Engine {
             };
             return HookResult::Job(Box::new(task.run().await));
         }
-        HookResult::Object(self.run_object_hook(ctx, item, hook, unchanged).await)
+        HookResult::Object(Box::new(
+            self.run_object_hook(run, item, hook, unchanged).await,
+        ))
     }
 
     /// A hook that is not a Job: applied (unless unchanged), waited for
@@ -149,7 +117,7 @@ impl Engine {
     /// again on the next apply: put run-once work in a Job.
     async fn run_object_hook(
         &self,
-        ctx: &StageCtx<'_>,
+        ctx: &StageRun<'_>,
         item: &Item,
         hook: &Hook,
         unchanged: &Unchanged,
@@ -175,7 +143,7 @@ impl Engine {
             }
             Err(e) => {
                 result.line = format!("{oref}: {e}");
-                result.failure = Some(e.to_string());
+                result.failure = Some(e);
                 return result;
             }
         }
@@ -214,10 +182,13 @@ impl Engine {
 
     /// A Pod hook is done when it ran to its end, not when it is Ready (a
     /// running Pod is Ready): Succeeded, or Failed with its message.
-    async fn wait_pod_done(&self, item: &Item, timeout: Duration) -> Result<(), String> {
+    async fn wait_pod_done(&self, item: &Item, timeout: Duration) -> Result<(), ApplyError> {
         let oref = item.object_ref();
         let Some(api) = item.api(&self.client) else {
-            return Err(format!("{oref}: kind not resolved"));
+            return Err(ApplyError::Invalid {
+                object: oref,
+                message: "kind not resolved".into(),
+            });
         };
         let phase = std::sync::Mutex::new(String::from("Pending"));
         let config = watcher::Config::default().fields(&format!("metadata.name={}", item.name));
@@ -240,30 +211,40 @@ impl Engine {
                             .and_then(|s| s.get("message").or_else(|| s.get("reason")))
                             .and_then(Value::as_str)
                             .unwrap_or("pod failed");
-                        return Err(format!("{oref}: Failed: {message}"));
+                        return Err(ApplyError::PodFailed {
+                            object: oref.clone(),
+                            message: message.to_string(),
+                        });
                     }
                     other => *phase.lock().unwrap_or_else(|p| p.into_inner()) = other.to_string(),
                 }
             }
-            Err(format!("{oref}: watch ended"))
+            Err(ApplyError::WatchEnded {
+                object: oref.clone(),
+            })
         };
         match tokio::time::timeout(timeout, watch).await {
             Ok(result) => result,
-            Err(_) => Err(format!(
-                "{oref}: not done after {}: pod phase {}",
-                humantime::format_duration(timeout),
-                phase.lock().unwrap_or_else(|p| p.into_inner())
-            )),
+            Err(_) => Err(ApplyError::PodTimeout {
+                object: item.object_ref(),
+                after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                phase: phase
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_str()
+                    .into(),
+            }),
         }
     }
 
-    async fn delete_object_hook(&self, ctx: &StageCtx<'_>, item: &Item, policy: &str) -> String {
+    async fn delete_object_hook(&self, ctx: &StageRun<'_>, item: &Item, policy: &str) -> String {
         let Some(api) = item.api(&self.client) else {
             return String::new();
         };
-        match super::recreate::delete_and_wait_for(
+        match super::delete_wait::delete_and_wait_for(
             &api,
             &item.name,
+            &item.object_ref().to_string(),
             &DeleteParams::background(),
             self.settings.default_timeout.min(Duration::from_secs(120)),
         )
@@ -277,6 +258,46 @@ impl Engine {
                 warn!(stage = ctx.name(), object = %item.object_ref(), policy, error = %e, "deleting the hook failed");
                 format!("; not deleted ({policy}): {e}")
             }
+        }
+    }
+}
+
+/// Add what one hook did to the tally; its failure, if any.
+fn absorb_hook(
+    phase: HookPhase,
+    result: HookResult,
+    state: &mut StageState,
+    tally: &mut Tally,
+) -> Option<ApplyError> {
+    match result {
+        HookResult::Job(job) => {
+            let line = format!(
+                "{} Job {}: {}: {}",
+                phase.label(),
+                job.report.job,
+                job.report.action_text(),
+                job.report.outcome_text()
+            );
+            tally.report.hooks.push(line);
+            tally.absorb_job(state, *job)
+        }
+        HookResult::Object(object) => {
+            tally
+                .report
+                .hooks
+                .push(format!("{} {}", phase.label(), object.line));
+            if object.applied {
+                tally.report.applied += 1;
+            } else if object.entry.is_some() {
+                tally.report.unchanged += 1;
+            }
+            if object.recreated {
+                tally.report.recreated += 1;
+            }
+            if let Some(entry) = object.entry {
+                tally.record(entry);
+            }
+            object.failure
         }
     }
 }

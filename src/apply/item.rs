@@ -9,8 +9,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::resolve::Resolved;
-use crate::hooks::{Hook, HookPhase};
-use crate::object::ObjectRef;
+use crate::hooks::{Hook, HookKind, HookPhase};
+use crate::object::{ObjectRef, SpecHash};
+use crate::plan::PlannedObject;
 use crate::state::InventoryEntry;
 
 /// What an object is on this apply of its stage.
@@ -46,9 +47,11 @@ pub struct Item {
     pub resolved: Option<Resolved>,
     /// Hash of the rendered object as it will be applied.
     pub hash: String,
-    /// Its hook annotations, read by the engine (see [`crate::hooks`]).
+    /// Its hook, as the plan parsed it (see [`crate::hooks`]).
     pub hook: Option<Hook>,
     pub role: Role,
+    /// A Job's spec hash; `Some` exactly for Jobs.
+    pub job: Option<SpecHash>,
 }
 
 impl Item {
@@ -81,7 +84,20 @@ impl Item {
             hash: String::new(),
             hook: None,
             role: Role::Main,
+            job: None,
         }
+    }
+
+    /// An object of the plan, with the hook and spec hash the plan read.
+    pub fn planned(object: &PlannedObject) -> Self {
+        let mut item = Self::new(object.value.clone());
+        match &object.hook {
+            HookKind::NotAHook => {}
+            HookKind::Hook(hook) => item.hook = Some(hook.clone()),
+            HookKind::Unsupported => item.role = Role::Idle,
+        }
+        item.job = object.job.clone();
+        item
     }
 
     pub fn group(&self) -> &str {

@@ -19,15 +19,18 @@ pub enum RunPolicy {
     EveryRevision,
 }
 
+/// A `stagegate.dev/run` value that is not a policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{RUN_POLICY_ANNOTATION}: {0:?} is not one of on-change, once, every-revision")]
+pub struct RunPolicyError(pub String);
+
 impl RunPolicy {
-    pub fn parse(value: Option<&str>) -> Result<Self, String> {
+    pub fn parse(value: Option<&str>) -> Result<Self, RunPolicyError> {
         match value {
             None | Some("on-change") => Ok(Self::OnChange),
             Some("once") => Ok(Self::Once),
             Some("every-revision") => Ok(Self::EveryRevision),
-            Some(other) => Err(format!(
-                "{RUN_POLICY_ANNOTATION}: {other:?} is not one of on-change, once, every-revision"
-            )),
+            Some(other) => Err(RunPolicyError(other.to_string())),
         }
     }
 }
@@ -85,6 +88,11 @@ pub enum SkipReason {
     /// This exact spec failed and no retry is left; the stage fails again
     /// with the recorded reason until the spec changes or a rerun is asked for.
     PreviouslyFailed,
+    /// This spec was started (the run is recorded) and its Job is gone
+    /// without its end having been seen: a TTL removed it while the agent
+    /// was down, or someone deleted it. It is not run a second time; the
+    /// stage fails until the spec changes or a rerun is asked for.
+    EndNotSeen,
 }
 
 pub fn decide(input: &JobInputs<'_>) -> JobAction {
@@ -161,8 +169,9 @@ fn on_change(input: &JobInputs<'_>) -> JobAction {
                     attempt: failures + 1,
                 },
                 Some(JobResult::Failed) => JobAction::Skip(SkipReason::PreviouslyFailed),
-                // Running in the record but gone from the cluster: someone deleted
-                // it mid-run, so it never finished; run it.
+                // Started and recorded, gone before its end was seen: running
+                // it again could run it twice (#13), so it is not.
+                Some(JobResult::Running) => JobAction::Skip(SkipReason::EndNotSeen),
                 _ => JobAction::Create,
             }
         }
@@ -272,6 +281,18 @@ mod tests {
         assert_eq!(
             decide(&input(None, Some(&h))),
             JobAction::Skip(SkipReason::PreviouslyFailed)
+        );
+        let mut i = input(None, Some(&h));
+        i.rerun_requested = true;
+        assert_eq!(decide(&i), JobAction::Create);
+    }
+
+    #[test]
+    fn started_spec_gone_before_its_end_was_seen_is_not_run_twice() {
+        let h = history(&[("new", "r1", JobResult::Running)]);
+        assert_eq!(
+            decide(&input(None, Some(&h))),
+            JobAction::Skip(SkipReason::EndNotSeen)
         );
         let mut i = input(None, Some(&h));
         i.rerun_requested = true;

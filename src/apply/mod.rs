@@ -3,6 +3,9 @@
 //! handling of immutable fields, prune, and watch-driven health waits. The
 //! engine knows nothing of Git or of the loop that calls it.
 
+pub mod api_call;
+mod apply_stage;
+mod delete_wait;
 mod diff;
 mod drift;
 mod engine;
@@ -10,16 +13,22 @@ pub mod error;
 mod hook_runner;
 mod item;
 pub mod job_policy;
-mod jobs;
+mod job_runner;
+pub mod journal;
+mod prepare;
 mod prune;
-mod recreate;
+pub mod report;
+mod reset;
 pub mod resolve;
+mod server_side_apply;
+mod tally;
 mod waits;
 
 pub use diff::StageDiff;
-pub use engine::{Engine, EngineSettings, StageReport};
-pub use error::ApplyError;
-pub use jobs::JobReport;
+pub use engine::{Engine, EngineSettings};
+pub use error::{ApplyError, JobError};
+pub use journal::{JobJournal, NoJournal};
+pub use report::{JobOutcome, JobReport, StageReport};
 
 use crate::rbac::Permission;
 

@@ -11,8 +11,8 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
-use super::engine::{Engine, StageCtx};
-use super::error::is_not_found;
+use super::api_call::{CallError, Verb, call};
+use super::engine::{Engine, StageRun};
 use crate::labels::{MANAGED_BY_KEY, MANAGED_BY_VALUE, STAGE_LABEL};
 use crate::object::ObjectRef;
 use crate::state::InventoryEntry;
@@ -21,11 +21,11 @@ use crate::state::InventoryEntry;
 /// notes on those deliberately left in place.
 pub(super) async fn prune(
     engine: &Engine,
-    ctx: &StageCtx<'_>,
+    run: &StageRun<'_>,
     old: &[InventoryEntry],
     keep: &HashSet<ObjectRef>,
 ) -> (usize, Vec<String>) {
-    prune_entries(engine, ctx.name(), old, keep).await
+    prune_entries(engine, run.name(), old, keep).await
 }
 
 pub(super) async fn prune_entries(
@@ -60,12 +60,28 @@ pub(super) async fn prune_entries(
     (pruned, notes)
 }
 
-async fn prune_one(engine: &Engine, stage: &str, entry: &InventoryEntry) -> Result<bool, String> {
+/// Why an object of the inventory was not pruned.
+#[derive(Debug, thiserror::Error)]
+enum NotPruned {
+    #[error(
+        "not pruned: it lacks the labels {MANAGED_BY_KEY}={MANAGED_BY_VALUE}, {STAGE_LABEL}={stage}"
+    )]
+    NotOurs { stage: String },
+    #[error("Namespace not pruned: it still holds {0}, which stagegate does not manage")]
+    ForeignObjects(String),
+    #[error(transparent)]
+    Call(#[from] CallError),
+}
+
+async fn prune_one(
+    engine: &Engine,
+    stage: &str,
+    entry: &InventoryEntry,
+) -> Result<bool, NotPruned> {
     let Some(resolved) = engine
         .resolver
         .resolve(&entry.api_version, &entry.kind)
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
     else {
         return Ok(false);
     };
@@ -75,29 +91,29 @@ async fn prune_one(engine: &Engine, stage: &str, entry: &InventoryEntry) -> Resu
         }
         _ => Api::all_with(engine.client.clone(), &resolved.resource),
     };
-    let Some(live) = api.get_opt(&entry.name).await.map_err(|e| e.to_string())? else {
+    let object = entry.object_ref();
+    let Some(live) = call(Verb::Get, &object, || api.get_opt(&entry.name)).await? else {
         return Ok(false);
     };
     let labels = live.metadata.labels.clone().unwrap_or_default();
     if labels.get(MANAGED_BY_KEY).map(String::as_str) != Some(MANAGED_BY_VALUE)
         || labels.get(STAGE_LABEL).map(String::as_str) != Some(stage)
     {
-        return Err(format!(
-            "not pruned: it lacks the labels {MANAGED_BY_KEY}={MANAGED_BY_VALUE}, {STAGE_LABEL}={stage}"
-        ));
+        return Err(NotPruned::NotOurs {
+            stage: stage.to_string(),
+        });
     }
     if entry.kind == "Namespace"
         && entry.api_version == "v1"
         && let Some(foreign) = unmanaged_in_namespace(&engine.client, &entry.name).await
     {
-        return Err(format!(
-            "Namespace not pruned: it still holds {foreign}, which stagegate does not manage"
-        ));
+        return Err(NotPruned::ForeignObjects(foreign));
     }
-    match api.delete(&entry.name, &DeleteParams::background()).await {
+    let params = DeleteParams::background();
+    match call(Verb::Delete, &object, || api.delete(&entry.name, &params)).await {
         Ok(_) => Ok(true),
-        Err(e) if is_not_found(&e) => Ok(false),
-        Err(e) => Err(format!("delete failed: {e}")),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -8,6 +8,8 @@ use kube::Client;
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{Scope, pinned_kind};
 
+use super::api_call::{CallError, Verb, call};
+
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub resource: ApiResource,
@@ -33,7 +35,7 @@ impl Resolver {
         &self,
         api_version: &str,
         kind: &str,
-    ) -> Result<Option<Resolved>, kube::Error> {
+    ) -> Result<Option<Resolved>, CallError> {
         let key = (api_version.to_string(), kind.to_string());
         if let Some(hit) = self.lock().get(&key) {
             return Ok(Some(hit.clone()));
@@ -43,19 +45,25 @@ impl Resolver {
             None => ("", api_version),
         };
         let gvk = GroupVersionKind::gvk(group, version, kind);
-        match pinned_kind(&self.client, &gvk).await {
-            Ok((resource, caps)) => {
-                let resolved = Resolved {
-                    resource,
-                    namespaced: caps.scope == Scope::Namespaced,
-                };
-                self.lock().insert(key, resolved.clone());
-                Ok(Some(resolved))
+        let target = format!("{api_version}/{kind}");
+        let found = call(Verb::Discover, &target, || async {
+            match pinned_kind(&self.client, &gvk).await {
+                Ok(found) => Ok(Some(found)),
+                Err(kube::Error::Discovery(_)) => Ok(None),
+                Err(e) if crate::cluster::is_not_found(&e) => Ok(None),
+                Err(e) => Err(e),
             }
-            Err(kube::Error::Discovery(_)) => Ok(None),
-            Err(e) if super::error::is_not_found(&e) => Ok(None),
-            Err(e) => Err(e),
-        }
+        })
+        .await?;
+        let Some((resource, caps)) = found else {
+            return Ok(None);
+        };
+        let resolved = Resolved {
+            resource,
+            namespaced: caps.scope == Scope::Namespaced,
+        };
+        self.lock().insert(key, resolved.clone());
+        Ok(Some(resolved))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Resolved>> {

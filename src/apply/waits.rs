@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures::future::join_all;
 
 use super::engine::Engine;
+use super::error::ApplyError;
 use super::item::Item;
 use crate::health::Health;
 use crate::health::wait::{Progress, wait_ready};
@@ -25,7 +26,7 @@ pub(super) async fn wait_all(
     engine: &Engine,
     items: &[&Item],
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), ApplyError> {
     if items.is_empty() {
         return Ok(());
     }
@@ -38,32 +39,54 @@ pub(super) async fn wait_all(
     }
     match tokio::time::timeout(timeout, join_all(waits)).await {
         Ok(results) => {
-            let failed: Vec<String> = results
+            let failed: Vec<ApplyError> = results
                 .into_iter()
                 .filter_map(|(item, health)| match health {
-                    Health::Failed(message) => Some(format!("{}: {message}", item.object_ref())),
+                    Health::Failed(message) => Some(ApplyError::Unhealthy {
+                        object: item.object_ref(),
+                        message,
+                    }),
                     _ => None,
                 })
                 .collect();
-            if failed.is_empty() {
-                Ok(())
-            } else {
-                Err(failed.join("; "))
-            }
+            ApplyError::from_all(failed)
         }
         Err(_) => {
-            let waiting: Vec<String> = items
+            let waiting = items
                 .iter()
                 .zip(&progress)
-                .map(|(item, p)| (item, p.get()))
+                .map(|(item, p)| (item.object_ref(), p.get()))
                 .filter(|(_, p)| !p.is_empty())
-                .map(|(item, p)| format!("{}: {p}", item.object_ref()))
                 .collect();
-            Err(format!(
-                "timed out after {}; not ready: {}",
-                humantime::format_duration(timeout),
-                waiting.join("; ")
-            ))
+            Err(ApplyError::WaitTimeout {
+                after: timeout,
+                waiting,
+            })
         }
     }
+}
+
+/// Kinds whose readiness means more than "applied".
+pub(super) fn needs_wait(item: &Item) -> bool {
+    !matches!(
+        item.kind.as_str(),
+        "ConfigMap"
+            | "Secret"
+            | "Service"
+            | "ServiceAccount"
+            | "Namespace"
+            | "Role"
+            | "RoleBinding"
+            | "ClusterRole"
+            | "ClusterRoleBinding"
+            | "CronJob"
+            | "Lease"
+            | "Event"
+            | "PersistentVolumeClaim"
+            | "NetworkPolicy"
+            | "PodDisruptionBudget"
+            | "Ingress"
+            | "LimitRange"
+            | "ResourceQuota"
+    ) && item.resolved.is_some()
 }

@@ -30,7 +30,7 @@ const STUCK_REASONS: &[&str] = &[
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobOutcome {
+pub enum JobEnd {
     Succeeded,
     Failed {
         reason: String,
@@ -54,7 +54,7 @@ enum Seen {
     Pod(Box<Pod>),
 }
 
-pub async fn wait_job(w: JobWatch<'_>) -> JobOutcome {
+pub async fn wait_job(w: JobWatch<'_>) -> JobEnd {
     w.progress.set("waiting for the Job's first status");
     let jobs = watcher(
         w.jobs.clone(),
@@ -85,14 +85,14 @@ pub async fn wait_job(w: JobWatch<'_>) -> JobOutcome {
                 () = tokio::time::sleep_until(deadline) => {
                     let message = stuck.values().min_by_key(|(since, _)| *since).map(|(_, m)| m.clone()).unwrap_or_default();
                     let reason = format!("pod stuck for {}: {message}", humantime::format_duration(w.stuck_grace));
-                    return JobOutcome::Failed { reason, log_tail: None };
+                    return JobEnd::Failed { reason, log_tail: None };
                 }
             },
             None => seen.next().await,
         };
         match next {
             None => {
-                return JobOutcome::Failed {
+                return JobEnd::Failed {
                     reason: "watch ended".into(),
                     log_tail: None,
                 };
@@ -103,10 +103,10 @@ pub async fn wait_job(w: JobWatch<'_>) -> JobOutcome {
                 }
                 let value = serde_json::to_value(&job).unwrap_or_default();
                 match evaluate("Job", &value) {
-                    Health::Ready => return JobOutcome::Succeeded,
+                    Health::Ready => return JobEnd::Succeeded,
                     Health::Failed(reason) => {
                         let log_tail = last_failed_pod_log(&w.pods, w.uid).await;
-                        return JobOutcome::Failed { reason, log_tail };
+                        return JobEnd::Failed { reason, log_tail };
                     }
                     Health::Progressing(message) => w.progress.set(message),
                 }

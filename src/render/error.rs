@@ -95,6 +95,26 @@ pub enum RenderError {
         expression: String,
         message: String,
     },
+    #[error(
+        "stage {stage}: {path}: {object}: field `{field}` names `{name}`, which fits more than one \
+         object of the build: {candidates}; kustomize refuses this too — give the objects \
+         different names or put them in different namespaces"
+    )]
+    AmbiguousReference {
+        stage: StageName,
+        path: PathBuf,
+        object: String,
+        field: String,
+        name: String,
+        candidates: String,
+    },
+    #[error("stage {stage}: {path}: {field} is not supported by stagegate: {advice}")]
+    Refused {
+        stage: StageName,
+        path: PathBuf,
+        field: String,
+        advice: String,
+    },
     #[error("stage {stage}: {path}: {object} is defined more than once (also in {other})")]
     Duplicate {
         stage: StageName,
@@ -119,6 +139,8 @@ impl RenderError {
             | Self::Selector { stage, .. }
             | Self::UndefinedVariable { stage, .. }
             | Self::Substitution { stage, .. }
+            | Self::AmbiguousReference { stage, .. }
+            | Self::Refused { stage, .. }
             | Self::Duplicate { stage, .. } => stage,
         }
     }
@@ -138,6 +160,8 @@ impl RenderError {
             | Self::Selector { path, .. }
             | Self::UndefinedVariable { path, .. }
             | Self::Substitution { path, .. }
+            | Self::AmbiguousReference { path, .. }
+            | Self::Refused { path, .. }
             | Self::Duplicate { path, .. } => path,
         }
     }

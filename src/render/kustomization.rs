@@ -1,8 +1,11 @@
 //! The kustomization subset stagegate renders itself: `resources` (and the
-//! deprecated `bases`), `namespace`, `namePrefix`, `nameSuffix`,
-//! `commonLabels`, `labels`, `commonAnnotations`, `images`, `patches`,
-//! `patchesJson6902` and `patchesStrategicMerge`. Any other field is an error
-//! naming it: dropping it silently would render something else than kustomize.
+//! deprecated `bases`), `components`, `configMapGenerator`,
+//! `secretGenerator`, `generatorOptions`, `namespace`, `namePrefix`,
+//! `nameSuffix`, `commonLabels`, `labels`, `commonAnnotations`, `images`,
+//! `replicas`, `patches`, `patchesJson6902` and `patchesStrategicMerge`, in
+//! kustomize's order: resources, generators, components, then the
+//! transformers. Any other field is an error naming it: dropping it silently
+//! would render something else than kustomize.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -12,11 +15,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::RenderError;
+use super::generator::{self, GeneratedKind, GeneratorArgs, GeneratorOptions, GeneratorSite};
 use super::metadata::{self, LabelScope};
 use super::patch::{self, LoadedPatch};
+use super::replacement::{self, Replacement};
 use super::resource::{Ctx, Resource};
-use super::{ImageOverride, KUSTOMIZATION_FILE_NAMES, Patch, PatchTarget, images, load};
-use crate::paths::resolve_inside;
+use super::{ImageOverride, KUSTOMIZATION_FILE_NAMES, Overlay, Patch, PatchTarget, images, load};
+use crate::paths::{PathError, resolve_inside};
 use crate::yaml::parse_documents;
 
 const SUPPORTED_FIELDS: &[&str] = &[
@@ -25,6 +30,13 @@ const SUPPORTED_FIELDS: &[&str] = &[
     "metadata",
     "resources",
     "bases",
+    "components",
+    "configMapGenerator",
+    "secretGenerator",
+    "generatorOptions",
+    "replicas",
+    "replacements",
+    "sortOptions",
     "namespace",
     "namePrefix",
     "nameSuffix",
@@ -37,13 +49,61 @@ const SUPPORTED_FIELDS: &[&str] = &[
     "patchesStrategicMerge",
 ];
 
+/// Fields kustomize runs a program for; stagegate renders no plugin.
+const PLUGIN_FIELDS: &[(&str, &str)] = &[
+    (
+        "helmCharts",
+        "render the chart elsewhere (`kustomize build --enable-helm` or `helm template`) and commit the output",
+    ),
+    (
+        "helmChartInflationGenerator",
+        "render the chart elsewhere (`helm template`) and commit the output",
+    ),
+    (
+        "helmGlobals",
+        "render the chart elsewhere (`helm template`) and commit the output",
+    ),
+    (
+        "generators",
+        "generator plugins run programs; render with kustomize elsewhere and commit the output, \
+         or use configMapGenerator / secretGenerator",
+    ),
+    (
+        "transformers",
+        "transformer plugins are not run; express the change with the kustomization's own fields \
+         (patches, labels, namespace, namePrefix, images, replicas) or render elsewhere and commit the output",
+    ),
+    (
+        "validators",
+        "validator plugins run programs; validate in CI instead",
+    ),
+];
+
+const KUSTOMIZE_GROUP: &str = "kustomize.config.k8s.io";
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Kustomization {
     #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
     kind: Option<String>,
     #[serde(default)]
     resources: Vec<String>,
+    #[serde(default)]
+    components: Vec<String>,
+    #[serde(default)]
+    config_map_generator: Vec<GeneratorArgs>,
+    #[serde(default)]
+    secret_generator: Vec<GeneratorArgs>,
+    #[serde(default)]
+    generator_options: Option<GeneratorOptions>,
+    #[serde(default)]
+    replicas: Vec<Replica>,
+    #[serde(default)]
+    replacements: Vec<Replacement>,
+    #[serde(default)]
+    sort_options: Option<SortOptions>,
     #[serde(default)]
     bases: Vec<String>,
     #[serde(default)]
@@ -101,6 +161,31 @@ struct Labels {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Replica {
+    name: String,
+    count: i64,
+}
+
+/// Output order only: stagegate applies objects in its own kind order, so
+/// the order is checked for a known value and otherwise not needed.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SortOptions {
+    order: String,
+    #[serde(default, rename = "legacySortOptions")]
+    _legacy: Option<serde_json::Value>,
+}
+
+/// What a kustomization file must be: a Kustomization, or a Component
+/// when named under `components`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expected {
+    Kustomization,
+    Component,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Json6902 {
     target: PatchTarget,
     #[serde(default)]
@@ -131,6 +216,58 @@ pub(crate) fn build(
     dir: &Path,
     stack: &mut Vec<PathBuf>,
 ) -> Result<Vec<Resource>, RenderError> {
+    build_into(ctx, dir, stack, Expected::Kustomization, Vec::new(), None)
+}
+
+/// Build the stage's own kustomization with the stage definition's
+/// settings written into it, as Flux writes them before building.
+pub(crate) fn build_with(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    overlay: &Overlay,
+) -> Result<Vec<Resource>, RenderError> {
+    build_into(
+        ctx,
+        dir,
+        &mut Vec::new(),
+        Expected::Kustomization,
+        Vec::new(),
+        Some(overlay),
+    )
+}
+
+/// A directory without a kustomization, as Flux builds it: its files as
+/// `resources`, then the stage definition's components and name settings.
+pub(crate) fn build_plain_with(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    mut resources: Vec<Resource>,
+    overlay: &Overlay,
+) -> Result<Vec<Resource>, RenderError> {
+    let mut stack = vec![dir.to_path_buf()];
+    for entry in &overlay.components {
+        let path =
+            resolve_inside(ctx.root, dir, Path::new(entry)).map_err(|e| ctx.path_error(e))?;
+        resources = build_into(ctx, &path, &mut stack, Expected::Component, resources, None)?;
+    }
+    metadata::add_prefix_suffix(
+        &mut resources,
+        overlay.name_prefix.as_deref().unwrap_or(""),
+        overlay.name_suffix.as_deref().unwrap_or(""),
+    );
+    Ok(resources)
+}
+
+/// Build the kustomization (or component) in `dir` on top of `resources`:
+/// a component transforms what its parent accumulated so far.
+fn build_into(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    stack: &mut Vec<PathBuf>,
+    expected: Expected,
+    resources: Vec<Resource>,
+    overlay: Option<&Overlay>,
+) -> Result<Vec<Resource>, RenderError> {
     let Some(file) = find_file(dir) else {
         return Err(ctx.kustomization_error(dir, "directory has no kustomization.yaml"));
     };
@@ -148,7 +285,7 @@ pub(crate) fn build(
         });
     }
     stack.push(dir.to_path_buf());
-    let result = build_file(ctx, dir, &file, stack);
+    let result = build_file(ctx, dir, &file, stack, expected, resources, overlay);
     stack.pop();
     result
 }
@@ -170,6 +307,18 @@ fn parse(ctx: &Ctx<'_>, file: &Path) -> Result<Kustomization, RenderError> {
     let Some(map) = value.as_object() else {
         return Err(ctx.kustomization_error(file, "a kustomization must be a mapping"));
     };
+    let value = Value::Object(canonical_field_names(ctx, file, map)?);
+    let Some(map) = value.as_object() else {
+        return Err(ctx.kustomization_error(file, "a kustomization must be a mapping"));
+    };
+    if let Some((field, advice)) = PLUGIN_FIELDS.iter().find(|(f, _)| map.contains_key(*f)) {
+        return Err(RenderError::Refused {
+            stage: ctx.stage.clone(),
+            path: ctx.rel(file),
+            field: format!("kustomization field `{field}`"),
+            advice: (*advice).to_string(),
+        });
+    }
     if let Some(field) = map.keys().find(|k| !SUPPORTED_FIELDS.contains(&k.as_str())) {
         return Err(RenderError::UnsupportedField {
             stage: ctx.stage.clone(),
@@ -179,16 +328,87 @@ fn parse(ctx: &Ctx<'_>, file: &Path) -> Result<Kustomization, RenderError> {
     }
     let k: Kustomization = serde_json::from_value(value)
         .map_err(|e| ctx.kustomization_error(file, format!("invalid kustomization: {e}")))?;
-    if let Some(kind) = &k.kind
-        && kind != "Kustomization"
-    {
-        return Err(RenderError::UnsupportedField {
-            stage: ctx.stage.clone(),
-            path: ctx.rel(file),
-            field: format!("kind: {kind}"),
-        });
-    }
+    check_type(ctx, file, &k)?;
     Ok(k)
+}
+
+/// kustomize matches field names without regard to case, as Go's JSON
+/// decoder does (`patchesJSON6902` is `patchesJson6902`); the fields are
+/// renamed to their usual spelling, and the same field twice is an error.
+fn canonical_field_names(
+    ctx: &Ctx<'_>,
+    file: &Path,
+    map: &Map<String, Value>,
+) -> Result<Map<String, Value>, RenderError> {
+    let known = SUPPORTED_FIELDS
+        .iter()
+        .copied()
+        .chain(PLUGIN_FIELDS.iter().map(|(f, _)| *f));
+    let known: Vec<&str> = known.collect();
+    let mut out = Map::with_capacity(map.len());
+    for (key, v) in map {
+        let name = known
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(key))
+            .map_or_else(|| key.clone(), |k| (*k).to_string());
+        if out.insert(name.clone(), v.clone()).is_some() {
+            return Err(ctx.kustomization_error(
+                file,
+                format!("field `{name}` is given twice (in different spellings)"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Check `apiVersion` and `kind`: kustomize's Kustomization
+/// (`kustomize.config.k8s.io/v1beta1`) or Component (`…/v1alpha1`), and
+/// the one the place that names the directory expects.
+fn check_type(ctx: &Ctx<'_>, file: &Path, k: &Kustomization) -> Result<(), RenderError> {
+    let kind = k.kind.as_deref().unwrap_or("Kustomization");
+    let want_version = match kind {
+        "Kustomization" => "v1beta1",
+        "Component" => "v1alpha1",
+        other => {
+            return Err(ctx.kustomization_error(
+                file,
+                format!("unknown kind `{other}`; a kustomization file is `kind: Kustomization` or `kind: Component`"),
+            ));
+        }
+    };
+    if let Some(api_version) = k.api_version.as_deref()
+        && api_version != format!("{KUSTOMIZE_GROUP}/{want_version}")
+    {
+        return Err(ctx.kustomization_error(
+            file,
+            format!(
+                "unknown apiVersion `{api_version}` for kind {kind}; \
+                 use `{KUSTOMIZE_GROUP}/{want_version}`"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Resolve an entry of the kustomization `file`, naming the file and the
+/// entry as written when it does not exist or leaves the repository.
+fn resolve_entry(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    file: &Path,
+    field: &str,
+    entry: &str,
+) -> Result<PathBuf, RenderError> {
+    resolve_inside(ctx.root, dir, Path::new(entry)).map_err(|e| match e {
+        PathError::OutsideRoot { .. } => ctx.kustomization_error(
+            file,
+            format!("{field} entry `{entry}` points outside the repository"),
+        ),
+        PathError::Missing { .. } => {
+            ctx.kustomization_error(file, format!("{field} entry `{entry}` does not exist"))
+        }
+        other => ctx.path_error(other),
+    })
 }
 
 fn build_file(
@@ -196,9 +416,36 @@ fn build_file(
     dir: &Path,
     file: &Path,
     stack: &mut Vec<PathBuf>,
+    expected: Expected,
+    mut resources: Vec<Resource>,
+    overlay: Option<&Overlay>,
 ) -> Result<Vec<Resource>, RenderError> {
-    let k = parse(ctx, file)?;
-    let mut resources = Vec::new();
+    let mut k = parse(ctx, file)?;
+    if let Some(overlay) = overlay {
+        if overlay.name_prefix.is_some() {
+            k.name_prefix.clone_from(&overlay.name_prefix);
+        }
+        if overlay.name_suffix.is_some() {
+            k.name_suffix.clone_from(&overlay.name_suffix);
+        }
+        k.components.extend(overlay.components.iter().cloned());
+    }
+    let is_component = k.kind.as_deref() == Some("Component");
+    match (expected, is_component) {
+        (Expected::Kustomization, true) => {
+            return Err(ctx.kustomization_error(
+                file,
+                "is a kind: Component; name its directory under `components`, not `resources`",
+            ));
+        }
+        (Expected::Component, false) => {
+            return Err(ctx.kustomization_error(
+                file,
+                "is named under `components` but is not `kind: Component`",
+            ));
+        }
+        _ => {}
+    }
     for entry in k.resources.iter().chain(&k.bases) {
         if entry.contains("://") || entry.starts_with("github.com/") || entry.starts_with("git@") {
             return Err(ctx.kustomization_error(
@@ -208,8 +455,7 @@ fn build_file(
                 ),
             ));
         }
-        let path =
-            resolve_inside(ctx.root, dir, Path::new(entry)).map_err(|e| ctx.path_error(e))?;
+        let path = resolve_entry(ctx, dir, file, "resources", entry)?;
         if path.is_dir() {
             resources.extend(build(ctx, &path, stack)?);
         } else {
@@ -217,6 +463,46 @@ fn build_file(
         }
     }
     check_duplicates(ctx, &resources)?;
+
+    let site = GeneratorSite { ctx, dir, file };
+    let global = k.generator_options.as_ref();
+    generator::run(
+        &site,
+        GeneratedKind::ConfigMap,
+        &k.config_map_generator,
+        global,
+        &mut resources,
+    )?;
+    generator::run(
+        &site,
+        GeneratedKind::Secret,
+        &k.secret_generator,
+        global,
+        &mut resources,
+    )?;
+    check_duplicates(ctx, &resources)?;
+
+    for entry in &k.components {
+        let path = resolve_entry(ctx, dir, file, "components", entry)?;
+        if !path.is_dir() {
+            return Err(ctx.kustomization_error(
+                file,
+                format!("components entry `{entry}` is not a directory"),
+            ));
+        }
+        resources = build_into(ctx, &path, stack, Expected::Component, resources, None)?;
+    }
+    if let Some(sort) = &k.sort_options
+        && !matches!(sort.order.as_str(), "legacy" | "fifo")
+    {
+        return Err(ctx.kustomization_error(
+            file,
+            format!(
+                "sortOptions order `{}` is neither legacy nor fifo",
+                sort.order
+            ),
+        ));
+    }
 
     let mut strategic = Vec::new();
     for entry in &k.patches_strategic_merge {
@@ -286,8 +572,101 @@ fn build_file(
     }
     patch::apply_all(ctx, &mut resources, &json_patches)?;
 
+    for replica in &k.replicas {
+        set_replicas(ctx, file, &mut resources, replica)?;
+    }
     images::apply(&mut resources, &k.images);
+    if !k.replacements.is_empty() {
+        let list = load_replacements(ctx, dir, file, &k.replacements)?;
+        replacement::apply(&list, &mut resources).map_err(|m| ctx.kustomization_error(file, m))?;
+    }
     Ok(resources)
+}
+
+/// `replacements` entries, with those given by `path` read from their files
+/// (one replacement or a list of them per file).
+fn load_replacements(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    file: &Path,
+    entries: &[Replacement],
+) -> Result<Vec<Replacement>, RenderError> {
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Some(rel) = entry.path.as_deref() else {
+            out.push(entry.clone());
+            continue;
+        };
+        let path = resolve_entry(ctx, dir, file, "replacements path", rel)?;
+        let text = fs::read_to_string(&path).map_err(|e| ctx.io_error(&path, e))?;
+        let docs = parse_documents(&text).map_err(|e| RenderError::Yaml {
+            stage: ctx.stage.clone(),
+            path: ctx.rel(&path),
+            line: e.line,
+            column: e.column,
+            message: e.message,
+        })?;
+        for doc in docs {
+            let items = match doc.value {
+                Value::Array(items) => items,
+                one => vec![one],
+            };
+            for item in items {
+                let r: Replacement = serde_json::from_value(item).map_err(|e| {
+                    ctx.kustomization_error(&path, format!("invalid replacement: {e}"))
+                })?;
+                if !r.is_inline() {
+                    return Err(ctx.kustomization_error(
+                        &path,
+                        "a replacement file cannot name another file",
+                    ));
+                }
+                out.push(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// kustomize's `replicas`: the workloads that have (or had) the name.
+fn set_replicas(
+    ctx: &Ctx<'_>,
+    file: &Path,
+    resources: &mut [Resource],
+    replica: &Replica,
+) -> Result<(), RenderError> {
+    let mut found = false;
+    for r in resources.iter_mut() {
+        let kind_fits = matches!(
+            r.kind(),
+            "Deployment" | "ReplicationController" | "ReplicaSet" | "StatefulSet"
+        );
+        let name_fits =
+            r.name() == replica.name || r.previous.iter().any(|(n, _)| *n == replica.name);
+        if !(kind_fits && name_fits) {
+            continue;
+        }
+        found = true;
+        if let Some(obj) = r.value.as_object_mut() {
+            let spec = obj
+                .entry("spec")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Some(spec) = spec.as_object_mut() {
+                spec.insert("replicas".into(), Value::from(replica.count));
+            }
+        }
+    }
+    if found {
+        Ok(())
+    } else {
+        Err(ctx.kustomization_error(
+            file,
+            format!(
+                "replicas: no Deployment, ReplicationController, ReplicaSet or StatefulSet is named `{}`",
+                replica.name
+            ),
+        ))
+    }
 }
 
 /// The text of a patch given inline or by path (relative to the
@@ -304,8 +683,7 @@ fn read_patch(
         // patchesStrategicMerge entries may be inline YAML rather than a path.
         (None, Some(p)) if p.contains('\n') => Ok((p.to_string(), file.to_path_buf())),
         (None, Some(p)) => {
-            let real =
-                resolve_inside(ctx.root, dir, Path::new(p)).map_err(|e| ctx.path_error(e))?;
+            let real = resolve_entry(ctx, dir, file, "patch path", p)?;
             let text = fs::read_to_string(&real).map_err(|e| ctx.io_error(&real, e))?;
             Ok((text, real))
         }
@@ -365,12 +743,12 @@ mod tests {
         write(
             &root,
             "app/kustomization.yaml",
-            "resources: []\nconfigMapGenerator:\n- name: x\n",
+            "resources: []\nvars:\n- name: X\n",
         );
         let err = build_dir(&root, "app").unwrap_err();
         assert!(
             matches!(&err, RenderError::UnsupportedField { field, path, .. }
-                if field == "configMapGenerator" && path == Path::new("app/kustomization.yaml")),
+                if field == "vars" && path == Path::new("app/kustomization.yaml")),
             "{err}"
         );
     }
@@ -402,6 +780,12 @@ mod tests {
             "resources: [../../secret.yaml]\n",
         );
         let err = build_dir(&root, "a").unwrap_err();
-        assert!(matches!(err, RenderError::Path { .. }), "{err}");
+        assert_eq!(err.file(), Path::new("a/kustomization.yaml"), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("`../../secret.yaml` points outside the repository")
+                && !text.contains(&*tmp.path().to_string_lossy()),
+            "{text}"
+        );
     }
 }

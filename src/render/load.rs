@@ -1,6 +1,7 @@
 //! Reading manifests from files: multi-document YAML or JSON, empty documents
-//! skipped, stage definitions left out (they describe stages, they are not
-//! objects to apply).
+//! skipped. Stage definitions are kept: the stage's own settings apply to
+//! them as Flux's do to a nested Kustomization, and the renderer then splits
+//! them off (they become stages, they are not objects to apply).
 
 use std::collections::HashSet;
 use std::fs;
@@ -12,7 +13,6 @@ use super::error::RenderError;
 use super::kustomization;
 use super::resource::{Ctx, Resource};
 use crate::paths::resolve_inside;
-use crate::stage::is_stage_document;
 use crate::yaml::parse_documents;
 
 /// Every object in one file, in document order.
@@ -47,11 +47,7 @@ pub(crate) fn parse_objects(
             return Err(invalid("is not a mapping (a Kubernetes object)".into()));
         }
         check_identity(&doc.value).map_err(&invalid)?;
-        let api_version = doc.value["apiVersion"].as_str().unwrap_or_default();
         let kind = doc.value["kind"].as_str().unwrap_or_default();
-        if is_stage_document(api_version, kind) {
-            continue;
-        }
         if is_list(kind, &doc.value) {
             // kustomize flattens `kind: List` (and `*List`) into its items.
             let Value::Object(mut list) = doc.value else {
@@ -62,13 +58,32 @@ pub(crate) fn parse_objects(
             };
             for (i, item) in items.into_iter().enumerate() {
                 check_identity(&item).map_err(|p| invalid(format!("items[{i}]: {p}")))?;
+                let mut item = item;
+                stringify_annotations(&mut item);
                 out.push(Resource::new(item, rel.clone()));
             }
             continue;
         }
-        out.push(Resource::new(doc.value, rel.clone()));
+        let mut value = doc.value;
+        stringify_annotations(&mut value);
+        out.push(Resource::new(value, rel.clone()));
     }
     Ok(out)
+}
+
+/// kustomize reads annotation values as strings: `a: 1` and `b: true` are
+/// written back as `"1"` and `"true"`, which is what the API server accepts.
+fn stringify_annotations(value: &mut Value) {
+    let Some(Value::Object(annotations)) = value.pointer_mut("/metadata/annotations") else {
+        return;
+    };
+    for v in annotations.values_mut() {
+        match v {
+            Value::Number(n) => *v = Value::String(n.to_string()),
+            Value::Bool(b) => *v = Value::String(b.to_string()),
+            _ => {}
+        }
+    }
 }
 
 fn is_list(kind: &str, value: &Value) -> bool {
@@ -161,12 +176,13 @@ mod tests {
     }
 
     #[test]
-    fn empty_documents_and_stage_definitions_are_skipped() {
+    fn empty_documents_are_skipped_and_stage_definitions_kept_for_the_split() {
         let text = "---\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n\
                     apiVersion: stagegate.dev/v1alpha1\nkind: Stage\nmetadata: {name: s}\n";
         let objects = parse(text).unwrap();
-        assert_eq!(objects.len(), 1);
+        assert_eq!(objects.len(), 2);
         assert_eq!(objects[0].name(), "a");
+        assert_eq!(objects[1].kind(), "Stage");
         assert_eq!(objects[0].source, PathBuf::from("app/x.yaml"));
     }
 

@@ -56,42 +56,131 @@ fn metadata_mut(value: &mut Value) -> Option<&mut Map<String, Value>> {
     meta.as_object_mut()
 }
 
-/// Put every namespaced object into `namespace`.
+/// Groups and kinds kustomize knows to be cluster-scoped (its built-in
+/// OpenAPI data, as in kustomize v5.5 inside kubectl 1.32, which does not
+/// list ValidatingAdmissionPolicy and its binding yet). Every other kind, custom resources included, gets the
+/// kustomization's namespace, whatever scope a CRD declares: kustomize does
+/// not read CRDs for scope, and the API server drops the namespace of a
+/// cluster-scoped object.
+const KUSTOMIZE_CLUSTER_SCOPED: &[(&str, &str)] = &[
+    ("", "ComponentStatus"),
+    ("", "Namespace"),
+    ("", "Node"),
+    ("", "NodeProxyOptions"),
+    ("", "PersistentVolume"),
+    (
+        "admissionregistration.k8s.io",
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "ValidatingWebhookConfiguration",
+    ),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"),
+    ("apiregistration.k8s.io", "APIService"),
+    ("certificates.k8s.io", "CertificateSigningRequest"),
+    ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
+    ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
+    ("networking.k8s.io", "IngressClass"),
+    ("node.k8s.io", "RuntimeClass"),
+    ("policy", "PodSecurityPolicy"),
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+    ("scheduling.k8s.io", "PriorityClass"),
+    ("storage.k8s.io", "CSIDriver"),
+    ("storage.k8s.io", "CSINode"),
+    ("storage.k8s.io", "StorageClass"),
+    ("storage.k8s.io", "VolumeAttachment"),
+];
+
+/// Whether kustomize treats objects of `group` and `kind` as cluster-scoped.
+pub(crate) fn kustomize_cluster_scoped(group: &str, kind: &str) -> bool {
+    KUSTOMIZE_CLUSTER_SCOPED.contains(&(group, kind))
+}
+
+/// kustomize's namespace transformer: every object not cluster-scoped moves
+/// to `namespace`; a core Namespace is renamed to it; binding subjects named
+/// `default` move along (every namespace has its own `default` account);
+/// an APIService's and a CRD conversion webhook's Service namespace follow.
 pub(crate) fn set_namespace(resources: &mut [Resource], namespace: &str) {
     for r in resources {
-        if r.kind() == "Namespace" {
-            // kustomize renames Namespace objects to the namespace everything moves to.
-            if r.name() != namespace {
-                r.remember_identity();
-                if let Some(meta) = metadata_mut(&mut r.value) {
-                    meta.insert("name".into(), Value::String(namespace.into()));
-                }
-            }
-            continue;
-        }
-        if matches!(r.kind(), "RoleBinding" | "ClusterRoleBinding") {
-            set_default_service_account_namespace(&mut r.value, namespace);
-        }
-        if is_cluster_scoped(r.kind()) || r.namespace() == Some(namespace) {
-            continue;
-        }
+        // kustomize records every object's identity here, moved or not;
+        // name references look for targets among recorded identities.
         r.remember_identity();
+        let (group, kind) = (r.group().to_string(), r.kind().to_string());
+        if kind == "Namespace" && r.api_version() == "v1" {
+            if let Some(meta) = metadata_mut(&mut r.value) {
+                meta.insert("name".into(), Value::String(namespace.into()));
+            }
+        }
+        if matches!(kind.as_str(), "RoleBinding" | "ClusterRoleBinding") {
+            set_default_subject_namespace(&mut r.value, namespace);
+        }
+        if group == "apiregistration.k8s.io" && kind == "APIService" {
+            set_nested(
+                &mut r.value,
+                &["spec", "service", "namespace"],
+                namespace,
+                true,
+            );
+        }
+        if group == "apiextensions.k8s.io" && kind == "CustomResourceDefinition" {
+            let path = [
+                "spec",
+                "conversion",
+                "webhook",
+                "clientConfig",
+                "service",
+                "namespace",
+            ];
+            set_nested(&mut r.value, &path, namespace, false);
+        }
+        if kustomize_cluster_scoped(&group, &kind) {
+            continue;
+        }
         if let Some(meta) = metadata_mut(&mut r.value) {
             meta.insert("namespace".into(), Value::String(namespace.into()));
         }
     }
 }
 
-/// kustomize moves a binding's subject `ServiceAccount default` along with
-/// the namespace: every namespace has its own `default` account.
-fn set_default_service_account_namespace(value: &mut Value, namespace: &str) {
+/// Set the string at `path`; the maps on the way are created when `create`
+/// is set, otherwise the field is only set where its parent exists.
+fn set_nested(value: &mut Value, path: &[&str], text: &str, create: bool) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut node = value;
+    for key in parents {
+        let Some(map) = node.as_object_mut() else {
+            return;
+        };
+        if !map.contains_key(*key) {
+            if !create {
+                return;
+            }
+            map.insert((*key).to_string(), Value::Object(Map::new()));
+        }
+        let Some(next) = map.get_mut(*key) else {
+            return;
+        };
+        node = next;
+    }
+    if let Some(map) = node.as_object_mut() {
+        map.insert((*last).to_string(), Value::String(text.into()));
+    }
+}
+
+/// kustomize sets the namespace of every binding subject named `default`,
+/// whatever its kind.
+fn set_default_subject_namespace(value: &mut Value, namespace: &str) {
     let Some(Value::Array(subjects)) = value.get_mut("subjects") else {
         return;
     };
     for s in subjects {
-        let is_default_sa = s.get("kind").and_then(Value::as_str) == Some("ServiceAccount")
-            && s.get("name").and_then(Value::as_str) == Some("default");
-        if is_default_sa && let Value::Object(map) = s {
+        if s.get("name").and_then(Value::as_str) == Some("default")
+            && let Value::Object(map) = s
+        {
             map.insert("namespace".into(), Value::String(namespace.into()));
         }
     }
@@ -104,14 +193,22 @@ pub(crate) fn add_prefix_suffix(resources: &mut [Resource], prefix: &str, suffix
         return;
     }
     for r in resources {
-        if matches!(
-            r.kind(),
-            "CustomResourceDefinition" | "APIService" | "Namespace"
-        ) {
+        let skipped = match r.kind() {
+            "CustomResourceDefinition" | "Namespace" => true,
+            "APIService" => r.group() == "apiregistration.k8s.io",
+            _ => false,
+        };
+        if skipped {
             continue;
         }
         let new = format!("{prefix}{}{suffix}", r.name());
         r.remember_identity();
+        if !prefix.is_empty() {
+            r.prefixes.push(prefix.to_string());
+        }
+        if !suffix.is_empty() {
+            r.suffixes.push(suffix.to_string());
+        }
         if let Some(meta) = metadata_mut(&mut r.value) {
             meta.insert("name".into(), Value::String(new));
         }

@@ -11,6 +11,7 @@
 //! `${TAG}` inside a stage patch is substituted there too.
 
 mod error;
+mod generator;
 pub mod hash;
 mod images;
 mod kustomization;
@@ -18,6 +19,7 @@ mod load;
 mod metadata;
 mod nameref;
 mod patch;
+mod replacement;
 mod resource;
 mod substitute;
 mod target;
@@ -28,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::object::Manifest;
 use crate::paths::resolve_inside;
-use crate::stage::Stage;
+use crate::stage::{Stage, is_stage_document, is_unreadable_stage_document};
 
 pub use error::RenderError;
 pub use hash::{annotate_spec_hashes, spec_hash};
@@ -86,12 +88,73 @@ pub struct ImageOverride {
     pub digest: Option<String>,
 }
 
+/// Kustomize settings a stage definition writes into its directory's
+/// kustomization before the build, as Flux does with a Kustomization's
+/// `namePrefix`, `nameSuffix` and `components`: the prefix and suffix
+/// replace the kustomization's own, the components (paths relative to the
+/// stage's directory) come after its own. A directory without a
+/// kustomization is built as one listing its files.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overlay {
+    pub name_prefix: Option<String>,
+    pub name_suffix: Option<String>,
+    pub components: Vec<String>,
+}
+
+impl Overlay {
+    pub fn is_empty(&self) -> bool {
+        self.name_prefix.is_none() && self.name_suffix.is_none() && self.components.is_empty()
+    }
+}
+
 /// Render every object of `stage`, reading only below `root`.
 ///
 /// Jobs carry a spec hash computed over the stage's own ConfigMaps and
 /// Secrets; the planner may recompute it with the whole repository's through
 /// [`annotate_spec_hashes`].
 pub fn render_stage(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, RenderError> {
+    render_stage_with_children(root, stage).map(|rendered| rendered.objects)
+}
+
+/// [`render_stage`] with `overlay` written into the stage's kustomization
+/// instead of the one the stage's own fields make.
+pub fn render_stage_with(
+    root: &Path,
+    stage: &Stage,
+    overlay: &Overlay,
+) -> Result<Vec<Manifest>, RenderError> {
+    render_split(root, stage, overlay).map(|rendered| rendered.objects)
+}
+
+/// A stage's output split as Flux's kustomize-controller splits it: the
+/// objects to apply, and the stage documents (nested Flux Kustomizations or
+/// Stages) it declares, after the stage's own settings were applied to them.
+#[derive(Debug, Clone, Default)]
+pub struct RenderedStage {
+    pub objects: Vec<Manifest>,
+    pub children: Vec<Manifest>,
+}
+
+/// [`render_stage`], keeping the stage documents found in the output.
+pub fn render_stage_with_children(
+    root: &Path,
+    stage: &Stage,
+) -> Result<RenderedStage, RenderError> {
+    render_split(root, stage, &stage_overlay(stage))
+}
+
+/// What a stage's own fields write into its kustomization, as Flux writes a
+/// Kustomization's `namePrefix` and `nameSuffix`: kustomize then renames the
+/// objects and every reference to them in one build.
+fn stage_overlay(stage: &Stage) -> Overlay {
+    Overlay {
+        name_prefix: stage.name_prefix.clone(),
+        name_suffix: stage.name_suffix.clone(),
+        components: Vec::new(),
+    }
+}
+
+fn render_split(root: &Path, stage: &Stage, overlay: &Overlay) -> Result<RenderedStage, RenderError> {
     let root = root.canonicalize().map_err(|source| RenderError::Io {
         stage: stage.name.clone(),
         path: root.to_path_buf(),
@@ -107,13 +170,13 @@ pub fn render_stage(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, RenderE
     }
 
     let mut resources = match kustomization::find_file(&dir) {
-        Some(_) => kustomization::build(&ctx, &dir, &mut Vec::new())?,
+        Some(_) => kustomization::build_with(&ctx, &dir, overlay)?,
         None => {
             let resources = load::load_tree(&ctx, &dir)?;
             // Flux builds a plain directory as a kustomization, which refuses
             // the same object twice.
             kustomization::check_duplicates(&ctx, &resources)?;
-            resources
+            kustomization::build_plain_with(&ctx, &dir, resources, overlay)?
         }
     };
 
@@ -124,6 +187,12 @@ pub fn render_stage(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, RenderE
     };
     apply_stage_settings(&ctx, stage, &stage_file, &mut resources)?;
 
+    let (children, resources): (Vec<Resource>, Vec<Resource>) =
+        resources.into_iter().partition(|r| {
+            is_stage_document(r.api_version(), r.kind())
+                || is_unreadable_stage_document(r.api_version(), r.kind())
+        });
+    let children = children.into_iter().map(Resource::into_manifest).collect();
     let mut manifests: Vec<Manifest> = resources.into_iter().map(Resource::into_manifest).collect();
     metadata::add_stagegate_labels(&mut manifests, stage.name.as_str());
     let sources: Vec<Manifest> = manifests
@@ -132,7 +201,10 @@ pub fn render_stage(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, RenderE
         .cloned()
         .collect();
     annotate_spec_hashes(&mut manifests, &sources);
-    Ok(manifests)
+    Ok(RenderedStage {
+        objects: manifests,
+        children,
+    })
 }
 
 /// The settings a stage definition adds on top of its kustomization.
@@ -158,14 +230,48 @@ fn apply_stage_settings(
     if let Some(namespace) = &stage.target_namespace {
         metadata::set_namespace(resources, namespace);
     }
+    // Flux's commonMetadata: labels on metadata only, annotations as
+    // kustomize's commonAnnotations.
+    let strings = |map: &std::collections::BTreeMap<String, String>| {
+        map.iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    metadata::add_labels(
+        resources,
+        &strings(&stage.common_labels),
+        metadata::LabelScope {
+            selectors: false,
+            templates: false,
+        },
+    );
+    metadata::add_annotations(resources, &strings(&stage.common_annotations));
     images::apply(resources, &stage.images);
-    // kustomize follows renamed and moved objects once the whole build is
-    // done; Flux's build includes the stage's namespace, patches and images.
-    nameref::fix_references(resources);
+    // kustomize names generated objects and follows renamed and moved
+    // objects once the whole build is done; Flux's build includes the
+    // stage's namespace, patches and images.
+    finish_build(ctx, resources)?;
     if !stage.substitute.is_empty() {
         substitute::apply(ctx, resources, &stage.substitute)?;
     }
     Ok(())
+}
+
+/// What kustomize does once at the top of a build: generated objects get
+/// their content-hash suffix, then every reference follows its target.
+fn finish_build(ctx: &Ctx<'_>, resources: &mut [Resource]) -> Result<(), RenderError> {
+    generator::add_name_hashes(resources);
+    nameref::fix_references(resources).map_err(|e| {
+        let referrer = &resources[e.referrer];
+        RenderError::AmbiguousReference {
+            stage: ctx.stage.clone(),
+            path: referrer.source.clone(),
+            object: referrer.describe(),
+            field: e.field,
+            name: e.name,
+            candidates: e.candidates.join(" and "),
+        }
+    })
 }
 
 /// File names kustomize accepts for a kustomization, in its order of preference.

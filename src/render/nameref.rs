@@ -1,15 +1,20 @@
-//! References by name that follow a renamed object. When `namePrefix` or
-//! `nameSuffix` renames a ConfigMap, Secret, ServiceAccount, PVC, Service,
-//! Role or workload, kustomize rewrites the places that name it — pod
-//! templates, role bindings, StatefulSet `serviceName`, Ingress backends,
-//! HPA targets — so the rendered objects still fit together. Other
-//! references kustomize knows (webhook services, APIService, CSI secrets…)
-//! are not followed.
+//! References by name that follow a renamed object, resolved as kustomize
+//! resolves them once the whole build is done.
+//!
+//! Every field of kustomize's built-in name-reference configuration is
+//! followed (pod templates, bindings, webhooks' and APIServices' Services,
+//! storage and priority classes, …), and a referrer's target is chosen among
+//! the objects that were renamed or moved, as kustomize does: same previous
+//! name and kind, same namespace as the referrer, and — when several remain —
+//! the one that went through the same name prefixes and suffixes as the
+//! referrer. Objects from sibling bases thus keep their own references, and
+//! a reference that still fits two objects is an error naming both.
 
-use std::collections::HashMap;
+use std::sync::LazyLock;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
+use super::metadata::kustomize_cluster_scoped;
 use super::resource::Resource;
 
 /// The pod spec of a workload, wherever its kind keeps it.
@@ -27,225 +32,630 @@ pub(crate) fn pod_spec<'a>(kind: &str, value: &'a Value) -> Option<&'a Value> {
     }
 }
 
-fn pod_spec_mut<'a>(kind: &str, value: &'a mut Value) -> Option<&'a mut Value> {
-    match kind {
-        "Pod" => value.get_mut("spec"),
-        "CronJob" => value.pointer_mut("/spec/jobTemplate/spec/template/spec"),
-        "Deployment"
-        | "StatefulSet"
-        | "DaemonSet"
-        | "ReplicaSet"
-        | "Job"
-        | "ReplicationController" => value.pointer_mut("/spec/template/spec"),
-        _ => None,
+/// A group/version/kind pattern; an empty part matches anything.
+#[derive(Debug, Clone, Copy)]
+struct Gvk {
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+}
+
+impl Gvk {
+    const fn kind(kind: &'static str) -> Self {
+        Self {
+            group: "",
+            version: "",
+            kind,
+        }
+    }
+
+    const fn new(group: &'static str, version: &'static str, kind: &'static str) -> Self {
+        Self {
+            group,
+            version,
+            kind,
+        }
+    }
+
+    fn selects(&self, group: &str, version: &str, kind: &str) -> bool {
+        (self.group.is_empty() || self.group == group)
+            && (self.version.is_empty() || self.version == version)
+            && (self.kind.is_empty() || self.kind == kind)
     }
 }
 
-/// (kind, effective namespace, original name) → current name.
-type Renames = HashMap<(String, String, String), String>;
-
-fn effective(ns: Option<&str>) -> String {
-    ns.filter(|ns| !ns.is_empty())
-        .unwrap_or("default")
-        .to_string()
+/// A field of `referrer` objects that names an object of kind `target`.
+#[derive(Debug)]
+struct Rule {
+    target: Gvk,
+    referrer: Gvk,
+    path: Vec<String>,
 }
 
-/// A ServiceAccount that moved: its first name and namespace, and its current ones.
-struct MovedAccount {
-    original_name: String,
-    original_ns: Option<String>,
-    name: String,
-    namespace: Option<String>,
-}
+/// Where each workload kind keeps its pod spec, for the references inside it.
+const CONFIG_WORKLOADS: &[(Gvk, &str)] = &[
+    (Gvk::new("", "v1", "Pod"), "spec"),
+    (Gvk::kind("PodTemplate"), "template/spec"),
+    (Gvk::kind("Deployment"), "spec/template/spec"),
+    (Gvk::kind("ReplicaSet"), "spec/template/spec"),
+    (Gvk::kind("DaemonSet"), "spec/template/spec"),
+    (Gvk::kind("StatefulSet"), "spec/template/spec"),
+    (Gvk::kind("Job"), "spec/template/spec"),
+    (Gvk::kind("CronJob"), "spec/jobTemplate/spec/template/spec"),
+];
 
-/// Rewrite references to objects that were renamed during this render.
-pub(crate) fn fix_references(resources: &mut [Resource]) {
-    let mut renames = Renames::new();
-    let mut accounts = Vec::new();
-    for r in resources.iter() {
-        let Some((original, original_ns)) = r.previous.first() else {
-            continue;
-        };
-        if original != r.name() {
-            let key = (
-                r.kind().to_string(),
-                effective(r.namespace()),
-                original.clone(),
-            );
-            renames.insert(key, r.name().to_string());
-        }
-        if r.kind() == "ServiceAccount" {
-            accounts.push(MovedAccount {
-                original_name: original.clone(),
-                original_ns: original_ns.clone(),
-                name: r.name().to_string(),
-                namespace: r.namespace().map(str::to_string),
-            });
-        }
-    }
-    if renames.is_empty() && accounts.is_empty() {
-        return;
-    }
-    for r in resources.iter_mut() {
-        let kind = r.kind().to_string();
-        let ns = effective(r.namespace());
-        let lookup = |ref_kind: &str, ns: &str, name: &str| {
-            renames
-                .get(&(ref_kind.to_string(), ns.to_string(), name.to_string()))
-                .cloned()
-        };
-        if let Some(spec) = pod_spec_mut(&kind, &mut r.value) {
-            fix_pod_spec(spec, &|k, name| lookup(k, &ns, name));
-        }
-        if kind == "StatefulSet"
-            && let Some(Value::String(svc)) = r.value.pointer_mut("/spec/serviceName")
-            && let Some(new) = lookup("Service", &ns, svc)
-        {
-            *svc = new;
-        }
-        if matches!(kind.as_str(), "RoleBinding" | "ClusterRoleBinding") {
-            fix_role_ref(&mut r.value, &ns, &lookup);
-            fix_subjects(&mut r.value, &accounts);
-        }
-        if kind == "Ingress" {
-            fix_ingress(&mut r.value, &|k, name| lookup(k, &ns, name));
-        }
-        if kind == "HorizontalPodAutoscaler"
-            && let Some(target) = r.value.pointer_mut("/spec/scaleTargetRef")
-        {
-            let target_kind = target
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            rename(target.get_mut("name"), &target_kind, &|k, name| {
-                lookup(k, &ns, name)
-            });
-        }
-    }
-}
+/// Workloads for service accounts, claims and priority classes: kustomize's
+/// list there has ReplicationController and no ReplicaSet or PodTemplate.
+const OTHER_WORKLOADS: &[(Gvk, &str)] = &[
+    (Gvk::kind("Pod"), "spec"),
+    (Gvk::kind("StatefulSet"), "spec/template/spec"),
+    (Gvk::kind("Deployment"), "spec/template/spec"),
+    (Gvk::kind("ReplicationController"), "spec/template/spec"),
+    (Gvk::kind("Job"), "spec/template/spec"),
+    (Gvk::kind("DaemonSet"), "spec/template/spec"),
+    (Gvk::kind("CronJob"), "spec/jobTemplate/spec/template/spec"),
+];
 
-fn rename(slot: Option<&mut Value>, kind: &str, lookup: &dyn Fn(&str, &str) -> Option<String>) {
-    if let Some(Value::String(name)) = slot
-        && let Some(new) = lookup(kind, name)
-    {
-        *name = new;
-    }
-}
+const CONFIG_MAP_IN_POD: &[&str] = &[
+    "volumes/configMap/name",
+    "containers/env/valueFrom/configMapKeyRef/name",
+    "initContainers/env/valueFrom/configMapKeyRef/name",
+    "containers/envFrom/configMapRef/name",
+    "initContainers/envFrom/configMapRef/name",
+    "volumes/projected/sources/configMap/name",
+];
 
-fn fix_pod_spec(spec: &mut Value, lookup: &dyn Fn(&str, &str) -> Option<String>) {
-    rename(spec.get_mut("serviceAccountName"), "ServiceAccount", lookup);
-    rename(spec.get_mut("serviceAccount"), "ServiceAccount", lookup);
-    if let Some(Value::Array(secrets)) = spec.get_mut("imagePullSecrets") {
-        for s in secrets {
-            rename(s.get_mut("name"), "Secret", lookup);
-        }
-    }
-    if let Some(Value::Array(volumes)) = spec.get_mut("volumes") {
-        for v in volumes {
-            rename(v.pointer_mut("/configMap/name"), "ConfigMap", lookup);
-            rename(v.pointer_mut("/secret/secretName"), "Secret", lookup);
-            rename(
-                v.pointer_mut("/persistentVolumeClaim/claimName"),
-                "PersistentVolumeClaim",
-                lookup,
-            );
-            if let Some(Value::Array(sources)) = v.pointer_mut("/projected/sources") {
-                for s in sources {
-                    rename(s.pointer_mut("/configMap/name"), "ConfigMap", lookup);
-                    rename(s.pointer_mut("/secret/name"), "Secret", lookup);
+const SECRET_IN_POD: &[&str] = &[
+    "volumes/secret/secretName",
+    "containers/env/valueFrom/secretKeyRef/name",
+    "initContainers/env/valueFrom/secretKeyRef/name",
+    "containers/envFrom/secretRef/name",
+    "initContainers/envFrom/secretRef/name",
+    "imagePullSecrets/name",
+    "volumes/projected/sources/secret/name",
+];
+
+const RBAC: &str = "rbac.authorization.k8s.io";
+const ADMISSION: &str = "admissionregistration.k8s.io";
+
+/// Split a field path at `/`, where `\/` is a slash inside a key.
+fn split_path(path: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut chars = path.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'/') => {
+                chars.next();
+                if let Some(last) = parts.last_mut() {
+                    last.push('/');
+                }
+            }
+            '/' => parts.push(String::new()),
+            c => {
+                if let Some(last) = parts.last_mut() {
+                    last.push(c);
                 }
             }
         }
     }
-    for list in ["containers", "initContainers", "ephemeralContainers"] {
-        let Some(Value::Array(containers)) = spec.get_mut(list) else {
-            continue;
-        };
-        for c in containers {
-            if let Some(Value::Array(env_from)) = c.get_mut("envFrom") {
-                for e in env_from {
-                    rename(e.pointer_mut("/configMapRef/name"), "ConfigMap", lookup);
-                    rename(e.pointer_mut("/secretRef/name"), "Secret", lookup);
-                }
-            }
-            if let Some(Value::Array(env)) = c.get_mut("env") {
-                for e in env {
-                    rename(
-                        e.pointer_mut("/valueFrom/configMapKeyRef/name"),
-                        "ConfigMap",
-                        lookup,
-                    );
-                    rename(
-                        e.pointer_mut("/valueFrom/secretKeyRef/name"),
-                        "Secret",
-                        lookup,
-                    );
-                }
-            }
-        }
-    }
+    parts
 }
 
-fn fix_ingress(value: &mut Value, lookup: &dyn Fn(&str, &str) -> Option<String>) {
-    rename(
-        value.pointer_mut("/spec/defaultBackend/service/name"),
-        "Service",
-        lookup,
+/// kustomize's built-in name references, in its order.
+static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
+    let mut rules = Vec::new();
+    let mut add = |target: Gvk, referrer: Gvk, path: &str| {
+        rules.push(Rule {
+            target,
+            referrer,
+            path: split_path(path),
+        });
+    };
+    for kind in [
+        "Deployment",
+        "ReplicationController",
+        "ReplicaSet",
+        "StatefulSet",
+    ] {
+        add(
+            Gvk::kind(kind),
+            Gvk::kind("HorizontalPodAutoscaler"),
+            "spec/scaleTargetRef/name",
+        );
+    }
+    let config_map = Gvk::new("", "v1", "ConfigMap");
+    for (workload, spec) in CONFIG_WORKLOADS {
+        for field in CONFIG_MAP_IN_POD {
+            add(config_map, *workload, &format!("{spec}/{field}"));
+        }
+    }
+    add(config_map, Gvk::kind("Node"), "spec/configSource/configMap");
+    add(config_map, Gvk::kind("Role"), "rules/resourceNames");
+    add(config_map, Gvk::kind("ClusterRole"), "rules/resourceNames");
+    add(
+        config_map,
+        Gvk::kind("Ingress"),
+        r"metadata/annotations/nginx.ingress.kubernetes.io\/fastcgi-params-configmap",
     );
-    let Some(Value::Array(rules)) = value.pointer_mut("/spec/rules") else {
-        return;
-    };
-    for rule in rules {
-        let Some(Value::Array(paths)) = rule.pointer_mut("/http/paths") else {
-            continue;
+    let secret = Gvk::new("", "v1", "Secret");
+    for (workload, spec) in CONFIG_WORKLOADS {
+        for field in SECRET_IN_POD {
+            add(secret, *workload, &format!("{spec}/{field}"));
+        }
+    }
+    add(
+        secret,
+        Gvk::new("serving.knative.dev", "v1", "Service"),
+        "spec/template/spec/containers/env/valueFrom/secretKeyRef/name",
+    );
+    for path in [
+        "spec/tls/secretName",
+        r"metadata/annotations/ingress.kubernetes.io\/auth-secret",
+        r"metadata/annotations/nginx.ingress.kubernetes.io\/auth-secret",
+        r"metadata/annotations/nginx.ingress.kubernetes.io\/auth-tls-secret",
+    ] {
+        add(secret, Gvk::kind("Ingress"), path);
+    }
+    add(secret, Gvk::kind("ServiceAccount"), "imagePullSecrets/name");
+    for field in [
+        "secretName",
+        "adminSecretName",
+        "userSecretName",
+        "secretRef",
+    ] {
+        add(
+            secret,
+            Gvk::kind("StorageClass"),
+            &format!("parameters/{field}"),
+        );
+    }
+    add(secret, Gvk::kind("Role"), "rules/resourceNames");
+    add(secret, Gvk::kind("ClusterRole"), "rules/resourceNames");
+    add(
+        secret,
+        Gvk::kind("PersistentVolume"),
+        "spec/azureFile/secretName",
+    );
+    let service = Gvk::new("", "v1", "Service");
+    add(
+        service,
+        Gvk::new("apps", "", "StatefulSet"),
+        "spec/serviceName",
+    );
+    for path in [
+        "spec/rules/http/paths/backend/serviceName",
+        "spec/backend/serviceName",
+        "spec/rules/http/paths/backend/service/name",
+        "spec/defaultBackend/service/name",
+    ] {
+        add(service, Gvk::kind("Ingress"), path);
+    }
+    add(
+        service,
+        Gvk::new("apiregistration.k8s.io", "", "APIService"),
+        "spec/service/name",
+    );
+    for kind in [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ] {
+        add(
+            service,
+            Gvk::new(ADMISSION, "", kind),
+            "webhooks/clientConfig/service",
+        );
+    }
+    add(
+        Gvk::new(RBAC, "", "Role"),
+        Gvk::new(RBAC, "", "RoleBinding"),
+        "roleRef/name",
+    );
+    for kind in ["RoleBinding", "ClusterRoleBinding"] {
+        add(
+            Gvk::new(RBAC, "", "ClusterRole"),
+            Gvk::new(RBAC, "", kind),
+            "roleRef/name",
+        );
+    }
+    let account = Gvk::new("", "v1", "ServiceAccount");
+    for kind in ["RoleBinding", "ClusterRoleBinding"] {
+        add(account, Gvk::new(RBAC, "", kind), "subjects");
+    }
+    for (workload, spec) in OTHER_WORKLOADS {
+        add(account, *workload, &format!("{spec}/serviceAccountName"));
+    }
+    let claim = Gvk::new("", "v1", "PersistentVolumeClaim");
+    for (workload, spec) in OTHER_WORKLOADS {
+        add(
+            claim,
+            *workload,
+            &format!("{spec}/volumes/persistentVolumeClaim/claimName"),
+        );
+    }
+    let volume = Gvk::new("", "v1", "PersistentVolume");
+    add(
+        volume,
+        Gvk::kind("PersistentVolumeClaim"),
+        "spec/volumeName",
+    );
+    add(volume, Gvk::kind("ClusterRole"), "rules/resourceNames");
+    let storage_class = Gvk::new("storage.k8s.io", "v1", "StorageClass");
+    add(
+        storage_class,
+        Gvk::kind("PersistentVolume"),
+        "spec/storageClassName",
+    );
+    add(
+        storage_class,
+        Gvk::kind("PersistentVolumeClaim"),
+        "spec/storageClassName",
+    );
+    add(
+        storage_class,
+        Gvk::kind("StatefulSet"),
+        "spec/volumeClaimTemplates/spec/storageClassName",
+    );
+    let priority = Gvk::new("scheduling.k8s.io", "v1", "PriorityClass");
+    for (workload, spec) in OTHER_WORKLOADS {
+        add(priority, *workload, &format!("{spec}/priorityClassName"));
+    }
+    // kustomize spells this target's group `networking.k8s.io/v1`, so it
+    // never matches: an IngressClass rename is not followed by kustomize.
+    add(
+        Gvk::new("networking.k8s.io/v1", "v1", "IngressClass"),
+        Gvk::kind("Ingress"),
+        "spec/ingressClassName",
+    );
+    add(
+        Gvk::new(ADMISSION, "", "ValidatingAdmissionPolicy"),
+        Gvk::new(ADMISSION, "", "ValidatingAdmissionPolicyBinding"),
+        "spec/policyName",
+    );
+    rules
+});
+
+/// A reference that fits more than one object of the build.
+#[derive(Debug)]
+pub(crate) struct AmbiguousReference {
+    /// Position of the referrer among the resources.
+    pub referrer: usize,
+    pub field: String,
+    pub name: String,
+    pub candidates: Vec<String>,
+}
+
+/// What kustomize knows of an object when resolving references to it.
+struct Candidate {
+    group: String,
+    version: String,
+    kind: String,
+    name: String,
+    namespace: String,
+    /// Effective namespace before the first rename or move.
+    original_namespace: String,
+    cluster_scoped: bool,
+    previous_names: Vec<String>,
+    prefixes: Vec<String>,
+    suffixes: Vec<String>,
+}
+
+fn effective_namespace(ns: Option<&str>) -> &str {
+    match ns {
+        None | Some("") => "default",
+        Some(ns) => ns,
+    }
+}
+
+impl Candidate {
+    fn of(r: &Resource) -> Self {
+        let group = r.group().to_string();
+        let kind = r.kind().to_string();
+        let cluster_scoped = kustomize_cluster_scoped(&group, &kind);
+        let original_namespace = r.previous.first().map_or_else(
+            || effective_namespace(r.namespace()).to_string(),
+            |(_, ns)| effective_namespace(ns.as_deref()).to_string(),
+        );
+        Self {
+            version: r.version().to_string(),
+            name: r.name().to_string(),
+            namespace: r.namespace().unwrap_or("").to_string(),
+            original_namespace,
+            cluster_scoped,
+            previous_names: r.previous.iter().map(|(n, _)| n.clone()).collect(),
+            prefixes: r.prefixes.clone(),
+            suffixes: r.suffixes.clone(),
+            group,
+            kind,
+        }
+    }
+
+    fn effective_namespace(&self) -> &str {
+        effective_namespace(Some(&self.namespace))
+    }
+
+    fn describe(&self) -> String {
+        let kind = if self.group.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{}.{}", self.kind, self.group)
         };
-        for path in paths {
-            rename(path.pointer_mut("/backend/service/name"), "Service", lookup);
+        if self.namespace.is_empty() {
+            format!("{kind} {}", self.name)
+        } else {
+            format!("{kind} {}/{}", self.namespace, self.name)
         }
     }
 }
 
-fn fix_role_ref(value: &mut Value, ns: &str, lookup: &dyn Fn(&str, &str, &str) -> Option<String>) {
-    let Some(role_ref) = value.get_mut("roleRef") else {
-        return;
-    };
-    let kind = role_ref
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or("Role")
-        .to_string();
-    // A ClusterRole has no namespace; renames record it under "default".
-    let ref_ns = if kind == "ClusterRole" { "default" } else { ns };
-    if let Some(Value::String(name)) = role_ref.get_mut("name")
-        && let Some(new) = lookup(&kind, ref_ns, name)
-    {
-        *name = new;
+/// `shorter` is the end of `longer` (or the other way round); an empty
+/// list only matches an empty one.
+fn same_ending(a: &[String], b: &[String]) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if short.is_empty() {
+        return long.is_empty();
     }
+    long.ends_with(short)
 }
 
-/// A subject naming a ServiceAccount of this render follows it to its new
-/// name and namespace, as kustomize's name references do.
-fn fix_subjects(value: &mut Value, accounts: &[MovedAccount]) {
-    let Some(Value::Array(subjects)) = value.get_mut("subjects") else {
-        return;
+fn affixes_equal(a: &Candidate, b: &Candidate, allow_empty: bool) -> bool {
+    let fits = |x: &[String], y: &[String]| {
+        (allow_empty && (x.is_empty() || y.is_empty())) || same_ending(x, y)
     };
-    for s in subjects {
-        if s.get("kind").and_then(Value::as_str) != Some("ServiceAccount") {
-            continue;
-        }
-        let name = s.get("name").and_then(Value::as_str).unwrap_or_default();
-        let ns = s.get("namespace").and_then(Value::as_str);
-        let Some(account) = accounts
+    fits(&a.prefixes, &b.prefixes) && fits(&a.suffixes, &b.suffixes)
+}
+
+/// Rewrite every reference to an object renamed or moved during this build.
+pub(crate) fn fix_references(resources: &mut [Resource]) -> Result<(), AmbiguousReference> {
+    if resources.iter().all(|r| r.previous.is_empty()) {
+        return Ok(());
+    }
+    let candidates: Vec<Candidate> = resources.iter().map(Candidate::of).collect();
+    // Only renamed or moved objects can be targets; most builds have few
+    // kinds of them, so rules for other kinds are skipped at once.
+    let renamed: Vec<usize> = (0..resources.len())
+        .filter(|&i| !candidates[i].previous_names.is_empty())
+        .collect();
+    let rules: Vec<&Rule> = RULES
+        .iter()
+        .filter(|rule| {
+            renamed.iter().any(|&i| {
+                let c = &candidates[i];
+                rule.target.selects(&c.group, &c.version, &c.kind)
+            })
+        })
+        .collect();
+    if rules.is_empty() {
+        return Ok(());
+    }
+    for (index, r) in resources.iter_mut().enumerate() {
+        let referrer = &candidates[index];
+        let applicable: Vec<&&Rule> = rules
             .iter()
-            .find(|a| a.original_name == name && a.original_ns.as_deref() == ns)
-        else {
+            .filter(|rule| {
+                rule.referrer
+                    .selects(&referrer.group, &referrer.version, &referrer.kind)
+            })
+            .collect();
+        if applicable.is_empty() {
             continue;
+        }
+        let reachable = reachable_from(referrer, &r.value, &renamed, &candidates);
+        for rule in applicable {
+            let ctx = Lookup {
+                rule: *rule,
+                referrer,
+                role_ref: role_ref_gvk(&r.value, rule),
+                candidates: &candidates,
+                reachable: &reachable,
+            };
+            let mut failure = None;
+            visit(&mut r.value, &rule.path, &mut |node| {
+                if failure.is_none()
+                    && let Err(e) = ctx.update(node)
+                {
+                    failure = Some(e);
+                }
+            });
+            if let Some((name, found)) = failure {
+                return Err(AmbiguousReference {
+                    referrer: index,
+                    field: rule.path.join("."),
+                    name,
+                    candidates: found.iter().map(|&i| candidates[i].describe()).collect(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The renamed objects `referrer` may refer to: cluster-scoped ones, those
+/// in its namespace, and for a RoleBinding those in its subjects' namespaces.
+fn reachable_from(
+    referrer: &Candidate,
+    value: &Value,
+    renamed: &[usize],
+    candidates: &[Candidate],
+) -> Vec<usize> {
+    if referrer.cluster_scoped {
+        return renamed.to_vec();
+    }
+    let mut subject_namespaces = Vec::new();
+    if referrer.kind == "RoleBinding"
+        && let Some(Value::Array(subjects)) = value.get("subjects")
+    {
+        for s in subjects {
+            if s.get("kind").and_then(Value::as_str) == Some("ServiceAccount")
+                && let Some(ns) = s.get("namespace").and_then(Value::as_str)
+            {
+                subject_namespaces.push(ns.to_string());
+            }
+        }
+    }
+    renamed
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let c = &candidates[i];
+            c.cluster_scoped
+                || c.effective_namespace() == referrer.effective_namespace()
+                || subject_namespaces.contains(&c.namespace)
+        })
+        .collect()
+}
+
+/// For `roleRef/name`, the group and kind the binding names: a Role and a
+/// ClusterRole of the same name are told apart by it.
+fn role_ref_gvk(value: &Value, rule: &Rule) -> Option<(String, String)> {
+    if rule.path.last().map(String::as_str) != Some("name")
+        || rule.path.first().map(String::as_str) != Some("roleRef")
+    {
+        return None;
+    }
+    let role_ref = value.get("roleRef")?;
+    let group = role_ref.get("apiGroup")?.as_str()?;
+    let kind = role_ref.get("kind")?.as_str()?;
+    Some((group.to_string(), kind.to_string()))
+}
+
+/// Call `f` on every node at `path`, entering lists on the way.
+fn visit(value: &mut Value, path: &[String], f: &mut dyn FnMut(&mut Value)) {
+    if let Value::Array(items) = value {
+        for item in items {
+            visit(item, path, f);
+        }
+        return;
+    }
+    let Some((first, rest)) = path.split_first() else {
+        f(value);
+        return;
+    };
+    if let Some(next) = value.as_object_mut().and_then(|m| m.get_mut(first)) {
+        visit(next, rest, f);
+    }
+}
+
+struct Lookup<'a> {
+    rule: &'a Rule,
+    referrer: &'a Candidate,
+    role_ref: Option<(String, String)>,
+    candidates: &'a [Candidate],
+    reachable: &'a [usize],
+}
+
+type Failure = (String, Vec<usize>);
+
+impl Lookup<'_> {
+    /// A scalar name, or a `{name, namespace}` mapping (binding subjects,
+    /// webhook services). Lists were entered by `visit`.
+    fn update(&self, node: &mut Value) -> Result<(), Failure> {
+        match node {
+            Value::String(old) => {
+                let pool: Vec<usize> = self.reachable.to_vec();
+                if let Some(i) = self.select(old, pool, false)? {
+                    let name = &self.candidates[i].name;
+                    if name != old {
+                        *old = name.clone();
+                    }
+                }
+                Ok(())
+            }
+            Value::Object(map) => self.update_mapping(map),
+            _ => Ok(()),
+        }
+    }
+
+    fn update_mapping(&self, map: &mut Map<String, Value>) -> Result<(), Failure> {
+        let Some(old) = map.get("name").and_then(Value::as_str).map(str::to_string) else {
+            return Ok(());
         };
-        let Value::Object(map) = s else { continue };
-        map.insert("name".into(), Value::String(account.name.clone()));
-        if let Some(ns) = &account.namespace {
-            map.insert("namespace".into(), Value::String(ns.clone()));
+        let pool: Vec<usize> = match map.get("namespace").and_then(Value::as_str) {
+            None => self.reachable.to_vec(),
+            Some(ns) => {
+                let by_original: Vec<usize> = self
+                    .reachable
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        let c = &self.candidates[i];
+                        !c.cluster_scoped && c.original_namespace == ns
+                    })
+                    .collect();
+                if by_original.is_empty() {
+                    self.reachable
+                        .iter()
+                        .copied()
+                        .filter(|&i| {
+                            let c = &self.candidates[i];
+                            !c.cluster_scoped && c.effective_namespace() == ns
+                        })
+                        .collect()
+                } else {
+                    by_original
+                }
+            }
+        };
+        let Some(i) = self.select(&old, pool, true)? else {
+            return Ok(());
+        };
+        let target = &self.candidates[i];
+        if target.name == old && target.namespace.is_empty() {
+            return Ok(());
+        }
+        map.insert("name".into(), Value::String(target.name.clone()));
+        if !target.namespace.is_empty() {
+            map.insert("namespace".into(), Value::String(target.namespace.clone()));
+        }
+        Ok(())
+    }
+
+    /// kustomize's choice among `pool` for a reference to `old`.
+    fn select(
+        &self,
+        old: &str,
+        pool: Vec<usize>,
+        with_namespace: bool,
+    ) -> Result<Option<usize>, Failure> {
+        let target = &self.rule.target;
+        let referrer = self.referrer;
+        let mut found: Vec<usize> = pool
+            .into_iter()
+            .filter(|&i| {
+                let c = &self.candidates[i];
+                c.previous_names.iter().any(|n| n == old)
+                    && target.selects(&c.group, &c.version, &c.kind)
+                    && self
+                        .role_ref
+                        .as_ref()
+                        .is_none_or(|(g, k)| (g.is_empty() || *g == c.group) && *k == c.kind)
+                    && (referrer.cluster_scoped
+                        || c.cluster_scoped
+                        || c.kind == "ServiceAccount"
+                        || c.effective_namespace() == referrer.effective_namespace())
+            })
+            .collect();
+        if found.len() == 1 {
+            return Ok(found.pop());
+        }
+        found.retain(|&i| affixes_equal(&self.candidates[i], referrer, true));
+        if found.len() > 1 {
+            found.retain(|&i| affixes_equal(&self.candidates[i], referrer, false));
+        }
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(*one)),
+            [first, rest @ ..] => {
+                let a = &self.candidates[*first];
+                let identical = rest.iter().all(|&i| {
+                    let b = &self.candidates[i];
+                    b.name == a.name && (!with_namespace || b.namespace == a.namespace)
+                });
+                if identical {
+                    Ok(Some(*first))
+                } else {
+                    Err((old.to_string(), found))
+                }
+            }
         }
     }
 }
@@ -272,7 +682,7 @@ mod tests {
             ),
         ];
         add_prefix_suffix(&mut rs, "p-", "");
-        fix_references(&mut rs);
+        fix_references(&mut rs).unwrap();
         let spec = &rs[1].value["spec"]["template"]["spec"];
         assert_eq!(spec["volumes"][0]["configMap"]["name"], "p-cfg");
         assert_eq!(

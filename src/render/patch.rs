@@ -172,6 +172,7 @@ pub(crate) fn apply_all(
         for i in targets {
             let r = &mut resources[i];
             let before = (r.name().to_string(), r.kind().to_string());
+            let before_ns = r.namespace().map(str::to_string);
             match &patch.body {
                 Body::Json6902(ops) => {
                     json_patch::patch(&mut r.value, ops).map_err(|e| {
@@ -190,7 +191,15 @@ pub(crate) fn apply_all(
                     }
                 }
             }
-            identities_changed |= before.0 != r.name() || before.1 != r.kind();
+            if before.0 != r.name() || before.1 != r.kind() {
+                identities_changed = true;
+                // kustomize records the identity a patch renamed away from:
+                // references to the old name follow the object.
+                let old = (before.0, before_ns);
+                if !r.previous.contains(&old) {
+                    r.previous.push(old);
+                }
+            }
         }
         if identities_changed {
             index = Index::build(resources);

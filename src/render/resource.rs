@@ -20,6 +20,14 @@ pub(crate) struct Resource {
     /// namespace changed them: kustomize lets an overlay's patch name an
     /// object by its base name, so matching must know them.
     pub previous: Vec<(String, Option<String>)>,
+    /// Every `namePrefix` / `nameSuffix` applied to it, innermost first:
+    /// kustomize prefers a reference's target that went through the same
+    /// ones as the referrer (sibling bases keep their own references).
+    pub prefixes: Vec<String>,
+    pub suffixes: Vec<String>,
+    /// A generated ConfigMap or Secret whose name gets kustomize's content
+    /// hash once the whole build is done.
+    pub needs_hash: bool,
 }
 
 impl Resource {
@@ -28,6 +36,9 @@ impl Resource {
             value,
             source,
             previous: Vec::new(),
+            prefixes: Vec::new(),
+            suffixes: Vec::new(),
+            needs_hash: false,
         }
     }
 

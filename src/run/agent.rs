@@ -20,6 +20,7 @@ use crate::metrics::ReasonLabels;
 use crate::plan::{Plan, build_plan};
 use crate::source::{Fetched, GitSource, SourceConfig};
 use crate::state::SourceState;
+use crate::state::stage_events::EventKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -97,6 +98,13 @@ impl Agent {
         let mut failures = 0u32;
         let mut current: Option<Running> = None;
         let mut next_fetch = Instant::now();
+        if !once {
+            tokio::spawn(super::requests::watch_requests(
+                self.ctx.clone(),
+                self.wake.clone(),
+                shutdown.clone(),
+            ));
+        }
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => {
@@ -104,7 +112,6 @@ impl Agent {
                         running.cancel.cancel();
                         let _ = running.handle.await;
                     }
-                    self.ctx.persist().await;
                     return Ok(None);
                 }
                 () = sleep_until(next_fetch) => {}
@@ -131,7 +138,7 @@ impl Agent {
                     failures += 1;
                     let retry = backoff(failures, interval);
                     next_fetch = Instant::now() + retry;
-                    self.source_failed(&e, retry).await;
+                    self.source_failed(&e, (!once).then_some(retry)).await;
                     if once {
                         return Err(e);
                     }
@@ -152,16 +159,10 @@ impl Agent {
                     let _ = running.handle.await;
                 }
             }
-            if let Err(e) = self
-                .ctx
-                .store
-                .absorb_reruns(&mut *self.ctx.state.lock().await)
-                .await
-            {
-                warn!(error = %e, "cannot read rerun requests");
-            }
             match self.plan(&fetched).await {
                 Ok(plan) => {
+                    let plan = self.with_requests(plan).await;
+                    self.ctx.set_specs(&plan);
                     let cancel = CancellationToken::new();
                     let handle = tokio::spawn(run_revision(
                         self.ctx.clone(),
@@ -176,7 +177,7 @@ impl Agent {
                     });
                 }
                 Err(e) => {
-                    self.source_failed(&e, interval).await;
+                    self.source_failed(&e, (!once).then_some(interval)).await;
                     if once {
                         return Err(e);
                     }
@@ -208,14 +209,26 @@ impl Agent {
         if fetched.changed {
             info!(revision = %fetched.reference, bytes = fetched.bytes_received, "fetched a new revision");
         }
-        let mut state = self.ctx.state.lock().await;
-        let source = state.source.get_or_insert_with(SourceState::default);
-        if !source.error.is_empty() {
-            info!(revision = %fetched.reference, "the repository is reachable again");
+        let changed = {
+            let mut state = self.ctx.state.lock().await;
+            let source = state.source.get_or_insert_with(SourceState::default);
+            if !source.error.is_empty() && !source.invalid {
+                info!(revision = %fetched.reference, "the repository is reachable again");
+            }
+            let before = source.clone();
+            // An invalid revision stays refused, with its first-seen time,
+            // until another revision arrives.
+            if !(source.invalid && source.revision.as_deref() == Some(fetched.reference.as_str())) {
+                source.error.clear();
+                source.since = None;
+                source.invalid = false;
+            }
+            source.revision = Some(fetched.reference.clone());
+            *source != before
+        };
+        if changed {
+            self.ctx.persist_source().await;
         }
-        source.revision = Some(fetched.reference.clone());
-        source.error.clear();
-        source.since = None;
         Ok(fetched)
     }
 
@@ -247,27 +260,80 @@ impl Agent {
         }
     }
 
-    /// Make a source or plan failure visible: log, metric, Event, state.
-    async fn source_failed(&self, e: &AgentError, retry: Duration) {
-        error!(error = %e, retry_in = %humantime::format_duration(retry), "keeping the last good revision");
+    /// Make a source or plan failure visible: log, Event, state. Without a
+    /// retry (`--once`) the caller reports the error, once.
+    async fn source_failed(&self, e: &AgentError, retry: Option<Duration>) {
+        let revision = self
+            .ctx
+            .state
+            .lock()
+            .await
+            .source
+            .as_ref()
+            .and_then(|s| s.applied.clone());
+        if let Some(retry) = retry {
+            let retry_in = humantime::format_duration(retry);
+            match &revision {
+                Some(applied) => error!(error = %e, %retry_in, "stages stay at {applied}"),
+                None => error!(error = %e, %retry_in, "nothing applied yet"),
+            }
+        }
         let reason = match e {
             AgentError::InvalidRepository { .. } => "InvalidRepository",
             _ => "GitFetchFailed",
         };
-        self.ctx
-            .engine
-            .events()
-            .warning(&self.ctx.state_reference(), reason, "Fetch", &e.to_string())
-            .await;
-        {
+        let changed = {
             let mut state = self.ctx.state.lock().await;
             let source = state.source.get_or_insert_with(SourceState::default);
+            // "Failing since" is when this error first appeared.
+            let message = e.to_string();
+            let changed = source.error != message;
             if source.error.is_empty() {
                 source.since = Some(jiff::Timestamp::now().to_string());
             }
-            source.error = e.to_string();
+            source.invalid = matches!(e, AgentError::InvalidRepository { .. });
+            if let AgentError::InvalidRepository { revision, .. } = e {
+                source.revision = Some(revision.clone());
+            }
+            source.error = message;
+            changed
+        };
+        if changed {
+            self.ctx
+                .stage_events
+                .publish(
+                    &self.ctx.state_reference(),
+                    EventKind::Warning,
+                    reason,
+                    "Fetch",
+                    &e.to_string(),
+                )
+                .await;
+            self.ctx.persist_source().await;
         }
-        self.ctx.persist().await;
+    }
+
+    /// Apply the requests made on the Stage objects to a fresh plan: a
+    /// stage suspended by `stagegate suspend` is suspended whatever Git says.
+    async fn with_requests(&self, plan: Arc<Plan>) -> Arc<Plan> {
+        let suspended: Vec<String> = {
+            let state = self.ctx.state.lock().await;
+            plan.stages
+                .iter()
+                .map(|s| s.stage.name.to_string())
+                .filter(|n| state.requests.get(n).is_some_and(|r| r.suspend))
+                .collect()
+        };
+        if suspended.is_empty() {
+            return plan;
+        }
+        let mut plan = (*plan).clone();
+        for planned in plan.stages.iter_mut() {
+            if suspended.iter().any(|n| n == planned.stage.name.as_str()) {
+                planned.stage.suspend = true;
+            }
+        }
+        Arc::new(plan)
     }
 
     /// After a revision ran to its end: the applied-revision metric, and the
@@ -286,6 +352,14 @@ impl Agent {
             return;
         }
         self.ctx.metrics.set_applied_revision(&outcome.revision);
+        let newly_applied = {
+            let mut state = self.ctx.state.lock().await;
+            let source = state.source.get_or_insert_with(SourceState::default);
+            source.applied.replace(outcome.revision.clone()) != Some(outcome.revision.clone())
+        };
+        if newly_applied {
+            self.ctx.persist_source().await;
+        }
         let removed: Vec<(String, crate::state::StageState)> = {
             let state = self.ctx.state.lock().await;
             let plan_names: Vec<&str> = outcome.stages.iter().map(|(n, _, _)| n.as_str()).collect();
@@ -311,8 +385,12 @@ impl Agent {
                 info!(stage = %name, "stage removed from the repository; its objects stay (prune is off)");
             }
             self.ctx.state.lock().await.stages.remove(&name);
+            // The object goes last: until the objects are pruned it holds
+            // the inventory that says what to prune.
+            if let Err(e) = self.ctx.store.delete_stage(&name).await {
+                warn!(stage = %name, error = %e, "cannot delete the stage's object");
+            }
         }
-        self.ctx.persist().await;
     }
 }
 

@@ -1,7 +1,7 @@
 //! What every part of the running agent shares: the engine, settings, the
-//! state (and its persistence), metrics and events. Every stage transition
-//! goes through [`AgentContext::transition`], so its side effects (state,
-//! log line, Event, metric) happen in one place, in that order.
+//! state (and its persistence, `record.rs`), metrics and events. Every stage
+//! transition goes through [`AgentContext::transition`], so its side effects
+//! (state, log line, Event, metric) happen in one place, in that order.
 
 use std::sync::Arc;
 
@@ -9,50 +9,53 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use tokio::sync::Mutex;
 use tracing::{error, info, warn};
 
-use crate::apply::Engine;
+use futures::future::BoxFuture;
+
+use crate::apply::{Engine, JobJournal};
 use crate::config::Settings;
+use crate::events::EventSink;
 use crate::metrics::Metrics;
-use crate::state::store::STATE_CONFIGMAP;
-use crate::state::{Phase, StageState, State, StateStore};
+use crate::state::stage_events::{EventKind, StageEvents};
+use crate::state::{JobRun, Phase, StageState, State, StateStore};
 
 pub struct AgentContext {
     pub engine: Engine,
+    /// Where the agent's Events go; the engine publishes through the same sink.
+    pub events: EventSink,
     pub settings: Settings,
     pub store: StateStore,
     pub state: Mutex<State>,
     pub metrics: Arc<Metrics>,
-    /// The last state written, to skip writes that would change nothing.
-    saved: Mutex<Vec<u8>>,
+    /// Events on the Stage objects and the source object.
+    pub stage_events: StageEvents,
+    /// What Git says about each stage of the revision being run (`Stage` spec).
+    pub specs: std::sync::Mutex<std::collections::HashMap<String, crate::state::StageSpec>>,
 }
 
 impl AgentContext {
     pub fn new(
         engine: Engine,
+        events: EventSink,
         settings: Settings,
         store: StateStore,
         state: State,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let saved = Mutex::new(crate::state::store::encode(&state));
         Self {
+            stage_events: StageEvents::new(store.client().clone()),
             engine,
+            events,
             settings,
             store,
             state: Mutex::new(state),
             metrics,
-            saved,
+            specs: std::sync::Mutex::default(),
         }
     }
 
-    /// The object the agent's own Events are about.
+    /// The object the source's Events are about.
     pub fn state_reference(&self) -> ObjectReference {
-        ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("ConfigMap".into()),
-            name: Some(STATE_CONFIGMAP.into()),
-            namespace: Some(self.settings.namespace.clone()),
-            ..ObjectReference::default()
-        }
+        self.store.source_reference()
     }
 
     /// Mark a stage Running (persisted only when this is a new revision for
@@ -63,24 +66,31 @@ impl AgentContext {
             let stage = state.stages.entry(name.to_string()).or_default();
             let new_revision =
                 stage.revision.as_deref() != Some(revision) || stage.phase != Phase::Ready;
-            if new_revision {
+            if new_revision || !stage.rerun.is_empty() {
                 if stage.phase != Phase::Running {
                     stage.since = Some(jiff::Timestamp::now().to_string());
                 }
                 stage.phase = Phase::Running;
                 stage.attempted_revision = Some(revision.to_string());
-                stage.message = format!("applying {revision}");
+                stage.message = match stage.rerun.is_empty() {
+                    true => format!("applying {revision}"),
+                    false => format!(
+                        "rerun of {} requested",
+                        stage.rerun.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                };
                 info!(stage = name, revision, "stage {name} is Running");
             }
             let snapshot = stage.clone();
             self.metrics.set_phase(name, stage.phase);
             snapshot
         };
-        self.persist().await;
+        self.persist_stage(name).await;
         snapshot
     }
 
-    /// Record a stage's new phase: state, log line, Event, metric, then persist.
+    /// Record a stage's new phase: state, log line, Event, metric, then
+    /// persist. True when the phase or message changed.
     pub async fn transition(
         &self,
         name: &str,
@@ -88,7 +98,7 @@ impl AgentContext {
         phase: Phase,
         message: &str,
         updated: Option<StageState>,
-    ) {
+    ) -> bool {
         let changed = {
             let mut state = self.state.lock().await;
             let stage = state.stages.entry(name.to_string()).or_default();
@@ -97,6 +107,7 @@ impl AgentContext {
                 stage.jobs = updated.jobs;
                 stage.prune = updated.prune;
                 stage.rerun = updated.rerun;
+                stage.stalled = updated.stalled;
             }
             let changed = stage.phase != phase
                 || stage.message != message
@@ -117,7 +128,7 @@ impl AgentContext {
         self.metrics.set_phase(name, phase);
         if changed {
             let first_line = message.lines().next().unwrap_or_default();
-            let reference = self.state_reference();
+            let reference = self.store.stage_reference(name);
             let note = format!("stage {name} at {revision}: {message}");
             match phase {
                 Phase::Ready => {
@@ -125,45 +136,69 @@ impl AgentContext {
                         stage = name,
                         revision, "stage {name} is Ready: {first_line}"
                     );
-                    self.engine
-                        .events()
-                        .normal(&reference, "StageReady", "Apply", &note)
+                    self.stage_events
+                        .publish(&reference, EventKind::Normal, "StageReady", "Apply", &note)
                         .await;
                 }
                 Phase::Failed => {
                     error!(stage = name, revision, "stage {name} Failed: {message}");
-                    self.engine
-                        .events()
-                        .warning(&reference, "StageFailed", "Apply", &note)
+                    self.stage_events
+                        .publish(
+                            &reference,
+                            EventKind::Warning,
+                            "StageFailed",
+                            "Apply",
+                            &note,
+                        )
                         .await;
                 }
                 Phase::Blocked => {
                     warn!(stage = name, revision, "stage {name} is Blocked: {message}");
-                    self.engine
-                        .events()
-                        .warning(&reference, "StageBlocked", "Apply", &note)
+                    self.stage_events
+                        .publish(
+                            &reference,
+                            EventKind::Warning,
+                            "StageBlocked",
+                            "Apply",
+                            &note,
+                        )
                         .await;
                 }
-                Phase::Suspended => info!(stage = name, revision, "stage {name} is Suspended"),
+                Phase::Suspended => {
+                    info!(stage = name, revision, "stage {name} is Suspended");
+                    self.stage_events
+                        .publish(
+                            &reference,
+                            EventKind::Normal,
+                            "StageSuspended",
+                            "Apply",
+                            &note,
+                        )
+                        .await;
+                }
                 Phase::Pending | Phase::Running => {}
             }
         }
-        self.persist().await;
+        self.persist_stage(name).await;
+        changed
     }
+}
 
-    /// Write the state if it changed since the last write. A failed write is
-    /// logged and retried with the next one: the cluster is the truth, the
-    /// state a memory of it.
-    pub async fn persist(&self) {
-        let state = self.state.lock().await;
-        let encoded = crate::state::store::encode(&state);
-        let mut saved = self.saved.lock().await;
-        if *saved == encoded {
-            return;
-        }
-        match self.store.save(&state).await {
-            Ok(()) => *saved = encoded,
-            Err(e) => error!(error = %e, "cannot write the state"),
-        }
+/// Job runs are persisted as they start and end, not when the stage ends: a
+/// SIGKILL, a restart or a Job's TTL then cannot make one run twice (#13).
+impl JobJournal for AgentContext {
+    fn record<'a>(&'a self, stage: &'a str, job: &'a str, run: &'a JobRun) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            {
+                let mut state = self.state.lock().await;
+                let stage = state.stages.entry(stage.to_string()).or_default();
+                stage
+                    .jobs
+                    .entry(job.to_string())
+                    .or_default()
+                    .record(run.clone());
+            }
+            self.persist_stage(stage).await;
+        })
     }
 }

@@ -19,6 +19,7 @@ use super::leader::LeaderLease;
 use super::startup;
 use crate::apply::{Engine, EngineSettings};
 use crate::config::{RunArgs, Settings};
+use crate::events::EventSink;
 use crate::metrics::Metrics;
 use crate::server::{ServerState, serve};
 use crate::state::{Phase, StateStore};
@@ -27,7 +28,10 @@ use crate::state::{Phase, StateStore};
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     limit_malloc_arenas();
     let settings = Settings::resolve(args)?;
-    let (client, server_url) = crate::cluster::connect(settings.kubeconfig.as_deref()).await?;
+    let client =
+        crate::cluster::limited_client(settings.kubeconfig.as_deref(), settings.concurrency)
+            .await?;
+    let server_url = crate::cluster::server_url(settings.kubeconfig.as_deref()).await?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
     ensure_namespace(
@@ -107,19 +111,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         || store.load(),
     )
     .await?;
-    let engine = Engine::new(
+    let events = EventSink::new(client.clone(), std::env::var("POD_NAME").ok());
+    let engine = Engine::with_events(
         client,
         EngineSettings {
             stuck_pod_grace: settings.stuck_pod_grace,
             default_timeout: settings.timeout,
             ..EngineSettings::default()
         },
+        events.clone(),
     );
     for (name, stage) in &state.stages {
         metrics.set_phase(name, stage.phase);
     }
     let once = settings.once;
-    let ctx = Arc::new(AgentContext::new(engine, settings, store, state, metrics));
+    let ctx = Arc::new(AgentContext::new(
+        engine, events, settings, store, state, metrics,
+    ));
     let agent = Agent::new(ctx, wake, ready);
     let result = agent.run(stop.clone()).await;
     shutdown.cancel();
@@ -165,7 +173,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
         Err(e) => {
-            error!(error = %e, "agent stopped");
+            // Logs and the error share stderr: say it once.
             eprintln!("error: {e}");
             Ok(ExitCode::from(1))
         }

@@ -5,6 +5,8 @@ pub mod agent;
 pub mod context;
 pub mod leader;
 pub mod main;
+mod record;
+pub mod requests;
 pub mod scheduler;
 pub mod startup;
 

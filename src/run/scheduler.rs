@@ -6,17 +6,16 @@
 //! (`JoinSet::join_next`), so a dependent starts right away, with no requeue
 //! interval in between.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::context::AgentContext;
-use crate::apply::StageReport;
-use crate::metrics::{StageLabels, StageResultLabels};
+use crate::apply::{JobOutcome, StageReport};
+use crate::metrics::{StageLabels, StageReasonLabels, StageResultLabels};
 use crate::plan::Plan;
 use crate::state::{Phase, StageState};
 
@@ -39,6 +38,68 @@ impl RevisionOutcome {
     }
 }
 
+/// A finished stage task: its position, new state, report and duration.
+type Finished = (usize, StageState, StageReport, Duration);
+
+/// Where each stage of the revision stands.
+struct Progress {
+    phase: Vec<Phase>,
+    message: Vec<String>,
+    started: Vec<bool>,
+}
+
+/// What to do with a stage not started yet.
+enum Next {
+    Start,
+    Block(String),
+    Wait,
+}
+
+impl Progress {
+    fn new(n: usize) -> Self {
+        Self {
+            phase: vec![Phase::Pending; n],
+            message: vec![String::new(); n],
+            started: vec![false; n],
+        }
+    }
+
+    fn settle(&mut self, i: usize, phase: Phase, message: String) {
+        self.started[i] = true;
+        self.phase[i] = phase;
+        self.message[i] = message;
+    }
+
+    /// A stage may start once every stage it needs is Ready (or Suspended
+    /// after having been Ready); it is blocked by one that failed or is blocked.
+    fn next(&self, plan: &Plan, i: usize) -> Next {
+        let needs = &plan.stages[i].needs;
+        if let Some(&d) = needs
+            .iter()
+            .find(|&&d| matches!(self.phase[d], Phase::Failed | Phase::Blocked))
+        {
+            let culprit = &plan.stages[d].stage.name;
+            return Next::Block(match self.phase[d] {
+                // The first line of the failure names the culprit (a Job, a
+                // hook), so a blocked stage says exactly why.
+                Phase::Failed => format!(
+                    "blocked: stage {culprit} failed: {}",
+                    self.message[d].lines().next().unwrap_or_default()
+                ),
+                _ => format!("blocked: stage {culprit} is blocked"),
+            });
+        }
+        if needs
+            .iter()
+            .all(|&d| matches!(self.phase[d], Phase::Ready | Phase::Suspended))
+        {
+            Next::Start
+        } else {
+            Next::Wait
+        }
+    }
+}
+
 /// Run `plan` at `revision` until every stage is settled or `cancel` fires.
 pub async fn run_revision(
     ctx: Arc<AgentContext>,
@@ -47,145 +108,36 @@ pub async fn run_revision(
     cancel: CancellationToken,
 ) -> RevisionOutcome {
     let n = plan.stages.len();
-    let index: HashMap<&str, usize> = plan
-        .stages
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.stage.name.as_str(), i))
-        .collect();
-    let deps: Vec<Vec<usize>> = plan
-        .stages
-        .iter()
-        .map(|s| {
-            s.stage
-                .depends_on
-                .iter()
-                .filter_map(|d| index.get(d.as_str()).copied())
-                .collect()
-        })
-        .collect();
-    let mut phase: Vec<Phase> = vec![Phase::Pending; n];
-    let mut message: Vec<String> = vec![String::new(); n];
-    let mut started = vec![false; n];
-
-    // Suspended stages are not applied. A dependent may still go ahead when
-    // the suspended stage was Ready at some earlier revision: its objects are
-    // in the cluster as last applied, which is what suspending means (as in
-    // Flux). One that never was Ready blocks its dependents, who would
-    // otherwise run against something that does not exist.
-    {
-        let state = ctx.state.lock().await;
-        for (i, planned) in plan.stages.iter().enumerate() {
-            if planned.stage.suspend {
-                started[i] = true;
-                let was_ready = state
-                    .stages
-                    .get(planned.stage.name.as_str())
-                    .is_some_and(|s| s.revision.is_some());
-                phase[i] = if was_ready {
-                    Phase::Suspended
-                } else {
-                    Phase::Blocked
-                };
-                message[i] = if was_ready {
-                    "suspended; objects left as last applied".into()
-                } else {
-                    "suspended before it was ever applied".into()
-                };
-            }
-        }
-    }
-    for i in 0..n {
-        if plan.stages[i].stage.suspend {
-            ctx.transition(
-                &plan.stages[i].stage.name.to_string(),
-                &revision,
-                phase[i],
-                &message[i],
-                None,
-            )
-            .await;
-        }
-    }
-
-    let mut running: JoinSet<(usize, StageState, StageReport, std::time::Duration)> =
-        JoinSet::new();
+    let mut progress = Progress::new(n);
+    settle_suspended(&ctx, &plan, &revision, &mut progress).await;
+    let mut running: JoinSet<Finished> = JoinSet::new();
     let mut cancelled = false;
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + super::record::WAIT_REPORT,
+        super::record::WAIT_REPORT,
+    );
     loop {
-        // Start every stage whose dependencies are all satisfied, up to the limit.
-        for i in 0..n {
-            if started[i] || running.len() >= ctx.settings.concurrency {
-                continue;
-            }
-            let satisfied = deps[i]
-                .iter()
-                .all(|&d| matches!(phase[d], Phase::Ready | Phase::Suspended));
-            let blocked_by = deps[i]
-                .iter()
-                .find(|&&d| matches!(phase[d], Phase::Failed | Phase::Blocked));
-            if let Some(&d) = blocked_by {
-                started[i] = true;
-                phase[i] = Phase::Blocked;
-                let reason = match phase[d] {
-                    // The first line of the failure names the culprit (a
-                    // Job, a hook), so a blocked stage says exactly why.
-                    Phase::Failed => format!(
-                        "blocked: stage {} failed: {}",
-                        plan.stages[d].stage.name,
-                        message[d].lines().next().unwrap_or_default()
-                    ),
-                    _ => format!("blocked: stage {} is blocked", plan.stages[d].stage.name),
-                };
-                message[i] = reason;
-                ctx.transition(
-                    plan.stages[i].stage.name.as_str(),
-                    &revision,
-                    Phase::Blocked,
-                    &message[i],
-                    None,
-                )
-                .await;
-                continue;
-            }
-            if !satisfied {
-                continue;
-            }
-            started[i] = true;
-            phase[i] = Phase::Running;
-            let name = plan.stages[i].stage.name.to_string();
-            let stage_state = ctx.begin_stage(&name, &revision).await;
-            let ctx = ctx.clone();
-            let plan = plan.clone();
-            let revision = revision.clone();
-            running.spawn(async move {
-                let mut stage_state = stage_state;
-                let begin = Instant::now();
-                let report = ctx
-                    .engine
-                    .apply_stage(&plan.stages[i], &revision, &mut stage_state)
-                    .await;
-                (i, stage_state, report, begin.elapsed())
-            });
-        }
+        start_ready(&ctx, &plan, &revision, &mut progress, &mut running).await;
         // A blocked stage can unblock nothing; loop again only when something changed.
         if running.is_empty() {
-            if (0..n).all(|i| started[i]) {
-                break;
-            }
-            // Dependencies can no longer be satisfied (should not happen once
-            // every failure blocks its dependents): settle what is left.
+            // Dependencies that can no longer be satisfied (should not happen
+            // once every failure blocks its dependents): settle what is left.
             for i in 0..n {
-                if started[i] {
+                if progress.started[i] {
                     continue;
                 }
-                started[i] = true;
-                phase[i] = Phase::Blocked;
-                message[i] = "blocked: dependencies did not become Ready".into();
+                let message = "blocked: dependencies did not become Ready".to_string();
+                progress.settle(i, Phase::Blocked, message);
             }
             break;
         }
         let joined = tokio::select! {
             joined = running.join_next() => joined,
+            _ = heartbeat.tick() => {
+                let waiting = (0..n).filter(|&i| progress.phase[i] == Phase::Running);
+                ctx.report_waiting(&plan, &revision, waiting).await;
+                continue;
+            }
             () = cancel.cancelled() => {
                 // Waits are abandoned; whatever Jobs run in the cluster go on.
                 running.abort_all();
@@ -194,84 +146,196 @@ pub async fn run_revision(
                 break;
             }
         };
-        let Some(joined) = joined else { continue };
-        let (i, stage_state, report, elapsed) = match joined {
-            Ok(done) => done,
-            Err(e) => {
-                warn!(error = %e, "stage task ended abnormally");
-                continue;
+        match joined {
+            Some(Ok(finished)) => {
+                finish(&ctx, &plan, &revision, &mut progress, finished).await;
             }
-        };
-        let name = plan.stages[i].stage.name.to_string();
-        phase[i] = if report.ready {
-            Phase::Ready
-        } else {
-            Phase::Failed
-        };
-        // A Ready stage's message stays the same from one no-change cycle to
-        // the next, so that such a cycle writes nothing; the details are logged.
-        message[i] = if report.ready {
-            info!(stage = %name, revision, "{}", report.message);
-            format!("{} objects applied", plan.stages[i].objects.len())
-        } else {
-            report.message.clone()
-        };
-        let result = if report.ready { "ready" } else { "failed" };
-        ctx.metrics
-            .reconcile_duration
-            .get_or_create(&StageResultLabels {
-                stage: name.clone(),
-                result: result.into(),
-            })
-            .observe(elapsed.as_secs_f64());
-        if report.recreated > 0 {
-            ctx.metrics
-                .job_recreations
-                .get_or_create(&StageLabels {
-                    stage: name.clone(),
-                })
-                .inc_by(report.recreated as u64);
+            Some(Err(e)) => warn!(error = %e, "stage task ended abnormally"),
+            None => {}
         }
-        for job in &report.jobs {
-            let ran = ["create", "recreate", "retry"]
-                .iter()
-                .any(|a| job.action.starts_with(a));
-            if ran {
-                let result = if job.outcome.starts_with("failed") {
-                    "failed"
-                } else if job.outcome.starts_with("started") {
-                    "started"
-                } else {
-                    "succeeded"
-                };
-                ctx.metrics
-                    .job_runs
-                    .get_or_create(&StageResultLabels {
-                        stage: name.clone(),
-                        result: result.into(),
-                    })
-                    .inc();
-            }
-        }
-        ctx.transition(&name, &revision, phase[i], &message[i], Some(stage_state))
-            .await;
     }
-
     if cancelled {
-        info!(revision, "run cancelled for a newer revision");
+        info!(revision, "run of this revision stopped before its end");
     }
     let stages = (0..n)
         .map(|i| {
-            (
-                plan.stages[i].stage.name.to_string(),
-                phase[i],
-                message[i].clone(),
-            )
+            let name = plan.stages[i].stage.name.to_string();
+            (name, progress.phase[i], progress.message[i].clone())
         })
         .collect();
     RevisionOutcome {
         revision,
         stages,
         cancelled,
+    }
+}
+
+/// Suspended stages are not applied. A dependent may still go ahead when
+/// the suspended stage was Ready at some earlier revision: its objects are
+/// in the cluster as last applied, which is what suspending means (as in
+/// Flux). One that never was Ready blocks its dependents, who would
+/// otherwise run against something that does not exist.
+async fn settle_suspended(
+    ctx: &AgentContext,
+    plan: &Plan,
+    revision: &str,
+    progress: &mut Progress,
+) {
+    let suspended: Vec<(usize, bool)> = {
+        let state = ctx.state.lock().await;
+        plan.stages
+            .iter()
+            .enumerate()
+            .filter(|(_, planned)| planned.stage.suspend)
+            .map(|(i, planned)| {
+                let was_ready = state
+                    .stages
+                    .get(planned.stage.name.as_str())
+                    .is_some_and(|s| s.revision.is_some());
+                (i, was_ready)
+            })
+            .collect()
+    };
+    for (i, was_ready) in suspended {
+        let (phase, message) = if was_ready {
+            (Phase::Suspended, "suspended; objects left as last applied")
+        } else {
+            (Phase::Blocked, "suspended before it was ever applied")
+        };
+        progress.settle(i, phase, message.to_string());
+        let name = plan.stages[i].stage.name.as_str();
+        ctx.transition(name, revision, phase, message, None).await;
+    }
+}
+
+/// Start every stage whose dependencies are all satisfied, up to the limit;
+/// block those a failure upstream will never let run.
+async fn start_ready(
+    ctx: &Arc<AgentContext>,
+    plan: &Arc<Plan>,
+    revision: &str,
+    progress: &mut Progress,
+    running: &mut JoinSet<Finished>,
+) {
+    for i in 0..plan.stages.len() {
+        // Waiting costs nothing: `--concurrency` bounds API requests in
+        // flight (the agent's client), not stages.
+        if progress.started[i] {
+            continue;
+        }
+        let name = plan.stages[i].stage.name.as_str();
+        match progress.next(plan, i) {
+            Next::Wait => {}
+            Next::Block(reason) => {
+                ctx.transition(name, revision, Phase::Blocked, &reason, None)
+                    .await;
+                progress.settle(i, Phase::Blocked, reason);
+            }
+            Next::Start => {
+                // A stage whose outcome cannot change is not run again.
+                if let Some((was, why)) = ctx.steady(&plan.stages[i], revision).await {
+                    progress.settle(i, was, why);
+                    continue;
+                }
+                progress.started[i] = true;
+                progress.phase[i] = Phase::Running;
+                let stage_state = ctx.begin_stage(name, revision).await;
+                let (ctx, plan) = (ctx.clone(), plan.clone());
+                let revision = revision.to_string();
+                running.spawn(async move {
+                    let mut stage_state = stage_state;
+                    let begin = Instant::now();
+                    let report = ctx
+                        .engine
+                        .apply_stage_journaled(&plan.stages[i], &revision, &mut stage_state, &*ctx)
+                        .await;
+                    (i, stage_state, report, begin.elapsed())
+                });
+            }
+        }
+    }
+}
+
+/// A stage task ended: its phase, metrics and transition.
+async fn finish(
+    ctx: &AgentContext,
+    plan: &Plan,
+    revision: &str,
+    progress: &mut Progress,
+    finished: Finished,
+) {
+    let (i, mut stage_state, report, elapsed) = finished;
+    stage_state.stalled = !report.ready && super::record::stalled(&plan.stages[i], &stage_state);
+    let name = plan.stages[i].stage.name.to_string();
+    let phase = if report.ready {
+        Phase::Ready
+    } else {
+        Phase::Failed
+    };
+    // A Ready stage's message stays the same from one no-change cycle to
+    // the next, so that such a cycle writes nothing; the details are logged.
+    let message = if report.ready {
+        info!(stage = %name, revision, "{}", report.message);
+        format!("{} objects applied", plan.stages[i].objects.len())
+    } else {
+        report.message.clone()
+    };
+    progress.phase[i] = phase;
+    progress.message[i] = message;
+    let changed = ctx
+        .transition(
+            &name,
+            revision,
+            phase,
+            &progress.message[i],
+            Some(stage_state),
+        )
+        .await;
+    // A drift check that found nothing to do is no reconcile.
+    if changed || report.applied > 0 || report.recreated > 0 || report.pruned > 0 {
+        record_metrics(ctx, &name, &report, elapsed);
+    }
+}
+
+fn record_metrics(ctx: &AgentContext, name: &str, report: &StageReport, elapsed: Duration) {
+    let metrics = &ctx.metrics;
+    let result = if report.ready { "ready" } else { "failed" };
+    metrics
+        .reconcile_duration
+        .get_or_create(&StageResultLabels {
+            stage: name.to_string(),
+            result: result.into(),
+        })
+        .observe(elapsed.as_secs_f64());
+    if let Some(error) = &report.error {
+        metrics
+            .stage_failures
+            .get_or_create(&StageReasonLabels {
+                stage: name.to_string(),
+                reason: error.metric_label().into(),
+            })
+            .inc();
+    }
+    if report.recreated > 0 {
+        metrics
+            .job_recreations
+            .get_or_create(&StageLabels {
+                stage: name.to_string(),
+            })
+            .inc_by(report.recreated as u64);
+    }
+    for job in report.jobs.iter().filter(|j| j.ran()) {
+        let result = match job.outcome {
+            JobOutcome::Failed(_) | JobOutcome::EndedUnwatched { failure: Some(_) } => "failed",
+            JobOutcome::Started => "started",
+            _ => "succeeded",
+        };
+        metrics
+            .job_runs
+            .get_or_create(&StageResultLabels {
+                stage: name.to_string(),
+                result: result.into(),
+            })
+            .inc();
     }
 }

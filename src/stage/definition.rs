@@ -8,8 +8,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::identity::SourceRef;
+use super::substitute_from::SubstituteFrom;
 use super::{
-    FLUX_KUSTOMIZATION_KIND, STAGE_API_VERSION, STAGE_KIND, Stage, StageName, StageOrigin,
+    FLUX_KUSTOMIZATION_KIND, STAGE_API_VERSION, STAGE_KIND, Stage, StageName, StageOrigin, StageRef,
 };
 use crate::diagnostics::Problem;
 use crate::paths::normalize;
@@ -79,8 +81,8 @@ struct NativeSpec {
     suspend: bool,
 }
 
-/// The subset of a Flux Kustomization's spec that stagegate honours; the
-/// rest is reported by [`flux_unsupported_fields`].
+/// The fields of a Flux Kustomization's spec that stagegate honours; the
+/// others are refused by [`flux_refused_fields`], never ignored.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct FluxSpec {
@@ -109,13 +111,41 @@ struct FluxSpec {
     #[serde(default)]
     images: Vec<ImageOverride>,
     #[serde(default)]
+    name_prefix: Option<String>,
+    #[serde(default)]
+    name_suffix: Option<String>,
+    #[serde(default)]
+    common_metadata: Option<FluxCommonMetadata>,
+    #[serde(default)]
     suspend: bool,
+    #[serde(default)]
+    source_ref: Option<FluxSourceRef>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FluxSourceRef {
+    kind: String,
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FluxCommonMetadata {
+    #[serde(default)]
+    labels: BTreeMap<String, Scalar>,
+    #[serde(default)]
+    annotations: BTreeMap<String, Scalar>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct FluxDependency {
     name: String,
+    #[serde(default)]
+    namespace: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +153,23 @@ struct FluxDependency {
 struct FluxPostBuild {
     #[serde(default)]
     substitute: BTreeMap<String, Scalar>,
+    #[serde(default)]
+    substitute_from: Vec<FluxSubstituteFrom>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FluxSubstituteFrom {
+    kind: SubstituteKind,
+    name: String,
+    #[serde(default)]
+    optional: bool,
+}
+
+#[derive(Deserialize)]
+enum SubstituteKind {
+    ConfigMap,
+    Secret,
 }
 
 /// Substitution values are strings in Flux; a YAML author writing `REPLICAS: 3`
@@ -145,8 +192,10 @@ impl Scalar {
     }
 }
 
-/// Spec fields of Flux's Kustomization that stagegate reads.
-const FLUX_SUPPORTED: &[&str] = &[
+/// Spec fields of Flux's Kustomization that stagegate honours as Flux does.
+/// `sourceRef` is checked across stages (see [`super::identity`]) and
+/// `deletionPolicy` by [`flux_refused_fields`].
+const FLUX_HONOURED: &[&str] = &[
     "path",
     "dependsOn",
     "wait",
@@ -159,27 +208,80 @@ const FLUX_SUPPORTED: &[&str] = &[
     "postBuild",
     "patches",
     "images",
+    "namePrefix",
+    "nameSuffix",
+    "commonMetadata",
     "suspend",
-    // The repository is the one stagegate was pointed at; Flux's source
-    // reference has nothing more to say to us.
     "sourceRef",
+    "deletionPolicy",
+];
+
+/// Fields of Flux's Kustomization stagegate cannot honour, each with why.
+/// Ignoring any of them would apply something else than Flux would (or
+/// somewhere else, or as someone else), so each is an error for its stage.
+const FLUX_REFUSED: &[(&str, &str)] = &[
+    (
+        "kubeConfig",
+        "applies to a remote cluster; stagegate applies only to its own cluster (run an agent there)",
+    ),
+    (
+        "decryption",
+        "SOPS decryption is not supported; the Secrets would be applied still encrypted",
+    ),
+    (
+        "serviceAccountName",
+        "applying as the tenant's ServiceAccount (impersonation) is not supported yet; \
+         applying with the agent's own rights would bypass the tenant's lockdown",
+    ),
+    (
+        "healthChecks",
+        "waiting for a chosen set of objects is not supported yet; use `wait: true`",
+    ),
+    (
+        "healthCheckExprs",
+        "CEL health expressions are not supported",
+    ),
+    ("components", "kustomize components are not supported yet"),
+    (
+        "ignoreMissingComponents",
+        "kustomize components are not supported yet",
+    ),
+    (
+        "patchesStrategicMerge",
+        "removed in kustomize.toolkit.fluxcd.io/v1; use spec.patches",
+    ),
+    (
+        "patchesJson6902",
+        "removed in kustomize.toolkit.fluxcd.io/v1; use spec.patches",
+    ),
+    ("validation", "removed in kustomize.toolkit.fluxcd.io/v1"),
 ];
 
 /// Read a stage definition document found in `file` (relative to the root).
 pub fn read_definition(file: &Path, doc: &Document) -> Definition {
+    read_value(file, &doc.value, &format!("line {}", doc.line))
+}
+
+/// Read a stage document found in `parent`'s rendered output (a nested
+/// Kustomization or Stage), `file` being where the document is written.
+pub fn read_rendered_definition(
+    file: &Path,
+    value: &serde_json::Value,
+    parent: &StageName,
+) -> Definition {
+    read_value(file, value, &format!("rendered by stage {parent}"))
+}
+
+fn read_value(file: &Path, value: &Value, location: &str) -> Definition {
+    let doc = value;
     let api_version = doc
-        .value
         .get("apiVersion")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let kind = doc
-        .value
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let name = doc.value.pointer("/metadata/name").and_then(Value::as_str);
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let name = doc.pointer("/metadata/name").and_then(Value::as_str);
     let at = |message: String| {
-        let problem = Problem::error(format!("line {}: {message}", doc.line)).in_file(file);
+        let problem = Problem::error(format!("{location}: {message}")).in_file(file);
         match name {
             Some(name) => problem.in_stage(&StageName::from(name)),
             None => problem,
@@ -192,7 +294,7 @@ pub fn read_definition(file: &Path, doc: &Document) -> Definition {
         };
     };
     if api_version == STAGE_API_VERSION && kind == STAGE_KIND {
-        match serde_path_to_error::deserialize::<_, NativeDocument>(&doc.value) {
+        match serde_path_to_error::deserialize::<_, NativeDocument>(doc) {
             Ok(native) => Definition {
                 stage: Some(from_native(file, native)),
                 problems: vec![],
@@ -204,64 +306,88 @@ pub fn read_definition(file: &Path, doc: &Document) -> Definition {
         }
     } else {
         debug_assert_eq!(kind, FLUX_KUSTOMIZATION_KIND);
-        let spec = doc.value.get("spec").cloned().unwrap_or(Value::Null);
-        let mut problems: Vec<Problem> = flux_unsupported_fields(&spec)
+        let spec = doc.get("spec").cloned().unwrap_or(Value::Null);
+        let namespace = doc
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .filter(|ns| !ns.is_empty());
+        let problems: Vec<Problem> = flux_refused_fields(&spec)
             .into_iter()
-            .map(|field| {
-                Problem::warning(format!(
-                    "line {}: Kustomization field spec.{field} is not supported by stagegate and is ignored",
-                    doc.line
-                ))
-                .in_file(file)
-                .in_stage(&StageName::from(name))
-            })
+            .map(|(field, why)| at(format!("Kustomization spec.{field}: {why}")))
             .collect();
+        if !problems.is_empty() {
+            return Definition {
+                stage: None,
+                problems,
+            };
+        }
         match serde_path_to_error::deserialize::<_, FluxSpec>(&spec) {
-            Ok(spec) => match from_flux(file, name, spec) {
-                Ok(stage) => Definition {
-                    stage: Some(stage),
-                    problems,
+            Ok(spec) => match from_flux(file, name, namespace, spec) {
+                Ok(mut stage) => Definition {
+                    stage: Some({
+                        stage.apply_bootstrap = doc
+                            .pointer("/metadata/annotations")
+                            .and_then(|a| a.get(super::discover::APPLY_BOOTSTRAP_ANNOTATION))
+                            .and_then(Value::as_str)
+                            == Some("true");
+                        stage
+                    }),
+                    problems: vec![],
                 },
-                Err(message) => {
-                    problems.push(at(message));
-                    Definition {
-                        stage: None,
-                        problems,
-                    }
-                }
+                Err(message) => Definition {
+                    stage: None,
+                    problems: vec![at(message)],
+                },
             },
-            Err(e) => {
-                problems.push(at(format!(
+            Err(e) => Definition {
+                stage: None,
+                problems: vec![at(format!(
                     "invalid Kustomization: spec.{}: {}",
                     e.path(),
                     e.inner()
-                )));
-                Definition {
-                    stage: None,
-                    problems,
-                }
-            }
+                ))],
+            },
         }
     }
 }
 
-/// Fields of a Flux spec that stagegate does not honour, as dotted paths.
-fn flux_unsupported_fields(spec: &Value) -> Vec<String> {
+/// Fields of a Flux spec that stagegate refuses, as dotted paths with the
+/// reason: the ones it cannot honour and the ones Flux does not know.
+fn flux_refused_fields(spec: &Value) -> Vec<(String, String)> {
     let Some(map) = spec.as_object() else {
         return Vec::new();
     };
-    let mut fields: Vec<String> = map
-        .keys()
-        .filter(|k| !FLUX_SUPPORTED.contains(&k.as_str()))
-        .cloned()
-        .collect();
+    let mut fields = Vec::new();
+    for key in map.keys() {
+        if let Some((_, why)) = FLUX_REFUSED.iter().find(|(f, _)| f == key) {
+            fields.push((key.clone(), (*why).to_string()));
+        } else if !FLUX_HONOURED.contains(&key.as_str()) {
+            fields.push((
+                key.clone(),
+                "is not a field of Flux's Kustomization".to_string(),
+            ));
+        }
+    }
+    if let Some(policy) = map.get("deletionPolicy")
+        && policy.as_str() != Some("MirrorPrune")
+    {
+        fields.push((
+            "deletionPolicy".to_string(),
+            format!(
+                "{policy} is not supported; stagegate prunes a removed stage's objects as \
+                 spec.prune says (Flux's MirrorPrune)"
+            ),
+        ));
+    }
     if let Some(post_build) = map.get("postBuild").and_then(Value::as_object) {
-        fields.extend(
-            post_build
-                .keys()
-                .filter(|k| *k != "substitute")
-                .map(|k| format!("postBuild.{k}")),
-        );
+        for key in post_build.keys() {
+            let why = match key.as_str() {
+                "substitute" => continue,
+                "substituteFrom" => continue,
+                _ => "is not a field of Flux's postBuild",
+            };
+            fields.push((format!("postBuild.{key}"), why.to_string()));
+        }
     }
     fields
 }
@@ -269,11 +395,24 @@ fn flux_unsupported_fields(spec: &Value) -> Vec<String> {
 fn from_native(file: &Path, doc: NativeDocument) -> Stage {
     let spec = doc.spec;
     Stage {
+        id: StageRef {
+            namespace: None,
+            name: doc.metadata.name.clone(),
+        },
         name: StageName::new(doc.metadata.name),
+        parent: None,
         source: file.to_path_buf(),
         origin: StageOrigin::Native,
         path: normalize(Path::new(&spec.path)),
-        depends_on: spec.depends_on.into_iter().map(StageName::new).collect(),
+        depends_on: Vec::new(),
+        dependency_refs: spec
+            .depends_on
+            .into_iter()
+            .map(|name| StageRef {
+                namespace: None,
+                name,
+            })
+            .collect(),
         wait: spec.wait,
         force: spec.force,
         prune: spec.prune,
@@ -289,20 +428,42 @@ fn from_native(file: &Path, doc: NativeDocument) -> Stage {
             .collect(),
         patches: spec.patches,
         images: spec.images,
+        name_prefix: None,
+        name_suffix: None,
+        common_labels: BTreeMap::new(),
+        common_annotations: BTreeMap::new(),
         suspend: spec.suspend,
+        source_ref: None,
+        substitute_from: Vec::new(),
+        apply_bootstrap: false,
     }
 }
 
-fn from_flux(file: &Path, name: &str, spec: FluxSpec) -> Result<Stage, String> {
+fn from_flux(
+    file: &Path,
+    name: &str,
+    namespace: Option<&str>,
+    spec: FluxSpec,
+) -> Result<Stage, String> {
     // Flux builds the source's root when spec.path is empty.
     let path = spec.path.unwrap_or_else(|| "./".to_string());
-    let substitute = spec
+    let (substitute, substitute_from) = spec
         .post_build
         .map(|p| {
-            p.substitute
+            let from = p
+                .substitute_from
                 .into_iter()
-                .map(|(k, v)| (k, v.into_string()))
-                .collect()
+                .map(|s| SubstituteFrom {
+                    kind: match s.kind {
+                        SubstituteKind::ConfigMap => "ConfigMap",
+                        SubstituteKind::Secret => "Secret",
+                    }
+                    .to_string(),
+                    name: s.name,
+                    optional: s.optional,
+                })
+                .collect();
+            (strings(p.substitute), from)
         })
         .unwrap_or_default();
     for patch in &spec.patches {
@@ -312,15 +473,30 @@ fn from_flux(file: &Path, name: &str, spec: FluxSpec) -> Result<Stage, String> {
             );
         }
     }
+    let (common_labels, common_annotations) = spec
+        .common_metadata
+        .map(|m| (strings(m.labels), strings(m.annotations)))
+        .unwrap_or_default();
+    let own_namespace = namespace.map(str::to_string);
     Ok(Stage {
+        id: StageRef {
+            namespace: own_namespace.clone(),
+            name: name.to_string(),
+        },
         name: StageName::from(name),
+        parent: None,
         source: file.to_path_buf(),
         origin: StageOrigin::Flux,
         path: normalize(Path::new(&path)),
-        depends_on: spec
+        depends_on: Vec::new(),
+        // A dependency without a namespace is in the Kustomization's own, as in Flux.
+        dependency_refs: spec
             .depends_on
             .into_iter()
-            .map(|d| StageName::new(d.name))
+            .map(|d| StageRef {
+                namespace: d.namespace.or_else(|| own_namespace.clone()),
+                name: d.name,
+            })
             .collect(),
         wait: spec.wait,
         force: spec.force,
@@ -333,8 +509,24 @@ fn from_flux(file: &Path, name: &str, spec: FluxSpec) -> Result<Stage, String> {
         substitute,
         patches: spec.patches,
         images: spec.images,
+        name_prefix: spec.name_prefix.filter(|p| !p.is_empty()),
+        name_suffix: spec.name_suffix.filter(|p| !p.is_empty()),
+        common_labels,
+        common_annotations,
         suspend: spec.suspend,
+        // A source without a namespace is in the Kustomization's own, as in Flux.
+        apply_bootstrap: false,
+        substitute_from,
+        source_ref: spec.source_ref.map(|r| SourceRef {
+            kind: r.kind,
+            namespace: r.namespace.or_else(|| own_namespace.clone()),
+            name: r.name,
+        }),
     })
+}
+
+fn strings(map: BTreeMap<String, Scalar>) -> BTreeMap<String, String> {
+    map.into_iter().map(|(k, v)| (k, v.into_string())).collect()
 }
 
 #[cfg(test)]
@@ -375,7 +567,7 @@ spec:
         assert!(def.problems.is_empty());
         let stage = def.stage.unwrap();
         assert_eq!(stage.name.as_str(), "application");
-        assert_eq!(stage.depends_on, [StageName::from("pre")]);
+        assert_eq!(stage.dependency_refs[0].to_string(), "pre");
         assert_eq!(stage.timeout, Some(Duration::from_secs(300)));
         assert_eq!(stage.retry_interval, Some(Duration::from_secs(30)));
         assert_eq!(stage.job_retries, 2);
@@ -412,7 +604,7 @@ spec:
     }
 
     #[test]
-    fn flux_kustomization_maps_and_warns_on_unsupported_fields() {
+    fn flux_kustomization_maps_its_fields_with_namespaced_identity() {
         let def = read(
             r#"
 apiVersion: kustomize.toolkit.fluxcd.io/v1
@@ -423,22 +615,75 @@ spec:
   path: ./apps/production
   prune: true
   sourceRef: {kind: GitRepository, name: flux-system}
-  dependsOn: [{name: infra}]
-  decryption: {provider: sops}
+  dependsOn: [{name: infra}, {name: crds, namespace: platform}]
+  namePrefix: prod-
+  nameSuffix: -eu
+  deletionPolicy: MirrorPrune
+  commonMetadata:
+    labels: {team: web}
+    annotations: {owner: web}
   postBuild:
     substitute: {TAG: "1.0"}
-    substituteFrom: [{kind: ConfigMap, name: vars}]
 "#,
         );
+        assert!(def.problems.is_empty(), "{:?}", def.problems);
         let stage = def.stage.unwrap();
         assert_eq!(stage.origin, StageOrigin::Flux);
+        assert_eq!(stage.id.to_string(), "flux-system/apps");
         assert_eq!(stage.interval, Some(Duration::from_secs(600)));
-        assert_eq!(stage.depends_on, [StageName::from("infra")]);
+        let deps: Vec<String> = stage
+            .dependency_refs
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(deps, ["flux-system/infra", "platform/crds"]);
         assert_eq!(stage.substitute["TAG"], "1.0");
-        let warnings: Vec<String> = def.problems.iter().map(ToString::to_string).collect();
-        assert_eq!(warnings.len(), 2, "{warnings:?}");
-        assert!(warnings[0].contains("spec.decryption") && warnings[0].contains("stage apps"));
-        assert!(warnings[1].contains("spec.postBuild.substituteFrom"));
+        assert_eq!(stage.name_prefix.as_deref(), Some("prod-"));
+        assert_eq!(stage.name_suffix.as_deref(), Some("-eu"));
+        assert_eq!(stage.common_labels["team"], "web");
+        assert_eq!(stage.common_annotations["owner"], "web");
+        assert_eq!(
+            stage.source_ref.unwrap().to_string(),
+            "GitRepository flux-system/flux-system"
+        );
+    }
+
+    #[test]
+    fn fields_stagegate_cannot_honour_are_errors_naming_them() {
+        let def = read(
+            r#"
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: spoke, namespace: hub}
+spec:
+  path: ./apps
+  kubeConfig: {secretRef: {name: spoke-kubeconfig}}
+  decryption: {provider: sops}
+  serviceAccountName: tenant
+  deletionPolicy: Orphan
+  dependOn: [{name: x}]
+  postBuild:
+    substituteFrom: [{kind: ConfigMap, name: vars}]
+    substitutFrom: []
+"#,
+        );
+        assert!(def.stage.is_none());
+        let errors: Vec<String> = def.problems.iter().map(ToString::to_string).collect();
+        for field in [
+            "spec.kubeConfig: applies to a remote cluster",
+            "spec.decryption: SOPS",
+            "spec.serviceAccountName: ",
+            "spec.deletionPolicy: \"Orphan\" is not supported",
+            "spec.dependOn: is not a field",
+            "spec.postBuild.substitutFrom: is not a field",
+        ] {
+            assert!(
+                errors.iter().any(|e| e
+                    .starts_with("error: stages.yaml: stage spoke: line 1: Kustomization ")
+                    && e.contains(field)),
+                "{field} not in {errors:#?}"
+            );
+        }
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::definition::read_definition;
-use super::{Stage, is_stage_document};
+use super::{
+    FLUX_API_VERSIONS, FLUX_KUSTOMIZE_GROUP, STAGE_API_VERSION, STAGE_GROUP, Stage, StageOrigin,
+    is_stage_document, is_unreadable_stage_document,
+};
 use crate::diagnostics::{DISCOVERY_YAML, Problem, Problems};
 use crate::paths::display_path;
 use crate::yaml::parse_documents;
@@ -19,8 +22,10 @@ pub fn discover_stages(root: &Path, dir: &Path) -> (Vec<Stage>, Problems) {
     let mut files = Vec::new();
     collect_yaml_files(root, dir, &mut files, &mut problems);
     let mut stages = Vec::new();
+    let mut yaml_files = Vec::new();
     for file in files {
         let shown = display_path(root, &file);
+        yaml_files.push(shown.clone());
         let text = match fs::read_to_string(&file) {
             Ok(text) => text,
             Err(e) => {
@@ -30,10 +35,13 @@ pub fn discover_stages(root: &Path, dir: &Path) -> (Vec<Stage>, Problems) {
         };
         let docs = match parse_documents(&text) {
             Ok(docs) => docs,
-            Err(e) => {
+            // An application's own config (custom tags, templates) is not a
+            // stage definition; only a file that names a stage API must parse.
+            Err(e) if mentions_stage_api(&text) => {
                 problems.push(Problem::error(format!("{DISCOVERY_YAML}{e}")).in_file(&shown));
                 continue;
             }
+            Err(_) => continue,
         };
         for doc in docs {
             let api_version = doc
@@ -46,6 +54,19 @@ pub fn discover_stages(root: &Path, dir: &Path) -> (Vec<Stage>, Problems) {
                 .get("kind")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
+            if is_unreadable_stage_document(api_version, kind) {
+                problems.push(
+                    Problem::error(format!(
+                        "line {}: {kind} with apiVersion {api_version} is a stage document \
+                         stagegate cannot read (it reads {STAGE_API_VERSION} Stage and {} \
+                         Kustomization); refusing rather than treating its stage as removed",
+                        doc.line,
+                        FLUX_API_VERSIONS.join(" or ")
+                    ))
+                    .in_file(&shown),
+                );
+                continue;
+            }
             if !is_stage_document(api_version, kind) {
                 continue;
             }
@@ -54,6 +75,7 @@ pub fn discover_stages(root: &Path, dir: &Path) -> (Vec<Stage>, Problems) {
             stages.extend(definition.stage);
         }
     }
+    skip_flux_bootstrap(&mut stages, &yaml_files, &mut problems);
     (stages, problems)
 }
 
@@ -104,6 +126,45 @@ fn collect_yaml_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>, problems:
     }
 }
 
+/// The file Flux's bootstrap writes its own controllers to.
+pub const FLUX_COMPONENTS_FILE: &str = "gotk-components.yaml";
+/// Annotation on Flux's bootstrap Kustomization that makes stagegate apply it.
+pub const APPLY_BOOTSTRAP_ANNOTATION: &str = "stagegate.dev/apply-flux-bootstrap";
+
+/// Flux's own bootstrap Kustomization (the one whose path holds
+/// `gotk-components.yaml`) installs Flux's controllers, kustomize-controller
+/// among them, which stagegate replaces: it is skipped, and said so, unless
+/// the Kustomization is annotated `stagegate.dev/apply-flux-bootstrap: "true"`.
+fn skip_flux_bootstrap(stages: &mut Vec<Stage>, files: &[PathBuf], problems: &mut Problems) {
+    stages.retain(|stage| {
+        let bootstrap = stage.origin == StageOrigin::Flux
+            && files.iter().any(|f| {
+                f.file_name().is_some_and(|n| n == FLUX_COMPONENTS_FILE)
+                    && f.starts_with(&stage.path)
+            });
+        if !bootstrap || stage.apply_bootstrap {
+            return true;
+        }
+        problems.push(
+            Problem::warning(format!(
+                "Flux's own bootstrap Kustomization {} (its path {} holds {FLUX_COMPONENTS_FILE}) \
+                 is skipped: source- and helm-controller keep running from Flux's install; \
+                 annotate it {APPLY_BOOTSTRAP_ANNOTATION}: \"true\" to apply it",
+                stage.id,
+                stage.path.display()
+            ))
+            .in_file(&stage.source)
+            .in_stage(&stage.name),
+        );
+        false
+    });
+}
+
+/// Whether a file that failed to parse could hold a stage definition.
+fn mentions_stage_api(text: &str) -> bool {
+    text.contains(STAGE_GROUP) || text.contains(FLUX_KUSTOMIZE_GROUP)
+}
+
 fn is_yaml(path: &Path) -> bool {
     matches!(
         path.extension().and_then(|e| e.to_str()),
@@ -149,12 +210,116 @@ mod tests {
     fn yaml_syntax_error_names_file_and_line() {
         let repo = tempfile::tempdir().unwrap();
         let root = repo.path().canonicalize().unwrap();
-        fs::write(root.join("broken.yaml"), "a: 1\n---\nb: [\n").unwrap();
+        fs::write(
+            root.join("broken.yaml"),
+            "apiVersion: stagegate.dev/v1alpha1\n---\nb: [\n",
+        )
+        .unwrap();
         let (_, problems) = discover_stages(&root, &root);
         let message = problems.iter().next().unwrap().to_string();
         assert!(
             message.starts_with("error: broken.yaml: invalid YAML: line"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn yaml_that_names_no_stage_api_is_not_read_for_stages() {
+        let repo = tempfile::tempdir().unwrap();
+        let root = repo.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("app/config")).unwrap();
+        fs::write(
+            root.join("app/config/template.yaml"),
+            "Resources:\n  Bucket:\n    Name: !Ref BucketName\n    Arn: !GetAtt Bucket.Arn\n",
+        )
+        .unwrap();
+        fs::write(
+            root.join("app/values.yaml"),
+            "image: {{ .Values.tag }}\n  bad: [\n",
+        )
+        .unwrap();
+        fs::write(
+            root.join("stage.yaml"),
+            "apiVersion: stagegate.dev/v1alpha1\nkind: Stage\nmetadata: {name: app}\nspec: {path: app}\n",
+        )
+        .unwrap();
+        let (stages, problems) = discover_stages(&root, &root);
+        assert!(problems.is_empty(), "{problems}");
+        assert_eq!(stages.len(), 1);
+    }
+
+    #[test]
+    fn a_stage_document_of_an_unknown_version_is_an_error_naming_the_file() {
+        let repo = tempfile::tempdir().unwrap();
+        let root = repo.path().canonicalize().unwrap();
+        for (file, api_version, kind) in [
+            (
+                "flux.yaml",
+                "kustomize.toolkit.fluxcd.io/v2",
+                "Kustomization",
+            ),
+            ("typo.yaml", "stagegate.dev/v1alpah1", "Stage"),
+            ("group.yaml", "stagegate.dve/v1alpha1", "Stage"),
+            ("kind.yaml", "stagegate.dev/v1alpha1", "Stgae"),
+        ] {
+            fs::write(
+                root.join(file),
+                format!("apiVersion: {api_version}\nkind: {kind}\nmetadata: {{name: a}}\nspec: {{path: .}}\n"),
+            )
+            .unwrap();
+        }
+        fs::write(
+            root.join("kustomization.yaml"),
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: []\n",
+        )
+        .unwrap();
+        let (stages, problems) = discover_stages(&root, &root);
+        assert!(stages.is_empty());
+        let errors: Vec<String> = problems.errors().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        for file in ["flux.yaml", "typo.yaml", "group.yaml", "kind.yaml"] {
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.starts_with(&format!("error: {file}: line 1: "))
+                        && e.contains("stage document stagegate cannot read")),
+                "{file}: {errors:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn flux_bootstrap_kustomization_is_skipped_and_said_so_unless_annotated() {
+        let repo = tempfile::tempdir().unwrap();
+        let root = repo.path().canonicalize().unwrap();
+        fs::create_dir_all(root.join("clusters/prod/flux-system")).unwrap();
+        fs::write(
+            root.join("clusters/prod/flux-system/gotk-components.yaml"),
+            "",
+        )
+        .unwrap();
+        let sync = |annotations: &str| {
+            format!(
+                "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {{name: flux-system, namespace: flux-system{annotations}}}\nspec: {{path: ./clusters/prod, sourceRef: {{kind: GitRepository, name: flux-system}}}}\n"
+            )
+        };
+        let file = root.join("clusters/prod/flux-system/gotk-sync.yaml");
+        fs::write(&file, sync("")).unwrap();
+        let (stages, problems) = discover_stages(&root, &root);
+        assert!(stages.is_empty());
+        let warning = problems.warnings().next().unwrap().to_string();
+        assert!(
+            warning.contains("bootstrap Kustomization flux-system/flux-system")
+                && warning.contains("is skipped"),
+            "{warning}"
+        );
+        fs::write(
+            &file,
+            sync(", annotations: {stagegate.dev/apply-flux-bootstrap: \"true\"}"),
+        )
+        .unwrap();
+        let (stages, problems) = discover_stages(&root, &root);
+        assert!(problems.is_empty(), "{problems}");
+        assert_eq!(stages.len(), 1);
     }
 }

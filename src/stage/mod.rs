@@ -13,6 +13,9 @@ use crate::render::{ImageOverride, Patch};
 pub mod definition;
 pub mod discover;
 pub mod graph;
+pub mod identity;
+pub mod nested;
+pub mod substitute_from;
 
 pub use discover::discover_stages;
 pub use graph::{Cycle, StageGraph};
@@ -25,10 +28,64 @@ pub const FLUX_API_VERSIONS: [&str; 2] = [
     "kustomize.toolkit.fluxcd.io/v1beta2",
 ];
 
+/// The API group of Flux's Kustomization; another version of it is a stage
+/// document stagegate cannot read, never an object to apply.
+pub const FLUX_KUSTOMIZE_GROUP: &str = "kustomize.toolkit.fluxcd.io";
+/// stagegate's own API group.
+pub const STAGE_GROUP: &str = "stagegate.dev";
+
 /// Whether a document defines a stage (and so is never applied as an object).
 pub fn is_stage_document(api_version: &str, kind: &str) -> bool {
     (api_version == STAGE_API_VERSION && kind == STAGE_KIND)
         || (kind == FLUX_KUSTOMIZATION_KIND && FLUX_API_VERSIONS.contains(&api_version))
+}
+
+/// Whether a document looks like a stage definition stagegate cannot read: a
+/// `Stage` or Flux `Kustomization` of an unknown version, or an apiVersion a
+/// typo away from a known one. Skipping such a document would make its stage
+/// count as removed and prune its objects, so it is an error instead.
+pub fn is_unreadable_stage_document(api_version: &str, kind: &str) -> bool {
+    if is_stage_document(api_version, kind) {
+        return false;
+    }
+    let group = api_version.split('/').next().unwrap_or_default();
+    match kind {
+        STAGE_KIND => group == STAGE_GROUP || near(api_version, STAGE_API_VERSION),
+        FLUX_KUSTOMIZATION_KIND => {
+            group == FLUX_KUSTOMIZE_GROUP
+                || group.contains("fluxcd")
+                || FLUX_API_VERSIONS.iter().any(|v| near(api_version, v))
+        }
+        _ => {
+            // The right apiVersion with a misspelt kind is as unreadable.
+            (api_version == STAGE_API_VERSION || group == STAGE_GROUP)
+                || (group == FLUX_KUSTOMIZE_GROUP && near(kind, FLUX_KUSTOMIZATION_KIND))
+        }
+    }
+}
+
+/// At most two single-character edits apart (a typo, not another API).
+fn near(a: &str, b: &str) -> bool {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    if a.len().abs_diff(b.len()) > 2 {
+        return false;
+    }
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()] <= 2
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -68,6 +125,13 @@ pub enum StageOrigin {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stage {
     pub name: StageName,
+    /// Identity as the repository writes it: a Flux Kustomization's
+    /// namespace and name (`name` may add the namespace when the name alone
+    /// is ambiguous); a native stage's name.
+    pub id: StageRef,
+    /// The stage whose rendered output declares this one (a nested
+    /// Kustomization or Stage); `None` for a stage found by discovery.
+    pub parent: Option<StageName>,
     /// File that declares the stage, relative to the repository root.
     pub source: PathBuf,
     pub origin: StageOrigin,
@@ -75,6 +139,10 @@ pub struct Stage {
     /// (no `.` or `..` components; empty for the root itself).
     pub path: PathBuf,
     pub depends_on: Vec<StageName>,
+    /// `dependsOn` as written, with the namespace a Flux dependency means
+    /// (its own when none is given); resolved into `depends_on` once every
+    /// stage is known.
+    pub dependency_refs: Vec<StageRef>,
     /// `None` means the default: wait when the stage holds Jobs.
     pub wait: Option<bool>,
     pub force: bool,
@@ -87,18 +155,55 @@ pub struct Stage {
     pub substitute: BTreeMap<String, String>,
     pub patches: Vec<Patch>,
     pub images: Vec<ImageOverride>,
+    pub name_prefix: Option<String>,
+    pub name_suffix: Option<String>,
+    /// Flux's `commonMetadata`: labels and annotations set on every object's
+    /// metadata (not on selectors or templates).
+    pub common_labels: BTreeMap<String, String>,
+    pub common_annotations: BTreeMap<String, String>,
     pub suspend: bool,
+    /// A Flux stage's `sourceRef` (checked against the watched repository).
+    pub source_ref: Option<identity::SourceRef>,
+    /// Flux's `postBuild.substituteFrom`, in order.
+    pub substitute_from: Vec<substitute_from::SubstituteFrom>,
+    /// Flux's bootstrap Kustomization annotated to be applied anyway
+    /// (see [`discover::APPLY_BOOTSTRAP_ANNOTATION`]).
+    pub apply_bootstrap: bool,
+}
+
+/// A reference to a stage as a definition writes it: a name and, for Flux
+/// documents, a namespace.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StageRef {
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl fmt::Display for StageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{ns}/{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
 }
 
 impl Stage {
     /// A stage with every setting at its default, for tests and builders.
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        let name: String = name.into();
         Self {
+            id: StageRef {
+                namespace: None,
+                name: name.clone(),
+            },
             name: StageName::new(name),
+            parent: None,
             source: PathBuf::new(),
             origin: StageOrigin::Native,
             path: path.into(),
             depends_on: Vec::new(),
+            dependency_refs: Vec::new(),
             wait: None,
             force: false,
             prune: false,
@@ -110,7 +215,14 @@ impl Stage {
             substitute: BTreeMap::new(),
             patches: Vec::new(),
             images: Vec::new(),
+            name_prefix: None,
+            name_suffix: None,
+            common_labels: BTreeMap::new(),
+            common_annotations: BTreeMap::new(),
             suspend: false,
+            source_ref: None,
+            substitute_from: Vec::new(),
+            apply_bootstrap: false,
         }
     }
 }

@@ -2,7 +2,8 @@
 //! reached, the inventory of applied objects, and every Job run by spec hash.
 //!
 //! This is plain data. The apply engine reads and updates a [`StageState`];
-//! the agent loop persists the whole [`State`] (in a ConfigMap) and survives
+//! the agent loop persists each stage's part as the status of its `Stage`
+//! object ([`resource`]), one small write per transition, and survives
 //! restarts with it. Keeping Job outcomes here, not on the cluster, is what
 //! lets a Job removed by `ttlSecondsAfterFinished` stay "already ran".
 
@@ -13,8 +14,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::object::ObjectRef;
 
+pub mod legacy;
+pub mod requests;
+pub mod resource;
+pub mod stage_events;
 pub mod store;
 
+pub use requests::Requests;
+pub use resource::{StageSpec, StageStatus};
 pub use store::{StateError, StateStore};
 
 /// How many runs of one Job are kept; older ones say nothing the newest don't.
@@ -27,27 +34,35 @@ pub struct State {
     /// The Git source: last good revision and the current fetch error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceState>,
-    /// Id of the last rerun request absorbed (see [`store`]).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    /// Id of the last rerun request absorbed from the former ConfigMap
+    /// (read only when converting it, see [`legacy`]).
+    #[serde(default, skip_serializing)]
     pub rerun_seen: u64,
+    /// What the annotations of the Stage objects ask for, by stage: kept
+    /// on the objects, not in the status.
+    #[serde(skip)]
+    pub requests: BTreeMap<String, Requests>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceState {
-    /// The revision last fetched successfully.
+    /// The revision last fetched (or refused as invalid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// The last revision every stage reached Ready at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<String>,
     /// Why the last fetch or plan failed; empty when it succeeded.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
+    /// The error is the fetched revision's own (invalid repository), not a
+    /// failed fetch: fetching the same revision again does not clear it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub invalid: bool,
     /// When the error was first seen (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,10 +89,20 @@ pub struct StageState {
     #[serde(default)]
     pub phase: Phase,
     /// The last revision this stage reached Ready at.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lastAppliedRevision",
+        alias = "revision",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub revision: Option<String>,
     /// The revision of the latest attempt, whatever its outcome.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lastAttemptedRevision",
+        alias = "attemptedRevision",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attempted_revision: Option<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
@@ -97,6 +122,15 @@ pub struct StageState {
     /// `*` means every Job of the stage.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub rerun: BTreeSet<String>,
+    /// The last value of the `stagegate.dev/rerun` annotation taken into
+    /// [`Self::rerun`]: each distinct value is one request, handled once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_rerun: Option<String>,
+    /// The stage failed in a way that cannot change without a new revision or
+    /// a request (a Job failed with no retry left): it is not run again on
+    /// every poll.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stalled: bool,
 }
 
 /// One applied object: its identity, what was applied (hash of the rendered

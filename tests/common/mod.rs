@@ -23,7 +23,20 @@ pub async fn cluster() -> Cluster {
     };
     let sim = KubeSim::start(config).await.expect("start kube-sim");
     let client = client_for(&sim);
+    install_stage_crd(&client).await;
     Cluster { sim, client }
+}
+
+/// The Stage CRD from manifests/, as an install puts it in the cluster.
+pub async fn install_stage_crd(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/00-crd.yaml");
+    let text = fs::read_to_string(&path).expect("read manifests/00-crd.yaml");
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("parse the Stage CRD");
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    api.create(&kube::api::PostParams::default(), &crd)
+        .await
+        .expect("install the Stage CRD");
 }
 
 pub fn client_for(sim: &KubeSim) -> kube::Client {

@@ -78,6 +78,23 @@ pub fn events_api_to_core(ev: &Value) -> Value {
     Value::Object(m)
 }
 
+/// Where an Event's LAST SEEN comes from, as the real printers (`kubectl
+/// get events`, `kubectl events`) read it: the series' last observation,
+/// else `lastTimestamp`, else `firstTimestamp`, else `eventTime` (Events
+/// written through events.k8s.io/v1 have only `eventTime` and `series`).
+pub fn last_seen_pointer(core: &Value) -> &'static str {
+    let set = |p: &str| core.pointer(p).is_some_and(|v| !v.is_null() && v != "");
+    if set("/series/lastObservedTime") {
+        "/series/lastObservedTime"
+    } else if set("/lastTimestamp") {
+        "/lastTimestamp"
+    } else if set("/firstTimestamp") {
+        "/firstTimestamp"
+    } else {
+        "/eventTime"
+    }
+}
+
 /// The twin of an Event written through one API, for the other.
 pub fn twin(rt: &ResourceType, obj: &Value) -> Option<((String, String), Value)> {
     if is_core(rt) {

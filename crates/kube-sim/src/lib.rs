@@ -10,6 +10,7 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod controllers;
 mod discovery;
 mod events;
@@ -17,8 +18,10 @@ mod faults;
 mod listener;
 mod ops;
 mod patch;
+mod proto;
 mod request;
 mod resources;
+mod schema;
 mod selector;
 mod server;
 mod ssa;
@@ -26,6 +29,7 @@ mod stats;
 mod status;
 mod store;
 mod table;
+mod typed;
 mod util;
 mod validation;
 mod watch;
@@ -35,6 +39,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use auth::audit::AuditEntry;
 pub use controllers::job::{
     DURATION as DURATION_ANNOTATION, LOG as LOG_ANNOTATION, OUTCOME as OUTCOME_ANNOTATION,
 };
@@ -106,6 +111,8 @@ pub enum SimError {
     },
     #[error("the listener has no local address: {0}")]
     LocalAddr(std::io::Error),
+    #[error("the built-in TLS certificate was refused: {0}")]
+    Tls(tokio_rustls::rustls::Error),
 }
 
 /// A running simulated API server.
@@ -138,8 +145,12 @@ impl KubeSim {
             stats: stats::Counters::default(),
             shutdown: tokio::sync::watch::channel(false).0,
             server_address: addr.to_string(),
+            tokens: auth::Tokens::default(),
+            audit: auth::audit::Audit::default(),
         });
-        let listener = listener::SimListener::new(tcp, shared.clone());
+        let acceptor = auth::tls::acceptor().map_err(SimError::Tls)?;
+        let listener = listener::SimListener::new(tcp, shared.clone(), acceptor)
+            .map_err(SimError::LocalAddr)?;
         let app = server::router(shared.clone());
         let mut stop = shared.shutdown.subscribe();
         let serve = tokio::spawn(async move {
@@ -170,34 +181,97 @@ impl KubeSim {
         format!("http://{}", self.addr)
     }
 
-    /// A kubeconfig whose current context points at this server.
+    /// A kubeconfig whose current context points at this server, as the
+    /// admin (`kube-sim-admin`, in `system:masters`).
     pub fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig_with_token("kube-sim", auth::ADMIN_TOKEN)
+    }
+
+    /// A bearer token for a named user in `groups` (plus
+    /// `system:authenticated`); RBAC decides what it may do.
+    pub fn user_token(&self, name: &str, groups: &[&str]) -> String {
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        self.shared.tokens.issue_user(name, &groups)
+    }
+
+    /// A bearer token for the ServiceAccount `namespace/name`
+    /// (`system:serviceaccount:NS:NAME`); requests with it get 401 while the
+    /// ServiceAccount does not exist.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        self.shared.tokens.issue_service_account(namespace, name)
+    }
+
+    /// A kubeconfig for a named user (see [`KubeSim::user_token`]).
+    pub fn user_kubeconfig(&self, name: &str, groups: &[&str]) -> String {
+        self.kubeconfig_with_token(name, &self.user_token(name, groups))
+    }
+
+    /// A kubeconfig for a ServiceAccount, as a pod using it would authenticate
+    /// (see [`KubeSim::service_account_token`]).
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> String {
+        self.kubeconfig_with_token(
+            &format!("system:serviceaccount:{namespace}:{name}"),
+            &self.service_account_token(namespace, name),
+        )
+    }
+
+    /// `https://127.0.0.1:PORT`: the same port over TLS, which kubectl
+    /// needs before it sends a token.
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The CA of [`KubeSim::https_url`], PEM.
+    pub fn ca_pem(&self) -> String {
+        auth::tls::ca_pem()
+    }
+
+    fn kubeconfig_with_token(&self, user: &str, token: &str) -> String {
+        let cluster = if token == auth::ADMIN_TOKEN {
+            format!("server: {}", self.url())
+        } else {
+            format!(
+                "server: {}\n    certificate-authority-data: {}",
+                self.https_url(),
+                auth::tls::CA_DATA
+            )
+        };
         format!(
             "apiVersion: v1
 kind: Config
 clusters:
 - name: kube-sim
   cluster:
-    server: {url}
+    {cluster}
 contexts:
 - name: kube-sim
   context:
     cluster: kube-sim
-    user: kube-sim
+    user: {user:?}
     namespace: default
 current-context: kube-sim
 preferences: {{}}
 users:
-- name: kube-sim
+- name: {user:?}
   user:
-    token: kube-sim
-",
-            url = self.url()
+    token: {token}
+"
         )
     }
 
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
         std::fs::write(path, self.kubeconfig_yaml())
+    }
+
+    /// From now on, record every API request's user, authorization
+    /// attributes and RBAC decision (see [`KubeSim::audit_log`]).
+    pub fn start_audit(&self) {
+        self.shared.audit.start();
+    }
+
+    /// The requests recorded since [`KubeSim::start_audit`], in order.
+    pub fn audit_log(&self) -> Vec<AuditEntry> {
+        self.shared.audit.entries()
     }
 
     /// Requests counted by verb since start (admin paths not counted).
@@ -235,6 +309,7 @@ fn bootstrap(store: &mut store::Store) {
         api_version: "v1".into(),
         ..Default::default()
     };
+    auth::bootstrap::install(store, &opts);
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let _ = store.create(
             &ns,

@@ -35,6 +35,80 @@ struct Args {
     /// Events kept for watches resuming from a resourceVersion.
     #[arg(long, default_value_t = 10_000)]
     watch_history: usize,
+    /// Also write a kubeconfig for a named user: `NAME[:GROUP,...]=FILE`
+    /// (repeatable). RBAC decides what the user may do.
+    #[arg(long, value_name = "NAME[:GROUPS]=FILE", value_parser = parse_user_kubeconfig)]
+    user_kubeconfig: Vec<UserKubeconfig>,
+    /// Also write a kubeconfig for a ServiceAccount: `NAMESPACE/NAME=FILE`
+    /// (repeatable); it authenticates once the ServiceAccount exists.
+    #[arg(long, value_name = "NAMESPACE/NAME=FILE", value_parser = parse_sa_kubeconfig)]
+    service_account_kubeconfig: Vec<ServiceAccountKubeconfig>,
+}
+
+#[derive(Debug, Clone)]
+struct UserKubeconfig {
+    name: String,
+    groups: Vec<String>,
+    file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+struct ServiceAccountKubeconfig {
+    namespace: String,
+    name: String,
+    file: PathBuf,
+}
+
+fn parse_user_kubeconfig(s: &str) -> Result<UserKubeconfig, String> {
+    let (who, file) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME[:GROUP,...]=FILE, got {s:?}"))?;
+    let (name, groups) = who.split_once(':').unwrap_or((who, ""));
+    if name.is_empty() || file.is_empty() {
+        return Err(format!("expected NAME[:GROUP,...]=FILE, got {s:?}"));
+    }
+    Ok(UserKubeconfig {
+        name: name.to_string(),
+        groups: groups
+            .split(',')
+            .filter(|g| !g.is_empty())
+            .map(str::to_string)
+            .collect(),
+        file: PathBuf::from(file),
+    })
+}
+
+fn parse_sa_kubeconfig(s: &str) -> Result<ServiceAccountKubeconfig, String> {
+    let bad = || format!("expected NAMESPACE/NAME=FILE, got {s:?}");
+    let (who, file) = s.split_once('=').ok_or_else(bad)?;
+    let (namespace, name) = who.split_once('/').ok_or_else(bad)?;
+    if namespace.is_empty() || name.is_empty() || file.is_empty() {
+        return Err(bad());
+    }
+    Ok(ServiceAccountKubeconfig {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        file: PathBuf::from(file),
+    })
+}
+
+/// Every kubeconfig the flags ask for: (file, content).
+fn kubeconfigs(sim: &KubeSim, args: &Args) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    if let Some(path) = &args.kubeconfig_out {
+        out.push((path.clone(), sim.kubeconfig_yaml()));
+    }
+    for u in &args.user_kubeconfig {
+        let groups: Vec<&str> = u.groups.iter().map(String::as_str).collect();
+        out.push((u.file.clone(), sim.user_kubeconfig(&u.name, &groups)));
+    }
+    for sa in &args.service_account_kubeconfig {
+        out.push((
+            sa.file.clone(),
+            sim.service_account_kubeconfig(&sa.namespace, &sa.name),
+        ));
+    }
+    out
 }
 
 #[tokio::main]
@@ -61,9 +135,9 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    if let Some(path) = &args.kubeconfig_out {
-        // Written only now: the listener is bound and serving.
-        if let Err(e) = sim.write_kubeconfig(path) {
+    // Written only now: the listener is bound and serving.
+    for (path, content) in kubeconfigs(&sim, &args) {
+        if let Err(e) = std::fs::write(&path, content) {
             eprintln!("kube-sim: cannot write {}: {e}", path.display());
             sim.shutdown().await;
             return std::process::ExitCode::FAILURE;

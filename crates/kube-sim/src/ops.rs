@@ -22,6 +22,10 @@ pub struct WriteOpts {
     pub subresource: String,
     /// The `group/version` the request came in on (managedFields' apiVersion).
     pub api_version: String,
+    /// What to do with fields the schema does not declare.
+    pub field_validation: crate::schema::FieldValidation,
+    /// Where the write's warnings go (`Warning` response headers).
+    pub warnings: crate::schema::Warnings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,6 +235,7 @@ impl Store {
             status.entry("phase").or_insert(json!("Pending"));
             status.entry("qosClass").or_insert(json!("BestEffort"));
         }
+        self.check_schema(rt, &mut obj, opts)?;
         validation::validate(rt, &obj)?;
         if rt.is("apiextensions.k8s.io", "customresourcedefinitions") {
             crd_accept(&mut obj);
@@ -383,6 +388,7 @@ impl Store {
             m.insert("kind".into(), json!(rt.kind));
         }
         validation::apply_defaults(rt, &mut new, Some(old), String::new);
+        self.check_schema(rt, &mut new, opts)?;
         validation::validate(rt, &new)?;
         validation::validate_update(rt, old, &new)?;
         if tracks_generation(rt) && spec_part(old) != spec_part(&new) {

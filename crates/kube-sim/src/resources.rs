@@ -9,6 +9,19 @@ use serde_json::Value;
 /// reads and writes the same objects (no conversion is simulated).
 pub type ResKey = (String, String);
 
+/// One of a CRD's `additionalPrinterColumns`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrinterColumn {
+    pub name: String,
+    /// `string`, `integer`, `number`, `boolean` or `date`.
+    pub type_: String,
+    pub format: String,
+    pub description: String,
+    /// Above 0: shown only with `-o wide`.
+    pub priority: i64,
+    pub json_path: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceType {
     pub group: String,
@@ -27,8 +40,8 @@ pub struct ResourceType {
     pub has_scale: bool,
     /// A review resource: POST only, answered, never stored.
     pub create_only: bool,
-    /// A CRD's `additionalPrinterColumns` (storage version): name, type, JSONPath.
-    pub printer_columns: Vec<(String, String, String)>,
+    /// A CRD's `additionalPrinterColumns` (storage version).
+    pub printer_columns: Vec<PrinterColumn>,
     pub from_crd: bool,
 }
 
@@ -148,6 +161,42 @@ impl Registry {
                 "v1",
                 "SelfSubjectAccessReview",
                 "selfsubjectaccessreviews",
+                false,
+                &[],
+            )
+            .create_only(),
+            b(
+                "authorization.k8s.io",
+                "v1",
+                "SubjectAccessReview",
+                "subjectaccessreviews",
+                false,
+                &[],
+            )
+            .create_only(),
+            b(
+                "authorization.k8s.io",
+                "v1",
+                "LocalSubjectAccessReview",
+                "localsubjectaccessreviews",
+                true,
+                &[],
+            )
+            .create_only(),
+            b(
+                "authorization.k8s.io",
+                "v1",
+                "SelfSubjectRulesReview",
+                "selfsubjectrulesreviews",
+                false,
+                &[],
+            )
+            .create_only(),
+            b(
+                "authentication.k8s.io",
+                "v1",
+                "SelfSubjectReview",
+                "selfsubjectreviews",
                 false,
                 &[],
             )
@@ -323,14 +372,19 @@ pub fn type_from_crd(crd: &Value) -> Option<ResourceType> {
         .map(|cols| {
             cols.iter()
                 .filter_map(|c| {
-                    Some((
-                        c.get("name")?.as_str()?.to_string(),
-                        c.get("type")
+                    let text = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                    Some(PrinterColumn {
+                        name: c.get("name")?.as_str()?.to_string(),
+                        type_: c
+                            .get("type")
                             .and_then(Value::as_str)
                             .unwrap_or("string")
                             .to_string(),
-                        c.get("jsonPath")?.as_str()?.to_string(),
-                    ))
+                        format: text("format"),
+                        description: text("description"),
+                        priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
+                        json_path: c.get("jsonPath")?.as_str()?.to_string(),
+                    })
                 })
                 .collect()
         })

@@ -31,6 +31,8 @@ pub struct Shared {
     pub faults: Faults,
     pub shutdown: tokio::sync::watch::Sender<bool>,
     pub server_address: String,
+    pub tokens: crate::auth::Tokens,
+    pub audit: crate::auth::audit::Audit,
 }
 
 impl Shared {
@@ -156,6 +158,13 @@ fn fault_error(code: u16) -> ApiError {
     ApiError::new(code, reason, format!("kube-sim: injected fault ({code})"))
 }
 
+fn lock_store(shared: &Shared) -> std::sync::MutexGuard<'_, Store> {
+    shared
+        .store
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Every Kubernetes API path.
 async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if shared.faults.is_unreachable() {
@@ -173,10 +182,7 @@ async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let query = Query::parse(req.uri().query());
     let headers = req.headers().clone();
     let route = {
-        let store = shared
-            .store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let store = lock_store(&shared);
         parse_route(&path, |g, v, p| {
             store.registry.lookup(g, v, p).is_some_and(|t| t.namespaced)
         })
@@ -190,28 +196,55 @@ async fn api(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if let Some(code) = shared.faults.take_failure(verb, &path) {
         return error_response(&fault_error(code));
     }
-    let protobuf_body = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.contains("protobuf"));
-    if protobuf_body {
-        // Typed Go clients (`kubectl create configmap`, `kubectl run`) send
-        // protobuf; kube-sim speaks JSON only, and says so the real way.
-        return error_response(&ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (kube-sim does not decode protobuf)",
-        ));
-    }
+    let attrs = crate::auth::Attributes::of_request(&method, &path, &route, &query);
+    let user = match crate::auth::admit(
+        &shared.tokens,
+        &shared.audit,
+        &lock_store(&shared),
+        &headers,
+        &attrs,
+    ) {
+        Ok(u) => u,
+        Err(e) => return error_response(&e),
+    };
     let body = match axum::body::to_bytes(req.into_body(), 64 << 20).await {
         Ok(b) => b,
         Err(e) => return error_response(&ApiError::bad_request(format!("reading the body: {e}"))),
     };
-    tracing::debug!(%method, %path, ?verb, "request");
+    // Typed Go clients (`kubectl create …`, `kubectl run`) send protobuf.
+    let body = match decoded_body(&headers, body) {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
+    tracing::debug!(%method, %path, ?verb, user = %user.name, "request");
+    if let Route::Resource(rp) = &route
+        && method == "POST"
+        && crate::auth::review::is_review(rp)
+    {
+        let answer = parse_body(&body)
+            .and_then(|b| crate::auth::review::answer(&lock_store(&shared), &user, rp, &b));
+        return match answer {
+            Ok(review) => json_response(201, &review),
+            Err(e) => error_response(&e),
+        };
+    }
     match dispatch(&shared, &method, route, &query, &headers, &body).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     }
+}
+
+/// A protobuf body as the JSON it stands for; any other body as it is.
+fn decoded_body(headers: &HeaderMap, body: Bytes) -> ApiResult<Bytes> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !crate::proto::is_protobuf(content_type) {
+        return Ok(body);
+    }
+    let obj = crate::proto::decode_body(&body)?;
+    Ok(Bytes::from(serde_json::to_vec(&obj).unwrap_or_default()))
 }
 
 async fn dispatch(
@@ -311,7 +344,22 @@ fn write_opts(
         manager,
         subresource: rp.subresource.clone().unwrap_or_default(),
         api_version: rt.api_version(&rp.version),
+        // Checked in `resource` before any write.
+        field_validation: crate::schema::FieldValidation::from_query(query.get("fieldValidation"))
+            .unwrap_or(crate::schema::FieldValidation::Strict),
+        warnings: Default::default(),
     }
+}
+
+/// A response with the write's warnings as `Warning: 299 - "…"` headers.
+fn with_warnings(mut r: Response, opts: &WriteOpts) -> Response {
+    for w in opts.warnings.take() {
+        let text = format!("299 - {}", serde_json::to_string(&w).unwrap_or_default());
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            r.headers_mut().append(header::WARNING, v);
+        }
+    }
+    r
 }
 
 /// The output form of a stored object for the request's version.
@@ -353,6 +401,7 @@ async fn resource(
         }
         Some(_) => return Err(ApiError::path_not_found()),
     }
+    crate::schema::FieldValidation::from_query(query.get("fieldValidation"))?;
     let ns = rp.namespace.clone().unwrap_or_default();
     let version = rp.version.clone();
     let ok = |code: u16, obj: &Value| Ok(json_response(code, &versioned(&rt, &version, obj)));
@@ -381,10 +430,11 @@ async fn resource(
                 return Ok(bytes_response(200, "text/plain", log.into_bytes()));
             }
             match crate::table::repr(accept(headers)) {
-                Repr::Table => Ok(json_response(
-                    200,
-                    &crate::table::table(&rt, &[&*obj], None, None),
-                )),
+                Repr::Table => {
+                    let mut t = crate::table::table(&rt, &[&*obj], None, None);
+                    include_objects(&mut t, &rt, &version, &[&*obj], query);
+                    Ok(json_response(200, &t))
+                }
                 Repr::Metadata => Ok(json_response(200, &crate::table::partial(&obj))),
                 Repr::Full => ok(200, &obj),
             }
@@ -394,17 +444,6 @@ async fn resource(
             watch::serve(shared.clone(), rt, rp, query, repr).await
         }
         ("GET", None) => list(shared, &rt, &rp, query, crate::table::repr(accept(headers))),
-        ("POST", None) if rt.create_only => {
-            // No RBAC: every review says yes.
-            let mut review: Value = parse_body(body)?;
-            if !review.is_object() {
-                return Err(ApiError::bad_request(
-                    "the body of the request was not a JSON object",
-                ));
-            }
-            review["status"] = json!({"allowed": true, "reason": "kube-sim enforces no RBAC"});
-            Ok(json_response(201, &review))
-        }
         (_, _) if rt.create_only => Err(ApiError::new(
             405,
             "MethodNotAllowed",
@@ -414,13 +453,13 @@ async fn resource(
             let body: Value = parse_body(body)?;
             let opts = write_opts(&rt, &rp, query, headers);
             let obj = shared.lock()?.create(&rt, &ns, body, &opts)?;
-            ok(201, &obj)
+            ok(201, &obj).map(|r| with_warnings(r, &opts))
         }
         ("PUT", Some(name)) => {
             let body: Value = parse_body(body)?;
             let opts = write_opts(&rt, &rp, query, headers);
             let obj = shared.lock()?.update(&rt, &ns, name, body, &opts)?;
-            ok(200, &obj)
+            ok(200, &obj).map(|r| with_warnings(r, &opts))
         }
         ("PATCH", Some(name)) => {
             let ctype = headers
@@ -458,7 +497,7 @@ async fn resource(
                 .is_some();
             let obj = store.patch(&rt, &ns, name, ptype, body, &opts)?;
             drop(store);
-            ok(if existed { 200 } else { 201 }, &obj)
+            ok(if existed { 200 } else { 201 }, &obj).map(|r| with_warnings(r, &opts))
         }
         ("DELETE", Some(name)) => {
             let opts = delete_opts(query, body)?;
@@ -806,7 +845,8 @@ fn list(
     match repr {
         Repr::Table => {
             let objs: Vec<&Value> = out.iter().map(|o| &**o).collect();
-            let t = crate::table::table(rt, &objs, Some(rv), cont.as_deref());
+            let mut t = crate::table::table(rt, &objs, Some(rv), cont.as_deref());
+            include_objects(&mut t, rt, &rp.version, &objs, query);
             return Ok(json_response(200, &t));
         }
         Repr::Metadata => {
@@ -852,6 +892,35 @@ fn list(
     }
     buf.extend_from_slice(b"]}");
     Ok(bytes_response(200, "application/json", buf))
+}
+
+/// `includeObject=Object` (what `kubectl get --sort-by` asks for): the rows
+/// carry the whole objects, not their metadata; `None`: no object at all.
+fn include_objects(
+    t: &mut Value,
+    rt: &ResourceType,
+    version: &str,
+    objs: &[&Value],
+    query: &Query,
+) {
+    let Some(rows) = t.get_mut("rows").and_then(Value::as_array_mut) else {
+        return;
+    };
+    match query.get("includeObject") {
+        Some("Object") => {
+            for (row, obj) in rows.iter_mut().zip(objs) {
+                row["object"] = versioned(rt, version, obj);
+            }
+        }
+        Some("None") => {
+            for row in rows.iter_mut() {
+                if let Value::Object(r) = row {
+                    r.remove("object");
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -153,17 +153,18 @@ impl Store {
 
     /// Stores an object under a fresh resourceVersion and tells the watchers.
     pub fn put(&mut self, rt: &ResourceType, obj: Value) -> Arc<Value> {
-        let stored = self.put_one(rt, obj);
+        let rv = self.next_rv();
+        let stored = self.put_one(rt, obj, rv);
+        // One Event, two APIs: the twin has the same resourceVersion.
         if let Some((key, twin)) = crate::events::twin(rt, &stored)
             && let Some(other) = self.registry.get(&key.0, &key.1).cloned()
         {
-            self.put_one(&other, twin);
+            self.put_one(&other, twin, rv);
         }
         stored
     }
 
-    fn put_one(&mut self, rt: &ResourceType, mut obj: Value) -> Arc<Value> {
-        let rv = self.next_rv();
+    fn put_one(&mut self, rt: &ResourceType, mut obj: Value, rv: u64) -> Arc<Value> {
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
         }
@@ -198,16 +199,23 @@ impl Store {
 
     /// Removes an object; watchers get DELETED with the last state.
     pub fn remove(&mut self, rt: &ResourceType, ns: &str, name: &str) -> Option<Arc<Value>> {
-        let gone = self.remove_one(rt, ns, name)?;
+        let rv = self.next_rv();
+        let gone = self.remove_one(rt, ns, name, rv)?;
         if let Some((key, _)) = crate::events::twin(rt, &gone)
             && let Some(other) = self.registry.get(&key.0, &key.1).cloned()
         {
-            self.remove_one(&other, ns, name);
+            self.remove_one(&other, ns, name, rv);
         }
         Some(gone)
     }
 
-    fn remove_one(&mut self, rt: &ResourceType, ns: &str, name: &str) -> Option<Arc<Value>> {
+    fn remove_one(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        rv: u64,
+    ) -> Option<Arc<Value>> {
         let key = rt.key();
         let old = self
             .objects
@@ -216,7 +224,6 @@ impl Store {
         self.index_owners(&key, &(ns.to_string(), name.to_string()), Some(&old), None);
         self.terminating
             .remove(&(key.clone(), (ns.to_string(), name.to_string())));
-        let rv = self.next_rv();
         let mut last = (*old).clone();
         if let Some(meta) = last.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), Value::String(rv.to_string()));

@@ -134,17 +134,27 @@ fn json_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
     Some(cur)
 }
 
+/// A CRD column's cell as the real table convertor makes it: `string`
+/// columns hold the value as kubectl's JSONPath prints it (lists and maps as
+/// JSON), typed columns the value if it has that type, `date` an age; a
+/// missing or mistyped value is null, which kubectl shows as `<none>`.
 fn custom_cell(obj: &Value, ty: &str, path: &str) -> Value {
-    match json_path(obj, path) {
-        None | Some(Value::Null) => json!("<none>"),
-        Some(Value::String(s)) if ty == "date" => parse_time(s)
+    let Some(v) = json_path(obj, path).filter(|v| !v.is_null()) else {
+        return Value::Null;
+    };
+    match (ty, v) {
+        ("string", Value::String(s)) => json!(s),
+        ("string", other) => json!(other.to_string()),
+        ("integer", Value::Number(n)) if n.is_i64() => v.clone(),
+        ("number", Value::Number(_)) | ("boolean", Value::Bool(_)) => v.clone(),
+        ("date", Value::String(s)) => parse_time(s)
             .map(|t| {
                 json!(human_duration(
                     SystemTime::now().duration_since(t).unwrap_or_default()
                 ))
             })
-            .unwrap_or_else(|| json!(s)),
-        Some(v) => v.clone(),
+            .unwrap_or(Value::Null),
+        _ => Value::Null,
     }
 }
 
@@ -155,9 +165,14 @@ fn columns(rt: &ResourceType) -> Vec<Value> {
             "string",
             "Name must be unique within a namespace.",
         )];
-        for (name, ty, _) in &rt.printer_columns {
-            let ty = if ty == "date" { "string" } else { ty.as_str() };
-            cols.push(col(name, ty, ""));
+        for c in &rt.printer_columns {
+            cols.push(json!({
+                "name": c.name,
+                "type": c.type_,
+                "format": c.format,
+                "description": c.description,
+                "priority": c.priority,
+            }));
         }
         return cols;
     }
@@ -236,8 +251,8 @@ fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
     let name = json!(str_at(obj, "/metadata/name").unwrap_or(""));
     if !rt.printer_columns.is_empty() {
         let mut row = vec![name];
-        for (_, ty, path) in &rt.printer_columns {
-            row.push(custom_cell(obj, ty, path));
+        for c in &rt.printer_columns {
+            row.push(custom_cell(obj, &c.type_, &c.json_path));
         }
         return row;
     }
@@ -447,7 +462,7 @@ fn cells(rt: &ResourceType, obj: &Value) -> Vec<Value> {
                 str_at(obj, "/involvedObject/name").unwrap_or("")
             );
             vec![
-                json!(age(obj, "/lastTimestamp")),
+                json!(age(obj, crate::events::last_seen_pointer(obj))),
                 json!(str_at(obj, "/type").unwrap_or("")),
                 json!(str_at(obj, "/reason").unwrap_or("")),
                 json!(object),

@@ -193,6 +193,15 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
                 "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
             ));
         }
+    } else if rt.group == "rbac.authorization.k8s.io" {
+        // RBAC objects are named as path segments (`system:discovery`).
+        if let Some(why) = path_segment_problem(name) {
+            errs.push(FieldError::invalid(
+                "metadata.name",
+                format!("{name:?}"),
+                why,
+            ));
+        }
     } else if !crate::util::valid_dns_subdomain(name) && !rt.from_crd {
         errs.push(FieldError::invalid(
             "metadata.name",
@@ -269,6 +278,7 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
         | ("apps", "daemonsets")
         | ("apps", "replicasets") => {
             check_containers(obj, "/spec/template/spec", "spec.template.spec", &mut errs);
+            check_replicas(obj, &mut errs);
             match obj.pointer("/spec/selector") {
                 None => errs.push(FieldError::required("spec.selector", "")),
                 Some(sel) => {
@@ -288,6 +298,17 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
             }
         }
         ("", "pods") => check_containers(obj, "/spec", "spec", &mut errs),
+        ("", "services") => {
+            for (i, p) in obj
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                check_port(p.get("port"), &format!("spec.ports[{i}].port"), &mut errs);
+            }
+        }
         ("batch", "cronjobs") => {
             if obj
                 .pointer("/spec/schedule")
@@ -326,6 +347,17 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::invalid(rt, name, errs))
+    }
+}
+
+/// The real `ValidatePathSegmentName`.
+fn path_segment_problem(name: &str) -> Option<&'static str> {
+    match name {
+        "." => Some("may not be '.'"),
+        ".." => Some("may not be '..'"),
+        _ if name.contains('/') => Some("may not contain '/'"),
+        _ if name.contains('%') => Some("may not contain '%'"),
+        _ => None,
     }
 }
 
@@ -404,8 +436,87 @@ fn check_containers(obj: &Value, pointer: &str, field: &str, errs: &mut Vec<Fiel
                         "",
                     ));
                 }
+                for (j, p) in c
+                    .get("ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    check_port(
+                        p.get("containerPort"),
+                        &format!("{field}.containers[{i}].ports[{j}].containerPort"),
+                        errs,
+                    );
+                }
             }
         }
+    }
+    check_volume_modes(obj, pointer, field, errs);
+}
+
+/// A port number: 1 to 65535.
+fn check_port(v: Option<&Value>, field: &str, errs: &mut Vec<FieldError>) {
+    if let Some(n) = v.and_then(Value::as_i64)
+        && !(1..=65535).contains(&n)
+    {
+        errs.push(FieldError::invalid(
+            field,
+            n.to_string(),
+            "must be between 1 and 65535, inclusive",
+        ));
+    }
+}
+
+/// File modes of secret, configMap, downwardAPI and projected volumes: 0 to 0777.
+fn check_volume_modes(obj: &Value, pointer: &str, field: &str, errs: &mut Vec<FieldError>) {
+    let volumes = obj
+        .pointer(&format!("{pointer}/volumes"))
+        .and_then(Value::as_array);
+    for (i, v) in volumes.into_iter().flatten().enumerate() {
+        for source in ["secret", "configMap", "downwardAPI", "projected"] {
+            let Some(src) = v.get(source) else { continue };
+            let mut modes = vec![(
+                format!("{field}.volumes[{i}].{source}.defaultMode"),
+                src.get("defaultMode"),
+            )];
+            for (j, item) in src
+                .get("items")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                modes.push((
+                    format!("{field}.volumes[{i}].{source}.items[{j}].mode"),
+                    item.get("mode"),
+                ));
+            }
+            for (f, m) in modes {
+                if let Some(n) = m.and_then(Value::as_i64)
+                    && !(0..=0o777).contains(&n)
+                {
+                    errs.push(FieldError::invalid(
+                        f,
+                        n.to_string(),
+                        "must be a number between 0 and 0777 (octal), both inclusive",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// `spec.replicas` of a workload: not negative.
+fn check_replicas(obj: &Value, errs: &mut Vec<FieldError>) {
+    if let Some(n) = obj.pointer("/spec/replicas").and_then(Value::as_i64)
+        && n < 0
+    {
+        errs.push(FieldError::invalid(
+            "spec.replicas",
+            n.to_string(),
+            "must be greater than or equal to 0",
+        ));
     }
 }
 

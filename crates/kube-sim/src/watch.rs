@@ -215,7 +215,8 @@ pub async fn serve(
                 _ = &mut deadline => return,
                 ev = events.recv() => match ev {
                     Ok(ev) => {
-                        if ev.rv <= progress {
+                        // `<`: an Event's twin in the other API shares its resourceVersion.
+                        if ev.rv < progress {
                             continue;
                         }
                         progress = ev.rv;

@@ -457,6 +457,15 @@ async fn deployment_server_side_apply_rolls_out_and_conflicts_are_real() {
     );
 
     // Writes to the main resource ignore status; /status writes only status.
+    // Once the controllers are done with the Deployment (revision, status),
+    // nobody else writes it between this get and replace.
+    tokio::time::timeout(
+        WAIT,
+        await_condition(deps.clone(), "web", conditions::is_deployment_completed()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let mut d = deps.get("web").await.unwrap();
     d.status.as_mut().unwrap().replicas = Some(99);
     let replaced = deps

@@ -160,7 +160,9 @@ fn run_pods(store: &mut Store, pods: &[Arc<Value>], config: &SimConfig) {
                     if pod.pointer("/status/containerStatuses").is_some() {
                         continue;
                     }
-                    next["spec"]["nodeName"] = json!(NODE);
+                    if str_at(&pod, "/spec/nodeName").is_none() {
+                        next["spec"]["nodeName"] = json!(NODE);
+                    }
                     next["status"] = json!({
                         "phase": "Pending",
                         "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now_rfc3339()}],
@@ -187,7 +189,9 @@ fn run_pods(store: &mut Store, pods: &[Arc<Value>], config: &SimConfig) {
                 }
                 _ => {
                     let now = now_rfc3339();
-                    next["spec"]["nodeName"] = json!(NODE);
+                    if str_at(&pod, "/spec/nodeName").is_none() {
+                        next["spec"]["nodeName"] = json!(NODE);
+                    }
                     next["status"] = json!({
                         "phase": "Running",
                         "conditions": [
@@ -197,7 +201,7 @@ fn run_pods(store: &mut Store, pods: &[Arc<Value>], config: &SimConfig) {
                             {"type": "Ready", "status": "True", "lastTransitionTime": now},
                         ],
                         "hostIP": "10.0.0.1",
-                        "podIP": format!("10.244.0.{}", 2 + attempt % 250),
+                        "podIP": format!("10.244.{}.{}", crate::util::random_u64() % 250, 2 + attempt % 250),
                         "startTime": now,
                         "containerStatuses": container_statuses(&pod, |_| json!({"running": {"startedAt": now}}), true),
                         "qosClass": "BestEffort",

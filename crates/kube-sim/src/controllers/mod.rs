@@ -1,7 +1,11 @@
 //! Simulated controllers, standing in for kube-controller-manager and the
-//! kubelets: one loop wakes every tick and moves Jobs, Pods and rollouts on.
+//! kubelets: one loop wakes every tick and moves Jobs, Pods, rollouts and
+//! the ReplicaSets and pods of workloads on.
 
+pub mod deployment;
 pub mod job;
+pub mod pods;
+pub mod recorder;
 pub mod rollout;
 
 use std::sync::Arc;
@@ -27,6 +31,8 @@ pub async fn run(shared: Arc<Shared>, config: SimConfig) {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         job::reconcile_all(&mut store, &config);
         rollouts.reconcile_all(&mut store, &config);
+        deployment::reconcile_all(&mut store);
+        pods::reconcile_all(&mut store);
         store.collect_garbage();
     }
 }

@@ -25,13 +25,27 @@ pub struct Tracker {
 impl Tracker {
     pub fn reconcile_all(&mut self, store: &mut Store, config: &SimConfig) {
         let mut alive = Vec::new();
+        // A DaemonSet wants one pod per Node: its status follows the node count.
+        let nodes = store
+            .list(&("".into(), "nodes".into()), None)
+            .iter()
+            .filter(|n| n.pointer("/metadata/deletionTimestamp").is_none())
+            .count() as i64;
         for plural in ["deployments", "statefulsets", "daemonsets"] {
+            let stamp = |rv: &str| match plural {
+                "daemonsets" => format!("{rv}@{nodes}"),
+                _ => rv.to_string(),
+            };
             let Some(rt) = store.registry.get("apps", plural).cloned() else {
                 continue;
             };
             for obj in store.list(&rt.key(), None) {
                 let rv = crate::util::str_at(&obj, "/metadata/resourceVersion").unwrap_or("");
-                if self.settled.get(uid_of(&obj)).is_some_and(|s| s == rv) {
+                if self
+                    .settled
+                    .get(uid_of(&obj))
+                    .is_some_and(|s| *s == stamp(rv))
+                {
                     alive.push((
                         uid_of(&obj).to_string(),
                         i64_at(&obj, "/metadata/generation").unwrap_or(1),
@@ -51,7 +65,7 @@ impl Tracker {
                 let status = match plural {
                     "deployments" => deployment_status(&obj, generation, mode),
                     "statefulsets" => statefulset_status(&obj, generation, mode),
-                    _ => daemonset_status(generation, mode),
+                    _ => daemonset_status(generation, mode, nodes),
                 };
                 let stored = if obj.get("status") != Some(&status) {
                     let mut next = (*obj).clone();
@@ -63,7 +77,7 @@ impl Tracker {
                 let rv = crate::util::str_at(&stored, "/metadata/resourceVersion")
                     .unwrap_or("")
                     .to_string();
-                self.settled.insert(uid_of(&stored).to_string(), rv);
+                self.settled.insert(uid_of(&stored).to_string(), stamp(&rv));
             }
         }
         let alive: std::collections::HashSet<_> = alive.into_iter().collect();
@@ -195,34 +209,23 @@ fn statefulset_status(obj: &Value, generation: i64, mode: &str) -> Value {
     s
 }
 
-fn daemonset_status(generation: i64, mode: &str) -> Value {
+fn daemonset_status(generation: i64, mode: &str, nodes: i64) -> Value {
     let done = mode.is_empty() || mode == "succeed";
-    let ready = i64::from(done);
+    let ready = if done { nodes } else { 0 };
     json!({
         "observedGeneration": generation,
-        "desiredNumberScheduled": 1,
-        "currentNumberScheduled": 1,
+        "desiredNumberScheduled": nodes,
+        "currentNumberScheduled": nodes,
         "updatedNumberScheduled": ready,
         "numberReady": ready,
         "numberAvailable": ready,
         "numberMisscheduled": 0,
-        "numberUnavailable": 1 - ready,
+        "numberUnavailable": nodes - ready,
     })
 }
 
-/// A stable pseudo pod-template-hash.
+/// The pod-template-hash of the current template (the ReplicaSet's suffix).
 fn short_hash(obj: &Value) -> String {
-    let tmpl = obj
-        .pointer("/spec/template")
-        .map(Value::to_string)
-        .unwrap_or_default();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in tmpl.bytes().chain(namespace_of(obj).bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..10)
-        .map(|i| ALPHABET[((h >> (i * 6)) % ALPHABET.len() as u64) as usize] as char)
-        .collect()
+    let tmpl = obj.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    super::pods::template_hash(&tmpl, namespace_of(obj))
 }

@@ -9,29 +9,33 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 
+use super::api_call::{Verb, call};
 use super::engine::Engine;
-use super::error::{ApplyError, is_not_found};
+use super::error::{ApplyError, DeleteError};
 use super::item::Item;
 
 /// Delete `name` with `params` and wait until the server no longer has that
-/// object (its uid), for at most `timeout`.
+/// object (its uid), for at most `timeout`. `target` names the object in
+/// errors (`Job.batch shop/migrate`).
 pub async fn delete_and_wait_for<K>(
     api: &Api<K>,
     name: &str,
+    target: &str,
     params: &DeleteParams,
     timeout: Duration,
-) -> Result<(), kube::Error>
+) -> Result<(), DeleteError>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    let Some(live) = api.get_opt(name).await? else {
+    let target = target.to_string();
+    let Some(live) = call(Verb::Get, &target, || api.get_opt(name)).await? else {
         return Ok(());
     };
     let uid = live.meta().uid.clone().unwrap_or_default();
-    match api.delete(name, params).await {
+    match call(Verb::Delete, &target, || api.delete(name, params)).await {
         Ok(_) => {}
-        Err(e) if is_not_found(&e) => return Ok(()),
-        Err(e) => return Err(e),
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e.into()),
     }
     match tokio::time::timeout(
         timeout,
@@ -40,14 +44,14 @@ where
     .await
     {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(kube::Error::Service(Box::new(e))),
-        Err(_) => Err(kube::Error::Service(
-            format!(
-                "{name} still present {} after deletion",
-                humantime::format_duration(timeout)
-            )
-            .into(),
-        )),
+        Ok(Err(e)) => Err(DeleteError::Watch {
+            target,
+            message: e.to_string(),
+        }),
+        Err(_) => Err(DeleteError::StillPresent {
+            target,
+            after: timeout,
+        }),
     }
 }
 
@@ -62,12 +66,13 @@ pub(super) async fn delete_and_wait(
     delete_and_wait_for(
         api,
         &item.name,
+        &item.object_ref().to_string(),
         &DeleteParams::background(),
         engine.settings.default_timeout,
     )
     .await
-    .map_err(|source| ApplyError::Kube {
+    .map_err(|source| ApplyError::Delete {
         object: item.object_ref(),
-        source,
+        source: Box::new(source),
     })
 }

@@ -1,0 +1,71 @@
+//! Noticing that the cluster lost what it held (an API server restored
+//! empty, a cluster rebuilt under the same name): the stage's recorded
+//! objects are all gone. The record of Job runs then says nothing about this
+//! cluster, and the gate must be checked against the cluster, not memory
+//! (#13): a Job recorded as succeeded runs again.
+
+use std::collections::{BTreeMap, HashSet};
+
+use kube::api::ListParams;
+
+use super::engine::{Engine, StageRun};
+use super::item::{Item, Role};
+use super::prepare::Prepared;
+use super::server_side_apply::Unchanged;
+use crate::object::ObjectRef;
+use crate::state::StageState;
+
+impl Engine {
+    /// Whether every ordinary (non-hook, non-Job) object this stage recorded
+    /// as applied is missing from the cluster. Free on a steady cycle: an
+    /// object found unchanged answers no without a request. Unanswered LISTs
+    /// answer no too: memory is trusted unless the cluster says otherwise.
+    pub(super) async fn cluster_was_reset(
+        &self,
+        run: &StageRun<'_>,
+        prepared: &Prepared,
+        state: &StageState,
+        unchanged: &Unchanged,
+    ) -> bool {
+        if !unchanged.is_empty() {
+            return false;
+        }
+        let recorded: HashSet<ObjectRef> = state.inventory.iter().map(|e| e.object_ref()).collect();
+        let mut groups: BTreeMap<(&str, &str, Option<&str>), Vec<&Item>> = BTreeMap::new();
+        for item in prepared.items.iter().filter(|i| {
+            i.role == Role::Main
+                && i.hook.is_none()
+                && !i.is_job()
+                && i.resolved.is_some()
+                && recorded.contains(&i.object_ref())
+        }) {
+            let key = (
+                item.api_version.as_str(),
+                item.kind.as_str(),
+                item.namespace.as_deref(),
+            );
+            groups.entry(key).or_default().push(item);
+        }
+        if groups.is_empty() {
+            return false;
+        }
+        for group in groups.values() {
+            let Some(api) = group[0].api(&self.client) else {
+                return false;
+            };
+            let params = ListParams::default().labels(&run.selector);
+            let Ok(list) = api.list_metadata(&params).await else {
+                return false;
+            };
+            let live: HashSet<&str> = list
+                .items
+                .iter()
+                .filter_map(|o| o.metadata.name.as_deref())
+                .collect();
+            if group.iter().any(|i| live.contains(i.name.as_str())) {
+                return false;
+            }
+        }
+        true
+    }
+}

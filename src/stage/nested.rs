@@ -1,0 +1,335 @@
+//! Nested stages, as Flux reconciles them: a Kustomization (or Stage)
+//! document in a stage's rendered output is not an object to apply but a
+//! stage of its own, read after the parent's rendering (patches,
+//! substitution, namespace, labels) was applied to it. A child exists while
+//! its parent renders it; removed from the parent, it is gone from the plan
+//! and pruned as any removed stage.
+//!
+//! Stages with `postBuild.substituteFrom` render last, once the objects their
+//! variables come from are rendered.
+//!
+//! Discovery also finds the child's file on its own; the document its parent
+//! renders replaces that one, since it is what Flux would apply.
+
+use std::collections::BTreeMap;
+
+use super::definition::read_rendered_definition;
+use super::identity::{assign_names, check_sources, qualify_names, resolve_dependencies};
+use super::substitute_from::variables;
+use super::{Stage, StageName, StageOrigin, is_unreadable_stage_document};
+use crate::diagnostics::{Problem, Problems};
+use crate::object::Manifest;
+use crate::render::RenderedStage;
+
+/// How deep Kustomizations may nest; deeper is a loop of parents.
+const MAX_DEPTH: usize = 16;
+
+/// The outcome of rendering one stage: its split output, or the problem
+/// that stopped it.
+pub type RenderResult = Result<RenderedStage, Problem>;
+
+/// Every stage of a revision and its rendered objects (`None` where it
+/// could not be rendered; the reason is in `problems`). `render` renders a
+/// batch of stages, in order; stages are named before they are rendered,
+/// since the name goes into the objects' labels.
+pub fn expand(
+    discovered: Vec<Stage>,
+    render: impl Fn(&[Stage]) -> Vec<RenderResult>,
+    problems: &mut Problems,
+) -> (Vec<Stage>, Vec<Option<Vec<Manifest>>>) {
+    let mut stages = discovered;
+    assign_names(&mut stages, problems);
+    let mut parents: Vec<Option<usize>> = vec![None; stages.len()];
+    let mut results: Vec<Option<RenderedStage>> = Vec::new();
+    results.resize_with(stages.len(), || None);
+    // Variables of stages with `substituteFrom`, resolved once every other
+    // stage rendered (their sources are objects of this revision).
+    let mut vars: Vec<Option<Variables>> = vec![None; stages.len()];
+    let mut frontier: Vec<usize> = (0..stages.len()).collect();
+    let mut deferred: Vec<usize> = Vec::new();
+    let mut depth = 0;
+    loop {
+        let (later, now): (Vec<usize>, Vec<usize>) = frontier
+            .into_iter()
+            .partition(|&i| !stages[i].substitute_from.is_empty() && vars[i].is_none());
+        deferred.extend(later);
+        if now.is_empty() {
+            if deferred.is_empty() {
+                break;
+            }
+            frontier = resolve_deferred(&stages, &results, &mut vars, &mut deferred, problems);
+            continue;
+        }
+        render_into(&stages, &now, &vars, &render, &mut results, problems);
+        if depth == MAX_DEPTH {
+            for &i in &now {
+                problems.push(
+                    Problem::error(format!(
+                        "Kustomizations nest deeper than {MAX_DEPTH} levels; a stage renders its own ancestor"
+                    ))
+                    .in_file(&stages[i].source)
+                    .in_stage(&stages[i].name),
+                );
+            }
+            break;
+        }
+        depth += 1;
+        let mut next = Vec::new();
+        for parent in now {
+            let children = results[parent]
+                .as_ref()
+                .map(|r| r.children.clone())
+                .unwrap_or_default();
+            for doc in children {
+                let Some(child) = read_child(&stages[parent], &doc, problems) else {
+                    continue;
+                };
+                if let Some(i) = place(&mut stages, &mut parents, parent, child, problems) {
+                    if i == results.len() {
+                        results.push(None);
+                        vars.push(None);
+                    }
+                    vars[i] = None;
+                    if !next.contains(&i) {
+                        next.push(i);
+                    }
+                }
+            }
+        }
+        frontier = next;
+    }
+
+    drop_unrendered_children(&mut stages, &mut parents, &mut results, &mut vars, problems);
+
+    // Children can make a name ambiguous that was not before: name again and
+    // render again the stages whose name (and so whose labels) changed.
+    let before: Vec<StageName> = stages.iter().map(|s| s.name.clone()).collect();
+    qualify_names(&mut stages);
+    let renamed: Vec<usize> = (0..stages.len())
+        .filter(|&i| stages[i].name != before[i] && results[i].is_some())
+        .collect();
+    if !renamed.is_empty() {
+        render_into(&stages, &renamed, &vars, &render, &mut results, problems);
+    }
+    for (i, parent) in parents.iter().enumerate() {
+        stages[i].parent = parent.map(|p| stages[p].name.clone());
+    }
+    resolve_dependencies(&mut stages);
+    check_sources(&stages, problems);
+    let objects = results.into_iter().map(|r| r.map(|r| r.objects)).collect();
+    (stages, objects)
+}
+
+/// A Flux Kustomization whose file lies in another Flux stage's path but is
+/// not in that stage's output (left out of its kustomization.yaml) is not
+/// reconciled by Flux: only what a parent applies exists. Discovery found it
+/// on its own; it is dropped, and said so.
+fn drop_unrendered_children(
+    stages: &mut Vec<Stage>,
+    parents: &mut Vec<Option<usize>>,
+    results: &mut Vec<Option<RenderedStage>>,
+    vars: &mut Vec<Option<Variables>>,
+    problems: &mut Problems,
+) {
+    let holder = |i: usize| -> Option<usize> {
+        let stage = &stages[i];
+        if parents[i].is_some() || stage.origin != StageOrigin::Flux {
+            return None;
+        }
+        (0..stages.len()).find(|&p| {
+            p != i
+                && stages[p].origin == StageOrigin::Flux
+                && results[p].is_some()
+                && stage.source.starts_with(&stages[p].path)
+        })
+    };
+    let dropped: Vec<Option<usize>> = (0..stages.len()).map(holder).collect();
+    if dropped.iter().all(Option::is_none) {
+        return;
+    }
+    let mut new_index = Vec::with_capacity(stages.len());
+    let mut kept = 0;
+    for (i, holder) in dropped.iter().enumerate() {
+        if let &Some(p) = holder {
+            problems.push(
+                Problem::warning(format!(
+                    "Kustomization {} is in the path of stage {} but not in its output, so Flux \
+                     would not apply it; it is not a stage",
+                    stages[i].id, stages[p].name
+                ))
+                .in_file(&stages[i].source),
+            );
+            new_index.push(None);
+        } else {
+            new_index.push(Some(kept));
+            kept += 1;
+        }
+    }
+    let mut i = 0;
+    stages.retain(|_| {
+        i += 1;
+        dropped[i - 1].is_none()
+    });
+    let mut i = 0;
+    results.retain(|_| {
+        i += 1;
+        dropped[i - 1].is_none()
+    });
+    let mut i = 0;
+    vars.retain(|_| {
+        i += 1;
+        dropped[i - 1].is_none()
+    });
+    let old_parents = std::mem::take(parents);
+    *parents = old_parents
+        .into_iter()
+        .zip(&dropped)
+        .filter(|(_, d)| d.is_none())
+        .map(|(p, _)| p.and_then(|p| new_index[p]))
+        .collect();
+}
+
+/// Variables resolved from `substituteFrom`; kept out of [`Stage`], which
+/// is shown and stored, since they may come from Secrets.
+type Variables = BTreeMap<String, String>;
+
+fn render_into(
+    stages: &[Stage],
+    which: &[usize],
+    vars: &[Option<Variables>],
+    render: &impl Fn(&[Stage]) -> Vec<RenderResult>,
+    results: &mut [Option<RenderedStage>],
+    problems: &mut Problems,
+) {
+    let batch: Vec<Stage> = which
+        .iter()
+        .map(|&i| {
+            let mut stage = stages[i].clone();
+            if let Some(vars) = &vars[i] {
+                stage.substitute = vars.clone();
+            }
+            stage
+        })
+        .collect();
+    for (&i, result) in which.iter().zip(render(&batch)) {
+        results[i] = match result {
+            Ok(rendered) => Some(rendered),
+            Err(problem) => {
+                problems.push(problem);
+                None
+            }
+        };
+    }
+}
+
+/// Resolve the variables of the deferred stages from everything rendered so
+/// far; the ones whose sources could not all be read are not rendered (the
+/// problem names the source). Returns the stages now ready to render.
+fn resolve_deferred(
+    stages: &[Stage],
+    results: &[Option<RenderedStage>],
+    vars: &mut [Option<Variables>],
+    deferred: &mut Vec<usize>,
+    problems: &mut Problems,
+) -> Vec<usize> {
+    let rendered = results.iter().flatten().flat_map(|r| r.objects.iter());
+    let mut ready = Vec::new();
+    for i in std::mem::take(deferred) {
+        let (resolved, found) = variables(&stages[i], rendered.clone());
+        let failed = found.iter().any(Problem::is_error);
+        problems.extend(found);
+        vars[i] = Some(resolved);
+        if !failed {
+            ready.push(i);
+        }
+    }
+    ready
+}
+
+/// A stage document from `parent`'s output, as a stage whose dependencies
+/// include the parent's: Flux cannot reconcile a child before its parent
+/// applied it, which it does only once the parent's dependencies are Ready.
+fn read_child(parent: &Stage, doc: &Manifest, problems: &mut Problems) -> Option<Stage> {
+    if is_unreadable_stage_document(doc.api_version(), doc.kind()) {
+        problems.push(
+            Problem::error(format!(
+                "rendered by stage {}: {} {} is a stage document stagegate cannot read \
+                 (apiVersion {}); it is neither applied nor taken as a stage",
+                parent.name,
+                doc.kind(),
+                doc.name(),
+                doc.api_version()
+            ))
+            .in_file(&doc.source)
+            .in_stage(&parent.name),
+        );
+        return None;
+    }
+    let definition = read_rendered_definition(&doc.source, &doc.value, &parent.name);
+    problems.extend(definition.problems);
+    let mut child = definition.stage?;
+    for dep in &parent.dependency_refs {
+        if !child.dependency_refs.contains(dep) && *dep != child.id {
+            child.dependency_refs.push(dep.clone());
+        }
+    }
+    Some(child)
+}
+
+/// Put `child` among the stages: replacing the same document found by
+/// discovery (or by an earlier render of the same parent), refusing a second
+/// definition of its identity. The index to render, if any.
+fn place(
+    stages: &mut Vec<Stage>,
+    parents: &mut Vec<Option<usize>>,
+    parent: usize,
+    mut child: Stage,
+    problems: &mut Problems,
+) -> Option<usize> {
+    // A stage whose path holds its own definition (Flux's flux-system
+    // Kustomization does) applies itself; that is no child.
+    let mut ancestor = Some(parent);
+    while let Some(a) = ancestor {
+        if stages[a].id == child.id {
+            return None;
+        }
+        ancestor = parents[a];
+    }
+    child.name = StageName::new(child.id.name.clone());
+    let Some(existing) = stages.iter().position(|s| s.id == child.id) else {
+        if let Some(same) = stages.iter().find(|s| s.id.name == child.id.name) {
+            // Keep the names distinct until they are qualified at the end.
+            if same.id.namespace.is_some() && child.id.namespace.is_some() {
+                child.name = StageName::new(format!(
+                    "{}.{}",
+                    child.id.namespace.as_deref().unwrap_or_default(),
+                    child.id.name
+                ));
+            }
+        }
+        stages.push(child);
+        parents.push(Some(parent));
+        return Some(stages.len() - 1);
+    };
+    let replaceable =
+        stages[existing].source == child.source && parents[existing].is_none_or(|p| p == parent);
+    if !replaceable {
+        let first = match parents[existing] {
+            Some(p) => format!("also rendered by stage {}", stages[p].name),
+            None => format!("also defined in {}", stages[existing].source.display()),
+        };
+        problems.push(
+            Problem::error(format!(
+                "duplicate stage name {}, rendered by stage {}; {first}",
+                child.id, stages[parent].name
+            ))
+            .in_file(&child.source)
+            .in_stage(&stages[existing].name),
+        );
+        return None;
+    }
+    child.name = stages[existing].name.clone();
+    stages[existing] = child;
+    parents[existing] = Some(parent);
+    Some(existing)
+}
