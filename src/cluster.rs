@@ -41,6 +41,17 @@ pub async fn limited_client(
     Ok(builder.with_layer(&api_limit::ApiLimit::new(limit)).build())
 }
 
+/// The API server's URL (credentials stripped), for errors that must say
+/// which server did not answer.
+pub async fn server_url(
+    kubeconfig: Option<&Path>,
+) -> Result<crate::redact::RedactedUrl, ClusterError> {
+    let config = config(kubeconfig).await?;
+    Ok(crate::redact::RedactedUrl::new(
+        &config.cluster_url.to_string(),
+    ))
+}
+
 async fn config(kubeconfig: Option<&Path>) -> Result<Config, ClusterError> {
     Ok(match kubeconfig {
         Some(path) => {

@@ -71,7 +71,8 @@ pub struct RunArgs {
     /// File holding the push webhook's shared secret; without it the webhook is off.
     #[arg(long, value_name = "FILE", env = "STAGEGATE_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
-    /// Address of /metrics, /healthz, /readyz, POST /hooks/git and the status page (default 0.0.0.0:8080).
+    /// Address of /metrics, /healthz, /readyz, POST /hooks/git and the status
+    /// page (default 0.0.0.0:8080; with --once, no server unless this is set).
     #[arg(long, value_name = "ADDR", env = "STAGEGATE_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Serve the read-only status page at / and /api/status (default true).
@@ -138,7 +139,8 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     pub auth: GitAuth,
     pub webhook_secret_file: Option<PathBuf>,
-    pub listen: SocketAddr,
+    /// `None`: no HTTP server (`--once` without `--listen`).
+    pub listen: Option<SocketAddr>,
     pub status_page: bool,
     pub leader_elect: bool,
     pub timeout: Duration,
@@ -229,10 +231,12 @@ impl Settings {
                 .unwrap_or_else(default_cache_dir),
             auth,
             webhook_secret_file: args.webhook_secret_file.or(file.webhook_secret_file),
+            // A pod is probed and scraped on :8080, as Flux's controllers
+            // are; a one-shot run in a pipeline serves nothing unless asked.
             listen: args
                 .listen
                 .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
+                .or((!once).then_some(DEFAULT_LISTEN)),
             status_page: args.status_page.or(file.status_page).unwrap_or(true),
             leader_elect: args.leader_elect.or(file.leader_elect).unwrap_or(!once),
             timeout: args
@@ -246,6 +250,37 @@ impl Settings {
             once,
             kubeconfig: args.kubeconfig,
         })
+    }
+}
+
+/// Where the agent listens in a pod.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8080);
+
+impl Settings {
+    /// The push webhook's secret, read from its file: `None` when no file is
+    /// set (the webhook is off). An empty secret is an error: an HMAC keyed
+    /// with nothing would accept anyone's request.
+    pub fn webhook_secret(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let Some(path) = &self.webhook_secret_file else {
+            return Ok(None);
+        };
+        let err = |message: String| ConfigError::File {
+            path: path.clone(),
+            message,
+        };
+        let secret = std::fs::read(path)
+            .map_err(|e| err(format!("cannot read the webhook secret: {e}")))?
+            .trim_ascii()
+            .to_vec();
+        if secret.is_empty() {
+            return Err(err(
+                "the webhook secret is empty; write a random secret into it \
+                 (e.g. `openssl rand -hex 32`), or unset --webhook-secret-file to turn the webhook off"
+                    .into(),
+            ));
+        }
+        Ok(Some(secret))
     }
 }
 
@@ -369,5 +404,49 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("intervall"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_webhook_secret_is_a_configuration_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("webhook-secret");
+        std::fs::write(&file, " \n").unwrap();
+        let s = Settings::resolve(RunArgs {
+            repo: Some("x".into()),
+            webhook_secret_file: Some(file.clone()),
+            ..RunArgs::default()
+        })
+        .unwrap();
+        let err = s.webhook_secret().unwrap_err().to_string();
+        assert!(
+            err.contains("webhook-secret") && err.contains("empty"),
+            "{err}"
+        );
+        std::fs::write(&file, "s3cret\n").unwrap();
+        assert_eq!(s.webhook_secret().unwrap(), Some(b"s3cret".to_vec()));
+    }
+
+    #[test]
+    fn once_listens_only_when_asked() {
+        let base = RunArgs {
+            repo: Some("x".into()),
+            ..RunArgs::default()
+        };
+        let pod = Settings::resolve(base.clone()).unwrap();
+        assert_eq!(pod.listen, Some(DEFAULT_LISTEN));
+        let once = Settings::resolve(RunArgs {
+            once: true,
+            ..base.clone()
+        })
+        .unwrap();
+        assert_eq!(once.listen, None);
+        let asked = "127.0.0.1:9000".parse().unwrap();
+        let once = Settings::resolve(RunArgs {
+            once: true,
+            listen: Some(asked),
+            ..base
+        })
+        .unwrap();
+        assert_eq!(once.listen, Some(asked));
     }
 }

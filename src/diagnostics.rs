@@ -5,7 +5,9 @@ use std::fmt;
 use std::path::PathBuf;
 
 use serde::Serialize;
+use serde_json::Value;
 
+use crate::object::Manifest;
 use crate::stage::StageName;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -153,5 +155,198 @@ impl IntoIterator for Problems {
 
     fn into_iter(self) -> Self::IntoIter {
         self.0.into_iter()
+    }
+}
+
+/// Names of stagegate's own objects. A repository object by these names
+/// would overwrite the agent's state or Lease (and brick the agent), so it
+/// is refused in whatever namespace it is rendered into: `validate` does not
+/// know the agent's namespace, and must give the answer the agent gives.
+/// (Kept equal to the state store's and `run::leader::LEASE_NAME` by
+/// a test; the core cannot import the agent's modules.)
+pub const RESERVED_CONFIGMAPS: &[&str] = &["stagegate-source", "stagegate-state"];
+pub const RESERVED_LEASE: &str = "stagegate-leader";
+/// The API group of stagegate's own resources (`stages.stagegate.dev`).
+pub const OWN_GROUP: &str = "stagegate.dev";
+
+/// What the API server accepts in a ConfigMap's or Secret's data.
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
+
+/// Every rendered object checked on its own: stagegate's own names, data
+/// size limits, and the shape of well-known kinds, each problem naming the
+/// file the object came from.
+pub fn check_objects<'a>(
+    objects: impl IntoIterator<Item = (&'a StageName, &'a Manifest)>,
+    problems: &mut Problems,
+) {
+    for (stage, manifest) in objects {
+        for message in object_problems(manifest) {
+            problems.push(
+                Problem::error(format!("{}: {message}", manifest.object_ref()))
+                    .in_file(&manifest.source)
+                    .in_stage(stage),
+            );
+        }
+    }
+}
+
+fn object_problems(manifest: &Manifest) -> Vec<String> {
+    let mut found = Vec::new();
+    let (group, kind, name) = (manifest.group(), manifest.kind(), manifest.name());
+    let reserved = match (group, kind) {
+        ("", "ConfigMap") => RESERVED_CONFIGMAPS.contains(&name),
+        ("coordination.k8s.io", "Lease") => name == RESERVED_LEASE,
+        (g, _) => g == OWN_GROUP,
+    };
+    if reserved {
+        found.push(format!(
+            "collides with stagegate's own objects (its ConfigMaps {}, \
+             its Lease {RESERVED_LEASE}, its {OWN_GROUP} resources); applying it would \
+             overwrite the agent's state: rename it",
+            RESERVED_CONFIGMAPS.join(" and ")
+        ));
+    }
+    let value = &manifest.value;
+    if value.get("metadata").is_some_and(|m| !m.is_object()) {
+        found.push("`metadata` must be a mapping".into());
+    }
+    for field in ["labels", "annotations"] {
+        if let Some(map) = value.pointer(&format!("/metadata/{field}")) {
+            let strings = map
+                .as_object()
+                .is_some_and(|m| m.values().all(Value::is_string));
+            if !strings && !map.is_null() {
+                found.push(format!("`metadata.{field}` must map names to strings"));
+            }
+        }
+    }
+    let spec_kinds = [
+        ("batch", "Job"),
+        ("batch", "CronJob"),
+        ("apps", "Deployment"),
+        ("apps", "StatefulSet"),
+        ("apps", "DaemonSet"),
+        ("apps", "ReplicaSet"),
+        ("", "Service"),
+        ("", "Pod"),
+    ];
+    if spec_kinds.contains(&(group, kind)) {
+        match value.get("spec") {
+            Some(Value::Object(_)) => {}
+            Some(other) => found.push(format!(
+                "`spec` must be a mapping, not {}",
+                type_name(other)
+            )),
+            None if kind != "Service" => found.push("has no `spec`".into()),
+            None => {}
+        }
+    }
+    if group.is_empty() && matches!(kind, "ConfigMap" | "Secret") {
+        let mut bytes = 0usize;
+        for field in ["data", "binaryData", "stringData"] {
+            match value.get(field) {
+                None | Some(Value::Null) => {}
+                Some(Value::Object(map)) => {
+                    for (key, v) in map {
+                        let Some(text) = v.as_str() else {
+                            found.push(format!("`{field}.{key}` must be a string"));
+                            continue;
+                        };
+                        // Base64 values count as the bytes they hold.
+                        let base64 = field == "binaryData" || (kind == "Secret" && field == "data");
+                        bytes += key.len()
+                            + if base64 {
+                                text.len() / 4 * 3
+                            } else {
+                                text.len()
+                            };
+                    }
+                }
+                Some(other) => found.push(format!(
+                    "`{field}` must be a mapping, not {}",
+                    type_name(other)
+                )),
+            }
+        }
+        if bytes > MAX_DATA_BYTES {
+            found.push(format!(
+                "its data is {bytes} bytes, over the API server's limit of {MAX_DATA_BYTES} bytes (1 MiB) \
+                 for a {kind}; split it or mount the data another way"
+            ));
+        }
+    }
+    found
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn problems_of(value: Value) -> Vec<String> {
+        object_problems(&Manifest {
+            value,
+            source: "app/x.yaml".into(),
+        })
+    }
+
+    #[test]
+    fn reserved_names_are_the_agents_own() {
+        assert!(RESERVED_CONFIGMAPS.contains(&crate::state::store::SOURCE_CONFIGMAP));
+        assert!(RESERVED_CONFIGMAPS.contains(&crate::state::legacy::LEGACY_CONFIGMAP));
+        assert_eq!(RESERVED_LEASE, crate::run::leader::LEASE_NAME);
+    }
+
+    #[test]
+    fn objects_colliding_with_the_agents_own_are_refused() {
+        for value in [
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "stagegate-state", "namespace": "stagegate-system"}}),
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                   "metadata": {"name": "stagegate-leader"}}),
+            json!({"apiVersion": "stagegate.dev/v1alpha1", "kind": "Stage",
+                   "metadata": {"name": "app"}}),
+        ] {
+            let found = problems_of(value.clone());
+            assert!(
+                found.iter().any(|p| p.contains("collides")),
+                "{value}: {found:?}"
+            );
+        }
+        assert!(
+            problems_of(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "app-config"}, "data": {"k": "v"}}))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn oversized_data_and_wrong_types_in_well_known_kinds_are_refused() {
+        let big = "x".repeat(MAX_DATA_BYTES + 1);
+        let found = problems_of(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "big"}, "data": {"blob": big}}));
+        assert!(found.iter().any(|p| p.contains("1 MiB")), "{found:?}");
+        let found = problems_of(json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "j"}, "spec": "string"}));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("`spec` must be a mapping, not a string")),
+            "{found:?}"
+        );
+        let found = problems_of(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "s", "labels": {"a": 1}}, "data": ["x"]}));
+        assert_eq!(found.len(), 2, "{found:?}");
     }
 }

@@ -20,6 +20,7 @@ pub mod output;
 pub mod paths;
 pub mod plan;
 pub mod rbac;
+pub mod redact;
 pub mod render;
 pub mod run;
 pub mod server;

@@ -110,6 +110,11 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
 
     hash_with_repository_config(&mut rendered);
     check_duplicate_objects(&stages, &rendered, &mut problems);
+    let each = stages.iter().zip(&rendered);
+    crate::diagnostics::check_objects(
+        each.flat_map(|(s, o)| o.iter().flatten().map(move |m| (&s.name, m))),
+        &mut problems,
+    );
     for (stage, objects) in stages.iter().zip(&rendered) {
         let has_children = stages
             .iter()

@@ -361,7 +361,7 @@ async fn installed_agent_is_locked_down_and_wired_to_its_config() {
     );
     assert!(volume_at("/tmp").empty_dir.is_some());
     assert_eq!(
-        i32::from(settings.listen.port()),
+        i32::from(settings.listen.map_or(0, |l| l.port())),
         port.container_port,
         "the agent listens on the container port the probes use"
     );

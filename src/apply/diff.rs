@@ -226,14 +226,16 @@ impl Engine {
         };
         // Only the fields stagegate sets: defaults the server fills in and
         // fields other managers own are not stagegate's to report.
-        let before = yaml(&project(
+        let mut before = project(
             &normalize(serde_json::to_value(&live).unwrap_or_default()),
             &item.value,
-        ));
-        let after = yaml(&project(
+        );
+        let mut after = project(
             &normalize(serde_json::to_value(&after).unwrap_or_default()),
             &item.value,
-        ));
+        );
+        crate::redact::mask_secret_pair(&mut before, &mut after);
+        let (before, after) = (yaml(&before), yaml(&after));
         if before != after {
             let text = TextDiff::from_lines(&before, &after)
                 .unified_diff()

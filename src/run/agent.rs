@@ -411,6 +411,6 @@ impl Agent {
 /// The repository URL without any password in it, for messages.
 fn redacted(url: &str) -> String {
     crate::source::RemoteUrl::parse(url)
-        .map(|u| u.redacted())
+        .map(|u| u.redacted().to_string())
         .unwrap_or_else(|_| "(unparsable URL)".into())
 }

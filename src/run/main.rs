@@ -16,6 +16,7 @@ use tracing::{error, info};
 use super::agent::Agent;
 use super::context::AgentContext;
 use super::leader::LeaderLease;
+use super::startup;
 use crate::apply::{Engine, EngineSettings};
 use crate::config::{RunArgs, Settings};
 use crate::events::EventSink;
@@ -31,27 +32,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let client =
         crate::cluster::limited_client(settings.kubeconfig.as_deref(), settings.concurrency)
             .await?;
-    ensure_namespace(&client, &settings.namespace, settings.create_namespace).await?;
-
+    let server_url = crate::cluster::server_url(settings.kubeconfig.as_deref()).await?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
+    ensure_namespace(
+        &client,
+        &settings.namespace,
+        settings.create_namespace,
+        &shutdown,
+    )
+    .await
+    .with_context(|| format!("API server {server_url}"))?;
 
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let wake = Arc::new(Notify::new());
-    let webhook_secret = match &settings.webhook_secret_file {
-        Some(path) => Some(
-            std::fs::read(path)
-                .with_context(|| format!("webhook secret file {}", path.display()))?
-                .trim_ascii()
-                .to_vec(),
-        ),
-        None => None,
-    };
-    let status_page = settings.status_page.then(|| {
+    let webhook_secret = settings.webhook_secret()?;
+    let status_page = (settings.status_page && settings.listen.is_some()).then(|| {
         let origin = SourceOrigin {
             repository: crate::source::RemoteUrl::parse(&settings.repo)
-                .map(|u| u.redacted())
+                .map(|u| u.redacted().to_string())
                 .unwrap_or_else(|_| "(unparsable URL)".into()),
             reference: settings.reference.to_string(),
         };
@@ -60,32 +60,53 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(feed) = &status_page {
         tokio::spawn(feed.clone().follow(shutdown.clone()));
     }
-    let server_state = Arc::new(ServerState {
-        metrics: metrics.clone(),
-        ready: ready.clone(),
-        wake: wake.clone(),
-        webhook_secret,
-        status_page: status_page.clone(),
-    });
-    let (bound, server) = serve(settings.listen, server_state, shutdown.clone())
-        .await
-        .with_context(|| format!("listening on {}", settings.listen))?;
-    info!(listen = %bound, "serving /metrics, /healthz, /readyz and POST /hooks/git");
-    if status_page.is_some() {
-        info!(listen = %bound, "status page at http://{bound}/");
+    let mut server_state =
+        ServerState::new(metrics.clone(), ready.clone(), wake.clone(), webhook_secret)?;
+    if let Some(feed) = &status_page {
+        server_state = server_state.with_status_page(feed.clone());
     }
+    let server_state = Arc::new(server_state);
+    let server = match settings.listen {
+        Some(listen) => {
+            let (bound, server) = serve(listen, server_state, shutdown.clone())
+                .await
+                .with_context(|| format!("listening on {listen}"))?;
+            info!(listen = %bound, "serving /metrics, /healthz, /readyz and POST /hooks/git");
+            if status_page.is_some() {
+                info!(listen = %bound, "status page at http://{bound}/");
+            }
+            Some(server)
+        }
+        None => None,
+    };
 
     // Two replicas never reconcile at once: wait for the Lease, and stop if it is lost.
     let lost = CancellationToken::new();
-    if settings.leader_elect {
+    // Renewed until the agent has stopped and written its state, then released.
+    let release = CancellationToken::new();
+    let mut keeper = None;
+    let client = if settings.leader_elect {
         let identity = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("stagegate-{}", std::process::id()));
         let lease = LeaderLease::new(client.clone(), &settings.namespace, identity);
-        if !lease.acquire(&shutdown).await? {
+        let acquired = startup::retry(
+            "acquiring the leader Lease",
+            &shutdown,
+            startup::is_transient,
+            || lease.acquire(&shutdown),
+        )
+        .await?;
+        if !acquired {
             return Ok(ExitCode::SUCCESS);
         }
-        tokio::spawn(lease.keep(shutdown.clone(), lost.clone()));
-    }
+        // Every write of the agent goes through this client: none leaves a
+        // replica that is not sure to hold the Lease.
+        let guarded = lease.leadership().guard(client);
+        keeper = Some(tokio::spawn(lease.keep(release.clone(), lost.clone())));
+        guarded
+    } else {
+        client
+    };
     let stop = CancellationToken::new();
     {
         let (stop, shutdown, lost) = (stop.clone(), shutdown.clone(), lost.clone());
@@ -99,7 +120,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 
     let store = StateStore::new(client.clone(), &settings.namespace);
-    let state = store.load().await?;
+    let state = startup::retry(
+        "reading the state ConfigMap",
+        &shutdown,
+        |e: &crate::state::StateError| matches!(e, crate::state::StateError::Kube { source, .. } if startup::is_transient(source)),
+        || store.load(),
+    )
+    .await?;
     let events = EventSink::new(client.clone(), std::env::var("POD_NAME").ok());
     let engine = Engine::with_events(
         client,
@@ -114,14 +141,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         metrics.set_phase(name, stage.phase);
     }
     let once = settings.once;
-    let ctx = Arc::new(AgentContext::new(engine, events, settings, store, state, metrics));
+    let ctx = Arc::new(AgentContext::new(
+        engine, events, settings, store, state, metrics,
+    ));
     let mut agent = Agent::new(ctx, wake, ready);
     if let Some(feed) = status_page {
         agent = agent.observe_plans(move |plan| feed.plan_applied(plan));
     }
     let result = agent.run(stop.clone()).await;
     shutdown.cancel();
-    let _ = server.await;
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    // The Lease is released before the process ends, so a standby takes over at once.
+    release.cancel();
+    if let Some(keeper) = keeper {
+        let _ = keeper.await;
+    }
     if lost.is_cancelled() {
         anyhow::bail!("leader lease lost");
     }
@@ -189,13 +225,22 @@ pub const PERMISSIONS: &[crate::rbac::Permission] = &[crate::rbac::Permission {
 
 /// The agent's namespace holds its state and Lease: say clearly when it is
 /// missing, or create it when asked to.
-async fn ensure_namespace(client: &Client, name: &str, create: bool) -> anyhow::Result<()> {
+async fn ensure_namespace(
+    client: &Client,
+    name: &str,
+    create: bool,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let api: Api<Namespace> = Api::all(client.clone());
-    if api
-        .get_opt(name)
-        .await
-        .with_context(|| format!("reading namespace {name}"))?
-        .is_some()
+    if startup::retry(
+        "reading the agent's namespace",
+        shutdown,
+        startup::is_transient,
+        || api.get_opt(name),
+    )
+    .await
+    .with_context(|| format!("namespace {name}"))?
+    .is_some()
     {
         return Ok(());
     }

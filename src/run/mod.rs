@@ -8,6 +8,7 @@ pub mod main;
 mod record;
 pub mod requests;
 pub mod scheduler;
+pub mod startup;
 
 pub use agent::{Agent, AgentError};
 pub use scheduler::RevisionOutcome;

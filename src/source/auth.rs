@@ -245,11 +245,9 @@ impl Credentials {
 
     /// Removes every secret this fetch knows of from a message.
     pub(crate) fn scrub(&self, message: &str) -> String {
-        let mut out = message.replace(self.url.as_str(), &self.url.redacted());
-        let mut secrets: Vec<&str> = Vec::new();
-        if let Some(p) = self.url.embedded_password() {
-            secrets.push(p);
-        }
+        let mut out = message.replace(self.url.as_str(), self.url.redacted().as_str());
+        let from_url = self.url.credentials();
+        let mut secrets: Vec<&str> = from_url.iter().map(String::as_str).collect();
         match &self.kind {
             Kind::Https { password, .. } => secrets.push(password),
             Kind::Ssh {
@@ -263,7 +261,7 @@ impl Credentials {
                 out = out.replace(secret, "***");
             }
         }
-        out
+        crate::redact::scrub_urls(&out)
     }
 
     /// Turns a libgit2 error into the error the user should see, preferring
@@ -286,7 +284,7 @@ impl Credentials {
             };
         }
         if std::mem::take(&mut outcome.none_configured) {
-            let detail = if self.url.embedded_password().is_some() {
+            let detail = if self.url.has_credentials() {
                 "the server refused the credentials written in the URL"
             } else {
                 "the server asks for credentials and none are configured"

@@ -87,10 +87,18 @@ fn write_tree(
                 path: shown,
             });
         }
+        // A name that is not UTF-8 cannot be named in an error or matched by
+        // a kustomization: refused, never skipped silently.
+        if std::str::from_utf8(name).is_err() {
+            return Err(SourceError::NonUtf8Path {
+                commit: commit.to_string(),
+                path: shown,
+            });
+        }
         let path = dir.join(OsStr::from_bytes(name));
         let object_error = |e: git2::Error| SourceError::Git {
             operation: "checkout",
-            url: format!("commit {commit}"),
+            url: format!("commit {commit}").as_str().into(),
             message: format!("{shown}: {}", e.message()),
         };
         match (entry.kind(), entry.filemode()) {
@@ -119,7 +127,7 @@ fn write_tree(
             (kind, mode) => {
                 return Err(SourceError::Git {
                     operation: "checkout",
-                    url: format!("commit {commit}"),
+                    url: format!("commit {commit}").as_str().into(),
                     message: format!("{shown}: unexpected tree entry {kind:?} with mode {mode:o}"),
                 });
             }
@@ -190,6 +198,27 @@ mod tests {
         for good in [&b"a"[..], b".github", b"..a", b"git", b".gitignore"] {
             assert!(is_safe_name(good));
         }
+    }
+
+    #[test]
+    fn a_file_name_that_is_not_utf8_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo_dir = dir.path().join("repo.git");
+        let repo = git2::Repository::init_bare(&repo_dir).unwrap();
+        let blob = repo.blob(b"kind: ConfigMap\n").unwrap();
+        let mut inner = repo.treebuilder(None).unwrap();
+        inner.insert(&b"caf\xe9.yaml"[..], blob, 0o100644).unwrap();
+        let inner = inner.write().unwrap();
+        let mut root = repo.treebuilder(None).unwrap();
+        root.insert("app", inner, 0o040000).unwrap();
+        let tree = repo.find_tree(root.write().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let commit = repo.commit(None, &sig, &sig, "m", &tree, &[]).unwrap();
+        let error =
+            checkout(&repo_dir, &dir.path().join("trees"), &commit.to_string(), 2).unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, SourceError::NonUtf8Path { .. }), "{text}");
+        assert!(text.contains("app/caf"), "{text}");
     }
 
     #[test]

@@ -1,3 +1,4 @@
+use crate::redact::RedactedUrl;
 use std::path::PathBuf;
 
 /// Why a fetch or checkout failed. Every message names what to do next, and
@@ -62,37 +63,37 @@ pub enum SourceError {
     #[error(
         "authentication to {url} failed: {detail}; check the username and token (or SSH key) in the Secret and that they grant read access to the repository"
     )]
-    Authentication { url: String, detail: String },
+    Authentication { url: RedactedUrl, detail: String },
 
     #[error("{kind} `{name}` does not exist on {url}{available}; check the configured reference", available = available_phrase(available))]
     RefNotFound {
         kind: &'static str,
         name: String,
-        url: String,
+        url: RedactedUrl,
         available: Vec<String>,
     },
 
     #[error("no tag on {url} matches the semver range `{range}`{available}; push a matching tag or widen the range", available = available_phrase(available))]
     NoMatchingTag {
         range: String,
-        url: String,
+        url: RedactedUrl,
         available: Vec<String>,
     },
 
     #[error(
         "commit {commit} is not on {url}: no branch or tag there reaches it; check the pinned commit (a full 40-hex id)"
     )]
-    CommitNotFound { commit: String, url: String },
+    CommitNotFound { commit: String, url: RedactedUrl },
 
     #[error(
         "cannot reach {url}: {message}; the last good revision stays in force, and the fetch is retried"
     )]
-    Unreachable { url: String, message: String },
+    Unreachable { url: RedactedUrl, message: String },
 
     #[error("git {operation} failed for {url}: {message}")]
     Git {
         operation: &'static str,
-        url: String,
+        url: RedactedUrl,
         message: String,
     },
 
@@ -105,6 +106,11 @@ pub enum SourceError {
         "commit {commit} holds the path `{path}`, which cannot be written safely; refusing to check it out"
     )]
     UnsafePath { commit: String, path: String },
+
+    #[error(
+        "commit {commit} holds the file `{path}`, whose name is not UTF-8 (its other bytes shown as U+FFFD); rename it: stagegate cannot name it in errors or match it in kustomizations"
+    )]
+    NonUtf8Path { commit: String, path: String },
 
     #[error("cannot {action} {path}: {source}")]
     Io {
@@ -137,6 +143,7 @@ impl SourceError {
             Self::Git { .. } => "git",
             Self::NotFetched { .. } => "not_fetched",
             Self::UnsafePath { .. } => "unsafe_path",
+            Self::NonUtf8Path { .. } => "non_utf8_path",
             Self::Io { .. } => "io",
             Self::Worker(_) => "worker",
         }

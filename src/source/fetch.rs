@@ -41,6 +41,16 @@ pub(crate) fn open_or_init(repo_dir: &Path) -> Result<Repository, SourceError> {
     if repo_dir.exists() {
         match Repository::open_bare(repo_dir) {
             Ok(repo) => return Ok(repo),
+            Err(error) if !cache_is_broken(&error) => {
+                // Out of file descriptors, memory or disk: the cache is fine,
+                // this process is not. Deleting it would turn a passing
+                // shortage into a full clone; fail this fetch instead.
+                return Err(SourceError::Git {
+                    operation: "open the cache",
+                    url: repo_dir.display().to_string().as_str().into(),
+                    message: error.message().to_string(),
+                });
+            }
             Err(error) => {
                 // A cache is only a cache: one that cannot be opened (a crash
                 // during the very first init) is rebuilt rather than repaired.
@@ -56,9 +66,24 @@ pub(crate) fn open_or_init(repo_dir: &Path) -> Result<Repository, SourceError> {
     }
     Repository::init_bare(repo_dir).map_err(|e| SourceError::Git {
         operation: "init",
-        url: repo_dir.display().to_string(),
+        url: repo_dir.display().to_string().as_str().into(),
         message: e.message().to_string(),
     })
+}
+
+/// Whether an error opening the cache says the cache itself is broken, as
+/// opposed to the process lacking a resource (EMFILE, ENOMEM, ENOSPC...),
+/// which libgit2 reports as an OS error.
+fn cache_is_broken(error: &git2::Error) -> bool {
+    const SHORTAGES: &[&str] = &[
+        "too many open files",
+        "cannot allocate memory",
+        "no space left",
+        "resource temporarily unavailable",
+        "permission denied",
+    ];
+    let message = error.message().to_ascii_lowercase();
+    error.class() != git2::ErrorClass::Os && !SHORTAGES.iter().any(|s| message.contains(s))
 }
 
 pub(crate) fn fetch(
@@ -516,5 +541,30 @@ mod tests {
             reference_string(&GitRef::Commit(c.to_string()), None, c),
             format!("sha1:{c}")
         );
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+    use git2::{ErrorClass, ErrorCode};
+
+    #[test]
+    fn a_resource_shortage_never_deletes_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo_dir = dir.path().join("repo.git");
+        Repository::init_bare(&repo_dir).unwrap();
+        let emfile = git2::Error::new(
+            ErrorCode::GenericError,
+            ErrorClass::Os,
+            "failed to open directory: Too many open files",
+        );
+        assert!(!cache_is_broken(&emfile));
+        let missing = git2::Error::new(
+            ErrorCode::NotFound,
+            ErrorClass::Repository,
+            "could not find repository",
+        );
+        assert!(cache_is_broken(&missing));
     }
 }

@@ -64,7 +64,7 @@ impl Drop for SshHome {
 fn set_home(dir: Option<&Path>) -> Result<(), SourceError> {
     let failed = |message: String| SourceError::Git {
         operation: "configure",
-        url: "libgit2".to_string(),
+        url: "libgit2".into(),
         message,
     };
     let path = dir

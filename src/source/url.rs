@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::redact::RedactedUrl;
+
 /// How a remote is reached, as far as authentication and shallow fetches care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -24,7 +26,6 @@ pub struct RemoteUrl {
     raw: String,
     transport: Transport,
     user: Option<String>,
-    has_password: bool,
     host: Option<String>,
     port: Option<u16>,
 }
@@ -55,13 +56,8 @@ impl RemoteUrl {
                 Some((userinfo, hostport)) => (Some(userinfo), hostport),
                 None => (None, authority),
             };
-            let (user, has_password) = match userinfo {
-                Some(info) => match info.split_once(':') {
-                    Some((user, _password)) => (Some(user.to_string()), true),
-                    None => (Some(info.to_string()), false),
-                },
-                None => (None, false),
-            };
+            let user =
+                userinfo.map(|info| info.split_once(':').map_or(info, |(u, _)| u).to_string());
             let (host, port) = split_host_port(hostport)?;
             if host.is_empty() {
                 return Err("the repository URL has no host".to_string());
@@ -70,7 +66,6 @@ impl RemoteUrl {
                 raw: raw.to_string(),
                 transport,
                 user: user.filter(|u| !u.is_empty()),
-                has_password,
                 host: Some(host),
                 port,
             });
@@ -94,7 +89,6 @@ impl RemoteUrl {
                     raw: raw.to_string(),
                     transport: Transport::Ssh,
                     user: user.filter(|u| !u.is_empty()),
-                    has_password: false,
                     host: Some(host.to_string()),
                     port: None,
                 })
@@ -108,7 +102,6 @@ impl RemoteUrl {
             raw: raw.to_string(),
             transport: Transport::Local,
             user: None,
-            has_password: false,
             host: None,
             port: None,
         }
@@ -142,44 +135,28 @@ impl RemoteUrl {
         })
     }
 
-    /// The URL with any password replaced, for logs, events and errors.
-    pub fn redacted(&self) -> String {
-        if !self.has_password {
-            return self.raw.clone();
-        }
-        let Some((scheme, rest)) = self.raw.split_once("://") else {
-            return self.raw.clone();
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        let Some((userinfo, hostport)) = authority.rsplit_once('@') else {
-            return self.raw.clone();
-        };
-        let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-        format!("{scheme}://{user}:***@{hostport}{path}")
+    /// The URL without credentials (user name, password, query), for logs,
+    /// events, status and errors.
+    pub fn redacted(&self) -> RedactedUrl {
+        RedactedUrl::new(&self.raw)
     }
 
-    /// The password written into the URL, if any, so that it can be scrubbed
+    /// Whether the URL itself carries credentials (a password, or a token
+    /// as the user name or in the query string).
+    pub fn has_credentials(&self) -> bool {
+        !self.credentials().is_empty()
+    }
+
+    /// The credentials written into the URL, so that they can be scrubbed
     /// from messages libgit2 produces.
-    pub fn embedded_password(&self) -> Option<&str> {
-        if !self.has_password {
-            return None;
-        }
-        let rest = self.raw.split_once("://")?.1;
-        let authority = rest.split('/').next()?;
-        let userinfo = authority.rsplit_once('@')?.0;
-        userinfo
-            .split_once(':')
-            .map(|(_, p)| p)
-            .filter(|p| !p.is_empty())
+    pub fn credentials(&self) -> Vec<String> {
+        crate::redact::url_credentials(&self.raw)
     }
 }
 
 impl fmt::Display for RemoteUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
+        f.write_str(self.redacted().as_str())
     }
 }
 
@@ -221,10 +198,10 @@ mod tests {
         let url = RemoteUrl::parse("https://bot:s3cret@git.example.com/org/repo.git").unwrap();
         assert_eq!(url.transport(), Transport::Http);
         assert_eq!(
-            url.redacted(),
-            "https://bot:***@git.example.com/org/repo.git"
+            url.redacted().as_str(),
+            "https://***@git.example.com/org/repo.git"
         );
-        assert_eq!(url.embedded_password(), Some("s3cret"));
+        assert!(url.credentials().contains(&"s3cret".to_string()));
         assert_eq!(url.host(), Some("git.example.com"));
         assert_eq!(url.port(), Some(443));
         assert!(!format!("{url} {url:?}").contains("s3cret"));

@@ -107,6 +107,11 @@ fn collect_yaml_files(
     let mut paths: Vec<PathBuf> = entries.into_iter().map(|name| dir.join(name)).collect();
     paths.sort();
     for path in paths {
+        if path.file_name().is_some_and(|n| n.to_str().is_none()) {
+            let problem = Problem::error("the file name is not UTF-8; rename it");
+            problems.push(problem.in_file(display_path(root, &path)));
+            continue;
+        }
         let hidden = path
             .file_name()
             .and_then(|n| n.to_str())
