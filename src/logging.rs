@@ -32,6 +32,19 @@ pub fn init_json() {
         .init();
 }
 
+/// A revision as people read it in a log line: `main@sha1:9f5ddfa3c0…` is
+/// `main@9f5ddfa`. Anything else is shown as it is.
+pub fn short_revision(revision: &str) -> String {
+    match revision.rsplit_once('@') {
+        Some((reference, id)) => {
+            let id = id.strip_prefix("sha1:").unwrap_or(id);
+            let id = id.get(..7).unwrap_or(id);
+            format!("{reference}@{id}")
+        }
+        None => revision.to_string(),
+    }
+}
+
 /// A writer maker whose writers keep each event on one line.
 #[derive(Clone, Copy)]
 pub struct OneLine<M>(pub M);
@@ -88,6 +101,16 @@ mod tests {
             line,
             b"WARN stage failed error=\"Job failed\\nlast log lines:\\nboom\"\n".to_vec()
         );
+    }
+
+    #[test]
+    fn revisions_are_shortened_to_seven_hex_digits() {
+        assert_eq!(
+            short_revision("main@sha1:9f5ddfa3c097ef2f76f67c8fc836423cb5587e94"),
+            "main@9f5ddfa"
+        );
+        assert_eq!(short_revision("v1.2.3@sha1:abc"), "v1.2.3@abc");
+        assert_eq!(short_revision("diff"), "diff");
     }
 
     #[test]

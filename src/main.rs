@@ -227,9 +227,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Graph { repo, format } => {
-            let plan = match load(&repo) {
-                Ok(plan) => plan,
-                Err(code) => return Ok(code),
+            // Nothing could be drawn: exit 2, not validate's "found errors".
+            let Ok(plan) = load(&repo) else {
+                return Ok(ExitCode::from(2));
             };
             let text = match format {
                 GraphFormat::Text => graph_text(&plan),
@@ -243,9 +243,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Render { repo, stage } => {
-            let plan = match load(&repo) {
-                Ok(plan) => plan,
-                Err(code) => return Ok(code),
+            // Nothing could be rendered: exit 2, not validate's "found errors".
+            let Ok(plan) = load(&repo) else {
+                return Ok(ExitCode::from(2));
             };
             let objects: Vec<_> = match &stage {
                 Some(name) => match plan.stage(name) {
@@ -254,7 +254,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                         let known: Vec<&str> =
                             plan.stages.iter().map(|s| s.stage.name.as_str()).collect();
                         eprintln!("error: no stage named {name}; stages: {}", known.join(", "));
-                        return Ok(ExitCode::from(1));
+                        return Ok(ExitCode::from(2));
                     }
                 },
                 None => plan.stages.iter().flat_map(|s| &s.objects).collect(),
@@ -326,6 +326,13 @@ async fn diff(
 /// Build the plan, printing warnings; on errors print every problem and give
 /// the exit code to return.
 fn load(repo: &RepoArgs) -> Result<Plan, ExitCode> {
+    if !repo.dir.is_dir() {
+        eprintln!(
+            "error: {} is not a directory: give the checkout of the repository",
+            repo.dir.display()
+        );
+        return Err(ExitCode::from(2));
+    }
     match build_plan(&repo.dir, repo.path.as_deref()) {
         Ok(plan) => {
             print_problems(&plan.warnings);

@@ -156,7 +156,7 @@ pub async fn rerun(store: &StateStore, stage: &str, jobs: Vec<String>) -> anyhow
         }
         Err(e) => {
             eprintln!("error: {e}");
-            Ok(ExitCode::from(1))
+            Ok(ExitCode::from(2))
         }
     }
 }
@@ -169,7 +169,7 @@ pub async fn reconcile(store: &StateStore) -> anyhow::Result<ExitCode> {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            Ok(ExitCode::from(1))
+            Ok(ExitCode::from(2))
         }
     }
 }
@@ -189,7 +189,7 @@ pub async fn suspend(store: &StateStore, stage: &str, suspend: bool) -> anyhow::
         }
         Err(e) => {
             eprintln!("error: {e}");
-            Ok(ExitCode::from(1))
+            Ok(ExitCode::from(2))
         }
     }
 }

@@ -50,10 +50,18 @@ impl FileTree for DiskTree {
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(dir)? {
-            // A name that is not UTF-8 cannot be named in a manifest or a
-            // message; it is left out, as before.
-            if let Ok(name) = entry?.file_name().into_string() {
-                names.push(name);
+            // A name that is not UTF-8 cannot be named in a manifest: an
+            // error naming it, never a file silently left out.
+            match entry?.file_name().into_string() {
+                Ok(name) => names.push(name),
+                Err(name) => {
+                    let shown = Path::new(dir.file_name().unwrap_or_default())
+                        .join(Path::new(&name));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: the file name is not UTF-8; rename it", shown.display()),
+                    ));
+                }
             }
         }
         Ok(names)

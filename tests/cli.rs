@@ -143,7 +143,7 @@ fn render_one_stage_only_and_unknown_stage_is_an_error() {
     );
 
     let out = stagegate(&["render", &example("native"), "--stage", "nope"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("no stage named nope"),
         "{}",
@@ -197,7 +197,7 @@ fn symlink_out_of_the_repository_is_refused_and_never_read() {
     let dir = repo(&[("stages.yaml", &stage("s", "link", &[]))]);
     std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
     let out = stagegate(&["render", &path_of(&dir)]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("outside the repository root"),
         "{}",
@@ -279,7 +279,7 @@ fn path_flag_narrows_where_stages_are_found() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "prod\n");
     let out = stagegate(&["graph", &path_of(&dir), "--path", "../"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
@@ -289,4 +289,25 @@ fn help_is_available_on_every_command() {
         assert!(out.status.success());
         assert!(stdout(&out).contains("Usage:"));
     }
+}
+
+/// README's exit-code table, row by row, for the commands that need no
+/// cluster (`tests/cli_cluster.rs` covers `diff`, `status` and `rerun`).
+#[test]
+fn exit_codes_follow_the_readme_table() {
+    let broken = repo(&[("stages.yaml", &stage("s", "missing", &[]))]);
+    let code = |args: &[&str]| stagegate(args).status.code();
+    // 0: done, and the answer is yes.
+    assert_eq!(code(&["validate", &example("native")]), Some(0));
+    assert_eq!(code(&["render", &example("native")]), Some(0));
+    assert_eq!(code(&["graph", &example("native")]), Some(0));
+    // 1: done, and the answer is no.
+    assert_eq!(code(&["validate", &path_of(&broken)]), Some(1));
+    // 2: could not do what was asked.
+    assert_eq!(code(&["render", &path_of(&broken)]), Some(2));
+    assert_eq!(code(&["graph", &path_of(&broken)]), Some(2));
+    assert_eq!(code(&["render", &example("native"), "--stage", "nope"]), Some(2));
+    assert_eq!(code(&["validate", "/nonexistent/stagegate-repo"]), Some(2));
+    assert_eq!(code(&["no-such-command"]), Some(2));
+    assert_eq!(code(&["graph", &example("native"), "--format", "png"]), Some(2));
 }

@@ -172,7 +172,7 @@ async fn diff_status_and_rerun_against_a_cluster() {
 
     // Unknown stages and Jobs are refused, naming the real ones.
     let out = stagegate(&kubeconfig, &["rerun", "nosuchstage"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains(
             "no stage named nosuchstage in namespace stagegate-system; stages: application, pre"
@@ -181,7 +181,7 @@ async fn diff_status_and_rerun_against_a_cluster() {
         text(&out)
     );
     let out = stagegate(&kubeconfig, &["rerun", "pre", "nosuchjob"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("stage pre has no Job nosuchjob; its Jobs: shop/db-migrate"),
         "{}",

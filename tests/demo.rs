@@ -6,13 +6,18 @@ use std::process::Command;
 fn demo_script_applies_the_example_in_dependency_order() {
     let work = tempfile::tempdir().unwrap();
     let root = env!("CARGO_MANIFEST_DIR");
-    let out = Command::new(format!("{root}/demo.sh"))
-        .arg("--once")
+    let mut demo = Command::new(format!("{root}/demo.sh"));
+    demo.arg("--once")
         .env("STAGEGATE_DEMO_DIR", work.path().join("demo"))
         .env("STAGEGATE_BIN", env!("CARGO_BIN_EXE_stagegate"))
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("run demo.sh");
+        .env_remove("KUBECONFIG");
+    // kube-sim built beside stagegate (the workspace's tests build it), or
+    // the script builds it.
+    let kube_sim = std::path::Path::new(env!("CARGO_BIN_EXE_stagegate")).with_file_name("kube-sim");
+    if kube_sim.exists() {
+        demo.env("KUBE_SIM_BIN", kube_sim);
+    }
+    let out = demo.output().expect("run demo.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");

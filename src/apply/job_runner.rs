@@ -11,7 +11,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{DeleteParams, Patch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::api_call::{Verb, call};
 use super::delete_wait::delete_and_wait_for;
@@ -184,7 +184,13 @@ impl JobTask<'_> {
         let action = self.decide(&hash, policy, &live, result);
         result.report.action = Some(action.clone());
         let key = self.key();
-        info!(stage = self.ctx.name(), revision = self.ctx.revision, object = key, action = %result.report.action_text(), "job");
+        // A Job that runs is news; one left alone is not (an idle poll logs
+        // nothing at INFO).
+        if result.report.ran() {
+            info!(stage = self.ctx.name(), revision = %crate::logging::short_revision(self.ctx.revision), object = key, "job {key}: {}", result.report.action_text());
+        } else {
+            debug!(stage = self.ctx.name(), revision = %crate::logging::short_revision(self.ctx.revision), object = key, "job {key}: {}", result.report.action_text());
+        }
 
         let uid = match self.carry_out(action, &hash, &live, result).await? {
             Carried::Done(outcome) => return Ok(outcome),
@@ -453,7 +459,7 @@ impl JobTask<'_> {
                 short(hash)
             ),
         };
-        info!(stage = self.ctx.name(), revision = self.ctx.revision, object = %self.item.object_ref(), "Job recreated: {note}");
+        info!(stage = self.ctx.name(), revision = %crate::logging::short_revision(self.ctx.revision), object = %self.item.object_ref(), "Job recreated: {note}");
         self.engine
             .events
             .normal(
@@ -490,7 +496,7 @@ impl JobTask<'_> {
             });
         };
         if let JobEnd::Failed { reason, log_tail } = &end {
-            warn!(stage = self.ctx.name(), revision = self.ctx.revision, object = %self.item.object_ref(), reason, "Job failed");
+            warn!(stage = self.ctx.name(), revision = %crate::logging::short_revision(self.ctx.revision), object = %self.item.object_ref(), reason, "Job failed");
             let note = WithTail(reason, log_tail.as_deref()).to_string();
             self.engine
                 .events

@@ -164,7 +164,7 @@ impl Agent {
                 if running.commit == fetched.commit {
                     continue;
                 }
-                info!(revision = %fetched.reference, "new revision while stages run: planning it now");
+                info!(revision = %crate::logging::short_revision(&fetched.reference), "new revision while stages run: planning it now");
                 if let Some(running) = current.take() {
                     running.cancel.cancel();
                     let _ = running.handle.await;
@@ -218,13 +218,13 @@ impl Agent {
             .git_fetch_duration
             .observe(fetched.duration.as_secs_f64());
         if fetched.changed {
-            info!(revision = %fetched.reference, bytes = fetched.bytes_received, "fetched a new revision");
+            info!(revision = %crate::logging::short_revision(&fetched.reference), bytes = fetched.bytes_received, "fetched a new revision");
         }
         let changed = {
             let mut state = self.ctx.state.lock().await;
             let source = state.source.get_or_insert_with(SourceState::default);
             if !source.error.is_empty() && !source.invalid {
-                info!(revision = %fetched.reference, "the repository is reachable again");
+                info!(revision = %crate::logging::short_revision(&fetched.reference), "the repository is reachable again");
             }
             let before = source.clone();
             // An invalid revision stays refused, with its first-seen time,
@@ -361,7 +361,8 @@ impl Agent {
             .iter()
             .map(|(n, p, _)| format!("{n}={p}"))
             .collect();
-        info!(revision = %outcome.revision, "revision done: {}", summary.join(" "));
+        // Each stage's transition was logged already.
+        tracing::debug!(revision = %outcome.revision, "revision done: {}", summary.join(" "));
         if !outcome.all_ready() {
             return;
         }

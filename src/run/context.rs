@@ -79,7 +79,8 @@ impl AgentContext {
                         stage.rerun.iter().cloned().collect::<Vec<_>>().join(", ")
                     ),
                 };
-                info!(stage = name, revision, "stage {name} is Running");
+                let revision = crate::logging::short_revision(revision);
+                info!(stage = name, %revision, "stage {name} is Running");
             }
             let snapshot = stage.clone();
             self.metrics.set_phase(name, stage.phase);
@@ -127,21 +128,22 @@ impl AgentContext {
         };
         self.metrics.set_phase(name, phase);
         if changed {
+            // One line per transition: the first line of the message in the
+            // text, the rest (a pod's log tail) as a field.
             let first_line = message.lines().next().unwrap_or_default();
+            let detail = message.split_once('\n').map(|(_, rest)| rest).unwrap_or("");
+            let short = crate::logging::short_revision(revision);
             let reference = self.store.stage_reference(name);
             let note = format!("stage {name} at {revision}: {message}");
             match phase {
                 Phase::Ready => {
-                    info!(
-                        stage = name,
-                        revision, "stage {name} is Ready: {first_line}"
-                    );
+                    info!(stage = name, revision = %short, "stage {name} is Ready: {first_line}");
                     self.stage_events
                         .publish(&reference, EventKind::Normal, "StageReady", "Apply", &note)
                         .await;
                 }
                 Phase::Failed => {
-                    error!(stage = name, revision, "stage {name} Failed: {message}");
+                    error!(stage = name, revision = %short, detail, "stage {name} Failed: {first_line}");
                     self.stage_events
                         .publish(
                             &reference,
@@ -153,7 +155,9 @@ impl AgentContext {
                         .await;
                 }
                 Phase::Blocked => {
-                    warn!(stage = name, revision, "stage {name} is Blocked: {message}");
+                    // The message says "blocked: …" for status; the line says it once.
+                    let why = first_line.strip_prefix("blocked: ").unwrap_or(first_line);
+                    warn!(stage = name, revision = %short, "stage {name} is Blocked: {why}");
                     self.stage_events
                         .publish(
                             &reference,
@@ -165,7 +169,7 @@ impl AgentContext {
                         .await;
                 }
                 Phase::Suspended => {
-                    info!(stage = name, revision, "stage {name} is Suspended");
+                    info!(stage = name, revision = %short, "stage {name} is Suspended");
                     self.stage_events
                         .publish(
                             &reference,

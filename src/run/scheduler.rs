@@ -275,7 +275,8 @@ async fn finish(
     // A Ready stage's message stays the same from one no-change cycle to
     // the next, so that such a cycle writes nothing; the details are logged.
     let message = if report.ready {
-        info!(stage = %name, revision, "{}", report.message);
+        // The Ready transition says it for people; the counts are detail.
+        tracing::debug!(stage = %name, revision, "{}", report.message);
         format!("{} objects applied", plan.stages[i].objects.len())
     } else {
         report.message.clone()

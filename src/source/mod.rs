@@ -205,7 +205,8 @@ impl GitSource {
             *last = Some(commit.clone());
             changed
         };
-        tracing::info!(
+        // The agent logs a new revision; a poll that found none is quiet.
+        tracing::debug!(
             url = %redacted,
             reference = %reference,
             commit = %commit,
