@@ -27,7 +27,7 @@ pub mod server;
 pub mod source;
 pub mod stage;
 pub mod state;
-pub mod tree;
 pub mod status;
+pub mod tree;
 pub mod web;
 pub mod yaml;

@@ -126,7 +126,10 @@ mod tests {
         struct Sink(Arc<Mutex<Vec<u8>>>);
         impl Write for Sink {
             fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                self.0.lock().map_err(|_| io::ErrorKind::Other)?.extend_from_slice(buf);
+                self.0
+                    .lock()
+                    .map_err(|_| io::ErrorKind::Other)?
+                    .extend_from_slice(buf);
                 Ok(buf.len())
             }
             fn flush(&mut self) -> io::Result<()> {

@@ -83,8 +83,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
     if let Some(feed) = &state.status_page {
         router = router.merge(crate::web::routes(feed.clone()));
     }
-    router
-        .with_state(state)
+    router.with_state(state)
 }
 
 /// Serve until `shutdown` with the default limits; returns the bound address once listening.

@@ -55,8 +55,8 @@ impl FileTree for DiskTree {
             match entry?.file_name().into_string() {
                 Ok(name) => names.push(name),
                 Err(name) => {
-                    let shown = Path::new(dir.file_name().unwrap_or_default())
-                        .join(Path::new(&name));
+                    let shown =
+                        Path::new(dir.file_name().unwrap_or_default()).join(Path::new(&name));
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!("{}: the file name is not UTF-8; rename it", shown.display()),

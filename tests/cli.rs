@@ -306,8 +306,14 @@ fn exit_codes_follow_the_readme_table() {
     // 2: could not do what was asked.
     assert_eq!(code(&["render", &path_of(&broken)]), Some(2));
     assert_eq!(code(&["graph", &path_of(&broken)]), Some(2));
-    assert_eq!(code(&["render", &example("native"), "--stage", "nope"]), Some(2));
+    assert_eq!(
+        code(&["render", &example("native"), "--stage", "nope"]),
+        Some(2)
+    );
     assert_eq!(code(&["validate", "/nonexistent/stagegate-repo"]), Some(2));
     assert_eq!(code(&["no-such-command"]), Some(2));
-    assert_eq!(code(&["graph", &example("native"), "--format", "png"]), Some(2));
+    assert_eq!(
+        code(&["graph", &example("native"), "--format", "png"]),
+        Some(2)
+    );
 }

@@ -162,7 +162,10 @@ async fn diff_status_and_rerun_against_a_cluster() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // The status page's report: stages by name, with their edges.
     assert_eq!(json["stages"]["application"]["phase"], "Ready", "{json}");
-    assert_eq!(json["stages"]["application"]["dependsOn"][0], "pre", "{json}");
+    assert_eq!(
+        json["stages"]["application"]["dependsOn"][0], "pre",
+        "{json}"
+    );
 
     let out = stagegate(&kubeconfig, &["rerun", "pre", "db-migrate"]);
     assert!(out.status.success(), "{}", text(&out));

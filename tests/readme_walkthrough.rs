@@ -27,8 +27,13 @@ const COMMAND_WAIT: Duration = Duration::from_secs(120);
 
 #[derive(Debug)]
 enum Step {
-    Run { command: String, expect: Vec<String> },
-    AgentLogs { expect: Vec<String> },
+    Run {
+        command: String,
+        expect: Vec<String>,
+    },
+    AgentLogs {
+        expect: Vec<String>,
+    },
 }
 
 #[test]
@@ -36,9 +41,16 @@ fn readme_walkthrough_reaches_every_output_it_shows() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
     let (startup, steps) = walkthrough(&readme);
-    assert!(!startup.is_empty(), "the walkthrough shows the agent's start-up log");
     assert!(
-        steps.iter().filter(|s| matches!(s, Step::Run { .. })).count() >= 10,
+        !startup.is_empty(),
+        "the walkthrough shows the agent's start-up log"
+    );
+    assert!(
+        steps
+            .iter()
+            .filter(|s| matches!(s, Step::Run { .. }))
+            .count()
+            >= 10,
         "the walkthrough was found: {steps:?}"
     );
 
@@ -114,7 +126,9 @@ fn block_steps(block: &[&str]) -> Vec<Step> {
             match steps.last_mut() {
                 Some(Step::Run { expect, .. }) if !agent_logs => expect.push(expected),
                 Some(Step::AgentLogs { expect }) => expect.push(expected),
-                _ => steps.push(Step::AgentLogs { expect: vec![expected] }),
+                _ => steps.push(Step::AgentLogs {
+                    expect: vec![expected],
+                }),
             }
         } else if line.starts_with('#') {
             agent_logs = line.contains("within") && line.trim_end().ends_with(':');
@@ -231,10 +245,8 @@ fn log_len(path: &Path) -> usize {
 /// Waits until every expected line has appeared in the agent's log after
 /// byte `from`.
 fn wait_for_agent_lines(path: &Path, from: usize, expect: &[String]) {
-    let patterns: Vec<(String, Regex)> = expect
-        .iter()
-        .map(|l| (l.clone(), log_pattern(l)))
-        .collect();
+    let patterns: Vec<(String, Regex)> =
+        expect.iter().map(|l| (l.clone(), log_pattern(l))).collect();
     let deadline = Instant::now() + AGENT_WAIT;
     loop {
         let log = std::fs::read_to_string(path).unwrap_or_default();

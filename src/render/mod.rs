@@ -155,7 +155,11 @@ fn stage_overlay(stage: &Stage) -> Overlay {
     }
 }
 
-fn render_split(root: &Path, stage: &Stage, overlay: &Overlay) -> Result<RenderedStage, RenderError> {
+fn render_split(
+    root: &Path,
+    stage: &Stage,
+    overlay: &Overlay,
+) -> Result<RenderedStage, RenderError> {
     let root = root.canonicalize().map_err(|source| RenderError::Io {
         stage: stage.name.clone(),
         path: root.to_path_buf(),
