@@ -496,3 +496,55 @@ async fn the_kube_client_impersonating_a_service_account_gets_its_rights() {
     }
     sim.shutdown().await;
 }
+
+/// `kubectl auth can-i` and `auth whoami` send protobuf reviews; both are
+/// answered by the authorizer, as on a real cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_auth_can_i_and_whoami_answer_as_a_real_cluster() {
+    let sim = sim().await;
+    let admin = Kubectl::new(&sim);
+    let tenant_yaml = admin.file("tenant.yaml", TENANT);
+    admin
+        .ok(&["apply", "-f", tenant_yaml.to_str().unwrap()])
+        .await;
+    let sa = "system:serviceaccount:team-a:deployer";
+
+    let yes = admin
+        .ok(&[
+            "auth",
+            "can-i",
+            "create",
+            "configmaps",
+            "-n",
+            "team-a",
+            "--as",
+            sa,
+        ])
+        .await;
+    assert_eq!(yes.trim(), "yes");
+    let out = admin
+        .run(&[
+            "auth",
+            "can-i",
+            "create",
+            "configmaps",
+            "-n",
+            "default",
+            "--as",
+            sa,
+        ])
+        .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
+    assert_eq!(out.status.code(), Some(1), "can-i exits 1 for no");
+    let out = admin
+        .run(&["auth", "can-i", "list", "clusterroles", "--as", sa])
+        .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
+    let admin_yes = admin.ok(&["auth", "can-i", "*", "*"]).await;
+    assert_eq!(admin_yes.trim(), "yes");
+
+    // The ServiceAccount's own kubeconfig: whoami names it.
+    let tenant = kubectl_with(&sim.service_account_kubeconfig("team-a", "deployer"), &sim);
+    let who = tenant.ok(&["auth", "whoami"]).await;
+    assert!(who.contains(sa), "{who}");
+}

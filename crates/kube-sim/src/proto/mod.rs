@@ -55,6 +55,12 @@ pub fn decode_body(body: &[u8]) -> Result<Value, ApiError> {
     let decoded = match kind.as_str() {
         // Sent by typed clients' deletes, with the request's group version.
         "DeleteOptions" => Some(object::<meta::DeleteOptions>(&raw)),
+        // `kubectl auth whoami`: the request holds metadata only, the answer
+        // is the server's to fill in.
+        "SelfSubjectReview" if api_version == "authentication.k8s.io/v1" => Some(
+            k8s_pb::api::authentication::v1::SelfSubjectReview::decode(raw.as_slice())
+                .map(|review| json!({"metadata": review.metadata.map(|m| m.to_json())})),
+        ),
         _ => to_json::decode(&api_version, &kind, &raw),
     };
     let Some(decoded) = decoded else {
