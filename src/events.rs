@@ -90,7 +90,7 @@ pub const PERMISSIONS: &[crate::rbac::Permission] = &[crate::rbac::Permission {
     resource: "events",
     verbs: &["create", "patch"],
     cluster_wide: true,
-    why: "Events on the objects stagegate applies (Jobs recreated or failed) and on its state ConfigMap",
+    why: "Events on the objects stagegate applies (Jobs recreated or failed) and on its Stage objects and the source ConfigMap",
 }];
 
 #[cfg(test)]
