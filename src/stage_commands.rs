@@ -76,6 +76,7 @@ async fn report(store: &StateStore, stages: &[StageObject]) -> anyhow::Result<St
             .map(|o| TopologyStage {
                 name: o.name.clone(),
                 depends_on: o.spec.depends_on.clone(),
+                parent: None,
                 hooks: Vec::new(),
             })
             .collect(),

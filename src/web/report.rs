@@ -62,6 +62,10 @@ pub struct StageReport {
     /// From the revision the agent planned last (absent when not known).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
+    /// The stage whose rendered output declares this one (a nested Flux
+    /// Kustomization or Stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     /// The stage's hooks in run order, `pre: migrate (weight -5)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<String>,
@@ -126,6 +130,7 @@ pub struct Topology {
 pub struct TopologyStage {
     pub name: String,
     pub depends_on: Vec<String>,
+    pub parent: Option<String>,
     pub hooks: Vec<String>,
 }
 
@@ -142,6 +147,7 @@ impl Topology {
                     .iter()
                     .map(|d| d.to_string())
                     .collect(),
+                parent: planned.stage.parent.as_ref().map(|p| p.to_string()),
                 hooks: hook_lines(planned),
             })
             .collect();
@@ -168,6 +174,7 @@ impl StatusReport {
         for planned in topology.map(|t| t.stages.as_slice()).unwrap_or_default() {
             let stage = stages.entry(planned.name.clone()).or_default();
             stage.depends_on = planned.depends_on.clone();
+            stage.parent = planned.parent.clone();
             stage.hooks = planned.hooks.clone();
         }
         let source = if state.source.is_none() && origin.is_none() {
@@ -208,6 +215,7 @@ fn stage_report(stage: &StageState) -> StageReport {
         revision: stage.revision.clone(),
         attempted_revision: stage.attempted_revision.clone(),
         depends_on: Vec::new(),
+        parent: None,
         hooks: Vec::new(),
         objects: stage
             .inventory
@@ -310,6 +318,7 @@ mod tests {
                 TopologyStage {
                     name: "app".into(),
                     depends_on: vec!["pre".into()],
+                    parent: None,
                     hooks: vec![],
                 },
             ],

@@ -14,6 +14,9 @@ use crate::state::Phase;
 pub struct GraphStage {
     pub name: String,
     pub depends_on: Vec<String>,
+    /// The stage that declares this one: the box is drawn under it, joined
+    /// by a dashed line.
+    pub parent: Option<String>,
     pub hooks: Vec<String>,
     /// `None` when drawn from a repository, before any agent ran it.
     pub phase: Option<Phase>,
@@ -32,6 +35,7 @@ pub fn stages_of_topology(topology: &Topology) -> Vec<GraphStage> {
         .map(|s| GraphStage {
             name: s.name.clone(),
             depends_on: s.depends_on.clone(),
+            parent: s.parent.clone(),
             hooks: s.hooks.clone(),
             phase: None,
             message: String::new(),
@@ -47,6 +51,7 @@ pub fn stages_of_report(report: &StatusReport) -> Vec<GraphStage> {
         .map(|(name, s)| GraphStage {
             name: name.clone(),
             depends_on: s.depends_on.clone(),
+            parent: s.parent.clone(),
             hooks: s.hooks.clone(),
             phase: Some(s.phase),
             message: s.message.clone(),
@@ -64,7 +69,13 @@ pub fn render(stages: &[GraphStage], links: bool, standalone: bool) -> String {
     let nodes: Vec<Node> = stages
         .iter()
         .map(|s| Node {
-            deps: s.depends_on.iter().filter_map(|d| index(d)).collect(),
+            // A nested stage sits below the stage that declares it.
+            deps: s
+                .depends_on
+                .iter()
+                .chain(&s.parent)
+                .filter_map(|d| index(d))
+                .collect(),
             lines: box_lines(s),
         })
         .collect();
@@ -82,8 +93,18 @@ pub fn render(stages: &[GraphStage], links: bool, standalone: bool) -> String {
     out.push_str(
         r#"<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" class="arrow"/></marker></defs>"#,
     );
+    for (i, stage) in stages.iter().enumerate() {
+        if let Some(parent) = stage.parent.as_deref().and_then(index) {
+            nested_edge(&mut out, &placed.boxes[parent], &placed.boxes[i], stage);
+        }
+    }
     for (i, node) in nodes.iter().enumerate() {
-        for &dep in &node.deps {
+        let parent = stages[i].parent.as_deref().and_then(index);
+        for &dep in node
+            .deps
+            .iter()
+            .filter(|&&d| Some(d) != parent || stages[i].depends_on.contains(&stages[d].name))
+        {
             edge(
                 &mut out,
                 &placed.boxes[dep],
@@ -102,6 +123,9 @@ pub fn render(stages: &[GraphStage], links: bool, standalone: bool) -> String {
 
 fn box_lines(stage: &GraphStage) -> Vec<String> {
     let mut lines = vec![stage.name.clone()];
+    if let Some(parent) = &stage.parent {
+        lines.push(format!("in {parent}"));
+    }
     if let Some(phase) = stage.phase {
         lines.push(phase.to_string());
     }
@@ -132,6 +156,18 @@ fn edge(out: &mut String, from: &Rect, to: &Rect, from_name: &str, to_name: &str
     );
 }
 
+/// The dashed line from a stage to a stage it declares.
+fn nested_edge(out: &mut String, parent: &Rect, child: &Rect, stage: &GraphStage) {
+    let (x1, y1) = (parent.x + 12.0, parent.y + parent.height);
+    let (x2, y2) = (child.x + 12.0, child.y);
+    let _ = write!(
+        out,
+        r#"<path class="nested" data-parent="{}" data-child="{}" d="M{x1:.1},{y1:.1} L{x2:.1},{y2:.1}" stroke-dasharray="4 3"/>"#,
+        escape(stage.parent.as_deref().unwrap_or_default()),
+        escape(&stage.name),
+    );
+}
+
 fn stage_box(out: &mut String, stage: &GraphStage, rect: &Rect, links: bool) {
     let name = escape(&stage.name);
     let (class, phase_attr) = match stage.phase {
@@ -144,9 +180,13 @@ fn stage_box(out: &mut String, stage: &GraphStage, rect: &Rect, links: bool) {
     if links {
         let _ = write!(out, r#"<a href="/stages/{}">"#, url_segment(&stage.name));
     }
+    let parent_attr = match &stage.parent {
+        Some(parent) => format!(r#" data-parent="{}""#, escape(parent)),
+        None => String::new(),
+    };
     let _ = write!(
         out,
-        r#"<g class="stage {class}" data-stage="{name}"{phase_attr} transform="translate({:.1},{:.1})">"#,
+        r#"<g class="stage {class}" data-stage="{name}"{phase_attr}{parent_attr} transform="translate({:.1},{:.1})">"#,
         rect.x, rect.y
     );
     let tooltip = if stage.message.is_empty() {
@@ -167,6 +207,15 @@ fn stage_box(out: &mut String, stage: &GraphStage, rect: &Rect, links: bool) {
         baseline(0)
     );
     let mut line = 1;
+    if let Some(parent) = &stage.parent {
+        let _ = write!(
+            out,
+            r#"<text class="parent" x="{PADDING}" y="{:.1}">in {}</text>"#,
+            baseline(line),
+            escape(parent)
+        );
+        line += 1;
+    }
     if let Some(phase) = stage.phase {
         let _ = write!(
             out,
@@ -211,6 +260,7 @@ mod tests {
         GraphStage {
             name: name.into(),
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            parent: None,
             hooks: vec!["pre: migrate <v2> (weight -5)".into()],
             phase,
             message: "blocked by failed stage \"pre\"".into(),
@@ -261,5 +311,57 @@ mod tests {
     fn long_hook_lines_are_cut_and_odd_names_are_encoded() {
         assert_eq!(cut(&"x".repeat(80)).chars().count(), MAX_LINE);
         assert_eq!(url_segment("a b/c"), "a%20b%2Fc");
+    }
+}
+
+#[cfg(test)]
+mod nested_tests {
+    use super::*;
+
+    fn stage(name: &str, parent: Option<&str>, deps: &[&str]) -> GraphStage {
+        GraphStage {
+            name: name.into(),
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            parent: parent.map(str::to_string),
+            hooks: Vec::new(),
+            phase: Some(Phase::Ready),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_nested_stage_is_drawn_under_its_parent_joined_by_a_dashed_line() {
+        let stages = [
+            stage("infrastructure", None, &[]),
+            stage("apps", None, &["infrastructure"]),
+            stage("tenant-a", Some("apps"), &[]),
+        ];
+        let svg = render(&stages, true, false);
+        assert!(
+            svg.contains(r#"class="nested" data-parent="apps" data-child="tenant-a""#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(r#"data-stage="tenant-a" data-phase="Ready" data-parent="apps""#),
+            "{svg}"
+        );
+        assert!(svg.contains(">in apps</text>"), "{svg}");
+        // Only dependsOn is an arrow; the parent link is the dashed line.
+        assert!(
+            !svg.contains(r#"data-from="apps" data-to="tenant-a""#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(r#"data-from="infrastructure" data-to="apps""#),
+            "{svg}"
+        );
+        let y = |name: &str| {
+            let at = svg.find(&format!(r#"data-stage="{name}""#)).unwrap();
+            let t = &svg[at..];
+            let t = &t[t.find("translate(").unwrap() + 10..];
+            let t = &t[t.find(',').unwrap() + 1..];
+            t[..t.find(')').unwrap()].parse::<f64>().unwrap()
+        };
+        assert!(y("tenant-a") > y("apps"), "{svg}");
     }
 }
