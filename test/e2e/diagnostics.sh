@@ -7,8 +7,10 @@ for ns in stagegate-system shop e2e-git; do
   echo "=== $ns: events"
   kubectl -n "$ns" get events --sort-by=.lastTimestamp
 done
-echo "=== stagegate state"
-kubectl -n stagegate-system get configmap stagegate-state -o yaml
+echo "=== stagegate state: the Stage objects and the source"
+kubectl -n stagegate-system get stages -o wide
+kubectl -n stagegate-system get stages -o yaml
+kubectl -n stagegate-system get configmap stagegate-source -o yaml
 echo "=== stagegate logs"
 kubectl -n stagegate-system logs deployment/stagegate --all-containers --tail=500
 echo "=== Job db-migrate"

@@ -61,9 +61,9 @@ wait_until 180 "Job db-migrate recreated for the failing migration" new_job "$se
 wait_until 300 "Job db-migrate Failed" job_condition "$APP_NS" db-migrate Failed
 wait_until 120 "a Warning Event Failed on Job db-migrate" \
   has_event "$APP_NS" Failed db-migrate '.type == "Warning"'
-wait_until 120 "a StageBlocked Event for stage application" \
-  has_event "$AGENT_NS" StageBlocked stagegate-state \
-  '.type == "Warning" and (.message | contains("application"))'
+wait_until 120 "a StageBlocked Event on Stage application" \
+  has_event "$AGENT_NS" StageBlocked application \
+  '.type == "Warning" and .involvedObject.kind == "Stage" and (.message | contains("pre failed"))'
 # Three more polls: the application must stay at revision 1.
 sleep 30
 revision=$(field "$APP_NS" deployment/shop-web '{.spec.template.spec.containers[0].env[?(@.name=="APP_REVISION")].value}')
