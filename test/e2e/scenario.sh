@@ -14,9 +14,16 @@ app_absent() {
   [ -z "$(kubectl -n "$APP_NS" get deployment shop-web --ignore-not-found -o name 2>/dev/null)" ]
 }
 deadline=$((SECONDS + 300))
-until migration_done; do
-  # The Job sleeps 20 s: the application must not appear meanwhile.
-  app_absent || fail "Deployment shop-web exists before Job db-migrate completed"
+# The Job sleeps 20 s: the application must not appear meanwhile. The
+# application is looked for first: seen, the Job must be complete by then
+# (checking in the other order races with the agent's hand-off).
+while true; do
+  if app_absent; then
+    migration_done && break
+  else
+    migration_done || fail "Deployment shop-web exists before Job db-migrate completed"
+    break
+  fi
   ((SECONDS < deadline)) || fail "Job db-migrate did not complete in 300s"
   sleep 1
 done

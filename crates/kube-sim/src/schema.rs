@@ -335,28 +335,146 @@ pub fn unknown_fields(
     mode: FieldValidation,
     warnings: &Warnings,
 ) -> Result<(), ApiError> {
-    if unknown.is_empty() {
+    let problems: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field {f:?}"))
+        .collect();
+    field_problems(rt, version, &problems, mode, warnings)
+}
+
+/// What `fieldValidation` makes of fields a JSON body sets twice (the last
+/// one wins, as the real decoder's).
+pub fn duplicate_fields(
+    rt: &ResourceType,
+    version: &str,
+    body: &[u8],
+    mode: FieldValidation,
+    warnings: &Warnings,
+) -> Result<(), ApiError> {
+    if matches!(mode, FieldValidation::Ignore | FieldValidation::Unchecked) {
+        return Ok(());
+    }
+    let problems: Vec<String> = duplicate_paths(body)
+        .iter()
+        .map(|f| format!("duplicate field {f:?}"))
+        .collect();
+    field_problems(rt, version, &problems, mode, warnings)
+}
+
+/// Warn about or refuse `problems` (`unknown field "spec.x"`), as
+/// `fieldValidation` says; Strict lists them all in one 400.
+fn field_problems(
+    rt: &ResourceType,
+    version: &str,
+    problems: &[String],
+    mode: FieldValidation,
+    warnings: &Warnings,
+) -> Result<(), ApiError> {
+    if problems.is_empty() {
         return Ok(());
     }
     match mode {
         FieldValidation::Ignore | FieldValidation::Unchecked => Ok(()),
         FieldValidation::Warn => {
-            for f in unknown {
-                warnings.push(format!("unknown field {f:?}"));
+            for p in problems {
+                warnings.push(p.clone());
             }
             Ok(())
         }
-        FieldValidation::Strict => {
-            let list: Vec<String> = unknown
-                .iter()
-                .map(|f| format!("unknown field {f:?}"))
-                .collect();
-            Err(ApiError::bad_request(format!(
-                "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
-                list.join(", "),
-                kind = rt.kind
-            )))
+        FieldValidation::Strict => Err(ApiError::bad_request(format!(
+            "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
+            problems.join(", "),
+            kind = rt.kind
+        ))),
+    }
+}
+
+/// The paths (`metadata.name`, `spec.containers[0].image`) of the fields a
+/// JSON document sets more than once; none for anything that is not JSON.
+pub fn duplicate_paths(body: &[u8]) -> Vec<String> {
+    use serde::de::DeserializeSeed;
+    let mut found = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let walk = DuplicateWalk {
+        path: String::new(),
+        found: &mut found,
+    };
+    if walk.deserialize(&mut de).is_err() {
+        return Vec::new();
+    }
+    found
+}
+
+struct DuplicateWalk<'a> {
+    path: String,
+    found: &'a mut Vec<String>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for DuplicateWalk<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for DuplicateWalk<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let path = if self.path.is_empty() {
+                key.clone()
+            } else {
+                format!("{}.{key}", self.path)
+            };
+            if !seen.insert(key) {
+                self.found.push(path.clone());
+            }
+            map.next_value_seed(DuplicateWalk {
+                path,
+                found: &mut *self.found,
+            })?;
         }
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        loop {
+            let walk = DuplicateWalk {
+                path: format!("{}[{i}]", self.path),
+                found: &mut *self.found,
+            };
+            if seq.next_element_seed(walk)?.is_none() {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
     }
 }
 
@@ -431,6 +549,18 @@ impl crate::store::Store {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn fields_set_twice_are_found_with_their_paths() {
+        let body = br#"{"metadata": {"name": "a", "name": "b"}, "data": {"x": "1"},
+            "spec": {"containers": [{"image": "a", "image": "b"}]}}"#;
+        assert_eq!(
+            duplicate_paths(body),
+            ["metadata.name", "spec.containers[0].image"]
+        );
+        assert!(duplicate_paths(b"kind: ConfigMap\n").is_empty());
+        assert!(duplicate_paths(br#"{"a": 1, "b": {"a": 2}}"#).is_empty());
+    }
 
     fn stage_type() -> ResourceType {
         crate::resources::type_from_crd(&json!({"spec": {"group": "stagegate.dev", "names": {"plural": "stages", "kind": "Stage"},

@@ -450,14 +450,28 @@ async fn resource(
             "the server does not allow this method on the requested resource",
         )),
         ("POST", None) => {
-            let body: Value = parse_body(body)?;
             let opts = write_opts(&rt, &rp, query, headers);
+            crate::schema::duplicate_fields(
+                &rt,
+                &rp.version,
+                body,
+                opts.field_validation,
+                &opts.warnings,
+            )?;
+            let body: Value = parse_body(body)?;
             let obj = shared.lock()?.create(&rt, &ns, body, &opts)?;
             ok(201, &obj).map(|r| with_warnings(r, &opts))
         }
         ("PUT", Some(name)) => {
-            let body: Value = parse_body(body)?;
             let opts = write_opts(&rt, &rp, query, headers);
+            crate::schema::duplicate_fields(
+                &rt,
+                &rp.version,
+                body,
+                opts.field_validation,
+                &opts.warnings,
+            )?;
+            let body: Value = parse_body(body)?;
             let obj = shared.lock()?.update(&rt, &ns, name, body, &opts)?;
             ok(200, &obj).map(|r| with_warnings(r, &opts))
         }

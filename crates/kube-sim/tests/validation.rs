@@ -270,3 +270,57 @@ async fn values_out_of_range_are_invalid() {
     );
     sim.shutdown().await;
 }
+
+/// A field set twice in a JSON body: Strict refuses it, Warn keeps the
+/// last value and says so, as the real decoder does. `kubectl create --raw`
+/// sends the file as it is (`create -f` would collapse the duplicate first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_fields_follow_field_validation() {
+    let sim = sim().await;
+    let k = Kubectl::new(&sim);
+    let doubled = k.file(
+        "cm.json",
+        r#"{"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "twice", "namespace": "default"},
+            "data": {"a": "first", "a": "second"}}"#,
+    );
+    let doubled = doubled.to_str().unwrap();
+    let path = "/api/v1/namespaces/default/configmaps";
+    let err = k
+        .fails(&[
+            "create",
+            "--raw",
+            &format!("{path}?fieldValidation=Strict"),
+            "-f",
+            doubled,
+        ])
+        .await;
+    assert!(
+        err.contains(r#"strict decoding error: duplicate field "data.a""#),
+        "{err}"
+    );
+    let out = k
+        .run(&[
+            "create",
+            "--raw",
+            &format!("{path}?fieldValidation=Warn"),
+            "-f",
+            doubled,
+        ])
+        .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(r#"duplicate field "data.a""#), "{stderr}");
+    let value = k
+        .ok(&[
+            "get",
+            "configmap",
+            "twice",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.data.a}",
+        ])
+        .await;
+    assert_eq!(value, "second");
+}
