@@ -4,38 +4,8 @@
 
 mod common;
 
-use common::{Kubectl, eventually, sim};
+use common::{DEPLOYMENT, Kubectl, eventually, items, json, sim};
 use serde_json::Value;
-
-const DEPLOYMENT: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app: web}
-  template:
-    metadata:
-      labels: {app: web}
-    spec:
-      containers:
-      - name: web
-        image: nginx:1.27
-"#;
-
-async fn json(k: &Kubectl, args: &[&str]) -> Value {
-    let mut all = vec!["get"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["-o", "json"]);
-    let out = k.ok(&all).await;
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-}
-
-fn items(list: &Value) -> Vec<Value> {
-    list["items"].as_array().cloned().unwrap_or_default()
-}
 
 /// The running, non-terminating pods of a label selector.
 async fn running(k: &Kubectl, selector: &str) -> Vec<Value> {

@@ -185,3 +185,36 @@ impl Kubectl {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 }
+
+/// A two-replica Deployment `web` (nginx), for workload and Event tests.
+pub const DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.27
+"#;
+
+/// `kubectl get ARGS -o json`, parsed.
+pub async fn json(k: &Kubectl, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let out = k.ok(&all).await;
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// The `items` of a list.
+pub fn items(list: &serde_json::Value) -> Vec<serde_json::Value> {
+    list["items"].as_array().cloned().unwrap_or_default()
+}
