@@ -73,7 +73,7 @@ impl EventSink {
 }
 
 /// Keep the end of a long note: for a log tail the last lines matter most.
-fn truncate_note(note: &str) -> String {
+pub(crate) fn truncate_note(note: &str) -> String {
     if note.len() <= NOTE_LIMIT {
         return note.to_string();
     }

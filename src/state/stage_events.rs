@@ -11,7 +11,6 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 
 /// Event notes are limited to 1 kB by the API server.
-const NOTE_LIMIT: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -67,7 +66,7 @@ impl StageEvents {
             ),
             reason: Some(reason.into()),
             action: Some(action.into()),
-            note: Some(truncate_note(note)),
+            note: Some(crate::events::truncate_note(note)),
             regarding: Some(regarding.clone()),
             reporting_controller: Some("stagegate".into()),
             reporting_instance: Some(self.instance.clone()),
@@ -82,29 +81,5 @@ impl StageEvents {
                 "could not record event"
             );
         }
-    }
-}
-
-/// Keep the end of a long note: for a log tail the last lines matter most.
-fn truncate_note(note: &str) -> String {
-    if note.len() <= NOTE_LIMIT {
-        return note.to_string();
-    }
-    let mut start = note.len() - (NOTE_LIMIT - 4);
-    while !note.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("... {}", &note[start..])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_notes_keep_their_end() {
-        let note = format!("{}END", "é".repeat(3000));
-        let t = truncate_note(&note);
-        assert!(t.len() <= NOTE_LIMIT && t.ends_with("END") && t.starts_with("... "));
     }
 }
