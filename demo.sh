@@ -30,8 +30,9 @@ if $once; then
 else
   work=${STAGEGATE_DEMO_DIR:-/tmp/stagegate-demo}
 fi
-stagegate=${STAGEGATE_BIN:-$root/target/debug/stagegate}
-kube_sim=${KUBE_SIM_BIN:-$root/target/debug/kube-sim}
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+stagegate=${STAGEGATE_BIN:-$target_dir/debug/stagegate}
+kube_sim=${KUBE_SIM_BIN:-$target_dir/debug/kube-sim}
 
 # Another demo in the same directory would have its repository and cluster
 # pulled from under it: refuse, naming it.
