@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,28 +38,6 @@ fn seed_files(command: &str, tag: &str, job_annotations: &str) -> Vec<(String, S
         ("pre/job.yaml".into(), job),
         ("application/deployment.yaml".into(), deployment.into()),
     ]
-}
-
-fn commit(repo: &GitRepo, message: &str, files: &[(String, String)]) -> String {
-    let files: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
-    repo.commit(message, &files)
-}
-
-struct Env {
-    c: Cluster,
-    tmp: tempfile::TempDir,
-    kubeconfig: PathBuf,
-}
-
-async fn env() -> Env {
-    let c = cluster().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let kubeconfig = tmp.path().join("kubeconfig");
-    c.sim.write_kubeconfig(&kubeconfig).unwrap();
-    Env { c, tmp, kubeconfig }
 }
 
 impl Env {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -37,28 +37,6 @@ fn files(job_annotations: &str) -> Vec<(String, String)> {
         ("pre/job.yaml".into(), job),
         ("application/config.yaml".into(), config.into()),
     ]
-}
-
-fn commit(repo: &GitRepo, message: &str, files: &[(String, String)]) -> String {
-    let files: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
-    repo.commit(message, &files)
-}
-
-struct Env {
-    c: Cluster,
-    tmp: tempfile::TempDir,
-    kubeconfig: PathBuf,
-}
-
-async fn env() -> Env {
-    let c = cluster().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let kubeconfig = tmp.path().join("kubeconfig");
-    c.sim.write_kubeconfig(&kubeconfig).unwrap();
-    Env { c, tmp, kubeconfig }
 }
 
 fn text(o: &Output) -> String {

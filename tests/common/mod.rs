@@ -113,3 +113,28 @@ spec:
           image: nginx:1.27
 "#;
 pub mod git;
+
+/// What the agent's tests run against: a simulated cluster, a temp dir and
+/// a kubeconfig for the real binaries and kubectl.
+pub struct Env {
+    pub c: Cluster,
+    pub tmp: tempfile::TempDir,
+    pub kubeconfig: std::path::PathBuf,
+}
+
+pub async fn env() -> Env {
+    let c = cluster().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    c.sim.write_kubeconfig(&kubeconfig).unwrap();
+    Env { c, tmp, kubeconfig }
+}
+
+/// Commit owned (path, content) pairs.
+pub fn commit(repo: &git::GitRepo, message: &str, files: &[(String, String)]) -> String {
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    repo.commit(message, &files)
+}
