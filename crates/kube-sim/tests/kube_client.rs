@@ -466,12 +466,17 @@ async fn deployment_server_side_apply_rolls_out_and_conflicts_are_real() {
     .await
     .unwrap()
     .unwrap();
-    let mut d = deps.get("web").await.unwrap();
-    d.status.as_mut().unwrap().replicas = Some(99);
-    let replaced = deps
-        .replace("web", &PostParams::default(), &d)
-        .await
-        .unwrap();
+    // A controller may still write between the get and the replace (a 409,
+    // as on a real cluster): read again and retry, as a client would.
+    let mut attempts = 0;
+    let replaced = loop {
+        let mut d = deps.get("web").await.unwrap();
+        d.status.as_mut().unwrap().replicas = Some(99);
+        match deps.replace("web", &PostParams::default(), &d).await {
+            Err(kube::Error::Api(e)) if e.code == 409 && attempts < 10 => attempts += 1,
+            other => break other.unwrap(),
+        }
+    };
     assert_ne!(replaced.status.unwrap().replicas, Some(99));
     let st = deps
         .patch_status(
