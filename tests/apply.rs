@@ -12,6 +12,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use stagegate::apply::job_policy::{JobAction, SkipReason};
 use stagegate::apply::{Engine, EngineSettings};
+use stagegate::events::{EventSink, Reason};
 use stagegate::state::StageState;
 
 fn engine(client: &kube::Client) -> Engine {
@@ -89,7 +90,23 @@ async fn changed_job_is_recreated_with_its_pods_gone_and_completes() {
         "{runs:?}"
     );
 
+    // The report says so, typed, about the new Job; the engine published nothing.
+    let reported: Vec<_> = report
+        .events
+        .iter()
+        .map(|e| (e.reason, e.object.name.as_str(), e.uid.as_deref()))
+        .collect();
+    assert_eq!(
+        reported,
+        [(Reason::Recreated, "pi", Some(second.as_str()))],
+        "{:?}",
+        report.events
+    );
     // The new Job carries a Recreated event.
+    // The engine reports its Events; whoever records the stage publishes them.
+    EventSink::new(c.client.clone(), None)
+        .publish_all(&report.events)
+        .await;
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(c.client.clone(), "default");
     let recreated = events
@@ -220,6 +237,10 @@ async fn failing_job_fails_the_stage_with_reason_log_tail_and_event() {
         .count();
     assert_eq!(failed, 5, "backoffLimit 4 means 5 failed pods");
 
+    // The engine reports its Events; whoever records the stage publishes them.
+    EventSink::new(c.client.clone(), None)
+        .publish_all(&report.events)
+        .await;
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(c.client.clone(), "default");
     // The cluster's job-controller records its own Warning on the Job too;
@@ -654,6 +675,10 @@ async fn pod_stuck_pulling_its_image_is_reported_and_fails_after_the_grace_perio
         "{}",
         report.message
     );
+    // The engine reports its Events; whoever records the stage publishes them.
+    EventSink::new(c.client.clone(), None)
+        .publish_all(&report.events)
+        .await;
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(c.client.clone(), "default");
     let stuck = events

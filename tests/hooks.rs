@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use stagegate::apply::job_policy::{JobAction, SkipReason};
 use stagegate::apply::report::HookDeletion;
 use stagegate::apply::{Engine, EngineSettings, JobOutcome, StageReport};
+use stagegate::events::EventSink;
 use stagegate::state::{JobResult, Phase, StageState, StateStore};
 
 fn engine(client: &kube::Client) -> Engine {
@@ -303,6 +304,10 @@ async fn kluctl_post_deploy_hook_is_applied_last_not_waited_for_and_recreated_wh
         .clone()
         .unwrap();
     assert!(command.iter().any(|a| a == "print bpi(20)"), "{command:?}");
+    // The engine reports its Events; whoever records the stage publishes them.
+    EventSink::new(c.client.clone(), None)
+        .publish_all(&report.events)
+        .await;
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(c.client.clone(), "default");
     let recreated = events
@@ -654,6 +659,10 @@ async fn failed_hook_deleted_by_policy_keeps_its_reason_and_log_tail_and_does_no
             .contains("relation users exists")
     );
     // The Warning Event with the log tail stays too.
+    // The engine reports its Events; whoever records the stage publishes them.
+    EventSink::new(c.client.clone(), None)
+        .publish_all(&report.events)
+        .await;
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(c.client.clone(), "default");
     let noted = events

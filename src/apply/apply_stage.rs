@@ -51,6 +51,7 @@ impl Engine {
         let mut tally = Tally::default();
         let result = self.apply_recorded(&run, state, &mut tally).await;
         let mut report = tally.report;
+        report.events = run.take_events();
         match result {
             Ok(()) => {
                 report.ready = true;

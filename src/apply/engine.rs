@@ -1,17 +1,20 @@
-//! The apply engine as a value: the client, the discovery cache, where its
-//! Events go and its settings; and [`StageRun`], what every step of one
-//! stage's apply needs to know. The steps live in their own files
+//! The apply engine as a value: the client, the discovery cache and its
+//! settings; and [`StageRun`], what every step of one stage's apply needs to
+//! know and the Events it gathers for the report (the engine publishes
+//! none: see [`crate::events`]). The steps live in their own files
 //! (`apply_stage.rs` orders them); they all build on this one.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kube::Client;
 use kube::api::PatchParams;
 
+use super::item::Item;
 use super::journal::JobJournal;
 use super::resolve::Resolver;
-use crate::events::EventSink;
+use crate::events::{ObjectEvent, Reason};
 use crate::labels::{FIELD_MANAGER, STAGE_LABEL};
 use crate::plan::PlannedStage;
 
@@ -42,7 +45,6 @@ impl Default for EngineSettings {
 pub struct Engine {
     pub(super) client: Client,
     pub(super) resolver: Resolver,
-    pub(super) events: EventSink,
     pub(super) settings: EngineSettings,
 }
 
@@ -57,6 +59,8 @@ pub(super) struct StageRun<'a> {
     /// Learnt during the run: the cluster lost the stage's objects, so the
     /// recorded Job runs are not trusted (see `reset.rs`).
     pub cluster_reset: AtomicBool,
+    /// Events to emit, in the order they happened; they go in the report.
+    events: Mutex<Vec<ObjectEvent>>,
 }
 
 impl<'a> StageRun<'a> {
@@ -67,7 +71,28 @@ impl<'a> StageRun<'a> {
             selector: format!("{STAGE_LABEL}={}", planned.stage.name),
             journal,
             cluster_reset: AtomicBool::new(false),
+            events: Mutex::default(),
         }
+    }
+
+    /// Note an Event about `item` (the incarnation `uid`) for the report.
+    pub fn emit(&self, item: &Item, uid: Option<String>, reason: Reason, note: String) {
+        let event = ObjectEvent {
+            object: item.object_ref(),
+            api_version: item.api_version.clone(),
+            uid,
+            reason,
+            note,
+        };
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event);
+    }
+
+    /// The Events noted so far, taken out for the report.
+    pub fn take_events(&self) -> Vec<ObjectEvent> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub fn cluster_reset(&self) -> bool {
@@ -97,29 +122,17 @@ pub(super) fn apply_params() -> PatchParams {
 }
 
 impl Engine {
-    /// An engine publishing its Events through `events` (the agent's sink:
-    /// the agent decides who reports them).
-    pub fn with_events(client: Client, settings: EngineSettings, events: EventSink) -> Self {
+    /// An engine on `client`. It publishes no Events: each apply's report
+    /// carries them for the caller (the agent publishes them).
+    pub fn new(client: Client, settings: EngineSettings) -> Self {
         Self {
             resolver: Resolver::new(client.clone()),
             client,
-            events,
             settings,
         }
     }
 
-    /// An engine whose Events are reported by this process, named by
-    /// `POD_NAME` when set (the command line, tests).
-    pub fn new(client: Client, settings: EngineSettings) -> Self {
-        let events = EventSink::new(client.clone(), std::env::var("POD_NAME").ok());
-        Self::with_events(client, settings, events)
-    }
-
     pub fn client(&self) -> &Client {
         &self.client
-    }
-
-    pub fn events(&self) -> &EventSink {
-        &self.events
     }
 }

@@ -1,7 +1,6 @@
 //! One object of a stage on its way to the cluster: the rendered manifest,
 //! placed in its namespace, with the API resource it is served by.
 
-use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Api;
 use kube::Client;
 use kube::api::DynamicObject;
@@ -192,17 +191,6 @@ impl Item {
             name: self.name.clone(),
             hash: self.hash.clone(),
             resource_version,
-        }
-    }
-
-    pub fn reference(&self, uid: Option<String>) -> ObjectReference {
-        ObjectReference {
-            api_version: Some(self.api_version.clone()),
-            kind: Some(self.kind.clone()),
-            name: Some(self.name.clone()),
-            namespace: self.namespace.clone(),
-            uid,
-            ..ObjectReference::default()
         }
     }
 }

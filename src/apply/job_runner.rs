@@ -23,6 +23,7 @@ use super::job_policy::{
     RunPolicy, SkipReason, decide,
 };
 use super::report::{HookDeletion, JobOutcome, JobReport, short};
+use crate::events::Reason;
 use crate::health::job::{JobEnd, JobWatch, wait_job};
 use crate::health::wait::Progress;
 use crate::health::{Health, evaluate};
@@ -460,21 +461,17 @@ impl JobTask<'_> {
             ),
         };
         info!(stage = self.ctx.name(), revision = %crate::logging::short_revision(self.ctx.revision), object = %self.item.object_ref(), "Job recreated: {note}");
-        self.engine
-            .events
-            .normal(
-                &self.item.reference(Some(uid.clone())),
-                "Recreated",
-                "Recreate",
-                &note,
-            )
-            .await;
+        self.ctx
+            .emit(self.item, Some(uid.clone()), Reason::Recreated, note);
         Ok(uid)
     }
 
     async fn watch(&self, live: &Live, uid: &str) -> Result<JobEnd, JobError> {
         let progress = Progress::default();
-        let reference = self.item.reference(Some(uid.to_string()));
+        let stuck = |note: String| {
+            self.ctx
+                .emit(self.item, Some(uid.to_string()), Reason::PodStuck, note)
+        };
         let timeout = self
             .timeout
             .or(self.ctx.planned.stage.timeout)
@@ -486,8 +483,7 @@ impl JobTask<'_> {
             uid,
             stuck_grace: self.engine.settings.stuck_pod_grace,
             progress: &progress,
-            events: &self.engine.events,
-            reference: &reference,
+            on_stuck: &stuck,
         });
         let Ok(end) = tokio::time::timeout(timeout, watch).await else {
             return Err(JobError::Timeout {
@@ -498,10 +494,8 @@ impl JobTask<'_> {
         if let JobEnd::Failed { reason, log_tail } = &end {
             warn!(stage = self.ctx.name(), revision = %crate::logging::short_revision(self.ctx.revision), object = %self.item.object_ref(), reason, "Job failed");
             let note = WithTail(reason, log_tail.as_deref()).to_string();
-            self.engine
-                .events
-                .warning(&reference, "Failed", "Wait", &note)
-                .await;
+            self.ctx
+                .emit(self.item, Some(uid.to_string()), Reason::Failed, note);
         }
         Ok(end)
     }

@@ -6,6 +6,7 @@ use std::fmt;
 
 use super::error::ApplyError;
 use super::job_policy::{JobAction, SkipReason};
+use crate::events::ObjectEvent;
 use crate::hooks::HookPhase;
 
 /// What applying a stage did.
@@ -23,6 +24,9 @@ pub struct StageReport {
     pub jobs: Vec<JobReport>,
     /// What each hook did (Jobs also appear in `jobs`), and hooks not run on this apply.
     pub hooks: Vec<String>,
+    /// Events to emit about the stage's objects, in the order they happened:
+    /// the engine publishes none, whoever records the stage does.
+    pub events: Vec<ObjectEvent>,
 }
 
 /// What happened to one Job.

@@ -17,6 +17,7 @@ use super::engine::{Engine, StageRun, apply_params};
 use super::error::{ApplyError, api_status, is_immutable_field};
 use super::item::Item;
 use super::tally::Tally;
+use crate::events::Reason;
 use crate::object::ObjectRef;
 use crate::state::{InventoryEntry, StageState};
 
@@ -215,11 +216,8 @@ impl Engine {
                     object,
                     source: Box::new(source),
                 })?;
-        let reference = item.reference(created.metadata.uid.clone());
         let note = format!("recreated because an immutable field changed: {message}");
-        self.events
-            .normal(&reference, "Recreated", "Recreate", &note)
-            .await;
+        run.emit(item, created.metadata.uid.clone(), Reason::Recreated, note);
         Ok(Applied {
             resource_version: fingerprint(&created.metadata),
             recreated: true,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, LogParams};
 use kube::runtime::WatchStreamExt;
@@ -16,7 +16,6 @@ use tokio::time::Instant;
 
 use super::wait::Progress;
 use super::{Health, evaluate};
-use crate::events::EventSink;
 
 /// Lines of a failed pod's log kept in the stage message, the Event and the state.
 pub const LOG_TAIL_LINES: i64 = 20;
@@ -45,8 +44,9 @@ pub struct JobWatch<'a> {
     pub uid: &'a str,
     pub stuck_grace: Duration,
     pub progress: &'a Progress,
-    pub events: &'a EventSink,
-    pub reference: &'a ObjectReference,
+    /// Told once per stuck pod, with what it waits for (the caller turns
+    /// it into an Event).
+    pub on_stuck: &'a (dyn Fn(String) + Send + Sync),
 }
 
 enum Seen {
@@ -121,9 +121,7 @@ pub async fn wait_job(w: JobWatch<'_>) -> JobEnd {
                             let note = format!("pod {name}: {message}");
                             w.progress.set(note.clone());
                             tracing::warn!(job = w.name, pod = %name, "{message}");
-                            w.events
-                                .warning(w.reference, "PodStuck", "Wait", &note)
-                                .await;
+                            (w.on_stuck)(note.clone());
                             slot.insert((Instant::now(), note));
                         }
                     }

@@ -328,29 +328,15 @@ fn directive(map: &Map<String, Value>) -> Option<&str> {
     map.get("$patch").and_then(Value::as_str)
 }
 
-/// The key that identifies an item of the list under `field`, for the lists
-/// whose Kubernetes patch strategy is `merge`.
+/// The key that identifies an item of the list under `field` (the one
+/// table, `merge_keys`); ports only when every item carries it.
 fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
-    let has = |key: &str| {
-        items
-            .iter()
-            .all(|i| i.get(key).is_some() || directive_only(i))
-    };
-    match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "env"
-        | "volumes"
-        | "imagePullSecrets" => Some("name"),
-        "volumeMounts" => Some("mountPath"),
-        "volumeDevices" => Some("devicePath"),
-        "hostAliases" => Some("ip"),
-        // Container ports merge on containerPort, a Service's on port.
-        "ports" if has("containerPort") => Some("containerPort"),
-        "ports" if has("port") => Some("port"),
-        _ => None,
-    }
+    merge_keys::merge_key(field, items).filter(|k| {
+        field != "ports"
+            || items
+                .iter()
+                .all(|i| i.get(*k).is_some() || directive_only(i))
+    })
 }
 
 fn directive_only(item: &Value) -> bool {

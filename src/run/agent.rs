@@ -52,6 +52,29 @@ struct Running {
     handle: JoinHandle<RevisionOutcome>,
 }
 
+/// Where the loop stands between two wake-ups.
+struct Turns {
+    /// Fetches failed in a row: the retry backs off.
+    failures: u32,
+    current: Option<Running>,
+    next_fetch: Instant,
+}
+
+/// What woke the loop.
+enum Wake {
+    Shutdown,
+    Fetch,
+    RevisionDone(Result<RevisionOutcome, tokio::task::JoinError>),
+}
+
+/// Cancel a revision's waits and let its task end.
+async fn stop(running: Option<Running>) {
+    if let Some(running) = running {
+        running.cancel.cancel();
+        let _ = running.handle.await;
+    }
+}
+
 pub struct Agent {
     ctx: Arc<AgentContext>,
     source: GitSource,
@@ -104,11 +127,12 @@ impl Agent {
         self,
         shutdown: CancellationToken,
     ) -> Result<Option<RevisionOutcome>, AgentError> {
-        let interval = self.ctx.settings.interval;
         let once = self.ctx.settings.once;
-        let mut failures = 0u32;
-        let mut current: Option<Running> = None;
-        let mut next_fetch = Instant::now();
+        let mut turn = Turns {
+            failures: 0,
+            current: None,
+            next_fetch: Instant::now(),
+        };
         if !once {
             tokio::spawn(super::requests::watch_requests(
                 self.ctx.clone(),
@@ -117,83 +141,106 @@ impl Agent {
             ));
         }
         loop {
-            tokio::select! {
-                () = shutdown.cancelled() => {
-                    if let Some(running) = current.take() {
-                        running.cancel.cancel();
-                        let _ = running.handle.await;
-                    }
+            match self.next_wake(&shutdown, &mut turn).await {
+                Wake::Shutdown => {
+                    stop(turn.current.take()).await;
                     return Ok(None);
                 }
-                () = sleep_until(next_fetch) => {}
-                () = self.wake.notified() => info!("push webhook: fetching now"),
-                joined = async { current.as_mut().map(|r| &mut r.handle).expect("guarded").await }, if current.is_some() => {
-                    current = None;
-                    let outcome = joined.map_err(|e| AgentError::Internal(format!("revision task: {e}")))?;
+                Wake::RevisionDone(joined) => {
+                    turn.current = None;
+                    let outcome =
+                        joined.map_err(|e| AgentError::Internal(format!("revision task: {e}")))?;
                     self.finish(&outcome).await;
                     if once {
                         return Ok(Some(outcome));
                     }
-                    continue;
                 }
-            }
-
-            self.ctx.metrics.cycles.inc();
-            let fetched = match self.fetch().await {
-                Ok(fetched) => {
-                    failures = 0;
-                    next_fetch = Instant::now() + interval;
-                    fetched
-                }
-                Err(e) => {
-                    failures += 1;
-                    let retry = backoff(failures, interval);
-                    next_fetch = Instant::now() + retry;
-                    self.source_failed(&e, (!once).then_some(retry)).await;
-                    if once {
-                        return Err(e);
-                    }
-                    continue;
-                }
-            };
-
-            // A newer revision replaces the one in progress at once: its waits
-            // are cancelled; Jobs already running in the cluster go on, and the
-            // new revision's rules decide what becomes of them.
-            if let Some(running) = &current {
-                if running.commit == fetched.commit {
-                    continue;
-                }
-                info!(revision = %crate::logging::short_revision(&fetched.reference), "new revision while stages run: planning it now");
-                if let Some(running) = current.take() {
-                    running.cancel.cancel();
-                    let _ = running.handle.await;
-                }
-            }
-            match self.plan(&fetched).await {
-                Ok(plan) => {
-                    let plan = self.with_requests(plan).await;
-                    self.ctx.set_specs(&plan);
-                    let cancel = CancellationToken::new();
-                    let handle = tokio::spawn(run_revision(
-                        self.ctx.clone(),
-                        plan,
-                        fetched.reference.clone(),
-                        cancel.clone(),
-                    ));
-                    current = Some(Running {
-                        commit: fetched.commit.clone(),
-                        cancel,
-                        handle,
-                    });
-                }
-                Err(e) => {
-                    self.source_failed(&e, (!once).then_some(interval)).await;
-                    if once {
+                Wake::Fetch => {
+                    // A failure is recorded and retried; `--once` ends on it.
+                    if let Err(e) = self.cycle(&mut turn).await
+                        && once
+                    {
                         return Err(e);
                     }
                 }
             }
+        }
+    }
+
+    /// Wait for the next thing to do: stop, fetch (the interval, a push), or
+    /// the revision in progress ended.
+    async fn next_wake(&self, shutdown: &CancellationToken, turn: &mut Turns) -> Wake {
+        let next_fetch = turn.next_fetch;
+        let current = &mut turn.current;
+        tokio::select! {
+            () = shutdown.cancelled() => Wake::Shutdown,
+            () = sleep_until(next_fetch) => Wake::Fetch,
+            () = self.wake.notified() => {
+                info!("push webhook: fetching now");
+                Wake::Fetch
+            }
+            joined = async { current.as_mut().map(|r| &mut r.handle).expect("guarded").await }, if current.is_some() => {
+                Wake::RevisionDone(joined)
+            }
+        }
+    }
+
+    /// One fetch: a failure schedules the retry; a new revision replaces the
+    /// one in progress and starts.
+    async fn cycle(&self, turn: &mut Turns) -> Result<(), AgentError> {
+        let (interval, once) = (self.ctx.settings.interval, self.ctx.settings.once);
+        self.ctx.metrics.cycles.inc();
+        let fetched = match self.fetch().await {
+            Ok(fetched) => {
+                turn.failures = 0;
+                turn.next_fetch = Instant::now() + interval;
+                fetched
+            }
+            Err(e) => {
+                turn.failures += 1;
+                let retry = backoff(turn.failures, interval);
+                turn.next_fetch = Instant::now() + retry;
+                self.source_failed(&e, (!once).then_some(retry)).await;
+                return Err(e);
+            }
+        };
+        // A newer revision replaces the one in progress at once: its waits
+        // are cancelled; Jobs already running in the cluster go on, and the
+        // new revision's rules decide what becomes of them.
+        if let Some(running) = &turn.current {
+            if running.commit == fetched.commit {
+                return Ok(());
+            }
+            info!(revision = %crate::logging::short_revision(&fetched.reference), "new revision while stages run: planning it now");
+            stop(turn.current.take()).await;
+        }
+        match self.plan(&fetched).await {
+            Ok(plan) => {
+                turn.current = Some(self.start(plan, &fetched).await);
+                Ok(())
+            }
+            Err(e) => {
+                self.source_failed(&e, (!once).then_some(interval)).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Run a planned revision's stage graph in a task of its own.
+    async fn start(&self, plan: Arc<Plan>, fetched: &Fetched) -> Running {
+        let plan = self.with_requests(plan).await;
+        self.ctx.set_specs(&plan);
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(run_revision(
+            self.ctx.clone(),
+            plan,
+            fetched.reference.clone(),
+            cancel.clone(),
+        ));
+        Running {
+            commit: fetched.commit.clone(),
+            cancel,
+            handle,
         }
     }
 

@@ -20,7 +20,7 @@ use crate::state::{JobRun, Phase, StageState, State, StateStore};
 
 pub struct AgentContext {
     pub engine: Engine,
-    /// Where the agent's Events go; the engine publishes through the same sink.
+    /// Where the Events the engine reports about applied objects go.
     pub events: EventSink,
     pub settings: Settings,
     pub store: StateStore,
@@ -103,89 +103,84 @@ impl AgentContext {
         let changed = {
             let mut state = self.state.lock().await;
             let stage = state.stages.entry(name.to_string()).or_default();
-            if let Some(updated) = updated {
-                stage.inventory = updated.inventory;
-                stage.jobs = updated.jobs;
-                stage.prune = updated.prune;
-                stage.rerun = updated.rerun;
-                stage.stalled = updated.stalled;
-            }
-            let changed = stage.phase != phase
-                || stage.message != message
-                || (phase == Phase::Ready && stage.revision.as_deref() != Some(revision));
-            if stage.phase != phase {
-                stage.since = Some(jiff::Timestamp::now().to_string());
-            }
-            stage.phase = phase;
-            stage.message = message.to_string();
-            if phase != Phase::Suspended {
-                stage.attempted_revision = Some(revision.to_string());
-            }
-            if phase == Phase::Ready {
-                stage.revision = Some(revision.to_string());
-            }
-            changed
+            record_transition(stage, revision, phase, message, updated)
         };
         self.metrics.set_phase(name, phase);
         if changed {
-            // One line per transition: the first line of the message in the
-            // text, the rest (a pod's log tail) as a field.
-            let first_line = message.lines().next().unwrap_or_default();
-            let detail = message.split_once('\n').map(|(_, rest)| rest).unwrap_or("");
-            let short = crate::logging::short_revision(revision);
-            let reference = self.store.stage_reference(name);
-            let note = format!("stage {name} at {revision}: {message}");
-            match phase {
-                Phase::Ready => {
-                    info!(stage = name, revision = %short, "stage {name} is Ready: {first_line}");
-                    self.stage_events
-                        .publish(&reference, EventKind::Normal, "StageReady", "Apply", &note)
-                        .await;
-                }
-                Phase::Failed => {
-                    error!(stage = name, revision = %short, detail, "stage {name} Failed: {first_line}");
-                    self.stage_events
-                        .publish(
-                            &reference,
-                            EventKind::Warning,
-                            "StageFailed",
-                            "Apply",
-                            &note,
-                        )
-                        .await;
-                }
-                Phase::Blocked => {
-                    // The message says "blocked: …" for status; the line says it once.
-                    let why = first_line.strip_prefix("blocked: ").unwrap_or(first_line);
-                    warn!(stage = name, revision = %short, "stage {name} is Blocked: {why}");
-                    self.stage_events
-                        .publish(
-                            &reference,
-                            EventKind::Warning,
-                            "StageBlocked",
-                            "Apply",
-                            &note,
-                        )
-                        .await;
-                }
-                Phase::Suspended => {
-                    info!(stage = name, revision = %short, "stage {name} is Suspended");
-                    self.stage_events
-                        .publish(
-                            &reference,
-                            EventKind::Normal,
-                            "StageSuspended",
-                            "Apply",
-                            &note,
-                        )
-                        .await;
-                }
-                Phase::Pending | Phase::Running => {}
-            }
+            self.announce(name, revision, phase, message).await;
         }
         self.persist_stage(name).await;
         changed
     }
+
+    /// One log line and one Event on the Stage object per transition: the
+    /// first line of the message in the text, the rest (a pod's log tail) as
+    /// a field.
+    async fn announce(&self, name: &str, revision: &str, phase: Phase, message: &str) {
+        let first_line = message.lines().next().unwrap_or_default();
+        let detail = message.split_once('\n').map(|(_, rest)| rest).unwrap_or("");
+        let short = crate::logging::short_revision(revision);
+        let (kind, reason) = match phase {
+            Phase::Ready => {
+                info!(stage = name, revision = %short, "stage {name} is Ready: {first_line}");
+                (EventKind::Normal, "StageReady")
+            }
+            Phase::Failed => {
+                error!(stage = name, revision = %short, detail, "stage {name} Failed: {first_line}");
+                (EventKind::Warning, "StageFailed")
+            }
+            Phase::Blocked => {
+                // The message says "blocked: …" for status; the line says it once.
+                let why = first_line.strip_prefix("blocked: ").unwrap_or(first_line);
+                warn!(stage = name, revision = %short, "stage {name} is Blocked: {why}");
+                (EventKind::Warning, "StageBlocked")
+            }
+            Phase::Suspended => {
+                info!(stage = name, revision = %short, "stage {name} is Suspended");
+                (EventKind::Normal, "StageSuspended")
+            }
+            Phase::Pending | Phase::Running => return,
+        };
+        let reference = self.store.stage_reference(name);
+        let note = format!("stage {name} at {revision}: {message}");
+        self.stage_events
+            .publish(&reference, kind, reason, "Apply", &note)
+            .await;
+    }
+}
+
+/// Write a transition into the stage's state (with what the apply updated):
+/// true when it is news, a phase or message not recorded before, or a first
+/// Ready at this revision.
+fn record_transition(
+    stage: &mut StageState,
+    revision: &str,
+    phase: Phase,
+    message: &str,
+    updated: Option<StageState>,
+) -> bool {
+    if let Some(updated) = updated {
+        stage.inventory = updated.inventory;
+        stage.jobs = updated.jobs;
+        stage.prune = updated.prune;
+        stage.rerun = updated.rerun;
+        stage.stalled = updated.stalled;
+    }
+    let changed = stage.phase != phase
+        || stage.message != message
+        || (phase == Phase::Ready && stage.revision.as_deref() != Some(revision));
+    if stage.phase != phase {
+        stage.since = Some(jiff::Timestamp::now().to_string());
+    }
+    stage.phase = phase;
+    stage.message = message.to_string();
+    if phase != Phase::Suspended {
+        stage.attempted_revision = Some(revision.to_string());
+    }
+    if phase == Phase::Ready {
+        stage.revision = Some(revision.to_string());
+    }
+    changed
 }
 
 /// Job runs are persisted as they start and end, not when the stage ends: a

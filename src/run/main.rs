@@ -10,12 +10,14 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::agent::Agent;
+use super::agent::{Agent, AgentError};
 use super::context::AgentContext;
 use super::leader::LeaderLease;
+use super::scheduler::RevisionOutcome;
 use super::startup;
 use crate::apply::{Engine, EngineSettings};
 use crate::config::{RunArgs, Settings};
@@ -44,10 +46,51 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     .await
     .with_context(|| format!("API server {server_url}"))?;
 
-    let metrics = Arc::new(Metrics::new());
-    let ready = Arc::new(AtomicBool::new(false));
-    let wake = Arc::new(Notify::new());
-    let webhook_secret = settings.webhook_secret()?;
+    let shared = Shared {
+        metrics: Arc::new(Metrics::new()),
+        ready: Arc::new(AtomicBool::new(false)),
+        wake: Arc::new(Notify::new()),
+    };
+    let (server, status_page) = start_server(&settings, &client, &shared, &shutdown).await?;
+    let Some(leader) = lead(&settings, client, &shutdown).await? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let stop = stop_on_shutdown_or_lost(&shutdown, &leader.lost);
+    let once = settings.once;
+    let ctx = context(leader.client.clone(), settings, shared.metrics, &shutdown).await?;
+    let mut agent = Agent::new(ctx, shared.wake, shared.ready);
+    if let Some(feed) = status_page {
+        agent = agent.observe_plans(move |plan| feed.plan_applied(plan));
+    }
+    let result = agent.run(stop).await;
+    shutdown.cancel();
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    let lost = leader.release().await;
+    if lost {
+        anyhow::bail!("leader lease lost");
+    }
+    Ok(exit_code(result, once))
+}
+
+/// What the HTTP server and the loop share.
+struct Shared {
+    metrics: Arc<Metrics>,
+    /// Set once the first fetch was attempted: `/readyz`.
+    ready: Arc<AtomicBool>,
+    /// Notified by the push webhook.
+    wake: Arc<Notify>,
+}
+
+/// The HTTP server (metrics, probes, webhook, status page) when `--listen`
+/// is set, and the status page's feed when it is on.
+async fn start_server(
+    settings: &Settings,
+    client: &Client,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Option<JoinHandle<()>>, Option<Arc<StatusFeed>>)> {
     let status_page = (settings.status_page && settings.listen.is_some()).then(|| {
         let origin = SourceOrigin {
             repository: crate::source::RemoteUrl::parse(&settings.repo)
@@ -60,143 +103,180 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(feed) = &status_page {
         tokio::spawn(feed.clone().follow(shutdown.clone()));
     }
-    let mut server_state =
-        ServerState::new(metrics.clone(), ready.clone(), wake.clone(), webhook_secret)?;
+    let Some(listen) = settings.listen else {
+        return Ok((None, status_page));
+    };
+    let mut state = ServerState::new(
+        shared.metrics.clone(),
+        shared.ready.clone(),
+        shared.wake.clone(),
+        settings.webhook_secret()?,
+    )?;
     if let Some(feed) = &status_page {
-        server_state = server_state.with_status_page(feed.clone());
+        state = state.with_status_page(feed.clone());
     }
-    let server_state = Arc::new(server_state);
-    let server = match settings.listen {
-        Some(listen) => {
-            let (bound, server) = serve(listen, server_state, shutdown.clone())
-                .await
-                .with_context(|| format!("listening on {listen}"))?;
-            info!(listen = %bound, "serving /metrics, /healthz, /readyz and POST /hooks/git");
-            if status_page.is_some() {
-                info!(listen = %bound, "status page at http://{bound}/");
-            }
-            Some(server)
-        }
-        None => None,
-    };
+    let (bound, server) = serve(listen, Arc::new(state), shutdown.clone())
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    info!(listen = %bound, "serving /metrics, /healthz, /readyz and POST /hooks/git");
+    if status_page.is_some() {
+        info!(listen = %bound, "status page at http://{bound}/");
+    }
+    Ok((Some(server), status_page))
+}
 
-    // Two replicas never reconcile at once: wait for the Lease, and stop if it is lost.
-    let lost = CancellationToken::new();
-    // Renewed until the agent has stopped and written its state, then released.
-    let release = CancellationToken::new();
-    let mut keeper = None;
-    let client = if settings.leader_elect {
-        let identity = std::env::var("POD_NAME")
-            .unwrap_or_else(|_| format!("stagegate-{}", std::process::id()));
-        let lease = LeaderLease::new(client.clone(), &settings.namespace, identity);
-        let acquired = startup::retry(
-            "acquiring the leader Lease",
-            &shutdown,
-            startup::is_transient,
-            || lease.acquire(&shutdown),
-        )
-        .await?;
-        if !acquired {
-            return Ok(ExitCode::SUCCESS);
+/// This replica's right to reconcile: the client its writes go through,
+/// and the Lease kept until it is released.
+struct Leader {
+    client: Client,
+    /// Cancelled when the Lease is lost.
+    lost: CancellationToken,
+    /// Renewed until the agent has stopped and written its state, then released.
+    release: CancellationToken,
+    keeper: Option<JoinHandle<()>>,
+}
+
+impl Leader {
+    /// Give the Lease up, so a standby takes over at once; true when it had been lost.
+    async fn release(self) -> bool {
+        self.release.cancel();
+        if let Some(keeper) = self.keeper {
+            let _ = keeper.await;
         }
-        // Every write of the agent goes through this client: none leaves a
-        // replica that is not sure to hold the Lease.
-        let guarded = lease.leadership().guard(client);
-        keeper = Some(tokio::spawn(lease.keep(release.clone(), lost.clone())));
-        guarded
-    } else {
-        client
-    };
+        self.lost.is_cancelled()
+    }
+}
+
+/// Two replicas never reconcile at once: wait for the Lease (when leader
+/// election is on). `None` when shut down before it was acquired.
+async fn lead(
+    settings: &Settings,
+    client: Client,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Leader>> {
+    let (lost, release) = (CancellationToken::new(), CancellationToken::new());
+    if !settings.leader_elect {
+        return Ok(Some(Leader {
+            client,
+            lost,
+            release,
+            keeper: None,
+        }));
+    }
+    let identity =
+        std::env::var("POD_NAME").unwrap_or_else(|_| format!("stagegate-{}", std::process::id()));
+    let lease = LeaderLease::new(client.clone(), &settings.namespace, identity);
+    let acquired = startup::retry(
+        "acquiring the leader Lease",
+        shutdown,
+        startup::is_transient,
+        || lease.acquire(shutdown),
+    )
+    .await?;
+    if !acquired {
+        return Ok(None);
+    }
+    // Every write of the agent goes through this client: none leaves a
+    // replica that is not sure to hold the Lease.
+    let client = lease.leadership().guard(client);
+    let keeper = tokio::spawn(lease.keep(release.clone(), lost.clone()));
+    Ok(Some(Leader {
+        client,
+        lost,
+        release,
+        keeper: Some(keeper),
+    }))
+}
+
+/// The loop stops on a shutdown signal or when the Lease is lost.
+fn stop_on_shutdown_or_lost(
+    shutdown: &CancellationToken,
+    lost: &CancellationToken,
+) -> CancellationToken {
     let stop = CancellationToken::new();
-    {
-        let (stop, shutdown, lost) = (stop.clone(), shutdown.clone(), lost.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                () = shutdown.cancelled() => {}
-                () = lost.cancelled() => error!("leader lease lost: stopping so that the new leader reconciles alone"),
-            }
-            stop.cancel();
-        });
-    }
+    let (stop_, shutdown, lost) = (stop.clone(), shutdown.clone(), lost.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = lost.cancelled() => error!("leader lease lost: stopping so that the new leader reconciles alone"),
+        }
+        stop_.cancel();
+    });
+    stop
+}
 
+/// The agent's context: the recorded state read back, the engine, the
+/// Event sink.
+async fn context(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<AgentContext>> {
     let store = StateStore::new(client.clone(), &settings.namespace);
     let state = startup::retry(
         "reading the state ConfigMap",
-        &shutdown,
+        shutdown,
         |e: &crate::state::StateError| matches!(e, crate::state::StateError::Kube { source, .. } if startup::is_transient(source)),
         || store.load(),
     )
     .await?;
     let events = EventSink::new(client.clone(), std::env::var("POD_NAME").ok());
-    let engine = Engine::with_events(
+    let engine = Engine::new(
         client,
         EngineSettings {
             stuck_pod_grace: settings.stuck_pod_grace,
             default_timeout: settings.timeout,
             ..EngineSettings::default()
         },
-        events.clone(),
     );
     for (name, stage) in &state.stages {
         metrics.set_phase(name, stage.phase);
     }
-    let once = settings.once;
-    let ctx = Arc::new(AgentContext::new(
+    Ok(Arc::new(AgentContext::new(
         engine, events, settings, store, state, metrics,
-    ));
-    let mut agent = Agent::new(ctx, wake, ready);
-    if let Some(feed) = status_page {
-        agent = agent.observe_plans(move |plan| feed.plan_applied(plan));
-    }
-    let result = agent.run(stop.clone()).await;
-    shutdown.cancel();
-    if let Some(server) = server {
-        let _ = server.await;
-    }
-    // The Lease is released before the process ends, so a standby takes over at once.
-    release.cancel();
-    if let Some(keeper) = keeper {
-        let _ = keeper.await;
-    }
-    if lost.is_cancelled() {
-        anyhow::bail!("leader lease lost");
-    }
+    )))
+}
+
+/// `--once` prints the revision's stages and exits 0 when all are Ready.
+fn exit_code(result: Result<Option<RevisionOutcome>, AgentError>, once: bool) -> ExitCode {
     match result {
         Ok(Some(outcome)) => {
-            println!("revision {}", outcome.revision);
-            for (name, phase, message) in &outcome.stages {
-                let first = message.lines().next().unwrap_or_default();
-                println!("  {name:<24} {phase:<9} {first}");
-                for line in message.lines().skip(1) {
-                    println!("  {:<24} {:<9} {line}", "", "");
-                }
-            }
-            let ready = outcome
-                .stages
-                .iter()
-                .filter(|(_, p, _)| *p == Phase::Ready)
-                .count();
-            println!("{ready}/{} stages Ready", outcome.stages.len());
-            Ok(if outcome.all_ready() {
+            print_outcome(&outcome);
+            if outcome.all_ready() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
-            })
-        }
-        Ok(None) => {
-            if once {
-                Ok(ExitCode::from(1))
-            } else {
-                info!("stopped");
-                Ok(ExitCode::SUCCESS)
             }
+        }
+        Ok(None) if once => ExitCode::from(1),
+        Ok(None) => {
+            info!("stopped");
+            ExitCode::SUCCESS
         }
         Err(e) => {
             // Logs and the error share stderr: say it once.
             eprintln!("error: {e}");
-            Ok(ExitCode::from(1))
+            ExitCode::from(1)
         }
     }
+}
+
+fn print_outcome(outcome: &RevisionOutcome) {
+    println!("revision {}", outcome.revision);
+    for (name, phase, message) in &outcome.stages {
+        let first = message.lines().next().unwrap_or_default();
+        println!("  {name:<24} {phase:<9} {first}");
+        for line in message.lines().skip(1) {
+            println!("  {:<24} {:<9} {line}", "", "");
+        }
+    }
+    let ready = outcome
+        .stages
+        .iter()
+        .filter(|(_, p, _)| *p == Phase::Ready)
+        .count();
+    println!("{ready}/{} stages Ready", outcome.stages.len());
 }
 
 /// glibc gives every thread that allocates an arena of its own, up to eight

@@ -283,6 +283,7 @@ async fn finish(
     };
     progress.phase[i] = phase;
     progress.message[i] = message;
+    ctx.events.publish_all(&report.events).await;
     let changed = ctx
         .transition(
             &name,

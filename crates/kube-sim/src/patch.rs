@@ -2,6 +2,7 @@
 //! (RFC 6902) and strategic merge patch with the merge keys and directives
 //! kubectl sends for the kinds stagegate touches.
 
+use merge_keys::merge_key;
 use serde_json::{Map, Value};
 
 use crate::status::ApiError;
@@ -38,34 +39,6 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
             format!("the server rejected our request due to an error in our request: {e}"),
         )
     })
-}
-
-/// The merge key of a list field, as the Go types declare `patchMergeKey`.
-/// `None` means the list is atomic (replaced whole).
-fn merge_key(field: &str, items: &[&Value]) -> Option<&'static str> {
-    match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "env"
-        | "volumes"
-        | "imagePullSecrets"
-        | "resourceClaims" => Some("name"),
-        "volumeMounts" => Some("mountPath"),
-        "volumeDevices" => Some("devicePath"),
-        "hostAliases" => Some("ip"),
-        "conditions" => Some("type"),
-        "ownerReferences" => Some("uid"),
-        "ports" => {
-            // Container ports merge on containerPort, Service ports on port.
-            if items.iter().any(|i| i.get("containerPort").is_some()) {
-                Some("containerPort")
-            } else {
-                Some("port")
-            }
-        }
-        _ => None,
-    }
 }
 
 /// Lists of scalars that merge as sets (`patchStrategy: merge` on a []string).

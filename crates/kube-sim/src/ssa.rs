@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use merge_keys::merge_key;
 use serde_json::{Map, Value, json};
 
 use crate::status::ApiError;
@@ -37,30 +38,7 @@ fn ignored(path: &[String]) -> bool {
 }
 
 fn list_key(field: &str, items: &[Value]) -> Option<&'static str> {
-    let refs: Vec<&Value> = items.iter().collect();
-    match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "env"
-        | "volumes"
-        | "imagePullSecrets"
-        | "resourceClaims" => Some("name"),
-        "volumeMounts" => Some("mountPath"),
-        "volumeDevices" => Some("devicePath"),
-        "hostAliases" => Some("ip"),
-        "conditions" => Some("type"),
-        "ownerReferences" => Some("uid"),
-        "ports" => {
-            if refs.iter().any(|i| i.get("containerPort").is_some()) {
-                Some("containerPort")
-            } else {
-                Some("port")
-            }
-        }
-        _ => None,
-    }
-    .filter(|k| items.iter().all(|i| i.get(*k).is_some()))
+    merge_key(field, items).filter(|k| items.iter().all(|i| i.get(*k).is_some()))
 }
 
 fn key_elem(key: &str, item: &Value) -> String {
