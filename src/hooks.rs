@@ -269,9 +269,35 @@ impl Family {
 
 const FAMILIES: [Family; 3] = [Family::Stagegate, Family::Helm, Family::Kluctl];
 
+/// A hook annotation whose value cannot be honoured: the object is not
+/// applied. Each names the object and the annotation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HookError {
+    #[error("{object}: {HOOK}: {value:?} is not one of pre-apply, post-apply")]
+    Phase { object: String, value: String },
+    #[error("{object}: {key}: {value:?} is not an integer")]
+    Weight {
+        object: String,
+        key: &'static str,
+        value: String,
+    },
+    #[error("{object}: {key}: {value:?} is not true or false")]
+    Wait {
+        object: String,
+        key: &'static str,
+        value: String,
+    },
+    #[error("{object}: {key}: {value:?} is not a duration (like 30s, 5m, 1h30m)")]
+    Timeout {
+        object: String,
+        key: &'static str,
+        value: String,
+    },
+}
+
 /// Read the hook annotations of `object` (a rendered manifest). `name` is
 /// how messages name the object, e.g. `Job shop/migrate`.
-pub fn parse(object: &Value, name: &str) -> Result<Parsed, String> {
+pub fn parse(object: &Value, name: &str) -> Result<Parsed, HookError> {
     let annotation = |key: &str| {
         object
             .pointer("/metadata/annotations")
@@ -294,9 +320,10 @@ pub fn parse(object: &Value, name: &str) -> Result<Parsed, String> {
                 Ok((HookPhase::Pre, w)) => pre = Some(pre.map_or(w, |p| p.union(w))),
                 Ok((HookPhase::Post, w)) => post = Some(post.map_or(w, |p| p.union(w))),
                 Err(_) if family == Family::Stagegate => {
-                    return Err(format!(
-                        "{name}: {HOOK}: {part:?} is not one of pre-apply, post-apply"
-                    ));
+                    return Err(HookError::Phase {
+                        object: name.to_string(),
+                        value: part.to_string(),
+                    });
                 }
                 Err(true) => ignored.push(format!(
                     "{}: {part} is not supported (stagegate has no delete, rollback or test phase)",
@@ -335,9 +362,11 @@ pub fn parse(object: &Value, name: &str) -> Result<Parsed, String> {
     };
     let weight = match first(&[HOOK_WEIGHT, HELM_HOOK_WEIGHT, KLUCTL_HOOK_WEIGHT]) {
         None => 0,
-        Some((key, v)) => v
-            .parse::<i32>()
-            .map_err(|_| format!("{name}: {key}: {v:?} is not an integer"))?,
+        Some((key, v)) => v.parse::<i32>().map_err(|_| HookError::Weight {
+            object: name.to_string(),
+            key,
+            value: v.to_string(),
+        })?,
     };
     let mut delete = DeletePolicy::default();
     if let Some((key, v)) = first(&[
@@ -360,12 +389,20 @@ pub fn parse(object: &Value, name: &str) -> Result<Parsed, String> {
         None => true,
         Some((_, "true")) => true,
         Some((_, "false")) => false,
-        Some((key, v)) => return Err(format!("{name}: {key}: {v:?} is not true or false")),
+        Some((key, v)) => {
+            return Err(HookError::Wait {
+                object: name.to_string(),
+                key,
+                value: v.to_string(),
+            });
+        }
     };
     let timeout = match first(&[HOOK_TIMEOUT, KLUCTL_HOOK_TIMEOUT]) {
         None => None,
-        Some((key, v)) => Some(parse_duration(v).ok_or_else(|| {
-            format!("{name}: {key}: {v:?} is not a duration (like 30s, 5m, 1h30m)")
+        Some((key, v)) => Some(parse_duration(v).ok_or_else(|| HookError::Timeout {
+            object: name.to_string(),
+            key,
+            value: v.to_string(),
         })?),
     };
     Ok(Parsed {
@@ -466,7 +503,9 @@ mod tests {
 
     #[test]
     fn unknown_stagegate_hook_value_is_an_error() {
-        let err = parse(&obj(&[(HOOK, "pre-sync")]), "Job migrate").unwrap_err();
+        let err = parse(&obj(&[(HOOK, "pre-sync")]), "Job migrate")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("Job migrate") && err.contains("pre-sync"),
             "{err}"
@@ -606,22 +645,29 @@ mod tests {
             &obj(&[(HELM_HOOK, "pre-install"), (HELM_HOOK_WEIGHT, "high")]),
             "Job a",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("Job a") && e.contains(HELM_HOOK_WEIGHT), "{e}");
-        assert!(
+        assert!(matches!(
             parse(
                 &obj(&[(KLUCTL_HOOK, "post-deploy"), (KLUCTL_HOOK_WAIT, "no")]),
                 "Job a"
-            )
-            .is_err()
-        );
-        assert!(
+            ),
+            Err(HookError::Wait {
+                key: KLUCTL_HOOK_WAIT,
+                ..
+            })
+        ));
+        assert!(matches!(
             parse(
                 &obj(&[(KLUCTL_HOOK, "post-deploy"), (KLUCTL_HOOK_TIMEOUT, "soon")]),
                 "Job a"
-            )
-            .is_err()
-        );
+            ),
+            Err(HookError::Timeout {
+                key: KLUCTL_HOOK_TIMEOUT,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -348,7 +348,7 @@ fn read_objects(
                     parsed.kind
                 }
                 Err(error) => {
-                    problems.push(at(Problem::error(error)));
+                    problems.push(at(Problem::error(error.to_string())));
                     continue;
                 }
             };

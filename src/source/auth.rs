@@ -9,7 +9,7 @@ use git2::{CertificateCheckStatus, Cred, CredentialType, RemoteCallbacks};
 
 use super::GitAuth;
 use super::error::SourceError;
-use super::known_hosts::{HostKey, KnownHosts, Verdict};
+use super::known_hosts::{HostKey, KnownHosts, KnownHostsError, Verdict};
 use super::url::{RemoteUrl, Transport};
 
 /// Credentials loaded for one fetch. Files are read again on every fetch, so a
@@ -204,7 +204,7 @@ impl Credentials {
             let Some(blob) = cert.as_hostkey().and_then(|k| k.hostkey()) else {
                 let error = SourceError::KnownHosts {
                     path: known_hosts_path.clone(),
-                    reason: format!("the SSH server {host} sent no host key that can be checked"),
+                    reason: KnownHostsError::NoHostKey { host: host.clone() },
                 };
                 self.outcome.borrow_mut().host_key = Some(error);
                 return Err(git2::Error::from_str("host key not verifiable"));

@@ -24,7 +24,10 @@ pub enum SourceError {
     #[error(
         "cannot use the known_hosts file {path}: {reason}; mount a known_hosts file holding the Git server's host keys (for example from `ssh-keyscan -p PORT HOST`, checked against the fingerprints the server's owner publishes)"
     )]
-    KnownHosts { path: PathBuf, reason: String },
+    KnownHosts {
+        path: PathBuf,
+        reason: super::known_hosts::KnownHostsError,
+    },
 
     #[error(
         "the SSH host key of {host} port {port} is not trusted: the server presented {key_type} {fingerprint}, and {known_hosts} has {listed}; verify that fingerprint with the server's owner, then add the key to known_hosts (`ssh-keyscan -p {port} -t {key_type} {host}`)",

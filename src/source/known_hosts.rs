@@ -97,12 +97,61 @@ pub enum Verdict {
     Revoked,
 }
 
+/// Why a known_hosts file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KnownHostsError {
+    /// The file cannot be read (said as the OS says it; the caller names the path).
+    #[error("{0}")]
+    Read(std::io::Error),
+    #[error("it holds no host keys")]
+    Empty,
+    #[error("line {line}: {problem}")]
+    Line { line: usize, problem: LineError },
+    /// The file cannot be handed to libgit2's SSH transport.
+    #[error("cannot copy it to {}: {error}", to.display())]
+    Copy {
+        to: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    #[error("the SSH server {host} sent no host key that can be checked")]
+    NoHostKey { host: String },
+}
+
+/// What is wrong with one line of a known_hosts file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error("empty line")]
+    Empty,
+    #[error("unknown marker `{0}`")]
+    UnknownMarker(String),
+    #[error("a marker without host patterns")]
+    MarkerWithoutPatterns,
+    #[error("no key type after the host patterns")]
+    NoKeyType,
+    #[error("no key after the key type")]
+    NoKey,
+    #[error("the key is not valid base64: {0}")]
+    Base64(String),
+    #[error("the key is of type `{blob}` but the line says `{line}`")]
+    KeyTypeMismatch { blob: String, line: String },
+    #[error("the key is not an SSH public key")]
+    NotAKey,
+    #[error("malformed hashed host `{0}`")]
+    HashedHost(String),
+    #[error("malformed salt in hashed host `{0}`")]
+    Salt(String),
+    #[error("malformed hash in hashed host `{0}`")]
+    Hash(String),
+    #[error("unsupported hashed host format `{0}`")]
+    HashFormat(String),
+}
+
 impl KnownHosts {
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    pub fn load(path: &Path) -> Result<Self, KnownHostsError> {
+        let text = std::fs::read_to_string(path).map_err(KnownHostsError::Read)?;
         let parsed = Self::parse(&text)?;
         if parsed.entries.is_empty() {
-            return Err("it holds no host keys".to_string());
+            return Err(KnownHostsError::Empty);
         }
         Ok(parsed)
     }
@@ -110,14 +159,17 @@ impl KnownHosts {
     /// Parses OpenSSH's format. A line that cannot be read is an error rather
     /// than being skipped: a silently ignored line is how a trusted key goes
     /// missing without anybody noticing.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, KnownHostsError> {
         let mut entries = Vec::new();
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let entry = parse_line(line).map_err(|e| format!("line {}: {e}", index + 1))?;
+            let entry = parse_line(line).map_err(|problem| KnownHostsError::Line {
+                line: index + 1,
+                problem,
+            })?;
             entries.push(entry);
         }
         Ok(Self { entries })
@@ -170,39 +222,37 @@ fn host_names(host: &str, port: u16) -> Vec<String> {
     }
 }
 
-fn parse_line(line: &str) -> Result<Entry, String> {
+fn parse_line(line: &str) -> Result<Entry, LineError> {
     let mut fields = line.split_whitespace();
-    let mut first = fields.next().ok_or("empty line")?;
+    let mut first = fields.next().ok_or(LineError::Empty)?;
     let marker = match first {
         "@revoked" => Marker::Revoked,
         "@cert-authority" => Marker::CertAuthority,
-        m if m.starts_with('@') => return Err(format!("unknown marker `{m}`")),
+        m if m.starts_with('@') => return Err(LineError::UnknownMarker(m.to_string())),
         _ => Marker::None,
     };
     if marker != Marker::None {
-        first = fields.next().ok_or("a marker without host patterns")?;
+        first = fields.next().ok_or(LineError::MarkerWithoutPatterns)?;
     }
     let patterns = first
         .split(',')
         .filter(|p| !p.is_empty())
         .map(parse_pattern)
         .collect::<Result<Vec<_>, _>>()?;
-    let key_type = fields
-        .next()
-        .ok_or("no key type after the host patterns")?
-        .to_string();
-    let key_b64 = fields.next().ok_or("no key after the key type")?;
+    let key_type = fields.next().ok_or(LineError::NoKeyType)?.to_string();
+    let key_b64 = fields.next().ok_or(LineError::NoKey)?;
     let key = STANDARD
         .decode(key_b64)
-        .map_err(|e| format!("the key is not valid base64: {e}"))?;
+        .map_err(|e| LineError::Base64(e.to_string()))?;
     match blob_key_type(&key) {
         Some(inner) if inner == key_type => {}
         Some(inner) => {
-            return Err(format!(
-                "the key is of type `{inner}` but the line says `{key_type}`"
-            ));
+            return Err(LineError::KeyTypeMismatch {
+                blob: inner.to_string(),
+                line: key_type,
+            });
         }
-        None => return Err("the key is not an SSH public key".to_string()),
+        None => return Err(LineError::NotAKey),
     }
     Ok(Entry {
         marker,
@@ -212,7 +262,7 @@ fn parse_line(line: &str) -> Result<Entry, String> {
     })
 }
 
-fn parse_pattern(raw: &str) -> Result<Pattern, String> {
+fn parse_pattern(raw: &str) -> Result<Pattern, LineError> {
     let (negated, body) = match raw.strip_prefix('!') {
         Some(rest) => (true, rest),
         None => (false, raw),
@@ -220,13 +270,13 @@ fn parse_pattern(raw: &str) -> Result<Pattern, String> {
     if let Some(hashed) = body.strip_prefix("|1|") {
         let (salt, hash) = hashed
             .split_once('|')
-            .ok_or_else(|| format!("malformed hashed host `{raw}`"))?;
+            .ok_or_else(|| LineError::HashedHost(raw.to_string()))?;
         let salt = STANDARD
             .decode(salt)
-            .map_err(|_| format!("malformed salt in hashed host `{raw}`"))?;
+            .map_err(|_| LineError::Salt(raw.to_string()))?;
         let hash = STANDARD
             .decode(hash)
-            .map_err(|_| format!("malformed hash in hashed host `{raw}`"))?;
+            .map_err(|_| LineError::Hash(raw.to_string()))?;
         return Ok(Pattern::Hashed {
             salt,
             hash,
@@ -234,7 +284,7 @@ fn parse_pattern(raw: &str) -> Result<Pattern, String> {
         });
     }
     if body.starts_with('|') {
-        return Err(format!("unsupported hashed host format `{raw}`"));
+        return Err(LineError::HashFormat(raw.to_string()));
     }
     Ok(Pattern::Plain {
         pattern: body.to_ascii_lowercase(),

@@ -45,7 +45,10 @@ impl SshHome {
         let copy = ssh_dir.join("known_hosts");
         std::fs::copy(known_hosts, &copy).map_err(|e| SourceError::KnownHosts {
             path: known_hosts.to_path_buf(),
-            reason: format!("cannot copy it to {}: {e}", copy.display()),
+            reason: super::known_hosts::KnownHostsError::Copy {
+                to: copy.clone(),
+                error: e,
+            },
         })?;
         set_home(Some(dir))?;
         Ok(Self(()))

@@ -30,11 +30,26 @@ pub struct RemoteUrl {
     port: Option<u16>,
 }
 
+/// Why a repository URL cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("the repository URL is empty")]
+    Empty,
+    #[error("unsupported URL scheme `{0}` (use https://, ssh://, git:// or file://)")]
+    Scheme(String),
+    #[error("the repository URL has no host")]
+    NoHost,
+    #[error("unterminated `[` in host `{0}`")]
+    UnterminatedBracket(String),
+    #[error("`{0}` is not a valid port number")]
+    Port(String),
+}
+
 impl RemoteUrl {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, UrlError> {
         let raw = raw.trim();
         if raw.is_empty() {
-            return Err("the repository URL is empty".to_string());
+            return Err(UrlError::Empty);
         }
         if let Some((scheme, rest)) = raw.split_once("://") {
             let transport = match scheme.to_ascii_lowercase().as_str() {
@@ -42,11 +57,7 @@ impl RemoteUrl {
                 "git" => Transport::Git,
                 "http" | "https" => Transport::Http,
                 "ssh" | "ssh+git" | "git+ssh" => Transport::Ssh,
-                other => {
-                    return Err(format!(
-                        "unsupported URL scheme `{other}` (use https://, ssh://, git:// or file://)"
-                    ));
-                }
+                other => return Err(UrlError::Scheme(other.to_string())),
             };
             if transport == Transport::Local {
                 return Ok(Self::local(raw));
@@ -60,7 +71,7 @@ impl RemoteUrl {
                 userinfo.map(|info| info.split_once(':').map_or(info, |(u, _)| u).to_string());
             let (host, port) = split_host_port(hostport)?;
             if host.is_empty() {
-                return Err("the repository URL has no host".to_string());
+                return Err(UrlError::NoHost);
             }
             return Ok(Self {
                 raw: raw.to_string(),
@@ -83,7 +94,7 @@ impl RemoteUrl {
                 };
                 let host = host.trim_start_matches('[').trim_end_matches(']');
                 if host.is_empty() {
-                    return Err("the repository URL has no host".to_string());
+                    return Err(UrlError::NoHost);
                 }
                 Ok(Self {
                     raw: raw.to_string(),
@@ -166,11 +177,11 @@ impl fmt::Debug for RemoteUrl {
     }
 }
 
-fn split_host_port(hostport: &str) -> Result<(String, Option<u16>), String> {
+fn split_host_port(hostport: &str) -> Result<(String, Option<u16>), UrlError> {
     if let Some(rest) = hostport.strip_prefix('[') {
         let (host, after) = rest
             .split_once(']')
-            .ok_or_else(|| format!("unterminated `[` in host `{hostport}`"))?;
+            .ok_or_else(|| UrlError::UnterminatedBracket(hostport.to_string()))?;
         let port = match after.strip_prefix(':') {
             Some(p) if !p.is_empty() => Some(parse_port(p)?),
             _ => None,
@@ -184,9 +195,8 @@ fn split_host_port(hostport: &str) -> Result<(String, Option<u16>), String> {
     }
 }
 
-fn parse_port(p: &str) -> Result<u16, String> {
-    p.parse()
-        .map_err(|_| format!("`{p}` is not a valid port number"))
+fn parse_port(p: &str) -> Result<u16, UrlError> {
+    p.parse().map_err(|_| UrlError::Port(p.to_string()))
 }
 
 #[cfg(test)]
@@ -240,8 +250,14 @@ mod tests {
 
     #[test]
     fn unknown_scheme_and_bad_port_are_rejected() {
-        assert!(RemoteUrl::parse("ftp://host/repo").is_err());
-        assert!(RemoteUrl::parse("ssh://host:notaport/repo").is_err());
-        assert!(RemoteUrl::parse("").is_err());
+        assert_eq!(
+            RemoteUrl::parse("ftp://host/repo"),
+            Err(UrlError::Scheme("ftp".into()))
+        );
+        assert_eq!(
+            RemoteUrl::parse("ssh://host:notaport/repo"),
+            Err(UrlError::Port("notaport".into()))
+        );
+        assert_eq!(RemoteUrl::parse(""), Err(UrlError::Empty));
     }
 }

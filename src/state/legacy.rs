@@ -23,9 +23,18 @@ struct RerunRequest {
     job: String,
 }
 
+/// Why the former ConfigMap's state cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LegacyError {
+    #[error("{STATE_KEY} is not gzip: {0}")]
+    Gzip(#[source] std::io::Error),
+    #[error("{STATE_KEY} is not the state's JSON: {0}")]
+    Json(#[source] serde_json::Error),
+}
+
 /// The state held by the former ConfigMap, with its pending rerun requests
 /// moved into their stages.
-pub fn decode_configmap(cm: &ConfigMap) -> Result<State, String> {
+pub fn decode_configmap(cm: &ConfigMap) -> Result<State, LegacyError> {
     let mut state = match cm.binary_data.as_ref().and_then(|d| d.get(STATE_KEY)) {
         Some(bytes) => decode(&bytes.0)?,
         None => State::default(),
@@ -47,12 +56,12 @@ pub fn decode_configmap(cm: &ConfigMap) -> Result<State, String> {
     Ok(state)
 }
 
-fn decode(bytes: &[u8]) -> Result<State, String> {
+fn decode(bytes: &[u8]) -> Result<State, LegacyError> {
     let mut json = Vec::new();
     GzDecoder::new(bytes)
         .read_to_end(&mut json)
-        .map_err(|e| format!("gzip: {e}"))?;
-    serde_json::from_slice(&json).map_err(|e| format!("json: {e}"))
+        .map_err(LegacyError::Gzip)?;
+    serde_json::from_slice(&json).map_err(LegacyError::Json)
 }
 
 /// The former encoding, for tests that build an old agent's ConfigMap.
@@ -98,5 +107,21 @@ mod tests {
         assert_eq!(pre.revision.as_deref(), Some("r1"));
         assert!(pre.jobs["shop/migrate"].succeeded("h"));
         assert!(pre.rerun.contains("shop/migrate"));
+    }
+
+    #[test]
+    fn an_unreadable_configmap_says_which_key_and_why() {
+        let cm = |bytes: Vec<u8>| ConfigMap {
+            binary_data: Some(BTreeMap::from([(STATE_KEY.into(), ByteString(bytes))])),
+            ..ConfigMap::default()
+        };
+        let error = decode_configmap(&cm(b"not gzip".to_vec())).unwrap_err();
+        assert!(matches!(error, LegacyError::Gzip(_)), "{error:?}");
+        assert!(
+            error.to_string().starts_with("state.json.gz is not gzip"),
+            "{error}"
+        );
+        let error = decode_configmap(&cm(encode(&serde_json::json!([1])))).unwrap_err();
+        assert!(matches!(error, LegacyError::Json(_)), "{error:?}");
     }
 }

@@ -66,7 +66,10 @@ pub enum StateError {
     )]
     MissingCrd,
     #[error("the former state ConfigMap {namespace}/{LEGACY_CONFIGMAP} is unreadable: {message}")]
-    Corrupt { namespace: String, message: String },
+    Corrupt {
+        namespace: String,
+        message: super::legacy::LegacyError,
+    },
     #[error(
         "namespace {0} does not exist: create it (kubectl create namespace {0}) or install stagegate's manifests"
     )]

@@ -57,7 +57,7 @@ pub async fn of_objects(
 async fn of_object(client: &Client, resolver: &Resolver, object: &ObjectReport) -> ObjectHealth {
     let (health, message) = match read(client, resolver, object).await {
         Ok(found) => found,
-        Err(message) => (HealthState::Unknown, message),
+        Err(error) => (HealthState::Unknown, error.to_string()),
     };
     ObjectHealth {
         kind: object.kind.clone(),
@@ -68,18 +68,29 @@ async fn of_object(client: &Client, resolver: &Resolver, object: &ObjectReport) 
     }
 }
 
+/// Why an object's live health is unknown; the page shows the message.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("{0}")]
+    Resolve(crate::apply::api_call::CallError),
+    #[error("{0}")]
+    Get(#[from] kube::Error),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
 async fn read(
     client: &Client,
     resolver: &Resolver,
     object: &ObjectReport,
-) -> Result<(HealthState, String), String> {
+) -> Result<(HealthState, String), ReadError> {
     if object.api_version == "v1" && object.kind == "Secret" {
         return Ok((HealthState::Unknown, "Secrets are not read".into()));
     }
     let Some(resolved) = resolver
         .resolve(&object.api_version, &object.kind)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(ReadError::Resolve)?
     else {
         return Ok((HealthState::Missing, "kind not served".into()));
     };
@@ -87,13 +98,13 @@ async fn read(
         (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &resolved.resource),
         _ => Api::all_with(client.clone(), &resolved.resource),
     };
-    let Some(live) = api.get_opt(&object.name).await.map_err(|e| e.to_string())? else {
+    let Some(live) = api.get_opt(&object.name).await? else {
         return Ok((HealthState::Missing, String::new()));
     };
     if live.metadata.deletion_timestamp.is_some() {
         return Ok((HealthState::Progressing, "being deleted".into()));
     }
-    let value = serde_json::to_value(&live).map_err(|e| e.to_string())?;
+    let value = serde_json::to_value(&live)?;
     Ok(match evaluate(&object.kind, &value) {
         Health::Ready => (HealthState::Ready, String::new()),
         Health::Progressing(why) => (HealthState::Progressing, why),
