@@ -32,18 +32,8 @@ pub fn init_json() {
         .init();
 }
 
-/// A revision as people read it in a log line: `main@sha1:9f5ddfa3c0…` is
-/// `main@9f5ddfa`. Anything else is shown as it is.
-pub fn short_revision(revision: &str) -> String {
-    match revision.rsplit_once('@') {
-        Some((reference, id)) => {
-            let id = id.strip_prefix("sha1:").unwrap_or(id);
-            let id = id.get(..7).unwrap_or(id);
-            format!("{reference}@{id}")
-        }
-        None => revision.to_string(),
-    }
-}
+// Revisions are shortened in core (`object.rs`), where the engine uses it too.
+pub use crate::object::short_revision;
 
 /// A writer maker whose writers keep each event on one line.
 #[derive(Clone, Copy)]

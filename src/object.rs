@@ -57,6 +57,19 @@ impl fmt::Display for SpecHash {
     }
 }
 
+/// A revision as people read it in a log line: `main@sha1:9f5ddfa3c0…` is
+/// `main@9f5ddfa`. Anything else is shown as it is.
+pub fn short_revision(revision: &str) -> String {
+    match revision.rsplit_once('@') {
+        Some((reference, id)) => {
+            let id = id.strip_prefix("sha1:").unwrap_or(id);
+            let id = id.get(..7).unwrap_or(id);
+            format!("{reference}@{id}")
+        }
+        None => revision.to_string(),
+    }
+}
+
 /// One rendered object, with the file it came from for error messages.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {

@@ -188,9 +188,9 @@ impl JobTask<'_> {
         // A Job that runs is news; one left alone is not (an idle poll logs
         // nothing at INFO).
         if result.report.ran() {
-            info!(stage = self.ctx.name(), revision = %crate::logging::short_revision(self.ctx.revision), object = key, "job {key}: {}", result.report.action_text());
+            info!(stage = self.ctx.name(), revision = %crate::object::short_revision(self.ctx.revision), object = key, "job {key}: {}", result.report.action_text());
         } else {
-            debug!(stage = self.ctx.name(), revision = %crate::logging::short_revision(self.ctx.revision), object = key, "job {key}: {}", result.report.action_text());
+            debug!(stage = self.ctx.name(), revision = %crate::object::short_revision(self.ctx.revision), object = key, "job {key}: {}", result.report.action_text());
         }
 
         let uid = match self.carry_out(action, &hash, &live, result).await? {
@@ -460,7 +460,7 @@ impl JobTask<'_> {
                 short(hash)
             ),
         };
-        info!(stage = self.ctx.name(), revision = %crate::logging::short_revision(self.ctx.revision), object = %self.item.object_ref(), "Job recreated: {note}");
+        info!(stage = self.ctx.name(), revision = %crate::object::short_revision(self.ctx.revision), object = %self.item.object_ref(), "Job recreated: {note}");
         self.ctx
             .emit(self.item, Some(uid.clone()), Reason::Recreated, note);
         Ok(uid)
@@ -492,7 +492,7 @@ impl JobTask<'_> {
             });
         };
         if let JobEnd::Failed { reason, log_tail } = &end {
-            warn!(stage = self.ctx.name(), revision = %crate::logging::short_revision(self.ctx.revision), object = %self.item.object_ref(), reason, "Job failed");
+            warn!(stage = self.ctx.name(), revision = %crate::object::short_revision(self.ctx.revision), object = %self.item.object_ref(), reason, "Job failed");
             let note = WithTail(reason, log_tail.as_deref()).to_string();
             self.ctx
                 .emit(self.item, Some(uid.to_string()), Reason::Failed, note);
