@@ -185,8 +185,8 @@ fn every_module_imports_only_its_own_layer_or_the_ones_below() {
         };
         let text = std::fs::read_to_string(file).expect("a readable source file");
         let text = code_before_unit_tests(&text);
-        let mut imports = crate_imports(&text);
-        imports.extend(grouped_imports(&text));
+        let mut imports = crate_imports(text);
+        imports.extend(grouped_imports(text));
         for imported in imports {
             if imported == module {
                 continue;
