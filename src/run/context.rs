@@ -201,3 +201,67 @@ impl JobJournal for AgentContext {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transition_is_news_once_and_ready_records_the_revision() {
+        let mut stage = StageState::default();
+        assert!(record_transition(
+            &mut stage,
+            "r1",
+            Phase::Failed,
+            "Job failed",
+            None
+        ));
+        assert_eq!(stage.attempted_revision.as_deref(), Some("r1"));
+        assert_eq!(
+            stage.revision, None,
+            "only Ready records the applied revision"
+        );
+        let since = stage.since.clone();
+        assert!(
+            !record_transition(&mut stage, "r1", Phase::Failed, "Job failed", None),
+            "the same phase and message again is no news"
+        );
+        assert_eq!(stage.since, since, "the phase did not change");
+        assert!(record_transition(
+            &mut stage,
+            "r2",
+            Phase::Ready,
+            "3 objects applied",
+            None
+        ));
+        assert_eq!(stage.revision.as_deref(), Some("r2"));
+        assert!(
+            record_transition(&mut stage, "r3", Phase::Ready, "3 objects applied", None),
+            "Ready at a new revision is news"
+        );
+        assert!(record_transition(
+            &mut stage,
+            "r4",
+            Phase::Suspended,
+            "suspended",
+            None
+        ));
+        assert_eq!(
+            stage.attempted_revision.as_deref(),
+            Some("r3"),
+            "a suspension attempts nothing"
+        );
+    }
+
+    #[test]
+    fn a_transition_takes_what_the_apply_recorded() {
+        let mut stage = StageState::default();
+        let updated = StageState {
+            prune: true,
+            stalled: true,
+            ..StageState::default()
+        };
+        record_transition(&mut stage, "r1", Phase::Failed, "x", Some(updated));
+        assert!(stage.prune && stage.stalled);
+    }
+}
