@@ -1,7 +1,9 @@
 //! Making the cluster match one rendered stage, through the `kube` client:
 //! server-side apply in kind order, Jobs recreated by spec hash, precise
 //! handling of immutable fields, prune, and watch-driven health waits. The
-//! engine knows nothing of Git or of the loop that calls it.
+//! engine knows nothing of Git or of the loop that calls it, and publishes
+//! nothing: the Events it has to report come back in its [`StageReport`]
+//! for the caller to publish (see [`crate::events`]).
 
 pub mod api_call;
 mod apply_stage;
