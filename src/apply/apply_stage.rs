@@ -49,7 +49,11 @@ impl Engine {
     ) -> StageReport {
         let run = StageRun::new(planned, revision, journal);
         let mut tally = Tally::default();
-        let result = self.apply_recorded(&run, state, &mut tally).await;
+        let result = match self.for_stage(planned) {
+            Ok(Some(engine)) => engine.apply_recorded(&run, state, &mut tally).await,
+            Ok(None) => self.apply_recorded(&run, state, &mut tally).await,
+            Err(error) => Err(error),
+        };
         let mut report = tally.report;
         match result {
             Ok(()) => {
@@ -71,6 +75,21 @@ impl Engine {
             }
         }
         report
+    }
+
+    /// The engine a stage is applied with: this one, or (`Some`) one acting
+    /// as the stage's ServiceAccount. A stage that could not be planned is
+    /// not applied at all: without its objects, prune would remove them.
+    fn for_stage(&self, planned: &PlannedStage) -> Result<Option<Engine>, ApplyError> {
+        if let Some(problems) = planned.failed() {
+            return Err(ApplyError::NotPlanned(problems.to_string()));
+        }
+        let Some(account) = &planned.stage.service_account else {
+            return Ok(None);
+        };
+        self.impersonating(&account.user())
+            .map(Some)
+            .map_err(|e| ApplyError::Impersonation(format!("ServiceAccount {account}: {e}")))
     }
 
     /// Apply, then write what was applied into `state`, however far it got.

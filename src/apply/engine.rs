@@ -41,7 +41,7 @@ impl Default for EngineSettings {
 
 pub struct Engine {
     pub(super) client: Client,
-    pub(super) resolver: Resolver,
+    pub(super) resolver: std::sync::Arc<Resolver>,
     pub(super) events: EventSink,
     pub(super) settings: EngineSettings,
 }
@@ -101,7 +101,7 @@ impl Engine {
     /// the agent decides who reports them).
     pub fn with_events(client: Client, settings: EngineSettings, events: EventSink) -> Self {
         Self {
-            resolver: Resolver::new(client.clone()),
+            resolver: std::sync::Arc::new(Resolver::new(client.clone())),
             client,
             events,
             settings,
@@ -113,6 +113,18 @@ impl Engine {
     pub fn new(client: Client, settings: EngineSettings) -> Self {
         let events = EventSink::new(client.clone(), std::env::var("POD_NAME").ok());
         Self::with_events(client, settings, events)
+    }
+
+    /// This engine acting as `user` (a stage's ServiceAccount): every call
+    /// is authorized as that user; discovery's cache, Events and settings
+    /// stay the agent's.
+    pub fn impersonating(&self, user: &str) -> Result<Engine, crate::cluster::ClusterError> {
+        Ok(Self {
+            client: crate::cluster::impersonating(&self.client, user)?,
+            resolver: self.resolver.clone(),
+            events: self.events.clone(),
+            settings: self.settings.clone(),
+        })
     }
 
     pub fn client(&self) -> &Client {

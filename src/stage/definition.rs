@@ -11,7 +11,8 @@ use serde_json::Value;
 use super::identity::SourceRef;
 use super::substitute_from::SubstituteFrom;
 use super::{
-    FLUX_KUSTOMIZATION_KIND, STAGE_API_VERSION, STAGE_KIND, Stage, StageName, StageOrigin, StageRef,
+    FLUX_KUSTOMIZATION_KIND, STAGE_API_VERSION, STAGE_KIND, ServiceAccountRef, Stage, StageName,
+    StageOrigin, StageRef,
 };
 use crate::diagnostics::Problem;
 use crate::paths::normalize;
@@ -120,6 +121,10 @@ struct FluxSpec {
     suspend: bool,
     #[serde(default)]
     source_ref: Option<FluxSourceRef>,
+    #[serde(default)]
+    service_account_name: Option<String>,
+    #[serde(default)]
+    components: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -214,6 +219,8 @@ const FLUX_HONOURED: &[&str] = &[
     "suspend",
     "sourceRef",
     "deletionPolicy",
+    "serviceAccountName",
+    "components",
 ];
 
 /// Fields of Flux's Kustomization stagegate cannot honour, each with why.
@@ -229,22 +236,18 @@ const FLUX_REFUSED: &[(&str, &str)] = &[
         "SOPS decryption is not supported; the Secrets would be applied still encrypted",
     ),
     (
-        "serviceAccountName",
-        "applying as the tenant's ServiceAccount (impersonation) is not supported yet; \
-         applying with the agent's own rights would bypass the tenant's lockdown",
-    ),
-    (
         "healthChecks",
-        "waiting for a chosen set of objects is not supported yet; use `wait: true`",
+        "waiting for a chosen set of objects is not supported; `wait: true` waits for \
+         every object of the stage (Kustomizations and HelmReleases by their Ready condition)",
     ),
     (
         "healthCheckExprs",
-        "CEL health expressions are not supported",
+        "CEL health expressions are not supported; remove them: objects with a Ready \
+         condition (HelmReleases, custom resources following kstatus) are judged by it",
     ),
-    ("components", "kustomize components are not supported yet"),
     (
         "ignoreMissingComponents",
-        "kustomize components are not supported yet",
+        "is not supported; every component in spec.components must exist",
     ),
     (
         "patchesStrategicMerge",
@@ -311,16 +314,13 @@ fn read_value(file: &Path, value: &Value, location: &str) -> Definition {
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
             .filter(|ns| !ns.is_empty());
+        // A refused field fails its stage alone: the stage exists (its
+        // objects are not pruned, its dependents are blocked) but is never
+        // rendered nor applied.
         let problems: Vec<Problem> = flux_refused_fields(&spec)
             .into_iter()
             .map(|(field, why)| at(format!("Kustomization spec.{field}: {why}")))
             .collect();
-        if !problems.is_empty() {
-            return Definition {
-                stage: None,
-                problems,
-            };
-        }
         match serde_path_to_error::deserialize::<_, FluxSpec>(&spec) {
             Ok(spec) => match from_flux(file, name, namespace, spec) {
                 Ok(mut stage) => Definition {
@@ -330,22 +330,26 @@ fn read_value(file: &Path, value: &Value, location: &str) -> Definition {
                             .and_then(|a| a.get(super::discover::APPLY_BOOTSTRAP_ANNOTATION))
                             .and_then(Value::as_str)
                             == Some("true");
+                        stage.refused = !problems.is_empty();
                         stage
                     }),
-                    problems: vec![],
+                    problems,
                 },
                 Err(message) => Definition {
                     stage: None,
-                    problems: vec![at(message)],
+                    problems: problems.into_iter().chain([at(message)]).collect(),
                 },
             },
             Err(e) => Definition {
                 stage: None,
-                problems: vec![at(format!(
-                    "invalid Kustomization: spec.{}: {}",
-                    e.path(),
-                    e.inner()
-                ))],
+                problems: problems
+                    .into_iter()
+                    .chain([at(format!(
+                        "invalid Kustomization: spec.{}: {}",
+                        e.path(),
+                        e.inner()
+                    ))])
+                    .collect(),
             },
         }
     }
@@ -436,6 +440,10 @@ fn from_native(file: &Path, doc: NativeDocument) -> Stage {
         source_ref: None,
         substitute_from: Vec::new(),
         apply_bootstrap: false,
+        service_account: None,
+        components: Vec::new(),
+        refused: false,
+        not_planned: None,
     }
 }
 
@@ -478,6 +486,13 @@ fn from_flux(
         .map(|m| (strings(m.labels), strings(m.annotations)))
         .unwrap_or_default();
     let own_namespace = namespace.map(str::to_string);
+    let service_account = spec
+        .service_account_name
+        .filter(|n| !n.is_empty())
+        .map(|name| ServiceAccountRef {
+            namespace: own_namespace.clone().unwrap_or_else(|| "default".into()),
+            name,
+        });
     Ok(Stage {
         id: StageRef {
             namespace: own_namespace.clone(),
@@ -522,6 +537,10 @@ fn from_flux(
             namespace: r.namespace.or_else(|| own_namespace.clone()),
             name: r.name,
         }),
+        service_account,
+        components: spec.components,
+        refused: false,
+        not_planned: None,
     })
 }
 
@@ -622,6 +641,8 @@ spec:
   commonMetadata:
     labels: {team: web}
     annotations: {owner: web}
+  serviceAccountName: web-reconciler
+  components: [../components/ha]
   postBuild:
     substitute: {TAG: "1.0"}
 "#,
@@ -643,6 +664,11 @@ spec:
         assert_eq!(stage.common_labels["team"], "web");
         assert_eq!(stage.common_annotations["owner"], "web");
         assert_eq!(
+            stage.service_account.as_ref().unwrap().user(),
+            "system:serviceaccount:flux-system:web-reconciler"
+        );
+        assert_eq!(stage.components, ["../components/ha"]);
+        assert_eq!(
             stage.source_ref.unwrap().to_string(),
             "GitRepository flux-system/flux-system"
         );
@@ -659,7 +685,7 @@ spec:
   path: ./apps
   kubeConfig: {secretRef: {name: spoke-kubeconfig}}
   decryption: {provider: sops}
-  serviceAccountName: tenant
+  healthCheckExprs: [{apiVersion: v1, kind: Pod, current: "true"}]
   deletionPolicy: Orphan
   dependOn: [{name: x}]
   postBuild:
@@ -667,12 +693,15 @@ spec:
     substitutFrom: []
 "#,
         );
-        assert!(def.stage.is_none());
+        assert!(
+            def.stage.as_ref().is_some_and(|s| s.refused),
+            "the stage exists, to fail alone"
+        );
         let errors: Vec<String> = def.problems.iter().map(ToString::to_string).collect();
         for field in [
             "spec.kubeConfig: applies to a remote cluster",
             "spec.decryption: SOPS",
-            "spec.serviceAccountName: ",
+            "spec.healthCheckExprs: CEL",
             "spec.deletionPolicy: \"Orphan\" is not supported",
             "spec.dependOn: is not a field",
             "spec.postBuild.substitutFrom: is not a field",
