@@ -231,9 +231,8 @@ async fn a_tenant_stage_is_applied_as_its_service_account_and_refused_outside_it
     assert!(out.contains("2/3 stages Ready"), "{out}");
     // The API server's own 403, naming the ServiceAccount and the namespace.
     assert!(
-        out.contains(
-            "is forbidden: User \"system:serviceaccount:team-b:team-b\" cannot"
-        ) && out.contains("in API group \"\" in the namespace \"team-a\""),
+        out.contains("is forbidden: User \"system:serviceaccount:team-b:team-b\" cannot")
+            && out.contains("in API group \"\" in the namespace \"team-a\""),
         "{out}"
     );
     let team_b = out

@@ -233,6 +233,7 @@ fn drop_unrendered_children(
         })
     };
     let dropped: Vec<Option<usize>> = (0..stages.len()).map(holder).collect();
+    fail_children_of_unrendered(stages, parents, results, &dropped, problems);
     if dropped.iter().all(Option::is_none) {
         return;
     }
@@ -281,6 +282,43 @@ fn drop_unrendered_children(
         .filter(|(_, d)| d.is_none())
         .map(|(p, _)| p.and_then(|p| new_index[p]))
         .collect();
+}
+
+/// A Flux Kustomization whose file lies in the path of a Flux stage that
+/// could not be rendered is a child whose parent's version of it is unknown
+/// (patched, substituted, or left out): it is neither applied as discovery
+/// read it nor pruned, and fails until its parent renders again.
+fn fail_children_of_unrendered(
+    stages: &[Stage],
+    parents: &[Option<usize>],
+    results: &mut [Option<RenderedStage>],
+    dropped: &[Option<usize>],
+    problems: &mut Problems,
+) {
+    for i in 0..stages.len() {
+        let stage = &stages[i];
+        if parents[i].is_some() || dropped[i].is_some() || stage.origin != StageOrigin::Flux {
+            continue;
+        }
+        let unrendered = (0..stages.len()).find(|&p| {
+            p != i
+                && stages[p].origin == StageOrigin::Flux
+                && results[p].is_none()
+                && stage.source.starts_with(&stages[p].path)
+        });
+        if let Some(p) = unrendered {
+            results[i] = None;
+            problems.push(
+                Problem::error(format!(
+                    "its Kustomization is in the path of stage {}, which could not be rendered; \
+                     it is not applied until its parent renders",
+                    stages[p].name
+                ))
+                .in_file(&stage.source)
+                .in_stage(&stage.name),
+            );
+        }
+    }
 }
 
 /// Variables resolved from `substituteFrom`; kept out of [`Stage`], which
