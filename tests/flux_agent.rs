@@ -295,8 +295,18 @@ async fn a_tenant_stage_is_applied_as_its_service_account_and_refused_outside_it
     assert!(
         !audit
             .iter()
-            .any(|e| e.namespace == "team-a" && e.name == "team-b-intrusion" && e.allowed),
-        "nothing of team-b's was written into team-a"
+            .any(|e| e.user == "system:serviceaccount:team-b:team-b"
+                && e.namespace == "team-a"
+                && e.allowed),
+        "team-b's ServiceAccount was allowed nothing in team-a"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.user == "system:serviceaccount:team-b:team-b"
+                && e.namespace == "team-a"
+                && !e.allowed),
+        "team-b's stage tried team-a as its ServiceAccount and was refused"
     );
     c.sim.shutdown().await;
 }
