@@ -279,7 +279,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                         None => " (render --stage NAME renders another stage)".to_string(),
                     }
                 );
-                return Ok(ExitCode::from(1));
+                // Nothing could be rendered: exit 2, not validate's "found errors".
+                return Ok(ExitCode::from(2));
             }
             let objects: Vec<_> = match &stage {
                 Some(name) => match plan.stage(name) {

@@ -376,11 +376,11 @@ fn a_stage_that_fails_to_render_fails_alone_in_validate_graph_and_render() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("name: redis-config"));
     let out = stagegate(&["render", &root, "--stage", "podinfo"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let out = stagegate(&["render", &root]);
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(2),
         "a partial stream is never printed"
     );
     assert!(out.stdout.is_empty());
