@@ -412,3 +412,85 @@ async fn substitute_from_reads_the_cluster_and_a_stage_that_cannot_render_fails_
     assert!(out.contains("0/3 stages Ready"), "{out}");
     c.sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_wait_for_exactly_the_objects_named_wherever_they_come_from() {
+    let c = cluster().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    c.sim.write_kubeconfig(&kubeconfig).unwrap();
+    let cache = tmp.path().join("cache");
+    let repo = GitRepo::init(&tmp.path().join("repo"));
+    let checks = |extra: &str| {
+        format!(
+            "  wait: false\n  timeout: 3s\n  healthChecks:\n    - {{apiVersion: apps/v1, kind: Deployment, name: web, namespace: default}}\n{extra}"
+        )
+    };
+    let files = vec![
+        (
+            "clusters/web.yaml".to_string(),
+            kustomization("web", "./web", ""),
+        ),
+        (
+            "web/deployment.yaml".to_string(),
+            common::DEPLOYMENT.to_string(),
+        ),
+        // Its own objects are a ConfigMap; it waits for another stage's Deployment.
+        (
+            "clusters/smoke.yaml".to_string(),
+            kustomization("smoke", "./smoke", &checks("")),
+        ),
+        (
+            "smoke/config.yaml".to_string(),
+            configmap("smoke-config", "x"),
+        ),
+        // Waits for a Deployment no one applies: it times out naming it.
+        (
+            "clusters/ghost.yaml".to_string(),
+            kustomization(
+                "ghost",
+                "./ghost",
+                &checks(
+                    "    - {apiVersion: apps/v1, kind: Deployment, name: ghost, namespace: default}\n",
+                ),
+            ),
+        ),
+        (
+            "ghost/config.yaml".to_string(),
+            configmap("ghost-config", "x"),
+        ),
+    ];
+    common::commit(&repo, "health checks", &files);
+    let (k, ca, url) = (kubeconfig.clone(), cache.clone(), repo.file_url());
+    let o = tokio::task::spawn_blocking(move || run_once_with(&k, &ca, &url, &[]))
+        .await
+        .unwrap();
+    let out = text(&o);
+    let row = |name: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .to_string()
+    };
+    assert!(row("web").contains("Ready"), "{out}");
+    assert!(row("smoke").contains("Ready"), "{out}");
+    assert!(row("ghost").contains("Failed"), "{out}");
+    assert!(
+        row("ghost").contains("timed out after 3s") && row("ghost").contains("ghost"),
+        "{out}"
+    );
+    assert!(
+        !row("ghost").contains("Deployment default/web"),
+        "web was healthy: {out}"
+    );
+    let rollout = kubectl(
+        &kubeconfig,
+        &["rollout", "status", "deployment/web", "--timeout=10s"],
+    );
+    assert!(
+        rollout.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rollout.stderr)
+    );
+    c.sim.shutdown().await;
+}

@@ -11,8 +11,8 @@ use serde_json::Value;
 use super::identity::SourceRef;
 use super::substitute_from::SubstituteFrom;
 use super::{
-    FLUX_KUSTOMIZATION_KIND, STAGE_API_VERSION, STAGE_KIND, ServiceAccountRef, Stage, StageName,
-    StageOrigin, StageRef,
+    FLUX_KUSTOMIZATION_KIND, HealthCheck, STAGE_API_VERSION, STAGE_KIND, ServiceAccountRef, Stage,
+    StageName, StageOrigin, StageRef,
 };
 use crate::diagnostics::Problem;
 use crate::paths::normalize;
@@ -125,6 +125,19 @@ struct FluxSpec {
     service_account_name: Option<String>,
     #[serde(default)]
     components: Vec<String>,
+    #[serde(default)]
+    health_checks: Vec<FluxHealthCheck>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FluxHealthCheck {
+    #[serde(default)]
+    api_version: Option<String>,
+    kind: String,
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -221,6 +234,7 @@ const FLUX_HONOURED: &[&str] = &[
     "deletionPolicy",
     "serviceAccountName",
     "components",
+    "healthChecks",
 ];
 
 /// Fields of Flux's Kustomization stagegate cannot honour, each with why.
@@ -234,11 +248,6 @@ const FLUX_REFUSED: &[(&str, &str)] = &[
     (
         "decryption",
         "SOPS decryption is not supported; the Secrets would be applied still encrypted",
-    ),
-    (
-        "healthChecks",
-        "waiting for a chosen set of objects is not supported; `wait: true` waits for \
-         every object of the stage (Kustomizations and HelmReleases by their Ready condition)",
     ),
     (
         "healthCheckExprs",
@@ -442,6 +451,7 @@ fn from_native(file: &Path, doc: NativeDocument) -> Stage {
         apply_bootstrap: false,
         service_account: None,
         components: Vec::new(),
+        health_checks: Vec::new(),
         refused: false,
         not_planned: None,
     }
@@ -493,6 +503,31 @@ fn from_flux(
             namespace: own_namespace.clone().unwrap_or_else(|| "default".into()),
             name,
         });
+    let mut health_checks = Vec::with_capacity(spec.health_checks.len());
+    for (i, check) in spec.health_checks.into_iter().enumerate() {
+        // Which version to watch cannot be guessed without the cluster.
+        let Some(api_version) = check.api_version.filter(|v| !v.is_empty()) else {
+            return Err(format!(
+                "Kustomization spec.healthChecks[{i}] ({} {}): apiVersion is required",
+                check.kind, check.name
+            ));
+        };
+        if check.kind == FLUX_KUSTOMIZATION_KIND
+            && api_version.starts_with(super::FLUX_KUSTOMIZE_GROUP)
+        {
+            return Err(format!(
+                "Kustomization spec.healthChecks[{i}]: Kustomization {} is a stage, not an \
+                 object in the cluster; name it in spec.dependsOn to wait for it",
+                check.name
+            ));
+        }
+        health_checks.push(HealthCheck {
+            api_version,
+            kind: check.kind,
+            namespace: check.namespace.filter(|n| !n.is_empty()),
+            name: check.name,
+        });
+    }
     Ok(Stage {
         id: StageRef {
             namespace: own_namespace.clone(),
@@ -539,6 +574,7 @@ fn from_flux(
         }),
         service_account,
         components: spec.components,
+        health_checks,
         refused: false,
         not_planned: None,
     })
@@ -643,6 +679,8 @@ spec:
     annotations: {owner: web}
   serviceAccountName: web-reconciler
   components: [../components/ha]
+  healthChecks:
+    - {apiVersion: apps/v1, kind: Deployment, name: web, namespace: web}
   postBuild:
     substitute: {TAG: "1.0"}
 "#,
@@ -668,6 +706,7 @@ spec:
             "system:serviceaccount:flux-system:web-reconciler"
         );
         assert_eq!(stage.components, ["../components/ha"]);
+        assert_eq!(stage.health_checks[0].to_string(), "Deployment web/web");
         assert_eq!(
             stage.source_ref.unwrap().to_string(),
             "GitRepository flux-system/flux-system"

@@ -177,12 +177,35 @@ pub struct Stage {
     /// Flux's `components`: kustomize components (paths relative to the
     /// stage's path) appended to its kustomization's own.
     pub components: Vec<String>,
+    /// Flux's `healthChecks`: with `wait` off, the objects whose health the
+    /// stage waits for, wherever they come from (this stage, another one,
+    /// the cluster).
+    pub health_checks: Vec<HealthCheck>,
     /// The definition uses a field stagegate cannot honour (the problem
     /// names it): the stage is neither rendered nor applied, and fails alone.
     pub refused: bool,
     /// Set by planning: why the stage could not be planned (its errors,
     /// one per line). It is never applied; its dependents are blocked.
     pub not_planned: Option<String>,
+}
+
+/// One object of Flux's `healthChecks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub api_version: String,
+    pub kind: String,
+    /// `None` for a cluster-scoped object (or the stage's namespace).
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl fmt::Display for HealthCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
 }
 
 /// A ServiceAccount a stage is applied as.
@@ -260,6 +283,7 @@ impl Stage {
             apply_bootstrap: false,
             service_account: None,
             components: Vec::new(),
+            health_checks: Vec::new(),
             refused: false,
             not_planned: None,
         }
