@@ -494,3 +494,35 @@ async fn health_checks_wait_for_exactly_the_objects_named_wherever_they_come_fro
     );
     c.sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_service_account_locks_down_stages_that_name_none() {
+    let c = cluster().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    c.sim.write_kubeconfig(&kubeconfig).unwrap();
+    let cache = tmp.path().join("cache");
+    let repo = GitRepo::init(&tmp.path().join("repo"));
+    common::commit(&repo, "tenants", &fixture_files("tenants"));
+    let (k, ca, url) = (kubeconfig.clone(), cache.clone(), repo.file_url());
+    // `tenants` (in flux-system) names no ServiceAccount: it is applied as
+    // flux-system's `reconciler`, which has no rights at all.
+    let o = tokio::task::spawn_blocking(move || {
+        run_once_with(&k, &ca, &url, &["--default-service-account", "reconciler"])
+    })
+    .await
+    .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("0/3 stages Ready"), "{out}");
+    assert!(
+        out.contains("User \"system:serviceaccount:flux-system:reconciler\" cannot"),
+        "{out}"
+    );
+    let ns = kubectl(&kubeconfig, &["get", "namespace", "team-a"]);
+    assert!(
+        !ns.status.success(),
+        "nothing of the tenants stage was created"
+    );
+    c.sim.shutdown().await;
+}
