@@ -342,7 +342,16 @@ async fn diff(
             .get(planned.stage.name.as_str())
             .cloned()
             .unwrap_or_default();
-        let diff = engine.diff_stage(planned, "diff", &stage_state).await;
+        // A tenant's stage is compared as its ServiceAccount, as it is applied.
+        let as_account = match &planned.stage.service_account {
+            Some(account) => Some(engine.impersonating(&account.user())?),
+            None => None,
+        };
+        let diff = as_account
+            .as_ref()
+            .unwrap_or(&engine)
+            .diff_stage(planned, "diff", &stage_state)
+            .await;
         changes |= diff.has_changes();
         errors |= !diff.errors.is_empty();
         out.push_str(&diff.to_string());

@@ -308,6 +308,24 @@ async fn a_tenant_stage_is_applied_as_its_service_account_and_refused_outside_it
                 && !e.allowed),
         "team-b's stage tried team-a as its ServiceAccount and was refused"
     );
+
+    // `diff` compares each tenant's stage as its ServiceAccount too.
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flux/tenants");
+    let diff = Command::new(env!("CARGO_BIN_EXE_stagegate"))
+        .arg("diff")
+        .arg(&fixture)
+        .args(["--stage", "team-b", "--namespace", NS, "--kubeconfig"])
+        .arg(&kubeconfig)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("run stagegate diff");
+    let diffed = text(&diff);
+    assert_eq!(diff.status.code(), Some(2), "{diffed}");
+    assert!(
+        diffed.contains("User \"system:serviceaccount:team-b:team-b\" cannot"),
+        "{diffed}"
+    );
     c.sim.shutdown().await;
 }
 
