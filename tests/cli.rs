@@ -254,14 +254,14 @@ fn empty_stage_is_a_warning_and_an_unsupported_flux_field_an_error() {
 
     std::fs::write(
         dir.path().join("clusters/k.yaml"),
-        kustomization("  healthChecks: [{kind: Deployment, name: x}]\n"),
+        kustomization("  healthCheckExprs: [{apiVersion: v1, kind: Pod, current: \"true\"}]\n"),
     )
     .unwrap();
     let out = stagegate(&["validate", &path_of(&dir)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains(
-            "error: clusters/k.yaml: stage apps: line 1: Kustomization spec.healthChecks: "
+            "error: clusters/k.yaml: stage apps: line 1: Kustomization spec.healthCheckExprs: "
         ),
         "{}",
         stderr(&out)
