@@ -109,7 +109,8 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
 /// [`build_plan`] with the caller's options. A problem of one stage (it
 /// does not render, a field it uses cannot be honoured, a variable source
 /// is missing) fails that stage alone; a problem of the repository as a
-/// whole (a definition that cannot be read, a cycle) fails the plan.
+/// whole (a definition that cannot be read, a cycle, an unknown dependency,
+/// an object refused by the checks) fails the plan.
 pub fn build_plan_with(
     root: &Path,
     stages_dir: Option<&Path>,
@@ -152,6 +153,12 @@ pub fn build_plan_with(
         &mut problems,
     );
     nested::assign_service_accounts(&mut stages, options.default_service_account.as_deref());
+    // What went wrong while reading and rendering one stage fails that
+    // stage alone; the checks below (names, dependencies, objects) still
+    // judge the repository as a whole.
+    problems.drop_discovery_duplicates();
+    let rendered_ok: Vec<bool> = rendered.iter().map(Option::is_some).collect();
+    let (errors, failed) = stage_failures(&stages, &rendered_ok, &mut problems);
     check_names(&stages, &mut problems);
     check_dependencies(&stages, &mut problems);
     let order = match StageGraph::new(&stages).topological_order() {
@@ -186,11 +193,9 @@ pub fn build_plan_with(
             );
         }
     }
-    let rendered_ok: Vec<bool> = rendered.iter().map(Option::is_some).collect();
     let mut objects = read_objects(&stages, &mut rendered, &mut problems);
 
     problems.drop_discovery_duplicates();
-    let (errors, failed) = stage_failures(&stages, &rendered_ok, &mut problems);
     if problems.has_errors() {
         problems.extend(errors.iter().cloned());
         return Err(problems);
