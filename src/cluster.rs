@@ -179,3 +179,128 @@ pub fn api_status(e: &kube::Error) -> Option<&kube::core::Status> {
 pub fn is_not_found(e: &kube::Error) -> bool {
     api_status(e).is_some_and(|s| s.code == 404)
 }
+
+/// What impersonating stages' ServiceAccounts needs (see [`crate::rbac`]).
+pub const PERMISSIONS: &[crate::rbac::Permission] = &[crate::rbac::Permission {
+    group: "",
+    resource: "serviceaccounts",
+    verbs: &["impersonate"],
+    cluster_wide: true,
+    why: "a Flux Kustomization's serviceAccountName (or --default-service-account) applies \
+          its stage as that ServiceAccount, so a tenant's stage can do no more than its RBAC allows",
+}];
+
+/// What reading `postBuild.substituteFrom` sources needs (also granted by
+/// the apply engine's rule; declared here, next to the reads).
+pub const SUBSTITUTION_PERMISSIONS: &[crate::rbac::Permission] = &[
+    crate::rbac::Permission {
+        group: "",
+        resource: "configmaps",
+        verbs: &["get"],
+        cluster_wide: true,
+        why: "postBuild.substituteFrom ConfigMaps, read in each Kustomization's namespace",
+    },
+    crate::rbac::Permission {
+        group: "",
+        resource: "secrets",
+        verbs: &["get"],
+        cluster_wide: true,
+        why: "postBuild.substituteFrom Secrets, read in each Kustomization's namespace",
+    },
+];
+
+/// `client` acting as `user` (`Impersonate-User`), for a stage applied as
+/// a tenant's ServiceAccount: the API server authorizes every request as
+/// that user and answers its 403. The server adds the ServiceAccount's
+/// groups itself when none are sent.
+pub fn impersonating(client: &Client, user: &str) -> Result<Client, ClusterError> {
+    let value = http::HeaderValue::from_str(user)
+        .map_err(|e| ClusterError::Client(format!("cannot impersonate {user:?}: {e}")))?;
+    let namespace = client.default_namespace().to_string();
+    let inner = client.clone();
+    let service = tower::service_fn(move |mut request: http::Request<kube::client::Body>| {
+        let client = inner.clone();
+        request
+            .headers_mut()
+            .insert("Impersonate-User", value.clone());
+        async move { client.send(request).await.map_err(tower::BoxError::from) }
+    });
+    Ok(Client::new(service, namespace))
+}
+
+/// `postBuild.substituteFrom` sources read from the cluster, as Flux's
+/// kustomize-controller reads them, with the agent's client. Planning is
+/// blocking work (it runs in `spawn_blocking`), so each read blocks on the
+/// runtime it was made for.
+pub struct ClusterVariables {
+    client: Client,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ClusterVariables {
+    pub fn new(client: Client, runtime: tokio::runtime::Handle) -> Self {
+        Self { client, runtime }
+    }
+}
+
+impl crate::stage::substitute_from::SubstitutionSource for ClusterVariables {
+    fn read(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<
+        Option<std::collections::BTreeMap<String, String>>,
+        crate::stage::substitute_from::SourceError,
+    > {
+        use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+        let error = |e: kube::Error| crate::stage::substitute_from::SourceError(e.to_string());
+        self.runtime.block_on(async {
+            match kind {
+                "Secret" => {
+                    let api: kube::Api<Secret> =
+                        kube::Api::namespaced(self.client.clone(), namespace);
+                    let Some(secret) = api.get_opt(name).await.map_err(error)? else {
+                        return Ok(None);
+                    };
+                    let mut vars = std::collections::BTreeMap::new();
+                    for (key, value) in secret.data.unwrap_or_default() {
+                        let text = String::from_utf8(value.0).map_err(|_| {
+                            crate::stage::substitute_from::SourceError(format!(
+                                "key {key} is not UTF-8 text"
+                            ))
+                        })?;
+                        vars.insert(key, text);
+                    }
+                    Ok(Some(vars))
+                }
+                _ => {
+                    let api: kube::Api<ConfigMap> =
+                        kube::Api::namespaced(self.client.clone(), namespace);
+                    let configmap = api.get_opt(name).await.map_err(error)?;
+                    Ok(configmap.map(|c| c.data.unwrap_or_default().into_iter().collect()))
+                }
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        "the cluster".to_string()
+    }
+}
+
+/// How the agent plans a revision: its settings' Flux options, and
+/// `substituteFrom` sources read from the cluster through `client`.
+pub fn plan_options(
+    settings: &crate::config::Settings,
+    client: &Client,
+) -> crate::plan::PlanOptions {
+    crate::plan::PlanOptions {
+        default_service_account: settings.default_service_account.clone(),
+        apply_flux_bootstrap: settings.apply_flux_bootstrap,
+        substitution: Some(Box::new(ClusterVariables::new(
+            client.clone(),
+            tokio::runtime::Handle::current(),
+        ))),
+    }
+}

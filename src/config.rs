@@ -93,6 +93,15 @@ pub struct RunArgs {
     /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, then in-cluster).
     #[arg(long, value_name = "FILE", env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// ServiceAccount (in each Kustomization's namespace) that Flux stages
+    /// without serviceAccountName are applied as, as Flux's
+    /// --default-service-account (default: the agent's own rights).
+    #[arg(long, value_name = "NAME", env = "STAGEGATE_DEFAULT_SERVICE_ACCOUNT")]
+    pub default_service_account: Option<String>,
+    /// Apply Flux's own bootstrap Kustomization (flux-system, whose path
+    /// holds gotk-components.yaml) instead of skipping it.
+    #[arg(long, value_name = "BOOL", env = "STAGEGATE_APPLY_FLUX_BOOTSTRAP", num_args = 0..=1, default_missing_value = "true")]
+    pub apply_flux_bootstrap: Option<bool>,
 }
 
 /// The config file: the same settings, camelCase.
@@ -124,6 +133,8 @@ struct FileSettings {
     timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     stuck_pod_grace: Option<Duration>,
+    default_service_account: Option<String>,
+    apply_flux_bootstrap: Option<bool>,
 }
 
 /// Settings with every default applied.
@@ -147,6 +158,9 @@ pub struct Settings {
     pub stuck_pod_grace: Duration,
     pub once: bool,
     pub kubeconfig: Option<PathBuf>,
+    /// Flux's `--default-service-account`.
+    pub default_service_account: Option<String>,
+    pub apply_flux_bootstrap: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -249,6 +263,14 @@ impl Settings {
                 .unwrap_or(Duration::from_secs(120)),
             once,
             kubeconfig: args.kubeconfig,
+            default_service_account: service_account(
+                args.default_service_account
+                    .or(file.default_service_account),
+            )?,
+            apply_flux_bootstrap: args
+                .apply_flux_bootstrap
+                .or(file.apply_flux_bootstrap)
+                .unwrap_or(false),
         })
     }
 }
@@ -282,6 +304,94 @@ impl Settings {
         }
         Ok(Some(secret))
     }
+}
+
+/// A ServiceAccount name is a DNS subdomain; an empty one means unset.
+fn service_account(name: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    let valid = name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !valid {
+        return Err(ConfigError::Invalid(format!(
+            "default service account {name:?} is not a valid ServiceAccount name"
+        )));
+    }
+    Ok(Some(name))
+}
+
+/// The values `--substitute-from FILE` gives the offline commands: a YAML
+/// map of `KEY: value`, or an env file of `KEY=value` lines (`#` comments).
+pub fn read_substitute_file(
+    path: &Path,
+) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+    let err = |message: String| ConfigError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    parse_substitute_values(&text).map_err(err)
+}
+
+fn parse_substitute_values(
+    text: &str,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut values = std::collections::BTreeMap::new();
+    let meaningful = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let env_style = meaningful.clone().all(|l| {
+        l.split_once('=')
+            .is_some_and(|(k, _)| is_variable_name(k.trim_start_matches("export ").trim()))
+    });
+    if env_style {
+        for line in meaningful {
+            let (key, value) = line.split_once('=').unwrap_or((line, ""));
+            let key = key.trim_start_matches("export ").trim();
+            let value = value.trim();
+            let unquoted = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(value);
+            values.insert(key.to_string(), unquoted.to_string());
+        }
+        return Ok(values);
+    }
+    let map: std::collections::BTreeMap<String, serde_yaml::Value> = serde_yaml::from_str(text)
+        .map_err(|e| format!("neither KEY=value lines nor a YAML map of KEY: value: {e}"))?;
+    for (key, value) in map {
+        if !is_variable_name(&key) {
+            return Err(format!(
+                "{key:?} is not a variable name (letters, digits, _)"
+            ));
+        }
+        let text = match value {
+            serde_yaml::Value::String(s) => s,
+            serde_yaml::Value::Number(n) => n.to_string(),
+            serde_yaml::Value::Bool(b) => b.to_string(),
+            _ => {
+                return Err(format!(
+                    "{key}: the value must be a string, number or boolean"
+                ));
+            }
+        };
+        values.insert(key, text);
+    }
+    Ok(values)
+}
+
+fn is_variable_name(key: &str) -> bool {
+    !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
@@ -424,6 +534,55 @@ mod tests {
         );
         std::fs::write(&file, "s3cret\n").unwrap();
         assert_eq!(s.webhook_secret().unwrap(), Some(b"s3cret".to_vec()));
+    }
+
+    #[test]
+    fn flux_settings_come_from_flags_env_or_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stagegate.yaml");
+        std::fs::write(
+            &file,
+            "repo: x\ndefaultServiceAccount: tenant\napplyFluxBootstrap: true\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(RunArgs {
+            config: Some(file.clone()),
+            ..RunArgs::default()
+        })
+        .unwrap();
+        assert_eq!(s.default_service_account.as_deref(), Some("tenant"));
+        assert!(s.apply_flux_bootstrap);
+        let s = Settings::resolve(RunArgs {
+            config: Some(file),
+            default_service_account: Some("other".into()),
+            apply_flux_bootstrap: Some(false),
+            ..RunArgs::default()
+        })
+        .unwrap();
+        assert_eq!(s.default_service_account.as_deref(), Some("other"));
+        assert!(!s.apply_flux_bootstrap);
+        let err = Settings::resolve(RunArgs {
+            repo: Some("x".into()),
+            default_service_account: Some("Tenant A".into()),
+            ..RunArgs::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("\"Tenant A\""), "{err}");
+    }
+
+    #[test]
+    fn substitute_files_are_env_lines_or_a_yaml_map() {
+        let env = parse_substitute_values(
+            "# cluster\nexport CLUSTER=prod\nREGION=\"eu-west-1\"\nEMPTY=\n",
+        )
+        .unwrap();
+        assert_eq!(env["CLUSTER"], "prod");
+        assert_eq!(env["REGION"], "eu-west-1");
+        assert_eq!(env["EMPTY"], "");
+        let yaml = parse_substitute_values("CLUSTER: prod\nREPLICAS: 3\n").unwrap();
+        assert_eq!(yaml["REPLICAS"], "3");
+        let bad = parse_substitute_values("CLUSTER: {a: b}\n").unwrap_err();
+        assert!(bad.contains("CLUSTER"), "{bad}");
     }
 
     #[test]

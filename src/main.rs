@@ -10,7 +10,7 @@ mod stage_commands;
 use stagegate::apply::{Engine, EngineSettings};
 use stagegate::diagnostics::Problems;
 use stagegate::output::{graph_dot, graph_text, yaml_stream};
-use stagegate::plan::{Plan, build_plan};
+use stagegate::plan::{Plan, PlanOptions, build_plan_with};
 use stagegate::state::StateStore;
 use stagegate::web::{Topology, svg};
 
@@ -157,6 +157,15 @@ struct RepoArgs {
     /// Directory, relative to DIR, holding the stage definitions (default: all of DIR).
     #[arg(long, value_name = "P")]
     path: Option<PathBuf>,
+    /// Values for postBuild.substituteFrom sources the repository does not
+    /// render (the agent reads them from the cluster): a YAML map of
+    /// `KEY: value` or `KEY=value` lines. Without it, the variables they
+    /// would give are named as unresolved.
+    #[arg(long, value_name = "FILE")]
+    substitute_from: Option<PathBuf>,
+    /// Take Flux's own bootstrap Kustomization as a stage instead of skipping it.
+    #[arg(long, env = "STAGEGATE_APPLY_FLUX_BOOTSTRAP", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    apply_flux_bootstrap: Option<bool>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -218,6 +227,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(plan) => plan,
                 Err(code) => return Ok(code),
             };
+            if plan.failed().next().is_some() {
+                let failed: Vec<&str> = plan.failed().map(|s| s.stage.name.as_str()).collect();
+                eprintln!(
+                    "{} error(s) in {} stage(s) that fail alone ({}); the other {} stages are valid",
+                    plan.errors.errors().count(),
+                    failed.len(),
+                    failed.join(", "),
+                    plan.stages.len() - failed.len()
+                );
+                return Ok(ExitCode::from(1));
+            }
             println!(
                 "ok: {} stages, {} objects, {} warnings",
                 plan.stages.len(),
@@ -247,6 +267,21 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let Ok(plan) = load(&repo) else {
                 return Ok(ExitCode::from(2));
             };
+            if let Some(failed) = plan
+                .failed()
+                .find(|s| stage.as_deref().is_none_or(|n| s.stage.name.as_str() == n))
+            {
+                eprintln!(
+                    "error: stage {} could not be rendered: nothing was rendered{}",
+                    failed.stage.name,
+                    match &stage {
+                        Some(_) => String::new(),
+                        None => " (render --stage NAME renders another stage)".to_string(),
+                    }
+                );
+                // Nothing could be rendered: exit 2, not validate's "found errors".
+                return Ok(ExitCode::from(2));
+            }
             let objects: Vec<_> = match &stage {
                 Some(name) => match plan.stage(name) {
                     Some(planned) => planned.objects.iter().collect(),
@@ -292,12 +327,31 @@ async fn diff(
         .iter()
         .filter(|s| stage.as_deref().is_none_or(|n| s.stage.name.as_str() == n))
     {
+        if planned.failed().is_some() {
+            // Its errors were printed; without its objects, a diff would
+            // show every one of them pruned.
+            errors = true;
+            out.push_str(&format!(
+                "stage {}: not compared: it could not be rendered\n",
+                planned.stage.name
+            ));
+            continue;
+        }
         let stage_state = state
             .stages
             .get(planned.stage.name.as_str())
             .cloned()
             .unwrap_or_default();
-        let diff = engine.diff_stage(planned, "diff", &stage_state).await;
+        // A tenant's stage is compared as its ServiceAccount, as it is applied.
+        let as_account = match &planned.stage.service_account {
+            Some(account) => Some(engine.impersonating(&account.user())?),
+            None => None,
+        };
+        let diff = as_account
+            .as_ref()
+            .unwrap_or(&engine)
+            .diff_stage(planned, "diff", &stage_state)
+            .await;
         changes |= diff.has_changes();
         errors |= !diff.errors.is_empty();
         out.push_str(&diff.to_string());
@@ -333,8 +387,28 @@ fn load(repo: &RepoArgs) -> Result<Plan, ExitCode> {
         );
         return Err(ExitCode::from(2));
     }
-    match build_plan(&repo.dir, repo.path.as_deref()) {
+    let substitution = match &repo.substitute_from {
+        Some(file) => match stagegate::config::read_substitute_file(file) {
+            Ok(values) => Some(Box::new(stagegate::stage::substitute_from::Values {
+                values,
+                origin: format!("--substitute-from {}", file.display()),
+            })
+                as Box<dyn stagegate::stage::substitute_from::SubstitutionSource>),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(ExitCode::from(2));
+            }
+        },
+        None => None,
+    };
+    let options = PlanOptions {
+        apply_flux_bootstrap: repo.apply_flux_bootstrap.unwrap_or(false),
+        substitution,
+        ..PlanOptions::default()
+    };
+    match build_plan_with(&repo.dir, repo.path.as_deref(), &options) {
         Ok(plan) => {
+            print_problems(&plan.errors);
             print_problems(&plan.warnings);
             Ok(plan)
         }

@@ -14,7 +14,9 @@ use crate::paths::{PathError, display_path, resolve_inside};
 use crate::render::{
     RenderError, annotate_spec_hashes, is_cluster_scoped, render_stage_with_children,
 };
-use crate::stage::{Stage, StageGraph, StageName, discover_stages, nested};
+use crate::stage::discover::DiscoverOptions;
+use crate::stage::substitute_from::SubstitutionSource;
+use crate::stage::{Stage, StageGraph, StageName, discover_stages_with, nested};
 
 /// The stages of one repository revision, dependencies first, each with its
 /// rendered objects.
@@ -23,8 +25,28 @@ pub struct Plan {
     /// Canonical path of the repository checkout.
     pub root: PathBuf,
     pub stages: Vec<PlannedStage>,
-    /// Warnings found while planning (errors prevent a plan).
+    /// Warnings found while planning; errors that concern one stage fail
+    /// that stage alone (see [`PlannedStage::failed`]), the others prevent
+    /// a plan.
     pub warnings: Problems,
+    /// The errors of the stages that failed to plan, as found.
+    pub errors: Problems,
+}
+
+/// What the caller adds to a repository's own declarations.
+#[derive(Default)]
+pub struct PlanOptions {
+    /// Flux's `--default-service-account`: Flux stages without a
+    /// `serviceAccountName` are applied as this ServiceAccount of their
+    /// namespace.
+    pub default_service_account: Option<String>,
+    /// Apply Flux's own bootstrap Kustomization instead of skipping it.
+    pub apply_flux_bootstrap: bool,
+    /// Where `postBuild.substituteFrom` sources not rendered from the
+    /// repository are read: the cluster (the agent), a file of values
+    /// (`--substitute-from`), or nowhere (the variables they would have
+    /// given are named as unresolved).
+    pub substitution: Option<Box<dyn SubstitutionSource>>,
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +56,15 @@ pub struct PlannedStage {
     /// The graph's edges: positions in [`Plan::stages`] of the stages this
     /// one depends on, all before it.
     pub needs: Vec<usize>,
+}
+
+impl PlannedStage {
+    /// Why the stage could not be planned (its render or definition
+    /// errors, one per line); such a stage is never applied, and the stages
+    /// depending on it are blocked.
+    pub fn failed(&self) -> Option<&str> {
+        self.stage.not_planned.as_deref()
+    }
 }
 
 /// One rendered object of a stage, read once for everyone downstream:
@@ -62,11 +93,29 @@ impl Plan {
     pub fn object_count(&self) -> usize {
         self.stages.iter().map(|s| s.objects.len()).sum()
     }
+
+    /// The stages that could not be planned.
+    pub fn failed(&self) -> impl Iterator<Item = &PlannedStage> {
+        self.stages.iter().filter(|s| s.failed().is_some())
+    }
 }
 
 /// Where to look: the repository checkout and, inside it, the directory that
 /// holds the stage definitions (the root itself when `None`).
 pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Problems> {
+    build_plan_with(root, stages_dir, &PlanOptions::default())
+}
+
+/// [`build_plan`] with the caller's options. A problem of one stage (it
+/// does not render, a field it uses cannot be honoured, a variable source
+/// is missing) fails that stage alone; a problem of the repository as a
+/// whole (a definition that cannot be read, a cycle, an unknown dependency,
+/// an object refused by the checks) fails the plan.
+pub fn build_plan_with(
+    root: &Path,
+    stages_dir: Option<&Path>,
+    options: &PlanOptions,
+) -> Result<Plan, Problems> {
     let mut problems = Problems::default();
     let root = root.canonicalize().map_err(|e| {
         one_problem(Problem::error(format!("cannot open repository: {e}")).in_file(root))
@@ -82,7 +131,10 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
         })?,
     };
 
-    let (discovered, found) = discover_stages(&root, &dir);
+    let discover = DiscoverOptions {
+        apply_flux_bootstrap: options.apply_flux_bootstrap,
+    };
+    let (discovered, found) = discover_stages_with(&root, &dir, &discover);
     problems.extend(found);
     if discovered.is_empty() && !problems.has_errors() {
         problems.push(
@@ -94,8 +146,19 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
         );
     }
     // Rendering finds nested stages, so it comes before the graph is known.
-    let (stages, mut rendered) =
-        nested::expand(discovered, |batch| render_all(&root, batch), &mut problems);
+    let (mut stages, mut rendered) = nested::expand(
+        discovered,
+        |batch| render_all(&root, batch),
+        options.substitution.as_deref(),
+        &mut problems,
+    );
+    nested::assign_service_accounts(&mut stages, options.default_service_account.as_deref());
+    // What went wrong while reading and rendering one stage fails that
+    // stage alone; the checks below (names, dependencies, objects) still
+    // judge the repository as a whole.
+    problems.drop_discovery_duplicates();
+    let rendered_ok: Vec<bool> = rendered.iter().map(Option::is_some).collect();
+    let (errors, failed) = stage_failures(&stages, &rendered_ok, &mut problems);
     check_names(&stages, &mut problems);
     check_dependencies(&stages, &mut problems);
     let order = match StageGraph::new(&stages).topological_order() {
@@ -134,6 +197,7 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
 
     problems.drop_discovery_duplicates();
     if problems.has_errors() {
+        problems.extend(errors.iter().cloned());
         return Err(problems);
     }
     let position: HashMap<&str, usize> = order
@@ -144,7 +208,10 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
     let stages = order
         .iter()
         .map(|&i| PlannedStage {
-            stage: stages[i].clone(),
+            stage: Stage {
+                not_planned: failed[i].clone(),
+                ..stages[i].clone()
+            },
             objects: std::mem::take(&mut objects[i]),
             needs: stages[i]
                 .depends_on
@@ -157,7 +224,53 @@ pub fn build_plan(root: &Path, stages_dir: Option<&Path>) -> Result<Plan, Proble
         root,
         stages,
         warnings: problems,
+        errors,
     })
+}
+
+/// Take out of `problems` the errors that concern one stage of the plan,
+/// and say for each stage why it failed, if it did. What is left in
+/// `problems` are warnings and the repository's own errors. A stage that
+/// rendered nothing failed even when its error was said about a file (the
+/// reason is then among the repository's errors).
+fn stage_failures(
+    stages: &[Stage],
+    rendered: &[bool],
+    problems: &mut Problems,
+) -> (Problems, Vec<Option<String>>) {
+    let index: HashMap<&StageName, usize> = stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (&s.name, i))
+        .collect();
+    let mut reasons: Vec<Vec<String>> = vec![Vec::new(); stages.len()];
+    let mut errors = Problems::default();
+    let mut rest = Problems::default();
+    for problem in problems.iter() {
+        let at = problem.stage.as_ref().and_then(|s| index.get(s).copied());
+        match at {
+            Some(i) if problem.is_error() => {
+                let mut shown = problem.clone();
+                shown.severity = crate::diagnostics::Severity::Error;
+                shown.stage = None;
+                let text = shown.to_string();
+                reasons[i].push(text.strip_prefix("error: ").unwrap_or(&text).to_string());
+                errors.push(problem.clone());
+            }
+            _ => rest.push(problem.clone()),
+        }
+    }
+    *problems = rest;
+    let failed = reasons
+        .into_iter()
+        .zip(rendered)
+        .map(|(reasons, &ok)| match (reasons.is_empty(), ok) {
+            (true, true) => None,
+            (true, false) => Some("could not be rendered".to_string()),
+            (false, _) => Some(reasons.join("\n")),
+        })
+        .collect();
+    (errors, failed)
 }
 
 fn shown_path(path: &Path) -> String {
@@ -281,6 +394,13 @@ fn render_all(root: &Path, stages: &[Stage]) -> Vec<Rendered> {
                 .unwrap_or_else(|p| p.into_inner())
                 .unwrap_or_else(|| Err(Problem::error("renderer panicked")))
         })
+        .zip(stages)
+        .map(|(result, stage)| {
+            result.map_err(|p| match p.stage {
+                Some(_) => p,
+                None => p.in_stage(&stage.name),
+            })
+        })
         .collect()
 }
 
@@ -294,8 +414,12 @@ fn render_one(root: &Path, stage: &Stage) -> Rendered {
         )))
     })?;
     render_stage_with_children(root, stage).map_err(|e| {
-        // The renderer's errors name the stage and file themselves.
-        let problem = Problem::error(e.to_string());
+        // The renderer's errors name the stage and file themselves; the
+        // stage is taken out of the text to be the problem's own.
+        let text = e.to_string();
+        let own = format!("stage {}: ", stage.name);
+        let problem =
+            Problem::error(text.strip_prefix(&own).unwrap_or(&text)).in_stage(&stage.name);
         match e {
             RenderError::Yaml {
                 stage,

@@ -27,6 +27,8 @@ pub fn required() -> Vec<Permission> {
         crate::events::PERMISSIONS,
         crate::run::leader::PERMISSIONS,
         crate::run::main::PERMISSIONS,
+        crate::cluster::PERMISSIONS,
+        crate::cluster::SUBSTITUTION_PERMISSIONS,
     ]
     .concat()
 }

@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use stagegate::plan::{Plan, build_plan};
+use stagegate::plan::{Plan, PlanOptions, build_plan, build_plan_with};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -97,8 +97,8 @@ fn recommended_layout_nests_apps_under_their_parent_and_skips_flux_bootstrap() {
     assert_eq!(podinfo.parent.as_ref().unwrap().as_str(), "apps");
     assert_eq!(podinfo.source, Path::new("apps/production/podinfo.yaml"));
     // A child cannot be reconciled before its parent applied it.
-    assert_eq!(deps(&plan, "podinfo"), ["infra-configs"]);
-    assert_eq!(deps(&plan, "redis"), ["infra-configs", "podinfo"]);
+    assert_eq!(deps(&plan, "podinfo"), ["apps", "infra-configs"]);
+    assert_eq!(deps(&plan, "redis"), ["apps", "infra-configs", "podinfo"]);
     // `apps` waits, so it is Ready when its children are (Flux's health
     // check on Kustomization objects).
     assert_eq!(deps(&plan, "smoke-tests"), ["apps", "podinfo", "redis"]);
@@ -107,7 +107,7 @@ fn recommended_layout_nests_apps_under_their_parent_and_skips_flux_bootstrap() {
     assert!(out.status.success());
     let graph = String::from_utf8_lossy(&out.stdout);
     assert!(
-        graph.contains("podinfo <- infra-configs (child of apps)\n"),
+        graph.contains("podinfo <- apps, infra-configs (child of apps)\n"),
         "{graph}"
     );
     assert!(
@@ -207,7 +207,7 @@ fn stagegate(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn a_required_substitute_from_source_missing_from_the_repository_fails_naming_it() {
+fn a_required_substitute_from_source_missing_from_the_repository_fails_its_stage_naming_it() {
     let dir = copy_of("production");
     fs::remove_file(dir.path().join("infrastructure/configs/cluster-vars.yaml")).unwrap();
     fs::write(
@@ -215,13 +215,14 @@ fn a_required_substitute_from_source_missing_from_the_repository_fails_naming_it
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: []\n",
     )
     .unwrap();
-    let errors = problems_of(dir.path());
+    let plan = common::plan(dir.path());
+    let errors: Vec<String> = plan.errors.errors().map(ToString::to_string).collect();
     assert_eq!(
-        errors,
+        errors[..1],
         [
             "error: clusters/production/apps.yaml: stage apps: postBuild.substituteFrom: ConfigMap \
-          flux-system/cluster-vars is not rendered from this repository; stagegate reads \
-          substitution variables only from objects in the repository (or mark it `optional: true`)"
+          flux-system/cluster-vars cannot be read here (offline commands do not read the cluster), \
+          so these variables are unresolved: region; give their values with --substitute-from FILE"
         ]
     );
 }
@@ -231,16 +232,6 @@ fn problems_of(dir: &Path) -> Vec<String> {
         Ok(plan) => panic!("plan built with stages {:?}", names(&plan)),
         Err(problems) => problems.errors().map(ToString::to_string).collect(),
     }
-}
-
-#[test]
-fn hub_and_spoke_refuses_the_remote_cluster_stage_naming_kube_config() {
-    let errors = problems_of(&fixture("hub-and-spoke"));
-    assert_eq!(errors.len(), 1, "{errors:#?}");
-    assert!(
-        errors[0].starts_with("error: clusters/hub/spokes/edge.yaml: stage apps: line 1: Kustomization spec.kubeConfig: applies to a remote cluster"),
-        "{errors:#?}"
-    );
 }
 
 #[test]
@@ -311,19 +302,215 @@ fn duplicate_kustomization_names_the_namespace_and_both_files() {
 }
 
 #[test]
-fn a_tenant_stage_with_a_service_account_is_refused_not_applied_with_the_agent_rights() {
-    let errors = problems_of(&fixture("tenants"));
-    assert!(
-        errors.iter().any(|e| e.starts_with(
-            "error: tenants/base/team-a/sync.yaml: stage team-a: rendered by stage tenants: Kustomization spec.serviceAccountName: "
-        )),
-        "{errors:#?}"
-    );
+fn tenant_stages_are_applied_as_their_service_accounts_once_their_parent_applied_them() {
+    let plan = common::plan(&fixture("tenants"));
+    assert_eq!(names(&plan), ["tenants", "team-a", "team-b"]);
+    let account = |stage: &str| {
+        plan.stage(stage)
+            .unwrap()
+            .stage
+            .service_account
+            .as_ref()
+            .map(ToString::to_string)
+    };
+    assert_eq!(account("team-a").as_deref(), Some("team-a/team-a"));
+    assert_eq!(account("team-b").as_deref(), Some("team-b/team-b"));
+    assert_eq!(account("tenants"), None, "the agent's own rights");
+    // The tenant's ServiceAccount and RoleBinding come from the parent.
+    assert_eq!(deps(&plan, "team-a"), ["tenants"]);
+
+    // Flux's --default-service-account: in each Kustomization's namespace,
+    // for the ones that name none.
+    let options = PlanOptions {
+        default_service_account: Some("reconciler".into()),
+        ..PlanOptions::default()
+    };
+    let plan = build_plan_with(&fixture("tenants"), None, &options).unwrap();
+    let tenants = &plan.stage("tenants").unwrap().stage;
     assert_eq!(
-        errors.len(),
-        1,
-        "said once, as the parent renders it: {errors:#?}"
+        tenants.service_account.as_ref().unwrap().user(),
+        "system:serviceaccount:flux-system:reconciler"
     );
+    let team_a = &plan.stage("team-a").unwrap().stage;
+    assert_eq!(
+        team_a.service_account.as_ref().unwrap().to_string(),
+        "team-a/team-a"
+    );
+}
+
+#[test]
+fn a_stage_that_fails_to_render_fails_alone_in_validate_graph_and_render() {
+    let dir = copy_of("production");
+    // podinfo's path no longer exists.
+    fs::remove_dir_all(dir.path().join("apps/base/podinfo")).unwrap();
+    let plan = common::plan(dir.path());
+    let failed: Vec<&str> = plan.failed().map(|s| s.stage.name.as_str()).collect();
+    assert_eq!(failed, ["podinfo"]);
+    let errors: Vec<String> = plan.errors.errors().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].contains("stage podinfo: "), "{errors:#?}");
+
+    let root = dir.path().display().to_string();
+    let out = stagegate(&["validate", &root]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("stage podinfo: "), "{stderr}");
+    assert!(
+        stderr.contains("1 stage(s) that fail alone (podinfo)"),
+        "{stderr}"
+    );
+
+    let out = stagegate(&["graph", &root]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("redis <- "));
+
+    let out = stagegate(&["render", &root, "--stage", "redis"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("name: redis-config"));
+    let out = stagegate(&["render", &root, "--stage", "podinfo"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = stagegate(&["render", &root]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a partial stream is never printed"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_refused_field_fails_its_stage_alone_and_nothing_of_it_is_rendered() {
+    // The repository as a whole is valid: only that stage fails.
+    let plan = common::plan(&fixture("hub-and-spoke"));
+    let edge = plan.stage("edge.apps").unwrap();
+    assert!(
+        edge.objects.is_empty(),
+        "a remote cluster's objects are never planned"
+    );
+    let reason = edge.failed().unwrap();
+    assert!(
+        reason.starts_with("clusters/hub/spokes/edge.yaml: line 1: Kustomization spec.kubeConfig: applies to a remote cluster"),
+        "{reason}"
+    );
+    assert!(plan.stage("staging.apps").unwrap().failed().is_none());
+}
+
+#[test]
+fn components_are_appended_to_the_kustomization_of_the_path() {
+    let dir = copy_of("production");
+    let root = dir.path();
+    common::write_files(
+        root,
+        &[
+            (
+                "apps/components/ha/kustomization.yaml",
+                "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\npatches:\n  - target: {kind: ConfigMap}\n    patch: |\n      - op: add\n        path: /data/ha\n        value: \"true\"\n",
+            ),
+            (
+                "apps/base/redis/kustomization.yaml",
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - configmap.yaml\n",
+            ),
+        ],
+    );
+    let redis = root.join("apps/production/redis.yaml");
+    let text = fs::read_to_string(&redis).unwrap();
+    let text = text.replacen(
+        "spec:\n",
+        "spec:\n  components:\n    - ../../components/ha\n",
+        1,
+    );
+    fs::write(&redis, text).unwrap();
+    let plan = common::plan(root);
+    let config = object(&plan, "redis", "ConfigMap", "redis-config");
+    assert_eq!(config["data"]["ha"], "true", "{config:#}");
+}
+
+#[test]
+fn the_flux_bootstrap_is_applied_with_the_flag() {
+    let root = fixture("production").display().to_string();
+    let out = stagegate(&["graph", &root, "--apply-flux-bootstrap"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let graph = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        graph.lines().next().unwrap().starts_with("flux-system"),
+        "{graph}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("is skipped"));
+}
+
+#[test]
+fn offline_substitute_from_values_come_from_a_file_or_the_unresolved_variables_are_named() {
+    let dir = copy_of("production");
+    let root = dir.path();
+    let apps = root.join("clusters/production/apps.yaml");
+    let text = fs::read_to_string(&apps)
+        .unwrap()
+        .replace("optional: true", "optional: false");
+    fs::write(&apps, text).unwrap();
+    common::write_files(
+        root,
+        &[
+            (
+                "apps/production/kustomization.yaml",
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - podinfo.yaml\n  - redis.yaml\n  - registry.yaml\n",
+            ),
+            (
+                "apps/production/registry.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: registry\n  namespace: podinfo\ndata:\n  user: ${REGISTRY_USER}\n  token-length: \"${#REGISTRY_TOKEN}\"\n  mode: ${MODE:=mirror}\n  literal: $${NOT_A_VARIABLE}\n",
+            ),
+        ],
+    );
+    let plan = common::plan(root);
+    let errors: Vec<String> = plan.errors.errors().map(ToString::to_string).collect();
+    assert_eq!(
+        errors[..1],
+        [
+            "error: clusters/production/apps.yaml: stage apps: postBuild.substituteFrom: Secret \
+          flux-system/cluster-secrets cannot be read here (offline commands do not read the \
+          cluster), so these variables are unresolved: REGISTRY_TOKEN, REGISTRY_USER; give their \
+          values with --substitute-from FILE"
+        ]
+    );
+    // Its children's documents are not known without it: they fail too,
+    // rather than being applied as discovery read them; the rest is valid.
+    let failed: Vec<&str> = plan.failed().map(|s| s.stage.name.as_str()).collect();
+    assert_eq!(failed, ["apps", "podinfo", "redis"]);
+    assert!(plan.stage("infra-configs").unwrap().failed().is_none());
+
+    let values = root.join("cluster-secrets.env");
+    fs::write(&values, "REGISTRY_USER=robot\nREGISTRY_TOKEN=s3cr3t\n").unwrap();
+    let out = stagegate(&[
+        "render",
+        &root.display().to_string(),
+        "--stage",
+        "apps",
+        "--substitute-from",
+        &values.display().to_string(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("user: robot"), "{stdout}");
+    assert!(
+        stdout.contains("token-length: '6'") || stdout.contains("token-length: \"6\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("mode: mirror"), "{stdout}");
 }
 
 #[test]

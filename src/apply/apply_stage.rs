@@ -49,7 +49,11 @@ impl Engine {
     ) -> StageReport {
         let run = StageRun::new(planned, revision, journal);
         let mut tally = Tally::default();
-        let result = self.apply_recorded(&run, state, &mut tally).await;
+        let result = match self.for_stage(planned) {
+            Ok(Some(engine)) => engine.apply_recorded(&run, state, &mut tally).await,
+            Ok(None) => self.apply_recorded(&run, state, &mut tally).await,
+            Err(error) => Err(error),
+        };
         let mut report = tally.report;
         report.events = run.take_events();
         match result {
@@ -72,6 +76,21 @@ impl Engine {
             }
         }
         report
+    }
+
+    /// The engine a stage is applied with: this one, or (`Some`) one acting
+    /// as the stage's ServiceAccount. A stage that could not be planned is
+    /// not applied at all: without its objects, prune would remove them.
+    fn for_stage(&self, planned: &PlannedStage) -> Result<Option<Engine>, ApplyError> {
+        if let Some(problems) = planned.failed() {
+            return Err(ApplyError::NotPlanned(problems.to_string()));
+        }
+        let Some(account) = &planned.stage.service_account else {
+            return Ok(None);
+        };
+        self.impersonating(&account.user())
+            .map(Some)
+            .map_err(|e| ApplyError::Impersonation(format!("ServiceAccount {account}: {e}")))
     }
 
     /// Apply, then write what was applied into `state`, however far it got.
@@ -160,6 +179,8 @@ impl Engine {
         self.prune_step(run, &prepared, carried, tally).await;
         if waits {
             self.wait_step(run, &prepared, &unchanged).await?;
+        } else if !run.planned.stage.health_checks.is_empty() {
+            self.health_check_step(run).await?;
         }
         self.run_hook_phase(
             run,
@@ -247,6 +268,40 @@ impl Engine {
         }
         // Pruned, or deliberately left alone and no longer ours to track.
         carried.retain(|e| rendered.contains(&e.object_ref()));
+    }
+
+    /// Flux's `healthChecks` (with `wait` off): exactly those objects, from
+    /// this stage, another one or the cluster, each until it is healthy.
+    async fn health_check_step(&self, run: &StageRun<'_>) -> Result<(), ApplyError> {
+        let timeout = run
+            .planned
+            .stage
+            .timeout
+            .unwrap_or(self.settings.default_timeout);
+        let mut items = Vec::new();
+        for check in &run.planned.stage.health_checks {
+            let mut item = Item::new(serde_json::json!({
+                "apiVersion": check.api_version,
+                "kind": check.kind,
+                "metadata": {"name": check.name, "namespace": check.namespace},
+            }));
+            let resolved = self
+                .resolver
+                .resolve(&check.api_version, &check.kind)
+                .await
+                .map_err(|source| ApplyError::Discovery {
+                    api_version: check.api_version.clone(),
+                    kind: check.kind.clone(),
+                    source: Box::new(source),
+                })?
+                .ok_or_else(|| ApplyError::UnknownKind {
+                    object: item.object_ref(),
+                    api_version: check.api_version.clone(),
+                })?;
+            item.place(resolved, run.default_namespace());
+            items.push(item);
+        }
+        wait_all(self, &items.iter().collect::<Vec<_>>(), timeout).await
     }
 
     /// Health of what this apply changed (Jobs were waited for already).

@@ -44,7 +44,7 @@ impl Default for EngineSettings {
 
 pub struct Engine {
     pub(super) client: Client,
-    pub(super) resolver: Resolver,
+    pub(super) resolver: std::sync::Arc<Resolver>,
     pub(super) settings: EngineSettings,
 }
 
@@ -126,10 +126,21 @@ impl Engine {
     /// carries them for the caller (the agent publishes them).
     pub fn new(client: Client, settings: EngineSettings) -> Self {
         Self {
-            resolver: Resolver::new(client.clone()),
+            resolver: std::sync::Arc::new(Resolver::new(client.clone())),
             client,
             settings,
         }
+    }
+
+    /// This engine acting as `user` (a stage's ServiceAccount): every call
+    /// is authorized as that user; discovery's cache and the settings stay
+    /// the agent's.
+    pub fn impersonating(&self, user: &str) -> Result<Engine, crate::cluster::ClusterError> {
+        Ok(Self {
+            client: crate::cluster::impersonating(&self.client, user)?,
+            resolver: self.resolver.clone(),
+            settings: self.settings.clone(),
+        })
     }
 
     pub fn client(&self) -> &Client {

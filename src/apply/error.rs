@@ -99,6 +99,13 @@ pub enum ApplyError {
     /// Several independent failures of one step, each reported.
     #[error("{}", Joined(.0))]
     Several(Vec<ApplyError>),
+    /// The stage could not be planned (rendered, or read); nothing of it
+    /// was applied. The text is the plan's problems for it.
+    #[error("{0}")]
+    NotPlanned(String),
+    /// The stage's ServiceAccount cannot be impersonated.
+    #[error("{0}")]
+    Impersonation(String),
 }
 
 impl ApplyError {
@@ -117,6 +124,8 @@ impl ApplyError {
                 "crd_not_established"
             }
             ApplyError::Unhealthy { .. } => "unhealthy",
+            ApplyError::NotPlanned(_) => "not_planned",
+            ApplyError::Impersonation(_) => "impersonation",
             ApplyError::WaitTimeout { .. } => "timeout",
             ApplyError::PodFailed { .. } => "hook_failed",
             ApplyError::PodTimeout { .. } => "timeout",

@@ -145,13 +145,13 @@ pub fn render_stage_with_children(
 }
 
 /// What a stage's own fields write into its kustomization, as Flux writes a
-/// Kustomization's `namePrefix` and `nameSuffix`: kustomize then renames the
-/// objects and every reference to them in one build.
+/// Kustomization's `namePrefix`, `nameSuffix` and `components`: kustomize
+/// then renames the objects and every reference to them in one build.
 fn stage_overlay(stage: &Stage) -> Overlay {
     Overlay {
         name_prefix: stage.name_prefix.clone(),
         name_suffix: stage.name_suffix.clone(),
-        components: Vec::new(),
+        components: stage.components.clone(),
     }
 }
 
@@ -256,7 +256,9 @@ fn apply_stage_settings(
     // objects once the whole build is done; Flux's build includes the
     // stage's namespace, patches and images.
     finish_build(ctx, resources)?;
-    if !stage.substitute.is_empty() {
+    // Flux substitutes whenever postBuild names variables, even when its
+    // sources gave none (defaults then apply, undefined ones fail).
+    if !stage.substitute.is_empty() || !stage.substitute_from.is_empty() {
         substitute::apply(ctx, resources, &stage.substitute)?;
     }
     Ok(())

@@ -17,7 +17,7 @@ use super::context::AgentContext;
 use super::scheduler::{RevisionOutcome, run_revision};
 use crate::diagnostics::Problems;
 use crate::metrics::ReasonLabels;
-use crate::plan::{Plan, build_plan};
+use crate::plan::{Plan, build_plan_with};
 use crate::source::{Fetched, GitSource, SourceConfig};
 use crate::state::SourceState;
 use crate::state::stage_events::EventKind;
@@ -301,9 +301,11 @@ impl Agent {
                     message: e.to_string(),
                 })?;
         let path = self.ctx.settings.path.clone();
-        let planned = tokio::task::spawn_blocking(move || build_plan(&tree, path.as_deref()))
-            .await
-            .map_err(|e| AgentError::Internal(format!("planning: {e}")))?;
+        let options = crate::cluster::plan_options(&self.ctx.settings, self.ctx.engine.client());
+        let planned =
+            tokio::task::spawn_blocking(move || build_plan_with(&tree, path.as_deref(), &options))
+                .await
+                .map_err(|e| AgentError::Internal(format!("planning: {e}")))?;
         match planned {
             Ok(plan) => {
                 for warning in plan.warnings.iter() {

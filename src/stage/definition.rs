@@ -11,7 +11,8 @@ use serde_json::Value;
 use super::identity::SourceRef;
 use super::substitute_from::SubstituteFrom;
 use super::{
-    FLUX_KUSTOMIZATION_KIND, STAGE_API_VERSION, STAGE_KIND, Stage, StageName, StageOrigin, StageRef,
+    FLUX_KUSTOMIZATION_KIND, HealthCheck, STAGE_API_VERSION, STAGE_KIND, ServiceAccountRef, Stage,
+    StageName, StageOrigin, StageRef,
 };
 use crate::diagnostics::Problem;
 use crate::paths::normalize;
@@ -120,6 +121,23 @@ struct FluxSpec {
     suspend: bool,
     #[serde(default)]
     source_ref: Option<FluxSourceRef>,
+    #[serde(default)]
+    service_account_name: Option<String>,
+    #[serde(default)]
+    components: Vec<String>,
+    #[serde(default)]
+    health_checks: Vec<FluxHealthCheck>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FluxHealthCheck {
+    #[serde(default)]
+    api_version: Option<String>,
+    kind: String,
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -214,6 +232,9 @@ const FLUX_HONOURED: &[&str] = &[
     "suspend",
     "sourceRef",
     "deletionPolicy",
+    "serviceAccountName",
+    "components",
+    "healthChecks",
 ];
 
 /// Fields of Flux's Kustomization stagegate cannot honour, each with why.
@@ -229,22 +250,13 @@ const FLUX_REFUSED: &[(&str, &str)] = &[
         "SOPS decryption is not supported; the Secrets would be applied still encrypted",
     ),
     (
-        "serviceAccountName",
-        "applying as the tenant's ServiceAccount (impersonation) is not supported yet; \
-         applying with the agent's own rights would bypass the tenant's lockdown",
-    ),
-    (
-        "healthChecks",
-        "waiting for a chosen set of objects is not supported yet; use `wait: true`",
-    ),
-    (
         "healthCheckExprs",
-        "CEL health expressions are not supported",
+        "CEL health expressions are not supported; remove them: objects with a Ready \
+         condition (HelmReleases, custom resources following kstatus) are judged by it",
     ),
-    ("components", "kustomize components are not supported yet"),
     (
         "ignoreMissingComponents",
-        "kustomize components are not supported yet",
+        "is not supported; every component in spec.components must exist",
     ),
     (
         "patchesStrategicMerge",
@@ -311,16 +323,13 @@ fn read_value(file: &Path, value: &Value, location: &str) -> Definition {
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
             .filter(|ns| !ns.is_empty());
+        // A refused field fails its stage alone: the stage exists (its
+        // objects are not pruned, its dependents are blocked) but is never
+        // rendered nor applied.
         let problems: Vec<Problem> = flux_refused_fields(&spec)
             .into_iter()
             .map(|(field, why)| at(format!("Kustomization spec.{field}: {why}")))
             .collect();
-        if !problems.is_empty() {
-            return Definition {
-                stage: None,
-                problems,
-            };
-        }
         match serde_path_to_error::deserialize::<_, FluxSpec>(&spec) {
             Ok(spec) => match from_flux(file, name, namespace, spec) {
                 Ok(mut stage) => Definition {
@@ -330,22 +339,26 @@ fn read_value(file: &Path, value: &Value, location: &str) -> Definition {
                             .and_then(|a| a.get(super::discover::APPLY_BOOTSTRAP_ANNOTATION))
                             .and_then(Value::as_str)
                             == Some("true");
+                        stage.refused = !problems.is_empty();
                         stage
                     }),
-                    problems: vec![],
+                    problems,
                 },
                 Err(message) => Definition {
                     stage: None,
-                    problems: vec![at(message)],
+                    problems: problems.into_iter().chain([at(message)]).collect(),
                 },
             },
             Err(e) => Definition {
                 stage: None,
-                problems: vec![at(format!(
-                    "invalid Kustomization: spec.{}: {}",
-                    e.path(),
-                    e.inner()
-                ))],
+                problems: problems
+                    .into_iter()
+                    .chain([at(format!(
+                        "invalid Kustomization: spec.{}: {}",
+                        e.path(),
+                        e.inner()
+                    ))])
+                    .collect(),
             },
         }
     }
@@ -436,6 +449,11 @@ fn from_native(file: &Path, doc: NativeDocument) -> Stage {
         source_ref: None,
         substitute_from: Vec::new(),
         apply_bootstrap: false,
+        service_account: None,
+        components: Vec::new(),
+        health_checks: Vec::new(),
+        refused: false,
+        not_planned: None,
     }
 }
 
@@ -478,6 +496,38 @@ fn from_flux(
         .map(|m| (strings(m.labels), strings(m.annotations)))
         .unwrap_or_default();
     let own_namespace = namespace.map(str::to_string);
+    let service_account = spec
+        .service_account_name
+        .filter(|n| !n.is_empty())
+        .map(|name| ServiceAccountRef {
+            namespace: own_namespace.clone().unwrap_or_else(|| "default".into()),
+            name,
+        });
+    let mut health_checks = Vec::with_capacity(spec.health_checks.len());
+    for (i, check) in spec.health_checks.into_iter().enumerate() {
+        // Which version to watch cannot be guessed without the cluster.
+        let Some(api_version) = check.api_version.filter(|v| !v.is_empty()) else {
+            return Err(format!(
+                "Kustomization spec.healthChecks[{i}] ({} {}): apiVersion is required",
+                check.kind, check.name
+            ));
+        };
+        if check.kind == FLUX_KUSTOMIZATION_KIND
+            && api_version.starts_with(super::FLUX_KUSTOMIZE_GROUP)
+        {
+            return Err(format!(
+                "Kustomization spec.healthChecks[{i}]: Kustomization {} is a stage, not an \
+                 object in the cluster; name it in spec.dependsOn to wait for it",
+                check.name
+            ));
+        }
+        health_checks.push(HealthCheck {
+            api_version,
+            kind: check.kind,
+            namespace: check.namespace.filter(|n| !n.is_empty()),
+            name: check.name,
+        });
+    }
     Ok(Stage {
         id: StageRef {
             namespace: own_namespace.clone(),
@@ -522,6 +572,11 @@ fn from_flux(
             namespace: r.namespace.or_else(|| own_namespace.clone()),
             name: r.name,
         }),
+        service_account,
+        components: spec.components,
+        health_checks,
+        refused: false,
+        not_planned: None,
     })
 }
 
@@ -622,6 +677,10 @@ spec:
   commonMetadata:
     labels: {team: web}
     annotations: {owner: web}
+  serviceAccountName: web-reconciler
+  components: [../components/ha]
+  healthChecks:
+    - {apiVersion: apps/v1, kind: Deployment, name: web, namespace: web}
   postBuild:
     substitute: {TAG: "1.0"}
 "#,
@@ -643,6 +702,12 @@ spec:
         assert_eq!(stage.common_labels["team"], "web");
         assert_eq!(stage.common_annotations["owner"], "web");
         assert_eq!(
+            stage.service_account.as_ref().unwrap().user(),
+            "system:serviceaccount:flux-system:web-reconciler"
+        );
+        assert_eq!(stage.components, ["../components/ha"]);
+        assert_eq!(stage.health_checks[0].to_string(), "Deployment web/web");
+        assert_eq!(
             stage.source_ref.unwrap().to_string(),
             "GitRepository flux-system/flux-system"
         );
@@ -659,7 +724,7 @@ spec:
   path: ./apps
   kubeConfig: {secretRef: {name: spoke-kubeconfig}}
   decryption: {provider: sops}
-  serviceAccountName: tenant
+  healthCheckExprs: [{apiVersion: v1, kind: Pod, current: "true"}]
   deletionPolicy: Orphan
   dependOn: [{name: x}]
   postBuild:
@@ -667,12 +732,15 @@ spec:
     substitutFrom: []
 "#,
         );
-        assert!(def.stage.is_none());
+        assert!(
+            def.stage.as_ref().is_some_and(|s| s.refused),
+            "the stage exists, to fail alone"
+        );
         let errors: Vec<String> = def.problems.iter().map(ToString::to_string).collect();
         for field in [
             "spec.kubeConfig: applies to a remote cluster",
             "spec.decryption: SOPS",
-            "spec.serviceAccountName: ",
+            "spec.healthCheckExprs: CEL",
             "spec.deletionPolicy: \"Orphan\" is not supported",
             "spec.dependOn: is not a field",
             "spec.postBuild.substitutFrom: is not a field",

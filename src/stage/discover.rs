@@ -21,8 +21,34 @@ pub fn discover_stages(root: &Path, dir: &Path) -> (Vec<Stage>, Problems) {
     discover_stages_in(&DISK, root, dir)
 }
 
+/// What discovery is told by its caller.
+#[derive(Debug, Clone, Default)]
+pub struct DiscoverOptions {
+    /// Take Flux's own bootstrap Kustomization as a stage instead of
+    /// skipping it (`--apply-flux-bootstrap`).
+    pub apply_flux_bootstrap: bool,
+}
+
+/// [`discover_stages`] with the caller's options.
+pub fn discover_stages_with(
+    root: &Path,
+    dir: &Path,
+    options: &DiscoverOptions,
+) -> (Vec<Stage>, Problems) {
+    discover_in(&DISK, root, dir, options)
+}
+
 /// [`discover_stages`] in any file tree.
 pub fn discover_stages_in(tree: &dyn FileTree, root: &Path, dir: &Path) -> (Vec<Stage>, Problems) {
+    discover_in(tree, root, dir, &DiscoverOptions::default())
+}
+
+fn discover_in(
+    tree: &dyn FileTree,
+    root: &Path,
+    dir: &Path,
+    options: &DiscoverOptions,
+) -> (Vec<Stage>, Problems) {
     let mut problems = Problems::default();
     let mut files = Vec::new();
     collect_yaml_files(tree, root, dir, &mut files, &mut problems);
@@ -80,7 +106,7 @@ pub fn discover_stages_in(tree: &dyn FileTree, root: &Path, dir: &Path) -> (Vec<
             stages.extend(definition.stage);
         }
     }
-    skip_flux_bootstrap(&mut stages, &yaml_files, &mut problems);
+    skip_flux_bootstrap(&mut stages, &yaml_files, options, &mut problems);
     (stages, problems)
 }
 
@@ -145,8 +171,17 @@ pub const APPLY_BOOTSTRAP_ANNOTATION: &str = "stagegate.dev/apply-flux-bootstrap
 /// Flux's own bootstrap Kustomization (the one whose path holds
 /// `gotk-components.yaml`) installs Flux's controllers, kustomize-controller
 /// among them, which stagegate replaces: it is skipped, and said so, unless
-/// the Kustomization is annotated `stagegate.dev/apply-flux-bootstrap: "true"`.
-fn skip_flux_bootstrap(stages: &mut Vec<Stage>, files: &[PathBuf], problems: &mut Problems) {
+/// `--apply-flux-bootstrap` is set or the Kustomization is annotated
+/// `stagegate.dev/apply-flux-bootstrap: "true"`.
+fn skip_flux_bootstrap(
+    stages: &mut Vec<Stage>,
+    files: &[PathBuf],
+    options: &DiscoverOptions,
+    problems: &mut Problems,
+) {
+    if options.apply_flux_bootstrap {
+        return;
+    }
     stages.retain(|stage| {
         let bootstrap = stage.origin == StageOrigin::Flux
             && files.iter().any(|f| {
@@ -160,7 +195,8 @@ fn skip_flux_bootstrap(stages: &mut Vec<Stage>, files: &[PathBuf], problems: &mu
             Problem::warning(format!(
                 "Flux's own bootstrap Kustomization {} (its path {} holds {FLUX_COMPONENTS_FILE}) \
                  is skipped: source- and helm-controller keep running from Flux's install; \
-                 annotate it {APPLY_BOOTSTRAP_ANNOTATION}: \"true\" to apply it",
+                 pass --apply-flux-bootstrap (or annotate it {APPLY_BOOTSTRAP_ANNOTATION}: \
+                 \"true\") to apply it",
                 stage.id,
                 stage.path.display()
             ))

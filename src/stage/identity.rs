@@ -147,12 +147,29 @@ fn add_children_to_waiting_parents(stages: &mut [Stage]) {
         }
         out
     };
+    let parent_of: HashMap<StageName, StageName> = stages
+        .iter()
+        .filter_map(|s| Some((s.name.clone(), s.parent.clone()?)))
+        .collect();
+    let is_ancestor = |stage: &StageName, of: &StageName| {
+        let mut up = parent_of.get(of);
+        while let Some(p) = up {
+            if p == stage {
+                return true;
+            }
+            up = parent_of.get(p);
+        }
+        false
+    };
+    // A child depends on its parent (it exists once the parent applied
+    // it), not on its siblings: its own ancestors add nothing.
     let extra: Vec<Vec<StageName>> = stages
         .iter()
         .map(|stage| {
             stage
                 .depends_on
                 .iter()
+                .filter(|d| !is_ancestor(d, &stage.name))
                 .flat_map(&descendants)
                 .filter(|d| *d != stage.name)
                 .collect()

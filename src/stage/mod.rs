@@ -17,7 +17,7 @@ pub mod identity;
 pub mod nested;
 pub mod substitute_from;
 
-pub use discover::{discover_stages, discover_stages_in};
+pub use discover::{discover_stages, discover_stages_in, discover_stages_with};
 pub use graph::{Cycle, StageGraph};
 
 pub const STAGE_API_VERSION: &str = "stagegate.dev/v1alpha1";
@@ -169,6 +169,64 @@ pub struct Stage {
     /// Flux's bootstrap Kustomization annotated to be applied anyway
     /// (see [`discover::APPLY_BOOTSTRAP_ANNOTATION`]).
     pub apply_bootstrap: bool,
+    /// Flux's `serviceAccountName`, in the Kustomization's namespace: the
+    /// stage is applied as this ServiceAccount (impersonation), so it can do
+    /// no more than the tenant's RBAC allows. Planning fills in the default
+    /// ServiceAccount, or the parent's for a nested stage without its own.
+    pub service_account: Option<ServiceAccountRef>,
+    /// Flux's `components`: kustomize components (paths relative to the
+    /// stage's path) appended to its kustomization's own.
+    pub components: Vec<String>,
+    /// Flux's `healthChecks`: with `wait` off, the objects whose health the
+    /// stage waits for, wherever they come from (this stage, another one,
+    /// the cluster).
+    pub health_checks: Vec<HealthCheck>,
+    /// The definition uses a field stagegate cannot honour (the problem
+    /// names it): the stage is neither rendered nor applied, and fails alone.
+    pub refused: bool,
+    /// Set by planning: why the stage could not be planned (its errors,
+    /// one per line). It is never applied; its dependents are blocked.
+    pub not_planned: Option<String>,
+}
+
+/// One object of Flux's `healthChecks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub api_version: String,
+    pub kind: String,
+    /// `None` for a cluster-scoped object (or the stage's namespace).
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl fmt::Display for HealthCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// A ServiceAccount a stage is applied as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccountRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ServiceAccountRef {
+    /// The user the API server knows the ServiceAccount as, which is what
+    /// `Impersonate-User` names.
+    pub fn user(&self) -> String {
+        format!("system:serviceaccount:{}:{}", self.namespace, self.name)
+    }
+}
+
+impl fmt::Display for ServiceAccountRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
 }
 
 /// A reference to a stage as a definition writes it: a name and, for Flux
@@ -223,6 +281,24 @@ impl Stage {
             source_ref: None,
             substitute_from: Vec::new(),
             apply_bootstrap: false,
+            service_account: None,
+            components: Vec::new(),
+            health_checks: Vec::new(),
+            refused: false,
+            not_planned: None,
+        }
+    }
+
+    /// The ServiceAccount `name` in this stage's namespace (`default` for a
+    /// document without one, where `kubectl apply` would place it).
+    pub fn own_service_account(&self, name: &str) -> ServiceAccountRef {
+        ServiceAccountRef {
+            namespace: self
+                .id
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            name: name.to_string(),
         }
     }
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use super::definition::read_rendered_definition;
 use super::identity::{assign_names, check_sources, qualify_names, resolve_dependencies};
-use super::substitute_from::variables;
+use super::substitute_from::{SubstitutionSource, unresolved_variables, variables};
 use super::{Stage, StageName, StageOrigin, is_unreadable_stage_document};
 use crate::diagnostics::{Problem, Problems};
 use crate::object::Manifest;
@@ -35,6 +35,7 @@ pub type RenderResult = Result<RenderedStage, Problem>;
 pub fn expand(
     discovered: Vec<Stage>,
     render: impl Fn(&[Stage]) -> Vec<RenderResult>,
+    source: Option<&dyn SubstitutionSource>,
     problems: &mut Problems,
 ) -> (Vec<Stage>, Vec<Option<Vec<Manifest>>>) {
     let mut stages = discovered;
@@ -45,6 +46,9 @@ pub fn expand(
     // Variables of stages with `substituteFrom`, resolved once every other
     // stage rendered (their sources are objects of this revision).
     let mut vars: Vec<Option<Variables>> = vec![None; stages.len()];
+    // Required sources no one could read (offline, no values given): the
+    // stage is rendered without substitution to name the variables missing.
+    let mut unreachable: Vec<Option<Vec<String>>> = vec![None; stages.len()];
     let mut frontier: Vec<usize> = (0..stages.len()).collect();
     let mut deferred: Vec<usize> = Vec::new();
     let mut depth = 0;
@@ -57,10 +61,45 @@ pub fn expand(
             if deferred.is_empty() {
                 break;
             }
-            frontier = resolve_deferred(&stages, &results, &mut vars, &mut deferred, problems);
+            frontier = resolve_deferred(
+                &stages,
+                &results,
+                (&mut vars, &mut unreachable),
+                &mut deferred,
+                source,
+                problems,
+            );
             continue;
         }
-        render_into(&stages, &now, &vars, &render, &mut results, problems);
+        // A stage whose definition was refused is never rendered: what it
+        // would render (a remote cluster's objects, another source's) is
+        // not for this cluster.
+        let now: Vec<usize> = now.into_iter().filter(|&i| !stages[i].refused).collect();
+        render_into(
+            &stages,
+            &now,
+            (&vars, &unreachable),
+            &render,
+            &mut results,
+            problems,
+        );
+        let again = name_unresolved(
+            &stages,
+            &now,
+            &vars,
+            &mut unreachable,
+            &mut results,
+            problems,
+        );
+        render_into(
+            &stages,
+            &again,
+            (&vars, &unreachable),
+            &render,
+            &mut results,
+            problems,
+        );
+
         if depth == MAX_DEPTH {
             for &i in &now {
                 problems.push(
@@ -88,8 +127,10 @@ pub fn expand(
                     if i == results.len() {
                         results.push(None);
                         vars.push(None);
+                        unreachable.push(None);
                     }
                     vars[i] = None;
+                    unreachable[i] = None;
                     if !next.contains(&i) {
                         next.push(i);
                     }
@@ -99,7 +140,13 @@ pub fn expand(
         frontier = next;
     }
 
-    drop_unrendered_children(&mut stages, &mut parents, &mut results, &mut vars, problems);
+    drop_unrendered_children(
+        &mut stages,
+        &mut parents,
+        &mut results,
+        (&mut vars, &mut unreachable),
+        problems,
+    );
 
     // Children can make a name ambiguous that was not before: name again and
     // render again the stages whose name (and so whose labels) changed.
@@ -109,13 +156,25 @@ pub fn expand(
         .filter(|&i| stages[i].name != before[i] && results[i].is_some())
         .collect();
     if !renamed.is_empty() {
-        render_into(&stages, &renamed, &vars, &render, &mut results, problems);
+        render_into(
+            &stages,
+            &renamed,
+            (&vars, &unreachable),
+            &render,
+            &mut results,
+            problems,
+        );
     }
     for (i, parent) in parents.iter().enumerate() {
         stages[i].parent = parent.map(|p| stages[p].name.clone());
     }
     resolve_dependencies(&mut stages);
-    check_sources(&stages, problems);
+    for i in check_sources(&stages, problems) {
+        stages[i].refused = true;
+        results[i] = None;
+    }
+    fail_descendants_of_refused(&stages, &parents, &mut results, problems);
+    retag_qualified(&stages, problems);
     drop_problems_said_by_parents(problems);
     let objects = results.into_iter().map(|r| r.map(|r| r.objects)).collect();
     (stages, objects)
@@ -158,7 +217,7 @@ fn drop_unrendered_children(
     stages: &mut Vec<Stage>,
     parents: &mut Vec<Option<usize>>,
     results: &mut Vec<Option<RenderedStage>>,
-    vars: &mut Vec<Option<Variables>>,
+    (vars, unreachable): (&mut Vec<Option<Variables>>, &mut Vec<Option<Vec<String>>>),
     problems: &mut Problems,
 ) {
     let holder = |i: usize| -> Option<usize> {
@@ -174,6 +233,7 @@ fn drop_unrendered_children(
         })
     };
     let dropped: Vec<Option<usize>> = (0..stages.len()).map(holder).collect();
+    fail_children_of_unrendered(stages, parents, results, &dropped, problems);
     if dropped.iter().all(Option::is_none) {
         return;
     }
@@ -210,6 +270,11 @@ fn drop_unrendered_children(
         i += 1;
         dropped[i - 1].is_none()
     });
+    let mut i = 0;
+    unreachable.retain(|_| {
+        i += 1;
+        dropped[i - 1].is_none()
+    });
     let old_parents = std::mem::take(parents);
     *parents = old_parents
         .into_iter()
@@ -219,6 +284,43 @@ fn drop_unrendered_children(
         .collect();
 }
 
+/// A Flux Kustomization whose file lies in the path of a Flux stage that
+/// could not be rendered is a child whose parent's version of it is unknown
+/// (patched, substituted, or left out): it is neither applied as discovery
+/// read it nor pruned, and fails until its parent renders again.
+fn fail_children_of_unrendered(
+    stages: &[Stage],
+    parents: &[Option<usize>],
+    results: &mut [Option<RenderedStage>],
+    dropped: &[Option<usize>],
+    problems: &mut Problems,
+) {
+    for i in 0..stages.len() {
+        let stage = &stages[i];
+        if parents[i].is_some() || dropped[i].is_some() || stage.origin != StageOrigin::Flux {
+            continue;
+        }
+        let unrendered = (0..stages.len()).find(|&p| {
+            p != i
+                && stages[p].origin == StageOrigin::Flux
+                && results[p].is_none()
+                && stage.source.starts_with(&stages[p].path)
+        });
+        if let Some(p) = unrendered {
+            results[i] = None;
+            problems.push(
+                Problem::error(format!(
+                    "its Kustomization is in the path of stage {}, which could not be rendered; \
+                     it is not applied until its parent renders",
+                    stages[p].name
+                ))
+                .in_file(&stage.source)
+                .in_stage(&stage.name),
+            );
+        }
+    }
+}
+
 /// Variables resolved from `substituteFrom`; kept out of [`Stage`], which
 /// is shown and stored, since they may come from Secrets.
 type Variables = BTreeMap<String, String>;
@@ -226,7 +328,7 @@ type Variables = BTreeMap<String, String>;
 fn render_into(
     stages: &[Stage],
     which: &[usize],
-    vars: &[Option<Variables>],
+    (vars, unreachable): (&[Option<Variables>], &[Option<Vec<String>>]),
     render: &impl Fn(&[Stage]) -> Vec<RenderResult>,
     results: &mut [Option<RenderedStage>],
     problems: &mut Problems,
@@ -235,7 +337,11 @@ fn render_into(
         .iter()
         .map(|&i| {
             let mut stage = stages[i].clone();
-            if let Some(vars) = &vars[i] {
+            if unreachable[i].is_some() {
+                // Rendered as written, to find the variables it uses.
+                stage.substitute.clear();
+                stage.substitute_from.clear();
+            } else if let Some(vars) = &vars[i] {
                 stage.substitute = vars.clone();
             }
             stage
@@ -258,22 +364,154 @@ fn render_into(
 fn resolve_deferred(
     stages: &[Stage],
     results: &[Option<RenderedStage>],
-    vars: &mut [Option<Variables>],
+    (vars, unreachable): (&mut [Option<Variables>], &mut [Option<Vec<String>>]),
     deferred: &mut Vec<usize>,
+    source: Option<&dyn SubstitutionSource>,
     problems: &mut Problems,
 ) -> Vec<usize> {
     let rendered = results.iter().flatten().flat_map(|r| r.objects.iter());
     let mut ready = Vec::new();
     for i in std::mem::take(deferred) {
-        let (resolved, found) = variables(&stages[i], rendered.clone());
-        let failed = found.iter().any(Problem::is_error);
-        problems.extend(found);
-        vars[i] = Some(resolved);
+        let resolved = variables(&stages[i], rendered.clone(), source);
+        let failed = resolved.problems.iter().any(Problem::is_error);
+        problems.extend(resolved.problems);
+        vars[i] = Some(resolved.vars);
+        unreachable[i] = (!resolved.unreachable.is_empty()).then_some(resolved.unreachable);
         if !failed {
             ready.push(i);
         }
     }
     ready
+}
+
+/// The stages rendered without their unreachable sources' values: the
+/// variables they use that nothing gave are named, and the stage fails
+/// (it is not expanded further). One that uses none is to be rendered
+/// again, with substitution: those are returned.
+fn name_unresolved(
+    stages: &[Stage],
+    which: &[usize],
+    vars: &[Option<Variables>],
+    unreachable: &mut [Option<Vec<String>>],
+    results: &mut [Option<RenderedStage>],
+    problems: &mut Problems,
+) -> Vec<usize> {
+    let mut again = Vec::new();
+    for &i in which {
+        let Some(sources) = unreachable[i].clone() else {
+            continue;
+        };
+        let Some(rendered) = &results[i] else {
+            continue;
+        };
+        let known = vars[i].clone().unwrap_or_default();
+        let objects = rendered.objects.iter().chain(&rendered.children);
+        let missing = unresolved_variables(objects, &known);
+        results[i] = None;
+        if missing.is_empty() {
+            unreachable[i] = None;
+            again.push(i);
+            continue;
+        }
+        let message = format!(
+            "postBuild.substituteFrom: {} cannot be read here (offline commands do not read \
+             the cluster), so these variables are unresolved: {}; give their values with \
+             --substitute-from FILE",
+            sources.join(", "),
+            missing.join(", ")
+        );
+        problems.push(
+            Problem::error(message)
+                .in_file(&stages[i].source)
+                .in_stage(&stages[i].name),
+        );
+    }
+    again
+}
+
+/// A definition's problems name its stage as the document does; a stage
+/// whose name was qualified with its namespace is named so in them too,
+/// so that they fail that stage (and not, unknown, the whole plan).
+fn retag_qualified(stages: &[Stage], problems: &mut Problems) {
+    let renamed: Vec<&Stage> = stages
+        .iter()
+        .filter(|s| s.name.as_str() != s.id.name)
+        .collect();
+    if renamed.is_empty() {
+        return;
+    }
+    let mut retagged = Problems::default();
+    retagged.extend(problems.iter().map(|p| {
+        let owner = renamed.iter().find(|s| {
+            p.stage.as_ref().is_some_and(|n| n.as_str() == s.id.name)
+                && p.file.as_deref() == Some(s.source.as_path())
+        });
+        match owner {
+            Some(stage) => p.clone().in_stage(&stage.name),
+            None => p.clone(),
+        }
+    }));
+    *problems = retagged;
+}
+
+/// The descendants of a stage whose definition was refused are not
+/// applied either: they came from that stage's render.
+fn fail_descendants_of_refused(
+    stages: &[Stage],
+    parents: &[Option<usize>],
+    results: &mut [Option<RenderedStage>],
+    problems: &mut Problems,
+) {
+    for i in 0..stages.len() {
+        let mut ancestor = parents[i];
+        while let Some(a) = ancestor {
+            if stages[a].refused {
+                results[i] = None;
+                problems.push(
+                    Problem::error(format!(
+                        "rendered by stage {}, whose definition is refused",
+                        stages[a].name
+                    ))
+                    .in_file(&stages[i].source)
+                    .in_stage(&stages[i].name),
+                );
+                break;
+            }
+            ancestor = parents[a];
+        }
+    }
+}
+
+/// The ServiceAccount each stage is applied as: its own, else its
+/// parent's (a tenant's child stage can do no more than the tenant), else,
+/// for a Flux stage, `default` in its own namespace, as Flux's
+/// `--default-service-account`.
+pub fn assign_service_accounts(stages: &mut [Stage], default: Option<&str>) {
+    let index: BTreeMap<StageName, usize> = stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.clone(), i))
+        .collect();
+    let declared: Vec<_> = stages.iter().map(|s| s.service_account.clone()).collect();
+    for i in 0..stages.len() {
+        if declared[i].is_some() {
+            continue;
+        }
+        let mut parent = stages[i].parent.clone();
+        let mut inherited = None;
+        while let Some(p) = parent.and_then(|p| index.get(&p).copied()) {
+            if let Some(account) = &declared[p] {
+                inherited = Some(account.clone());
+                break;
+            }
+            parent = stages[p].parent.clone();
+        }
+        let account = inherited.or_else(|| {
+            let own = default.filter(|_| stages[i].origin == StageOrigin::Flux)?;
+            Some(stages[i].own_service_account(own))
+        });
+        stages[i].service_account = account;
+    }
 }
 
 /// A stage document from `parent`'s output, as a stage whose dependencies
@@ -298,6 +536,12 @@ fn read_child(parent: &Stage, doc: &Manifest, problems: &mut Problems) -> Option
     let definition = read_rendered_definition(&doc.source, &doc.value, &parent.name);
     problems.extend(definition.problems);
     let mut child = definition.stage?;
+    // Flux reconciles a child once its parent applied it: after the
+    // parent's objects (a tenant's ServiceAccount and RoleBinding, a
+    // namespace) are in the cluster.
+    if child.id != parent.id && !child.dependency_refs.contains(&parent.id) {
+        child.dependency_refs.push(parent.id.clone());
+    }
     for dep in &parent.dependency_refs {
         if !child.dependency_refs.contains(dep) && *dep != child.id {
             child.dependency_refs.push(dep.clone());
