@@ -44,6 +44,8 @@ pub struct Engine {
     pub(super) resolver: Resolver,
     pub(super) events: EventSink,
     pub(super) settings: EngineSettings,
+    /// Stagegate's live objects, listed once per kind for all stages (drift.rs).
+    pub(super) live: super::drift::LiveIndex,
 }
 
 /// One apply of one stage: what every step reads.
@@ -105,6 +107,7 @@ impl Engine {
             client,
             events,
             settings,
+            live: super::drift::LiveIndex::default(),
         }
     }
 
