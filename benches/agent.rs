@@ -144,7 +144,7 @@ async fn measure(mut cmd: Command, log: std::path::PathBuf) -> (Duration, u64) {
 }
 
 async fn scale(stages: usize) {
-    let (sim, _client) = sim(SimConfig::default()).await;
+    let (sim, client) = sim(SimConfig::default()).await;
     let work = tempfile::tempdir().expect("tempdir");
     let layers = 10;
     let per_layer = stages / layers;
@@ -167,16 +167,20 @@ async fn scale(stages: usize) {
     }
     files.push(("stages.yaml".into(), doc));
     repo(&work.path().join("scale"), &files);
+    let stages = (layers * per_layer) as f64;
+    let before = sim.stats();
     let (first, first_rss) = measure(
         agent(&sim, work.path(), "scale", &[]),
         work.path().join("agent-scale.log"),
     )
     .await;
+    let between = sim.stats();
     let (unchanged, unchanged_rss) = measure(
         agent(&sim, work.path(), "scale", &[]),
         work.path().join("agent-scale.log"),
     )
     .await;
+    let after = sim.stats();
     println!(
         "| {} stages, {layers} layers (ConfigMap + Deployment each) | first run {:.2} s | unchanged run {:.2} s | peak RSS {:.1} MiB (first), {:.1} MiB (unchanged) |",
         layers * per_layer,
@@ -185,7 +189,89 @@ async fn scale(stages: usize) {
         first_rss as f64 / 1024.0,
         unchanged_rss as f64 / 1024.0
     );
+    println!(
+        "| API requests per stage (kube-sim's counters, watches included) | first run {:.2} ({} writes) | unchanged run {:.2} ({} writes) |",
+        (between.total() - before.total()) as f64 / stages,
+        writes(between) - writes(before),
+        (after.total() - between.total()) as f64 / stages,
+        writes(after) - writes(between),
+    );
+    let floor = layer_floor(&client, per_layer).await;
+    println!(
+        "| the floor: one layer of {per_layer} ConfigMaps + Deployments applied directly (4 in flight) until all available | {:.2} s per layer | x{layers} = {:.2} s |",
+        floor.as_secs_f64(),
+        floor.as_secs_f64() * layers as f64,
+    );
     sim.shutdown().await;
+}
+
+fn writes(s: kube_sim::RequestStats) -> u64 {
+    s.create + s.update + s.patch + s.delete
+}
+
+/// What one layer costs kube-sim alone: its objects server-side applied
+/// with the agent's default concurrency, then polled (every 10 ms) until
+/// every Deployment has finished its rollout.
+async fn layer_floor(client: &kube::Client, per_layer: usize) -> Duration {
+    use futures::StreamExt;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{ListParams, Patch, PatchParams};
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "floor");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "floor");
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "floor"}})).expect("ns");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+    let params = PatchParams::apply("floor").force();
+    let start = Instant::now();
+    futures::stream::iter(0..per_layer)
+        .map(|i| {
+            let (configmaps, deployments, params) = (&configmaps, &deployments, &params);
+            async move {
+                let name = format!("floor-{i:03}");
+                let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name}, "data": {"index": i.to_string()}});
+                configmaps
+                    .patch(&name, params, &Patch::Apply(&cm))
+                    .await
+                    .expect("configmap");
+                let dep = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": name}, "spec": {"replicas": 1,
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": {"metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}});
+                deployments
+                    .patch(&name, params, &Patch::Apply(&dep))
+                    .await
+                    .expect("deployment");
+            }
+        })
+        .buffer_unordered(4)
+        .collect::<Vec<()>>()
+        .await;
+    loop {
+        let list = deployments
+            .list(&ListParams::default())
+            .await
+            .expect("list");
+        let available = list
+            .items
+            .iter()
+            .filter(|d| {
+                d.status
+                    .as_ref()
+                    .and_then(|s| s.available_replicas)
+                    .is_some_and(|a| a >= 1)
+            })
+            .count();
+        if available == per_layer {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn job(name: &str) -> String {

@@ -1,6 +1,7 @@
 //! Stages as Kubernetes resources, used the way an operator would: the real
 //! `stagegate run` against kube-sim, read and driven with the real `kubectl`
-//! (`get stages`, `wait --for=condition=Ready`, `describe`, `annotate`).
+//! (`get stages`, `wait --for=condition=Ready`, `describe`, `events --for`,
+//! `annotate`).
 
 mod common;
 
@@ -267,6 +268,23 @@ async fn kubectl_gets_waits_for_describes_and_annotates_stages() {
     assert!(
         events.iter().any(|(r, _)| r == "StageSuspended"),
         "{events:?}"
+    );
+    // `kubectl events --for` tells the stage's history, and only its own:
+    // Ready, then Suspended, then Ready again once resumed (the last seen
+    // of a repeated Event moves, so the last line is the latest).
+    let history = e
+        .kubectl_ok(&["events", "--for", "stage/application", "-n", NS])
+        .await;
+    let rows: Vec<&str> = history.lines().skip(1).collect();
+    assert!(
+        rows.iter().all(|r| r.contains("Stage/application")),
+        "{history}"
+    );
+    let suspended = rows.iter().position(|r| r.contains("StageSuspended"));
+    let ready = rows.iter().rposition(|r| r.contains("StageReady"));
+    assert!(
+        matches!((suspended, ready), (Some(s), Some(r)) if s < r),
+        "{history}"
     );
 
     // A Stage object deleted by hand comes back with its Job runs.

@@ -46,6 +46,8 @@ pub struct Engine {
     pub(super) client: Client,
     pub(super) resolver: std::sync::Arc<Resolver>,
     pub(super) settings: EngineSettings,
+    /// Stagegate's live objects, listed once per kind for all stages (drift.rs).
+    pub(super) live: super::drift::LiveIndex,
 }
 
 /// One apply of one stage: what every step reads.
@@ -129,6 +131,7 @@ impl Engine {
             resolver: std::sync::Arc::new(Resolver::new(client.clone())),
             client,
             settings,
+            live: super::drift::LiveIndex::default(),
         }
     }
 

@@ -404,6 +404,7 @@ impl JobTask<'_> {
         })
         .await?;
         let uid = created.metadata.uid.clone().unwrap_or_default();
+        self.log_started(hash, result);
         let run = JobRun {
             hash: hash.to_string(),
             revision: self.ctx.revision.to_string(),
@@ -417,6 +418,29 @@ impl JobTask<'_> {
         self.journal(&run).await;
         result.runs.push((self.key(), run));
         Ok(uid)
+    }
+
+    /// The run begins: one line saying which spec and which attempt, so a
+    /// long Job is visible in the log from its start (the stage's own
+    /// "still running" lines follow every 30 s).
+    fn log_started(&self, hash: &str, result: &JobTaskResult) {
+        let key = self.key();
+        // Runs of this spec before this one, as the status page numbers them.
+        let earlier = self
+            .history()
+            .map_or(0, |h| h.runs.iter().filter(|r| r.hash == hash).count());
+        let this_task = result.runs.iter().filter(|(_, r)| r.hash == hash).count();
+        let attempt = earlier + this_task + 1;
+        info!(
+            stage = self.ctx.name(),
+            revision = %crate::logging::short_revision(self.ctx.revision),
+            object = key,
+            job = key,
+            spec_hash = short(hash),
+            attempt,
+            "Job started: {key}, spec {}, attempt {attempt}",
+            short(hash)
+        );
     }
 
     async fn journal(&self, run: &JobRun) {

@@ -6,8 +6,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use kube::api::ListParams;
-
+use super::drift::LiveIndex;
 use super::engine::{Engine, StageRun};
 use super::item::{Item, Role};
 use super::prepare::Prepared;
@@ -49,20 +48,23 @@ impl Engine {
         if groups.is_empty() {
             return false;
         }
-        for group in groups.values() {
+        for ((api_version, kind, namespace), group) in groups {
             let Some(api) = group[0].api(&self.client) else {
                 return false;
             };
-            let params = ListParams::default().labels(&run.selector);
-            let Ok(list) = api.list_metadata(&params).await else {
+            let key = (
+                api_version.to_string(),
+                kind.to_string(),
+                namespace.map(str::to_string),
+            );
+            // The engine's shared listing of the kind (see `drift.rs`).
+            let Some(live) = self.live.listing(key, &api).await else {
                 return false;
             };
-            let live: HashSet<&str> = list
-                .items
+            if group
                 .iter()
-                .filter_map(|o| o.metadata.name.as_deref())
-                .collect();
-            if group.iter().any(|i| live.contains(i.name.as_str())) {
+                .any(|i| LiveIndex::holds(&live, &i.name, run.name()))
+            {
                 return false;
             }
         }

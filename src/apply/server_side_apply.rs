@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 use futures::{StreamExt, stream};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
-use kube::api::{ListParams, Patch};
+use kube::api::Patch;
 use kube::runtime::wait::{await_condition, conditions};
 use tracing::{info, warn};
 
 use super::api_call::{Verb, call};
-use super::drift::fingerprint;
+use super::drift::{LiveIndex, fingerprint};
 use super::engine::{Engine, StageRun, apply_params};
 use super::error::{ApplyError, api_status, is_immutable_field};
 use super::item::Item;
@@ -30,9 +30,10 @@ pub(super) struct Applied {
 }
 
 impl Engine {
-    /// Objects whose rendered form is what was last applied and whose live
-    /// resourceVersion has not moved since: one LIST (metadata only) per kind
-    /// and namespace, instead of one request per object.
+    /// Objects whose rendered form is what was last applied and whose
+    /// stagegate-managed fields have not moved since: read from the
+    /// engine's shared listing of each kind and namespace (see `drift.rs`),
+    /// not with requests of this stage's own.
     pub(super) async fn unchanged(
         &self,
         run: &StageRun<'_>,
@@ -59,26 +60,20 @@ impl Engine {
             }
         }
         let mut unchanged = Unchanged::new();
-        for group in groups.values() {
+        for ((api_version, kind, namespace), group) in groups {
             let Some(api) = group[0].api(&self.client) else {
                 continue;
             };
-            // An unanswered LIST only costs the writes it would have saved.
-            let Ok(list) = api
-                .list_metadata(&ListParams::default().labels(&run.selector))
-                .await
-            else {
-                continue;
-            };
-            let live: HashMap<&str, String> = list
-                .items
-                .iter()
-                .filter_map(|o| Some((o.metadata.name.as_deref()?, fingerprint(&o.metadata))))
-                .collect();
+            let key = (
+                api_version.to_string(),
+                kind.to_string(),
+                namespace.map(str::to_string),
+            );
+            let live = self.live.listing(key, &api).await;
             for item in group {
                 let oref = item.object_ref();
                 if let Some(entry) = recorded.get(&oref)
-                    && live.get(item.name.as_str()) == Some(&entry.resource_version)
+                    && LiveIndex::same(&live, &item.name, run.name(), &entry.resource_version)
                 {
                     unchanged.insert(oref, (*entry).clone());
                 }
@@ -113,6 +108,13 @@ impl Engine {
                     }
                 }
                 Ok(Some(applied)) => {
+                    let key = (
+                        item.api_version.clone(),
+                        item.kind.clone(),
+                        item.namespace.clone(),
+                    );
+                    let fingerprint = &applied.resource_version;
+                    self.live.applied(&key, &item.name, run.name(), fingerprint);
                     tally.report.applied += 1;
                     if applied.recreated {
                         tally.report.recreated += 1;

@@ -38,8 +38,9 @@ impl RevisionOutcome {
     }
 }
 
-/// A finished stage task: its position, new state, report and duration.
-type Finished = (usize, StageState, StageReport, Duration);
+/// A finished stage task: its position, and the phase and message it
+/// settled in (its transition already made).
+type Finished = (usize, Phase, String);
 
 /// Where each stage of the revision stands.
 struct Progress {
@@ -109,6 +110,8 @@ pub async fn run_revision(
 ) -> RevisionOutcome {
     let n = plan.stages.len();
     let mut progress = Progress::new(n);
+    // Drift checks of this run read the cluster as it is now.
+    ctx.engine.begin_cycle();
     settle_suspended(&ctx, &plan, &revision, &mut progress).await;
     let mut running: JoinSet<Finished> = JoinSet::new();
     let mut cancelled = false;
@@ -147,8 +150,9 @@ pub async fn run_revision(
             }
         };
         match joined {
-            Some(Ok(finished)) => {
-                finish(&ctx, &plan, &revision, &mut progress, finished).await;
+            Some(Ok((i, phase, message))) => {
+                progress.phase[i] = phase;
+                progress.message[i] = message;
             }
             Some(Err(e)) => warn!(error = %e, "stage task ended abnormally"),
             None => {}
@@ -239,32 +243,40 @@ async fn start_ready(
                 }
                 progress.started[i] = true;
                 progress.phase[i] = Phase::Running;
-                let stage_state = ctx.begin_stage(name, revision).await;
+                // The stage's own writes (Running, then its outcome) happen
+                // in its task: stages starting together write together
+                // (bounded by the client), and this loop is free at once
+                // for the next stage to start or finish.
                 let (ctx, plan) = (ctx.clone(), plan.clone());
                 let revision = revision.to_string();
-                running.spawn(async move {
-                    let mut stage_state = stage_state;
-                    let begin = Instant::now();
-                    let report = ctx
-                        .engine
-                        .apply_stage_journaled(&plan.stages[i], &revision, &mut stage_state, &*ctx)
-                        .await;
-                    (i, stage_state, report, begin.elapsed())
-                });
+                running.spawn(async move { run_stage(&ctx, &plan, &revision, i).await });
             }
         }
     }
 }
 
-/// A stage task ended: its phase, metrics and transition.
-async fn finish(
+/// One stage from Running to its outcome: begin, apply, transition.
+async fn run_stage(ctx: &AgentContext, plan: &Plan, revision: &str, i: usize) -> Finished {
+    let name = plan.stages[i].stage.name.as_str();
+    let mut stage_state = ctx.begin_stage(name, revision).await;
+    let begin = Instant::now();
+    let report = ctx
+        .engine
+        .apply_stage_journaled(&plan.stages[i], revision, &mut stage_state, ctx)
+        .await;
+    settle(ctx, plan, revision, i, stage_state, report, begin.elapsed()).await
+}
+
+/// A stage's apply ended: its phase, transition and metrics.
+async fn settle(
     ctx: &AgentContext,
     plan: &Plan,
     revision: &str,
-    progress: &mut Progress,
-    finished: Finished,
-) {
-    let (i, mut stage_state, report, elapsed) = finished;
+    i: usize,
+    mut stage_state: StageState,
+    report: StageReport,
+    elapsed: Duration,
+) -> Finished {
     stage_state.stalled = !report.ready && super::record::stalled(&plan.stages[i], &stage_state);
     let name = plan.stages[i].stage.name.to_string();
     let phase = if report.ready {
@@ -281,22 +293,15 @@ async fn finish(
     } else {
         report.message.clone()
     };
-    progress.phase[i] = phase;
-    progress.message[i] = message;
     ctx.events.publish_all(&report.events).await;
     let changed = ctx
-        .transition(
-            &name,
-            revision,
-            phase,
-            &progress.message[i],
-            Some(stage_state),
-        )
+        .transition(&name, revision, phase, &message, Some(stage_state))
         .await;
     // A drift check that found nothing to do is no reconcile.
     if changed || report.applied > 0 || report.recreated > 0 || report.pruned > 0 {
         record_metrics(ctx, &name, &report, elapsed);
     }
+    (i, phase, message)
 }
 
 fn record_metrics(ctx: &AgentContext, name: &str, report: &StageReport, elapsed: Duration) {

@@ -39,7 +39,7 @@ fn internal() -> WriteOpts {
     }
 }
 
-pub fn reconcile_all(store: &mut Store) {
+pub fn reconcile_all(store: &mut Store, settled: &mut super::Settled) {
     let (Some(deployments), Some(replicasets)) = (
         store.registry.get("apps", "deployments").cloned(),
         store.registry.get("apps", "replicasets").cloned(),
@@ -54,8 +54,15 @@ pub fn reconcile_all(store: &mut Store) {
             continue;
         }
         let sets = owned.get(uid_of(&dep)).cloned().unwrap_or_default();
+        // Its template and ReplicaSets are all it reads.
+        let Err(stamp) = settled.check(&dep, &sets) else {
+            continue;
+        };
+        let rv_before = store.current_rv();
         reconcile(store, &deployments, &replicasets, &dep, sets);
+        settled.settle_if(&dep, stamp, rv_before, store);
     }
+    settled.end_tick();
 }
 
 fn revision(obj: &Value) -> i64 {

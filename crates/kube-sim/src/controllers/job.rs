@@ -153,6 +153,15 @@ fn run_pods(store: &mut Store, pods: &[Arc<Value>], config: &SimConfig) {
             .unwrap_or(0);
         let outcome = outcome_of(&pod);
         let runs_forever = str_at(&pod, "/spec/restartPolicy").unwrap_or("Always") == "Always";
+        // Most pods have nothing to do on a tick: no copy of them then.
+        let settled = match phase {
+            "Pending" => false,
+            "Running" => runs_forever,
+            _ => true,
+        };
+        if settled {
+            continue;
+        }
         let mut next = (*pod).clone();
         match phase {
             "Pending" => match outcome {

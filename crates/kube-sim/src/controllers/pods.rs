@@ -212,7 +212,7 @@ fn write_status(store: &mut Store, rt: &ResourceType, obj: &Value, status: Value
     }
 }
 
-pub fn reconcile_all(store: &mut Store) {
+pub fn reconcile_all(store: &mut Store, settled: &mut super::Settled) {
     let Some(pods) = store.registry.get("", "pods").cloned() else {
         return;
     };
@@ -235,12 +235,21 @@ pub fn reconcile_all(store: &mut Store) {
             }
             let owned = index.get(uid_of(&owner)).cloned().unwrap_or_default();
             match kind {
-                "ReplicaSet" => replicaset(store, &rt, &pods, &owner, owned),
+                "ReplicaSet" => {
+                    // The ReplicaSet and its pods are all it reads.
+                    let Err(stamp) = settled.check(&owner, &owned) else {
+                        continue;
+                    };
+                    let rv_before = store.current_rv();
+                    replicaset(store, &rt, &pods, &owner, owned);
+                    settled.settle_if(&owner, stamp, rv_before, store);
+                }
                 "StatefulSet" => statefulset(store, &pods, &owner, owned),
                 _ => daemonset(store, &pods, &owner, owned),
             }
         }
     }
+    settled.end_tick();
 }
 
 fn replicaset(
