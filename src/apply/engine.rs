@@ -47,7 +47,7 @@ pub struct Engine {
     pub(super) resolver: std::sync::Arc<Resolver>,
     pub(super) settings: EngineSettings,
     /// Stagegate's live objects, listed once per kind for all stages (drift.rs).
-    pub(super) live: super::drift::LiveIndex,
+    pub(super) live: std::sync::Arc<super::drift::LiveIndex>,
 }
 
 /// One apply of one stage: what every step reads.
@@ -131,18 +131,21 @@ impl Engine {
             resolver: std::sync::Arc::new(Resolver::new(client.clone())),
             client,
             settings,
-            live: super::drift::LiveIndex::default(),
+            live: Default::default(),
         }
     }
 
     /// This engine acting as `user` (a stage's ServiceAccount): every call
-    /// is authorized as that user; discovery's cache and the settings stay
-    /// the agent's.
+    /// is authorized as that user; discovery's cache, the live listing
+    /// and the settings stay the agent's.
     pub fn impersonating(&self, user: &str) -> Result<Engine, crate::cluster::ClusterError> {
         Ok(Self {
             client: crate::cluster::impersonating(&self.client, user)?,
             resolver: self.resolver.clone(),
             settings: self.settings.clone(),
+            // Drift is read with the agent's own rights and one listing
+            // for all stages; only writes need the stage's identity.
+            live: self.live.clone(),
         })
     }
 
