@@ -351,3 +351,12 @@ fn a_replacement_into_yaml_held_in_a_string_is_refused_as_kustomize_refuses_it()
 fn built_in_config_map_and_secret_generators_listed_under_generators_match_kustomize() {
     assert_same_as_kustomize("scenarios/builtin-generators");
 }
+
+#[test]
+fn a_var_fitting_two_objects_is_refused_naming_both() {
+    assert_both_refuse(
+        "scenarios/vars-ambiguous",
+        "scenarios/vars-ambiguous/kustomization.yaml",
+        "ConfigMap a/settings, ConfigMap b/settings",
+    );
+}

@@ -320,7 +320,7 @@ fn build_into(
         });
     }
     stack.push(dir.to_path_buf());
-    let result = build_file(ctx, dir, &file, stack, expected, resources, overlay, config);
+    let result = build_file(ctx, &file, stack, expected, resources, overlay, config);
     stack.pop();
     result
 }
@@ -449,9 +449,9 @@ fn resolve_entry(
     })
 }
 
+/// Build the kustomization `file` (in the directory entries are relative to).
 fn build_file(
     ctx: &Ctx<'_>,
-    dir: &Path,
     file: &Path,
     stack: &mut Vec<PathBuf>,
     expected: Expected,
@@ -459,6 +459,7 @@ fn build_file(
     overlay: Option<&Overlay>,
     config: &mut Config,
 ) -> Result<Vec<Resource>, RenderError> {
+    let dir = file.parent().unwrap_or(file);
     let mut k = parse(ctx, file)?;
     if let Some(overlay) = overlay {
         if overlay.name_prefix.is_some() {

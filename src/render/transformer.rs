@@ -84,48 +84,55 @@ pub(crate) fn run_generators(
         "generators",
         entries,
         resolve,
-        &mut |source, mut value| {
-            let api_version = value
-                .get("apiVersion")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let kind = value
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let generated = match (api_version.as_str(), kind.as_str()) {
-                ("builtin", "ConfigMapGenerator") => GeneratedKind::ConfigMap,
-                ("builtin", "SecretGenerator") => GeneratedKind::Secret,
-                ("builtin", _) => {
-                    return Err(source.error(format!(
-                        "generator `{kind}` is not supported by stagegate (it runs no program); \
-                     render it elsewhere (`helm template`, `kustomize build`) and commit the output"
-                    )));
-                }
-                _ => {
-                    return Err(source.error(format!(
-                    "generator `{api_version}` `{kind}` is a plugin, which stagegate does not run; \
-                     render this directory with kustomize and commit the output"
-                )));
-                }
-            };
-            let meta = value.get("metadata").cloned().unwrap_or(Value::Null);
-            if let Some(obj) = value.as_object_mut() {
-                obj.remove("apiVersion");
-                obj.remove("kind");
-                obj.remove("metadata");
-                for key in ["name", "namespace"] {
-                    if let Some(v) = meta.get(key) {
-                        obj.insert(key.to_string(), v.clone());
-                    }
-                }
-            }
-            let args: GeneratorArgs = source.parse(&kind, value)?;
-            generator::run(site, generated, &[args], None, resources)
+        &mut |source, value| {
+            let (kind, args) = generator_config(source, value)?;
+            generator::run(site, kind, &[args], None, resources)
         },
     )
+}
+
+/// A `generators` entry as the generator arguments it configures.
+fn generator_config(
+    source: &Source<'_>,
+    mut value: Value,
+) -> Result<(GeneratedKind, GeneratorArgs), RenderError> {
+    let text = |key: &str| {
+        value
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let (api_version, kind) = (text("apiVersion"), text("kind"));
+    let generated = match (api_version.as_str(), kind.as_str()) {
+        ("builtin", "ConfigMapGenerator") => GeneratedKind::ConfigMap,
+        ("builtin", "SecretGenerator") => GeneratedKind::Secret,
+        ("builtin", _) => {
+            return Err(source.error(format!(
+                "generator `{kind}` is not supported by stagegate (it runs no program); render \
+                 it elsewhere (`helm template`, `kustomize build`) and commit the output"
+            )));
+        }
+        _ => {
+            return Err(source.error(format!(
+                "generator `{api_version}` `{kind}` is a plugin, which stagegate does not run; \
+                 render this directory with kustomize and commit the output"
+            )));
+        }
+    };
+    // The generated object's name and namespace are the configuration's own.
+    let meta = value.get("metadata").cloned().unwrap_or(Value::Null);
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("apiVersion");
+        obj.remove("kind");
+        obj.remove("metadata");
+        for key in ["name", "namespace"] {
+            if let Some(v) = meta.get(key) {
+                obj.insert(key.to_string(), v.clone());
+            }
+        }
+    }
+    Ok((generated, source.parse(&kind, value)?))
 }
 
 /// Read each entry — a file, or the configuration itself when it spans
@@ -449,7 +456,7 @@ fn apply_one(
         }
         other => Err(source.error(format!(
             "built-in transformer `{other}` is not supported by stagegate in `transformers`; \
-             use the kustomization's own fields (namespace, images, …) or render with kustomize \
+             use the kustomization's own fields (sortOptions, generators, …) or render with kustomize \
              and commit the output"
         ))),
     }

@@ -106,7 +106,7 @@ pub(crate) struct VarError {
     pub message: String,
 }
 
-fn effective_namespace<'a>(namespaced: bool, ns: &'a str) -> &'a str {
+fn effective_namespace(namespaced: bool, ns: &str) -> &str {
     match (namespaced, ns) {
         (false, _) => "",
         (true, "") => "default",
