@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::paths::{PathError, display_path, normalize};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
     File,
@@ -16,6 +18,10 @@ pub enum EntryKind {
 
 pub trait FileTree: Sync {
     fn read_to_string(&self, path: &Path) -> io::Result<String>;
+    /// The bytes of a file (generator files need not be UTF-8).
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.read_to_string(path).map(String::into_bytes)
+    }
     /// The names of a directory's entries, in no particular order.
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// What `path` is, without following a final symbolic link.
@@ -36,6 +42,42 @@ pub trait FileTree: Sync {
     }
 }
 
+/// Join `rel` (relative to `base`, itself inside `root`) and return the
+/// real path in `tree`, refusing anything that resolves outside `root`
+/// (through `..` or a symbolic link). `root` must be canonical.
+pub fn resolve_inside(
+    tree: &dyn FileTree,
+    root: &Path,
+    base: &Path,
+    rel: &Path,
+) -> Result<PathBuf, PathError> {
+    let joined = normalize(&base.join(rel));
+    let outside = || PathError::OutsideRoot {
+        path: display_path(root, &joined),
+    };
+    if !joined.starts_with(root) {
+        return Err(outside());
+    }
+    let real = match tree.canonicalize(&joined) {
+        Ok(real) => real,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(PathError::Missing {
+                path: display_path(root, &joined),
+            });
+        }
+        Err(source) => {
+            return Err(PathError::Io {
+                path: display_path(root, &joined),
+                source,
+            });
+        }
+    };
+    if !real.starts_with(root) {
+        return Err(outside());
+    }
+    Ok(real)
+}
+
 /// The checkout on disk.
 pub struct DiskTree;
 
@@ -45,6 +87,10 @@ pub static DISK: DiskTree = DiskTree;
 impl FileTree for DiskTree {
     fn read_to_string(&self, path: &Path) -> io::Result<String> {
         std::fs::read_to_string(path)
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
     }
 
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -84,20 +130,34 @@ impl FileTree for DiskTree {
 }
 
 /// Files in memory, by absolute path; directories are implied by the files
-/// under them. No symbolic links.
+/// under them. Symbolic links are followed as on disk.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryTree {
     files: BTreeMap<PathBuf, String>,
+    /// Link path to its target (relative to the link's directory, or absolute).
+    links: BTreeMap<PathBuf, PathBuf>,
 }
+
+/// More links than this in one path is a loop, as on Linux.
+const MAX_LINKS: usize = 40;
 
 impl MemoryTree {
     /// A tree of `(path relative to root, content)` pairs.
     pub fn new(root: &Path, files: &[(&str, &str)]) -> Self {
         let files = files
             .iter()
-            .map(|(path, text)| (root.join(path), text.to_string()))
+            .map(|(path, text)| (normalize(&root.join(path)), text.to_string()))
             .collect();
-        Self { files }
+        Self {
+            files,
+            links: BTreeMap::new(),
+        }
+    }
+
+    /// Add a symbolic link at `link` (absolute) pointing to `target`.
+    pub fn with_symlink(mut self, link: &Path, target: &Path) -> Self {
+        self.links.insert(link.to_path_buf(), target.to_path_buf());
+        self
     }
 
     fn not_found(path: &Path) -> io::Error {
@@ -106,36 +166,74 @@ impl MemoryTree {
             format!("{}: no such file", path.display()),
         )
     }
+
+    /// `path` with every link on the way resolved, without checking that
+    /// the result exists.
+    fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
+        let mut pending: Vec<PathBuf> = vec![normalize(path)];
+        let mut hops = 0;
+        'again: while let Some(path) = pending.pop() {
+            let mut out = PathBuf::new();
+            let components: Vec<_> = path.components().collect();
+            for (i, c) in components.iter().enumerate() {
+                out.push(c.as_os_str());
+                if let Some(target) = self.links.get(&out) {
+                    hops += 1;
+                    if hops > MAX_LINKS {
+                        return Err(io::Error::other(format!(
+                            "{}: too many levels of symbolic links",
+                            path.display()
+                        )));
+                    }
+                    let parent = out.parent().map(Path::to_path_buf).unwrap_or_default();
+                    let mut next = parent.join(target);
+                    for rest in &components[i + 1..] {
+                        next.push(rest.as_os_str());
+                    }
+                    pending.push(normalize(&next));
+                    continue 'again;
+                }
+            }
+            return Ok(out);
+        }
+        Err(Self::not_found(path))
+    }
 }
 
 impl FileTree for MemoryTree {
     fn read_to_string(&self, path: &Path) -> io::Result<String> {
+        let real = self.resolve(path)?;
         self.files
-            .get(path)
+            .get(&real)
             .cloned()
             .ok_or_else(|| Self::not_found(path))
     }
 
     fn read_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let dir = self.resolve(dir)?;
         let mut names: Vec<String> = self
             .files
             .keys()
-            .filter_map(|p| p.strip_prefix(dir).ok())
+            .chain(self.links.keys())
+            .filter_map(|p| p.strip_prefix(&dir).ok())
             .filter_map(|rest| rest.components().next())
             .filter_map(|c| c.as_os_str().to_str().map(str::to_string))
             .collect();
-        if names.is_empty() && self.entry_kind(dir)? != EntryKind::Dir {
+        if names.is_empty() && self.entry_kind(&dir)? != EntryKind::Dir {
             return Err(io::Error::other(format!(
                 "{}: not a directory",
                 dir.display()
             )));
         }
+        names.sort();
         names.dedup();
         Ok(names)
     }
 
     fn entry_kind(&self, path: &Path) -> io::Result<EntryKind> {
-        if self.files.contains_key(path) {
+        if self.links.contains_key(path) {
+            Ok(EntryKind::Symlink)
+        } else if self.files.contains_key(path) {
             Ok(EntryKind::File)
         } else if self.files.keys().any(|p| p.starts_with(path)) {
             Ok(EntryKind::Dir)
@@ -145,8 +243,8 @@ impl FileTree for MemoryTree {
     }
 
     fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
-        let path = crate::paths::normalize(path);
-        self.entry_kind(&path).map(|_| path)
+        let real = self.resolve(path)?;
+        self.entry_kind(&real).map(|_| real)
     }
 }
 

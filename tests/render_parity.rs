@@ -304,3 +304,59 @@ fn replacements_with_list_selectors_delimiters_wildcards_and_files_match_kustomi
 fn built_in_transformers_listed_under_transformers_match_kustomize() {
     assert_same_as_kustomize("scenarios/builtin-transformers");
 }
+
+#[test]
+fn vars_from_a_base_and_an_overlay_follow_prefixes_hashes_and_types_like_kustomize() {
+    assert_same_as_kustomize("scenarios/vars/overlay");
+}
+
+#[test]
+fn a_var_declared_twice_is_refused_naming_the_second_declaration() {
+    assert_both_refuse(
+        "scenarios/vars-duplicate/overlay",
+        "scenarios/vars-duplicate/overlay/kustomization.yaml",
+        "`NAME` is declared twice",
+    );
+}
+
+#[test]
+fn a_var_no_object_fits_is_refused_naming_the_var() {
+    assert_both_refuse(
+        "scenarios/vars-unresolved",
+        "scenarios/vars-unresolved/kustomization.yaml",
+        "`MISSING`",
+    );
+}
+
+#[test]
+fn configurations_of_a_base_extend_references_labels_vars_images_and_namespace_above_it() {
+    assert_same_as_kustomize("scenarios/configurations/overlay");
+}
+
+#[test]
+fn namespace_and_image_tag_transformers_listed_under_transformers_match_kustomize() {
+    assert_same_as_kustomize("scenarios/builtin-namespace-images");
+}
+
+#[test]
+fn a_replacement_into_yaml_held_in_a_string_is_refused_as_kustomize_refuses_it() {
+    assert_both_refuse(
+        "scenarios/replacement-into-string",
+        "scenarios/replacement-into-string/kustomization.yaml",
+        "continues into a string",
+    );
+}
+
+#[test]
+fn built_in_config_map_and_secret_generators_listed_under_generators_match_kustomize() {
+    assert_same_as_kustomize("scenarios/builtin-generators");
+}
+
+#[test]
+fn a_var_fitting_two_objects_is_refused_naming_both() {
+    assert_both_refuse(
+        "scenarios/vars-ambiguous",
+        "scenarios/vars-ambiguous/kustomization.yaml",
+        "ConfigMap a/settings, ConfigMap b/settings",
+    );
+}

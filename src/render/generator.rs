@@ -18,7 +18,6 @@ use sha2::{Digest, Sha256};
 
 use super::error::RenderError;
 use super::resource::{Ctx, Resource};
-use crate::paths::resolve_inside;
 
 /// kustomize's `generatorOptions`, also a generator's own `options`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -131,9 +130,14 @@ impl GeneratorSite<'_> {
     }
 
     fn read(&self, kind: GeneratedKind, name: &str, rel: &str) -> Result<Vec<u8>, RenderError> {
-        let path = resolve_inside(self.ctx.root, self.dir, Path::new(rel))
+        let path = self
+            .ctx
+            .resolve(self.dir, Path::new(rel))
             .map_err(|e| self.error(kind, name, format!("`{rel}`: {e}")))?;
-        std::fs::read(&path).map_err(|e| self.ctx.io_error(&path, e))
+        self.ctx
+            .tree
+            .read(&path)
+            .map_err(|e| self.ctx.io_error(&path, e))
     }
 }
 
@@ -471,6 +475,7 @@ fn absorb(
     generated.previous = old.previous.clone();
     generated.prefixes = old.prefixes.clone();
     generated.suffixes = old.suffixes.clone();
+    generated.ref_vars = old.ref_vars.clone();
     resources[index] = generated;
     Ok(())
 }

@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use super::ImageOverride;
+use super::fieldspec::{FieldSpec, map_strings};
 use super::resource::Resource;
 
 pub(crate) fn apply(resources: &mut [Resource], images: &[ImageOverride]) {
@@ -14,6 +15,33 @@ pub(crate) fn apply(resources: &mut [Resource], images: &[ImageOverride]) {
     }
     for r in resources {
         walk(&mut r.value, images);
+    }
+}
+
+/// `images` at the `images` field specs of the `configurations` files
+/// (image fields of custom resources), besides the containers.
+pub(crate) fn apply_to_fields(
+    resources: &mut [Resource],
+    images: &[ImageOverride],
+    specs: &[FieldSpec],
+) {
+    if images.is_empty() || specs.is_empty() {
+        return;
+    }
+    for r in resources {
+        let (group, version, kind) = r.gvk();
+        for spec in specs.iter().filter(|s| s.selects(&group, &version, &kind)) {
+            map_strings(&mut r.value, spec, &mut |image| {
+                let mut current: Option<String> = None;
+                for o in images {
+                    let text = current.as_deref().unwrap_or(image);
+                    if let Some(new) = rewrite(text, o) {
+                        current = Some(new);
+                    }
+                }
+                current
+            });
+        }
     }
 }
 

@@ -8,21 +8,23 @@
 //! would render something else than kustomize.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::RenderError;
+use super::fieldspec::{Config, ConfigFile};
 use super::generator::{self, GeneratedKind, GeneratorArgs, GeneratorOptions, GeneratorSite};
 use super::metadata::{self, LabelScope};
 use super::patch::{self, LoadedPatch};
 use super::replacement::{self, Replacement};
 use super::resource::{Ctx, Resource};
 use super::transformer;
+use super::vars::{self, Var};
 use super::{ImageOverride, KUSTOMIZATION_FILE_NAMES, Overlay, Patch, PatchTarget, images, load};
-use crate::paths::{PathError, resolve_inside};
+use crate::paths::PathError;
+use crate::tree::FileTree;
 use crate::yaml::parse_documents;
 
 const SUPPORTED_FIELDS: &[&str] = &[
@@ -38,6 +40,9 @@ const SUPPORTED_FIELDS: &[&str] = &[
     "replicas",
     "replacements",
     "transformers",
+    "generators",
+    "vars",
+    "configurations",
     "sortOptions",
     "namespace",
     "namePrefix",
@@ -52,7 +57,7 @@ const SUPPORTED_FIELDS: &[&str] = &[
 ];
 
 /// Fields stagegate refuses with a specific piece of advice: plugins (it runs
-/// no program) and `vars` (which `replacements` replace).
+/// no program).
 const PLUGIN_FIELDS: &[(&str, &str)] = &[
     (
         "helmCharts",
@@ -67,18 +72,8 @@ const PLUGIN_FIELDS: &[(&str, &str)] = &[
         "render the chart elsewhere (`helm template`) and commit the output",
     ),
     (
-        "generators",
-        "generator plugins run programs; render with kustomize elsewhere and commit the output, \
-         or use configMapGenerator / secretGenerator",
-    ),
-    (
         "validators",
         "validator plugins run programs; validate in CI instead",
-    ),
-    (
-        "vars",
-        "rewrite the vars as `replacements`, which stagegate renders, or render this directory \
-         with kustomize and commit the output",
     ),
 ];
 
@@ -107,6 +102,12 @@ struct Kustomization {
     replacements: Vec<Replacement>,
     #[serde(default)]
     transformers: Vec<String>,
+    #[serde(default)]
+    generators: Vec<String>,
+    #[serde(default)]
+    vars: Vec<Var>,
+    #[serde(default)]
+    configurations: Vec<String>,
     #[serde(default)]
     sort_options: Option<SortOptions>,
     #[serde(default)]
@@ -200,11 +201,11 @@ struct Json6902 {
 }
 
 /// The kustomization file of `dir`, if it has one.
-pub(crate) fn find_file(dir: &Path) -> Option<PathBuf> {
+pub(crate) fn find_file(tree: &dyn FileTree, dir: &Path) -> Option<PathBuf> {
     KUSTOMIZATION_FILE_NAMES
         .iter()
         .map(|n| dir.join(n))
-        .find(|p| p.is_file())
+        .find(|p| tree.is_file(p))
 }
 
 fn to_map(pairs: BTreeMap<String, Scalar>) -> Map<String, Value> {
@@ -216,12 +217,28 @@ fn to_map(pairs: BTreeMap<String, Scalar>) -> Map<String, Value> {
 
 /// Build the kustomization in `dir` (canonical, inside the root). `stack`
 /// holds the kustomizations being built above it, to report cycles.
+///
+/// Its configuration (its `configurations` and those of everything it
+/// builds) is merged into `parent`'s, as kustomize merges a base's
+/// transformer configuration into the kustomization that names it.
 pub(crate) fn build(
     ctx: &Ctx<'_>,
     dir: &Path,
     stack: &mut Vec<PathBuf>,
+    parent: &mut Config,
 ) -> Result<Vec<Resource>, RenderError> {
-    build_into(ctx, dir, stack, Expected::Kustomization, Vec::new(), None)
+    let mut own = Config::default();
+    let built = build_into(
+        ctx,
+        dir,
+        stack,
+        Expected::Kustomization,
+        Vec::new(),
+        None,
+        &mut own,
+    )?;
+    parent.merge(&own);
+    Ok(built)
 }
 
 /// Build the stage's own kustomization with the stage definition's
@@ -230,6 +247,7 @@ pub(crate) fn build_with(
     ctx: &Ctx<'_>,
     dir: &Path,
     overlay: &Overlay,
+    config: &mut Config,
 ) -> Result<Vec<Resource>, RenderError> {
     build_into(
         ctx,
@@ -238,6 +256,7 @@ pub(crate) fn build_with(
         Expected::Kustomization,
         Vec::new(),
         Some(overlay),
+        config,
     )
 }
 
@@ -248,12 +267,22 @@ pub(crate) fn build_plain_with(
     dir: &Path,
     mut resources: Vec<Resource>,
     overlay: &Overlay,
+    config: &mut Config,
 ) -> Result<Vec<Resource>, RenderError> {
     let mut stack = vec![dir.to_path_buf()];
     for entry in &overlay.components {
-        let path =
-            resolve_inside(ctx.root, dir, Path::new(entry)).map_err(|e| ctx.path_error(e))?;
-        resources = build_into(ctx, &path, &mut stack, Expected::Component, resources, None)?;
+        let path = ctx
+            .resolve(dir, Path::new(entry))
+            .map_err(|e| ctx.path_error(e))?;
+        resources = build_into(
+            ctx,
+            &path,
+            &mut stack,
+            Expected::Component,
+            resources,
+            None,
+            config,
+        )?;
     }
     metadata::add_prefix_suffix(
         &mut resources,
@@ -272,8 +301,9 @@ fn build_into(
     expected: Expected,
     resources: Vec<Resource>,
     overlay: Option<&Overlay>,
+    config: &mut Config,
 ) -> Result<Vec<Resource>, RenderError> {
-    let Some(file) = find_file(dir) else {
+    let Some(file) = find_file(ctx.tree, dir) else {
         return Err(ctx.kustomization_error(dir, "directory has no kustomization.yaml"));
     };
     if stack.iter().any(|d| d == dir) {
@@ -290,13 +320,16 @@ fn build_into(
         });
     }
     stack.push(dir.to_path_buf());
-    let result = build_file(ctx, dir, &file, stack, expected, resources, overlay);
+    let result = build_file(ctx, &file, stack, expected, resources, overlay, config);
     stack.pop();
     result
 }
 
 fn parse(ctx: &Ctx<'_>, file: &Path) -> Result<Kustomization, RenderError> {
-    let text = fs::read_to_string(file).map_err(|e| ctx.io_error(file, e))?;
+    let text = ctx
+        .tree
+        .read_to_string(file)
+        .map_err(|e| ctx.io_error(file, e))?;
     let docs = parse_documents(&text).map_err(|e| RenderError::Yaml {
         stage: ctx.stage.clone(),
         path: ctx.rel(file),
@@ -404,7 +437,7 @@ fn resolve_entry(
     field: &str,
     entry: &str,
 ) -> Result<PathBuf, RenderError> {
-    resolve_inside(ctx.root, dir, Path::new(entry)).map_err(|e| match e {
+    ctx.resolve(dir, Path::new(entry)).map_err(|e| match e {
         PathError::OutsideRoot { .. } => ctx.kustomization_error(
             file,
             format!("{field} entry `{entry}` points outside the repository"),
@@ -416,15 +449,17 @@ fn resolve_entry(
     })
 }
 
+/// Build the kustomization `file` (in the directory entries are relative to).
 fn build_file(
     ctx: &Ctx<'_>,
-    dir: &Path,
     file: &Path,
     stack: &mut Vec<PathBuf>,
     expected: Expected,
     mut resources: Vec<Resource>,
     overlay: Option<&Overlay>,
+    config: &mut Config,
 ) -> Result<Vec<Resource>, RenderError> {
+    let dir = file.parent().unwrap_or(file);
     let mut k = parse(ctx, file)?;
     if let Some(overlay) = overlay {
         if overlay.name_prefix.is_some() {
@@ -461,13 +496,16 @@ fn build_file(
             ));
         }
         let path = resolve_entry(ctx, dir, file, "resources", entry)?;
-        if path.is_dir() {
-            resources.extend(build(ctx, &path, stack)?);
+        if ctx.tree.is_dir(&path) {
+            resources.extend(build(ctx, &path, stack, config)?);
         } else {
             resources.extend(load::load_file(ctx, &path)?);
         }
     }
     check_duplicates(ctx, &resources)?;
+    for entry in &k.configurations {
+        config.merge(&load_configuration(ctx, dir, file, entry)?);
+    }
 
     let site = GeneratorSite { ctx, dir, file };
     let global = k.generator_options.as_ref();
@@ -485,17 +523,29 @@ fn build_file(
         global,
         &mut resources,
     )?;
+    if !k.generators.is_empty() {
+        let resolve = |entry: &str| resolve_entry(ctx, dir, file, "generators", entry);
+        transformer::run_generators(&site, &k.generators, &resolve, &mut resources)?;
+    }
     check_duplicates(ctx, &resources)?;
 
     for entry in &k.components {
         let path = resolve_entry(ctx, dir, file, "components", entry)?;
-        if !path.is_dir() {
+        if !ctx.tree.is_dir(&path) {
             return Err(ctx.kustomization_error(
                 file,
                 format!("components entry `{entry}` is not a directory"),
             ));
         }
-        resources = build_into(ctx, &path, stack, Expected::Component, resources, None)?;
+        resources = build_into(
+            ctx,
+            &path,
+            stack,
+            Expected::Component,
+            resources,
+            None,
+            config,
+        )?;
     }
     if let Some(sort) = &k.sort_options
         && !matches!(sort.order.as_str(), "legacy" | "fifo")
@@ -539,6 +589,7 @@ fn build_file(
 
     if let Some(ns) = k.namespace.as_deref().filter(|ns| !ns.is_empty()) {
         metadata::set_namespace(&mut resources, ns);
+        metadata::set_custom_namespace_fields(&mut resources, ns, &config.namespace);
     }
     metadata::add_prefix_suffix(
         &mut resources,
@@ -546,22 +597,24 @@ fn build_file(
         k.name_suffix.as_deref().unwrap_or(""),
     );
     let common = to_map(k.common_labels);
-    metadata::add_labels(
-        &mut resources,
-        &common,
-        LabelScope {
-            selectors: true,
-            templates: true,
-        },
-    );
+    let both = LabelScope {
+        selectors: true,
+        templates: true,
+    };
+    metadata::add_labels(&mut resources, &common, both);
+    metadata::add_custom_labels(&mut resources, &common, both, config);
     for set in k.labels {
         let scope = LabelScope {
             selectors: set.include_selectors,
             templates: set.include_templates,
         };
-        metadata::add_labels(&mut resources, &to_map(set.pairs), scope);
+        let pairs = to_map(set.pairs);
+        metadata::add_labels(&mut resources, &pairs, scope);
+        metadata::add_custom_labels(&mut resources, &pairs, scope, config);
     }
-    metadata::add_annotations(&mut resources, &to_map(k.common_annotations));
+    let annotations = to_map(k.common_annotations);
+    metadata::add_annotations(&mut resources, &annotations);
+    metadata::add_custom_annotations(&mut resources, &annotations, config);
 
     let mut json_patches = Vec::new();
     for p in &k.patches_json6902 {
@@ -581,6 +634,7 @@ fn build_file(
         set_replicas(ctx, file, &mut resources, replica)?;
     }
     images::apply(&mut resources, &k.images);
+    images::apply_to_fields(&mut resources, &k.images, &config.images);
     if !k.replacements.is_empty() {
         let list = load_replacements(ctx, dir, file, &k.replacements)?;
         replacement::apply(&list, &mut resources).map_err(|m| ctx.kustomization_error(file, m))?;
@@ -589,7 +643,47 @@ fn build_file(
         let resolve = |entry: &str| resolve_entry(ctx, dir, file, "transformers", entry);
         transformer::run(ctx, dir, file, &k.transformers, &resolve, &mut resources)?;
     }
+    if !k.vars.is_empty() {
+        vars::merge(&k.vars, file, &mut resources, &mut ctx.vars.borrow_mut())
+            .map_err(|e| ctx.kustomization_error(&e.file, e.message))?;
+    }
     Ok(resources)
+}
+
+/// A `configurations` file: field specs for custom resources.
+fn load_configuration(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    file: &Path,
+    entry: &str,
+) -> Result<Config, RenderError> {
+    let path = resolve_entry(ctx, dir, file, "configurations", entry)?;
+    let text = ctx
+        .tree
+        .read_to_string(&path)
+        .map_err(|e| ctx.io_error(&path, e))?;
+    let docs = parse_documents(&text).map_err(|e| RenderError::Yaml {
+        stage: ctx.stage.clone(),
+        path: ctx.rel(&path),
+        line: e.line,
+        column: e.column,
+        message: e.message,
+    })?;
+    let mut config = Config::default();
+    for doc in docs {
+        let parsed: ConfigFile = serde_json::from_value(doc.value).map_err(|e| {
+            ctx.kustomization_error(
+                &path,
+                format!(
+                    "invalid configuration: {e}; stagegate reads nameReference, commonLabels, \
+                     commonAnnotations, templateLabels, namespace, varReference, images, \
+                     replicas, namePrefix and nameSuffix"
+                ),
+            )
+        })?;
+        config.merge(&Config::from_file(parsed).map_err(|m| ctx.kustomization_error(&path, m))?);
+    }
+    Ok(config)
 }
 
 /// `replacements` entries, with those given by `path` read from their files
@@ -607,7 +701,10 @@ fn load_replacements(
             continue;
         };
         let path = resolve_entry(ctx, dir, file, "replacements path", rel)?;
-        let text = fs::read_to_string(&path).map_err(|e| ctx.io_error(&path, e))?;
+        let text = ctx
+            .tree
+            .read_to_string(&path)
+            .map_err(|e| ctx.io_error(&path, e))?;
         let docs = parse_documents(&text).map_err(|e| RenderError::Yaml {
             stage: ctx.stage.clone(),
             path: ctx.rel(&path),
@@ -693,7 +790,10 @@ fn read_patch(
         (None, Some(p)) if p.contains('\n') => Ok((p.to_string(), file.to_path_buf())),
         (None, Some(p)) => {
             let real = resolve_entry(ctx, dir, file, "patch path", p)?;
-            let text = fs::read_to_string(&real).map_err(|e| ctx.io_error(&real, e))?;
+            let text = ctx
+                .tree
+                .read_to_string(&real)
+                .map_err(|e| ctx.io_error(&real, e))?;
             Ok((text, real))
         }
         (Some(_), Some(_)) => {
@@ -730,6 +830,7 @@ pub(crate) fn check_duplicates(ctx: &Ctx<'_>, resources: &[Resource]) -> Result<
 mod tests {
     use super::*;
     use crate::stage::StageName;
+    use std::fs;
 
     fn write(dir: &Path, rel: &str, text: &str) {
         let path = dir.join(rel);
@@ -742,7 +843,12 @@ mod tests {
     fn build_dir(root: &Path, rel: &str) -> Result<Vec<Resource>, RenderError> {
         let stage = StageName::new("s");
         let ctx = Ctx::new(root, &stage);
-        build(&ctx, &root.join(rel), &mut Vec::new())
+        build(
+            &ctx,
+            &root.join(rel),
+            &mut Vec::new(),
+            &mut Config::default(),
+        )
     }
 
     #[test]
@@ -752,12 +858,12 @@ mod tests {
         write(
             &root,
             "app/kustomization.yaml",
-            "resources: []\nconfigurations: [x.yaml]\n",
+            "resources: []\nopenapi: {path: x.json}\n",
         );
         let err = build_dir(&root, "app").unwrap_err();
         assert!(
             matches!(&err, RenderError::UnsupportedField { field, path, .. }
-                if field == "configurations" && path == Path::new("app/kustomization.yaml")),
+                if field == "openapi" && path == Path::new("app/kustomization.yaml")),
             "{err}"
         );
     }

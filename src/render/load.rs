@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::error::RenderError;
+use super::fieldspec::Config;
 use super::kustomization;
 use super::resource::{Ctx, Resource};
-use crate::paths::resolve_inside;
 use crate::yaml::parse_documents;
 
 /// Every object in one file, in document order.
@@ -119,9 +119,16 @@ fn is_manifest_file(name: &str) -> bool {
 /// Every manifest under `dir` (no kustomization at its top), recursively, in
 /// sorted path order. A subdirectory with its own kustomization is built as
 /// one, as Flux does when it generates a kustomization for a plain directory.
-pub(crate) fn load_tree(ctx: &Ctx<'_>, dir: &Path) -> Result<Vec<Resource>, RenderError> {
+///
+/// The configuration of the kustomizations built on the way is merged into
+/// `config`.
+pub(crate) fn load_tree(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    config: &mut Config,
+) -> Result<Vec<Resource>, RenderError> {
     let mut out = Vec::new();
-    walk(ctx, dir, &mut HashSet::new(), &mut out)?;
+    walk(ctx, dir, &mut HashSet::new(), &mut out, config)?;
     Ok(out)
 }
 
@@ -132,6 +139,7 @@ fn walk(
     dir: &Path,
     seen: &mut HashSet<PathBuf>,
     out: &mut Vec<Resource>,
+    config: &mut Config,
 ) -> Result<(), RenderError> {
     if !seen.insert(dir.to_path_buf()) {
         return Ok(());
@@ -148,13 +156,14 @@ fn walk(
     for name in names {
         // Through resolve_inside, so a symlink cannot pull in files from
         // outside the repository.
-        let path =
-            resolve_inside(ctx.root, dir, Path::new(&name)).map_err(|e| ctx.path_error(e))?;
+        let path = ctx
+            .resolve(dir, Path::new(&name))
+            .map_err(|e| ctx.path_error(e))?;
         if ctx.tree.is_dir(&path) {
-            if kustomization::find_file(&path).is_some() {
-                out.extend(kustomization::build(ctx, &path, &mut Vec::new())?);
+            if kustomization::find_file(ctx.tree, &path).is_some() {
+                out.extend(kustomization::build(ctx, &path, &mut Vec::new(), config)?);
             } else {
-                walk(ctx, &path, seen, out)?;
+                walk(ctx, &path, seen, out, config)?;
             }
         } else if is_manifest_file(&name) {
             out.extend(load_file(ctx, &path)?);
@@ -222,7 +231,7 @@ mod tests {
         .unwrap();
         std::os::unix::fs::symlink(&root, root.join("app/loop")).unwrap();
         let stage = StageName::new("s");
-        let objects = load_tree(&Ctx::new(&root, &stage), &root).unwrap();
+        let objects = load_tree(&Ctx::new(&root, &stage), &root, &mut Config::default()).unwrap();
         assert_eq!(objects.len(), 1);
     }
 

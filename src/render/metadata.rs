@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value};
 
+use super::fieldspec::{Config, FieldSpec as CustomSpec, set_map_entries, set_scalar};
 use super::resource::Resource;
 use crate::labels::{MANAGED_BY_KEY, MANAGED_BY_VALUE, STAGE_LABEL};
 use crate::object::Manifest;
@@ -103,12 +104,39 @@ pub(crate) fn kustomize_cluster_scoped(group: &str, kind: &str) -> bool {
 /// `default` move along (every namespace has its own `default` account);
 /// an APIService's and a CRD conversion webhook's Service namespace follow.
 pub(crate) fn set_namespace(resources: &mut [Resource], namespace: &str) {
+    set_namespace_in(resources, namespace, NamespaceFields::ALL);
+}
+
+/// Which of kustomize's built-in namespace field specs a NamespaceTransformer
+/// lists besides `metadata/namespace` (set on every namespaced object, and
+/// binding subjects named `default`, whatever the list).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NamespaceFields {
+    pub namespace_name: bool,
+    pub api_service: bool,
+    pub crd_conversion: bool,
+}
+
+impl NamespaceFields {
+    pub const ALL: Self = Self {
+        namespace_name: true,
+        api_service: true,
+        crd_conversion: true,
+    };
+}
+
+pub(crate) fn set_namespace_in(
+    resources: &mut [Resource],
+    namespace: &str,
+    fields: NamespaceFields,
+) {
     for r in resources {
         // kustomize records every object's identity here, moved or not;
         // name references look for targets among recorded identities.
         r.remember_identity();
         let (group, kind) = (r.group().to_string(), r.kind().to_string());
-        if kind == "Namespace"
+        if fields.namespace_name
+            && kind == "Namespace"
             && r.api_version() == "v1"
             && let Some(meta) = metadata_mut(&mut r.value)
         {
@@ -117,7 +145,7 @@ pub(crate) fn set_namespace(resources: &mut [Resource], namespace: &str) {
         if matches!(kind.as_str(), "RoleBinding" | "ClusterRoleBinding") {
             set_default_subject_namespace(&mut r.value, namespace);
         }
-        if group == "apiregistration.k8s.io" && kind == "APIService" {
+        if fields.api_service && group == "apiregistration.k8s.io" && kind == "APIService" {
             set_nested(
                 &mut r.value,
                 &["spec", "service", "namespace"],
@@ -125,7 +153,10 @@ pub(crate) fn set_namespace(resources: &mut [Resource], namespace: &str) {
                 true,
             );
         }
-        if group == "apiextensions.k8s.io" && kind == "CustomResourceDefinition" {
+        if fields.crd_conversion
+            && group == "apiextensions.k8s.io"
+            && kind == "CustomResourceDefinition"
+        {
             let path = [
                 "spec",
                 "conversion",
@@ -498,6 +529,67 @@ fn set_pairs(value: &mut Value, path: &[&str], create: bool, pairs: &Map<String,
             }
         }
         _ => {}
+    }
+}
+
+/// Labels at the `commonLabels` (with selectors) or `templateLabels`
+/// (templates only) field specs of the `configurations` files.
+pub(crate) fn add_custom_labels(
+    resources: &mut [Resource],
+    labels: &Map<String, Value>,
+    scope: LabelScope,
+    config: &Config,
+) {
+    let specs = if scope.selectors {
+        &config.common_labels
+    } else if scope.templates {
+        &config.template_labels
+    } else {
+        return;
+    };
+    set_custom_pairs(resources, labels, specs);
+}
+
+/// Annotations at the `commonAnnotations` field specs of the
+/// `configurations` files.
+pub(crate) fn add_custom_annotations(
+    resources: &mut [Resource],
+    annotations: &Map<String, Value>,
+    config: &Config,
+) {
+    set_custom_pairs(resources, annotations, &config.common_annotations);
+}
+
+fn set_custom_pairs(resources: &mut [Resource], pairs: &Map<String, Value>, specs: &[CustomSpec]) {
+    if pairs.is_empty() || specs.is_empty() {
+        return;
+    }
+    for r in resources {
+        let (group, version, kind) = r.gvk();
+        for spec in specs.iter().filter(|s| s.selects(&group, &version, &kind)) {
+            set_map_entries(&mut r.value, spec, pairs);
+        }
+    }
+}
+
+/// The namespace at the `namespace` field specs of the `configurations`
+/// files (fields of custom resources that hold a namespace).
+pub(crate) fn set_custom_namespace_fields(
+    resources: &mut [Resource],
+    namespace: &str,
+    specs: &[CustomSpec],
+) {
+    if specs.is_empty() {
+        return;
+    }
+    let value = Value::String(namespace.to_string());
+    for r in resources {
+        let (group, version, kind) = r.gvk();
+        for spec in specs.iter().filter(|s| s.selects(&group, &version, &kind)) {
+            if spec.path != "metadata/namespace" {
+                set_scalar(&mut r.value, spec, &value);
+            }
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! `${TAG}` inside a stage patch is substituted there too.
 
 mod error;
+mod fieldspec;
 mod generator;
 pub mod hash;
 mod images;
@@ -24,14 +25,15 @@ mod resource;
 mod substitute;
 mod target;
 mod transformer;
+mod vars;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::object::Manifest;
-use crate::paths::resolve_inside;
 use crate::stage::{Stage, is_stage_document, is_unreadable_stage_document};
+use crate::tree::{DISK, FileTree};
 
 pub use error::{Ambiguity, RenderError};
 pub use hash::{annotate_spec_hashes, spec_hash};
@@ -124,7 +126,17 @@ pub fn render_stage_with(
     stage: &Stage,
     overlay: &Overlay,
 ) -> Result<Vec<Manifest>, RenderError> {
-    render_split(root, stage, overlay).map(|rendered| rendered.objects)
+    render_split(&DISK, root, stage, overlay).map(|rendered| rendered.objects)
+}
+
+/// [`render_stage_with_children`], reading the files of `tree` (the
+/// checkout, or an in-memory tree in tests) instead of the disk.
+pub fn render_stage_in(
+    tree: &dyn FileTree,
+    root: &Path,
+    stage: &Stage,
+) -> Result<RenderedStage, RenderError> {
+    render_split(tree, root, stage, &stage_overlay(stage))
 }
 
 /// A stage's output split as Flux's kustomize-controller splits it: the
@@ -141,7 +153,7 @@ pub fn render_stage_with_children(
     root: &Path,
     stage: &Stage,
 ) -> Result<RenderedStage, RenderError> {
-    render_split(root, stage, &stage_overlay(stage))
+    render_split(&DISK, root, stage, &stage_overlay(stage))
 }
 
 /// What a stage's own fields write into its kustomization, as Flux writes a
@@ -156,32 +168,36 @@ fn stage_overlay(stage: &Stage) -> Overlay {
 }
 
 fn render_split(
+    tree: &dyn FileTree,
     root: &Path,
     stage: &Stage,
     overlay: &Overlay,
 ) -> Result<RenderedStage, RenderError> {
-    let root = root.canonicalize().map_err(|source| RenderError::Io {
+    let root = tree.canonicalize(root).map_err(|source| RenderError::Io {
         stage: stage.name.clone(),
         path: root.to_path_buf(),
         source,
     })?;
-    let ctx = Ctx::new(&root, &stage.name);
-    let dir = resolve_inside(&root, &root, &stage.path).map_err(|e| ctx.path_error(e))?;
-    if !dir.is_dir() {
+    let ctx = Ctx::in_tree(tree, &root, &stage.name);
+    let dir = ctx
+        .resolve(&root, &stage.path)
+        .map_err(|e| ctx.path_error(e))?;
+    if !tree.is_dir(&dir) {
         return Err(RenderError::NotADirectory {
             stage: stage.name.clone(),
             path: ctx.rel(&dir),
         });
     }
 
-    let mut resources = match kustomization::find_file(&dir) {
-        Some(_) => kustomization::build_with(&ctx, &dir, overlay)?,
+    let mut config = fieldspec::Config::default();
+    let mut resources = match kustomization::find_file(tree, &dir) {
+        Some(_) => kustomization::build_with(&ctx, &dir, overlay, &mut config)?,
         None => {
-            let resources = load::load_tree(&ctx, &dir)?;
+            let resources = load::load_tree(&ctx, &dir, &mut config)?;
             // Flux builds a plain directory as a kustomization, which refuses
             // the same object twice.
             kustomization::check_duplicates(&ctx, &resources)?;
-            kustomization::build_plain_with(&ctx, &dir, resources, overlay)?
+            kustomization::build_plain_with(&ctx, &dir, resources, overlay, &mut config)?
         }
     };
 
@@ -190,7 +206,7 @@ fn render_split(
     } else {
         stage.source.clone()
     };
-    apply_stage_settings(&ctx, stage, &stage_file, &mut resources)?;
+    apply_stage_settings(&ctx, stage, &stage_file, &mut resources, &config)?;
 
     let (children, resources): (Vec<Resource>, Vec<Resource>) =
         resources.into_iter().partition(|r| {
@@ -218,6 +234,7 @@ fn apply_stage_settings(
     stage: &Stage,
     stage_file: &Path,
     resources: &mut Vec<Resource>,
+    config: &fieldspec::Config,
 ) -> Result<(), RenderError> {
     let mut patches = Vec::with_capacity(stage.patches.len());
     for p in &stage.patches {
@@ -255,7 +272,7 @@ fn apply_stage_settings(
     // kustomize names generated objects and follows renamed and moved
     // objects once the whole build is done; Flux's build includes the
     // stage's namespace, patches and images.
-    finish_build(ctx, resources)?;
+    finish_build(ctx, resources, config)?;
     // Flux substitutes whenever postBuild names variables, even when its
     // sources gave none (defaults then apply, undefined ones fail).
     if !stage.substitute.is_empty() || !stage.substitute_from.is_empty() {
@@ -265,10 +282,15 @@ fn apply_stage_settings(
 }
 
 /// What kustomize does once at the top of a build: generated objects get
-/// their content-hash suffix, then every reference follows its target.
-fn finish_build(ctx: &Ctx<'_>, resources: &mut [Resource]) -> Result<(), RenderError> {
+/// their content-hash suffix, every reference follows its target, then
+/// `$(VAR)` takes the values of the vars.
+fn finish_build(
+    ctx: &Ctx<'_>,
+    resources: &mut [Resource],
+    config: &fieldspec::Config,
+) -> Result<(), RenderError> {
     generator::add_name_hashes(resources);
-    nameref::fix_references(resources).map_err(|e| {
+    nameref::fix_references(resources, &config.name_reference).map_err(|e| {
         let referrer = &resources[e.referrer];
         RenderError::AmbiguousReference {
             stage: ctx.stage.clone(),
@@ -280,7 +302,15 @@ fn finish_build(ctx: &Ctx<'_>, resources: &mut [Resource]) -> Result<(), RenderE
                 candidates: e.candidates.join(" and "),
             }),
         }
-    })
+    })?;
+    let declared = ctx.vars.borrow();
+    if declared.is_empty() {
+        return Ok(());
+    }
+    let mut specs = fieldspec::default_var_reference();
+    specs.extend(config.var_reference.iter().cloned());
+    vars::resolve(&declared, resources, &specs)
+        .map_err(|e| ctx.kustomization_error(&e.file, e.message))
 }
 
 /// File names kustomize accepts for a kustomization, in its order of preference.
@@ -289,5 +319,81 @@ pub const KUSTOMIZATION_FILE_NAMES: [&str; 3] =
 
 /// Whether `dir` holds a kustomization file.
 pub fn has_kustomization(dir: &Path) -> Option<PathBuf> {
-    kustomization::find_file(dir)
+    kustomization::find_file(&DISK, dir)
+}
+
+#[cfg(test)]
+mod memory_tree_tests {
+    use super::*;
+    use crate::tree::MemoryTree;
+
+    const BASE: &str = "resources: [cm.yaml]\nconfigMapGenerator:\n- name: script\n  files: [migrate.sh]\n  envs: [app.env]\n";
+    const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain}\n";
+
+    fn render(tree: &MemoryTree, path: &str) -> Result<RenderedStage, RenderError> {
+        render_stage_in(tree, Path::new("/repo"), &Stage::new("s", path))
+    }
+
+    #[test]
+    fn kustomizations_and_generator_files_are_read_from_the_tree() {
+        let tree = MemoryTree::new(
+            Path::new("/repo"),
+            &[
+                ("app/kustomization.yaml", BASE),
+                ("app/cm.yaml", CM),
+                ("app/migrate.sh", "echo up\n"),
+                ("app/app.env", "MODE=fast\n"),
+            ],
+        );
+        let rendered = render(&tree, "app").unwrap();
+        let script = rendered
+            .objects
+            .iter()
+            .find(|m| {
+                m.value["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("script-"))
+            })
+            .expect("the generated ConfigMap");
+        assert_eq!(script.value["data"]["migrate.sh"], "echo up\n");
+        assert_eq!(script.value["data"]["MODE"], "fast");
+    }
+
+    #[test]
+    fn a_symlink_out_of_the_repository_is_refused_naming_the_kustomization() {
+        let tree = MemoryTree::new(
+            Path::new("/repo"),
+            &[
+                ("app/kustomization.yaml", "resources: [cm.yaml, secrets]\n"),
+                ("app/cm.yaml", CM),
+                ("../outside/kustomization.yaml", "resources: []\n"),
+            ],
+        )
+        .with_symlink(Path::new("/repo/app/secrets"), Path::new("../../outside"));
+        let err = render(&tree, "app").unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.file(), Path::new("app/kustomization.yaml"), "{text}");
+        assert!(
+            text.contains("`secrets` points outside the repository"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_missing_generator_file_is_named_relative_to_the_repository() {
+        let tree = MemoryTree::new(
+            Path::new("/repo"),
+            &[
+                ("app/kustomization.yaml", BASE),
+                ("app/cm.yaml", CM),
+                ("app/app.env", "A=1\n"),
+            ],
+        );
+        let text = render(&tree, "app").unwrap_err().to_string();
+        assert!(
+            text.contains("app/kustomization.yaml") && text.contains("migrate.sh"),
+            "{text}"
+        );
+        assert!(!text.contains("/repo/"), "{text}");
+    }
 }

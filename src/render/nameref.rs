@@ -14,6 +14,7 @@ use std::sync::LazyLock;
 
 use serde_json::{Map, Value};
 
+use super::fieldspec::NameReference;
 use super::metadata::kustomize_cluster_scoped;
 use super::resource::Resource;
 
@@ -56,6 +57,24 @@ impl Gvk {
             kind,
         }
     }
+}
+
+/// A [`Gvk`] pattern that also holds the ones read from `configurations`.
+#[derive(Debug, Clone)]
+struct Pattern {
+    group: String,
+    version: String,
+    kind: String,
+}
+
+impl Pattern {
+    fn of(gvk: Gvk) -> Self {
+        Self {
+            group: gvk.group.to_string(),
+            version: gvk.version.to_string(),
+            kind: gvk.kind.to_string(),
+        }
+    }
 
     fn selects(&self, group: &str, version: &str, kind: &str) -> bool {
         (self.group.is_empty() || self.group == group)
@@ -65,11 +84,39 @@ impl Gvk {
 }
 
 /// A field of `referrer` objects that names an object of kind `target`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Rule {
-    target: Gvk,
-    referrer: Gvk,
+    target: Pattern,
+    referrer: Pattern,
     path: Vec<String>,
+}
+
+/// The rules of a `configurations` file's `nameReference` entries.
+fn custom_rules(extra: &[NameReference]) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    for nr in extra {
+        let target = Pattern {
+            group: nr.group.clone(),
+            version: nr.version.clone(),
+            kind: nr.kind.clone(),
+        };
+        for spec in &nr.field_specs {
+            let path = split_path(&spec.path)
+                .into_iter()
+                .map(|step| step.trim_end_matches("[]").to_string())
+                .collect();
+            rules.push(Rule {
+                target: target.clone(),
+                referrer: Pattern {
+                    group: spec.group.clone(),
+                    version: spec.version.clone(),
+                    kind: spec.kind.clone(),
+                },
+                path,
+            });
+        }
+    }
+    rules
 }
 
 /// Where each workload kind keeps its pod spec, for the references inside it.
@@ -146,8 +193,8 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
     let mut rules = Vec::new();
     let mut add = |target: Gvk, referrer: Gvk, path: &str| {
         rules.push(Rule {
-            target,
-            referrer,
+            target: Pattern::of(target),
+            referrer: Pattern::of(referrer),
             path: split_path(path),
         });
     };
@@ -405,7 +452,12 @@ fn affixes_equal(a: &Candidate, b: &Candidate, allow_empty: bool) -> bool {
 }
 
 /// Rewrite every reference to an object renamed or moved during this build.
-pub(crate) fn fix_references(resources: &mut [Resource]) -> Result<(), AmbiguousReference> {
+///
+/// `extra` holds the `nameReference` entries of `configurations` files.
+pub(crate) fn fix_references(
+    resources: &mut [Resource],
+    extra: &[NameReference],
+) -> Result<(), AmbiguousReference> {
     if resources.iter().all(|r| r.previous.is_empty()) {
         return Ok(());
     }
@@ -415,8 +467,10 @@ pub(crate) fn fix_references(resources: &mut [Resource]) -> Result<(), Ambiguous
     let renamed: Vec<usize> = (0..resources.len())
         .filter(|&i| !candidates[i].previous_names.is_empty())
         .collect();
+    let custom = custom_rules(extra);
     let rules: Vec<&Rule> = RULES
         .iter()
+        .chain(&custom)
         .filter(|rule| {
             renamed.iter().any(|&i| {
                 let c = &candidates[i];
@@ -682,7 +736,7 @@ mod tests {
             ),
         ];
         add_prefix_suffix(&mut rs, "p-", "");
-        fix_references(&mut rs).unwrap();
+        fix_references(&mut rs, &[]).unwrap();
         let spec = &rs[1].value["spec"]["template"]["spec"];
         assert_eq!(spec["volumes"][0]["configMap"]["name"], "p-cfg");
         assert_eq!(

@@ -176,8 +176,14 @@ fn parse_path(path: &str) -> Result<Vec<Step>, String> {
     let mut parts = Vec::new();
     let mut current = String::new();
     let mut depth = 0usize;
-    for c in path.chars() {
+    let mut chars = path.chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
+            // `\.` is a dot inside a key (`data.config\.yaml`), as in kustomize.
+            '\\' if chars.peek() == Some(&'.') => {
+                chars.next();
+                current.push('.');
+            }
             '[' => {
                 depth += 1;
                 current.push(c);

@@ -28,6 +28,9 @@ pub(crate) struct Resource {
     /// A generated ConfigMap or Secret whose name gets kustomize's content
     /// hash once the whole build is done.
     pub needs_hash: bool,
+    /// The `vars` that name this object (kustomize marks the object when the
+    /// kustomization declaring the var is built).
+    pub ref_vars: Vec<String>,
 }
 
 impl Resource {
@@ -39,6 +42,7 @@ impl Resource {
             prefixes: Vec::new(),
             suffixes: Vec::new(),
             needs_hash: false,
+            ref_vars: Vec::new(),
         }
     }
 
@@ -84,6 +88,23 @@ impl Resource {
         self.value.get("metadata")?.get(key)?.as_str()
     }
 
+    /// (group, version, kind), owned, for field spec matching.
+    pub fn gvk(&self) -> (String, String, String) {
+        (
+            self.group().to_string(),
+            self.version().to_string(),
+            self.kind().to_string(),
+        )
+    }
+
+    /// The name and namespace the object was loaded with.
+    pub fn original_identity(&self) -> (&str, Option<&str>) {
+        match self.previous.first() {
+            Some((name, ns)) => (name, ns.as_deref()),
+            None => (self.name(), self.namespace()),
+        }
+    }
+
     /// Remember the current identity before changing it.
     pub fn remember_identity(&mut self) {
         let current = (
@@ -120,15 +141,34 @@ pub(crate) struct Ctx<'a> {
     pub stage: &'a StageName,
     /// Where the files are read (`crate::tree`).
     pub tree: &'a dyn crate::tree::FileTree,
+    /// Every `vars` entry of the build so far (kustomize's var set is one
+    /// per build: the same name twice is an error wherever declared).
+    pub vars: std::cell::RefCell<Vec<super::vars::Declared>>,
 }
 
 impl<'a> Ctx<'a> {
+    /// A context reading the disk (unit tests build their trees there).
+    #[cfg(test)]
     pub fn new(root: &'a Path, stage: &'a StageName) -> Self {
+        Self::in_tree(&crate::tree::DISK, root, stage)
+    }
+
+    pub fn in_tree(
+        tree: &'a dyn crate::tree::FileTree,
+        root: &'a Path,
+        stage: &'a StageName,
+    ) -> Self {
         Self {
             root,
             stage,
-            tree: &crate::tree::DISK,
+            tree,
+            vars: std::cell::RefCell::new(Vec::new()),
         }
+    }
+
+    /// `rel` from `base`, inside the repository (see [`crate::tree::resolve_inside`]).
+    pub fn resolve(&self, base: &Path, rel: &Path) -> Result<PathBuf, PathError> {
+        crate::tree::resolve_inside(self.tree, self.root, base, rel)
     }
 
     /// A path as the user knows it: relative to the repository root.

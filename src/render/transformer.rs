@@ -1,8 +1,8 @@
 //! `transformers:` entries that configure kustomize's own built-in
 //! transformers (`apiVersion: builtin`): patches, labels and annotations
 //! with their field specs, name prefixes and suffixes, replica counts and
-//! replacements. They run after the kustomization's own fields, in the
-//! order listed. Any other kind needs a plugin program or a field spec
+//! replacements, namespaces and image tags. They run after the
+//! kustomization's own fields, in the order listed. Any other kind needs a plugin program or a field spec
 //! stagegate does not follow, and is refused naming the file and the kind.
 
 use std::path::{Path, PathBuf};
@@ -10,43 +10,23 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::PatchTarget;
 use super::error::RenderError;
+use super::fieldspec::{FieldSpec, set_map_entries, set_scalar};
+use super::generator::{self, GeneratedKind, GeneratorArgs, GeneratorSite};
 use super::metadata;
 use super::patch::{self, LoadedPatch};
 use super::replacement::{self, Replacement};
 use super::resource::{Ctx, Resource};
+use super::{ImageOverride, PatchTarget, images};
 use crate::yaml::parse_documents;
-
-/// A field kustomize writes to: objects of a group/version/kind (empty
-/// parts match all), a `/`-separated path, maps created when `create`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct FieldSpec {
-    #[serde(default)]
-    group: String,
-    #[serde(default)]
-    version: String,
-    #[serde(default)]
-    kind: String,
-    path: String,
-    #[serde(default)]
-    create: bool,
-}
-
-impl FieldSpec {
-    fn selects(&self, r: &Resource) -> bool {
-        (self.group.is_empty() || self.group == r.group())
-            && (self.version.is_empty() || self.version == r.version())
-            && (self.kind.is_empty() || self.kind == r.kind())
-    }
-}
 
 /// Where a transformer configuration came from, for errors.
 struct Source<'a> {
     ctx: &'a Ctx<'a>,
     file: PathBuf,
     inline: bool,
+    /// The kustomization field that lists it.
+    field: &'a str,
 }
 
 impl Source<'_> {
@@ -54,7 +34,7 @@ impl Source<'_> {
         let message = message.into();
         if self.inline {
             self.ctx
-                .kustomization_error(&self.file, format!("transformers: {message}"))
+                .kustomization_error(&self.file, format!("{}: {message}", self.field))
         } else {
             self.ctx.kustomization_error(&self.file, message)
         }
@@ -78,6 +58,93 @@ pub(crate) fn run(
     resolve: &dyn Fn(&str) -> Result<PathBuf, RenderError>,
     resources: &mut Vec<Resource>,
 ) -> Result<(), RenderError> {
+    for_each_config(
+        ctx,
+        file,
+        "transformers",
+        entries,
+        resolve,
+        &mut |source, value| apply_one(source, dir, value, resources),
+    )
+}
+
+/// Run the `generators` entries of a kustomization: kustomize's built-in
+/// ConfigMapGenerator and SecretGenerator, configured as the kustomization's
+/// `configMapGenerator` / `secretGenerator` entries are (without its
+/// `generatorOptions`, which kustomize does not apply to them either).
+pub(crate) fn run_generators(
+    site: &GeneratorSite<'_>,
+    entries: &[String],
+    resolve: &dyn Fn(&str) -> Result<PathBuf, RenderError>,
+    resources: &mut Vec<Resource>,
+) -> Result<(), RenderError> {
+    for_each_config(
+        site.ctx,
+        site.file,
+        "generators",
+        entries,
+        resolve,
+        &mut |source, value| {
+            let (kind, args) = generator_config(source, value)?;
+            generator::run(site, kind, &[args], None, resources)
+        },
+    )
+}
+
+/// A `generators` entry as the generator arguments it configures.
+fn generator_config(
+    source: &Source<'_>,
+    mut value: Value,
+) -> Result<(GeneratedKind, GeneratorArgs), RenderError> {
+    let text = |key: &str| {
+        value
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let (api_version, kind) = (text("apiVersion"), text("kind"));
+    let generated = match (api_version.as_str(), kind.as_str()) {
+        ("builtin", "ConfigMapGenerator") => GeneratedKind::ConfigMap,
+        ("builtin", "SecretGenerator") => GeneratedKind::Secret,
+        ("builtin", _) => {
+            return Err(source.error(format!(
+                "generator `{kind}` is not supported by stagegate (it runs no program); render \
+                 it elsewhere (`helm template`, `kustomize build`) and commit the output"
+            )));
+        }
+        _ => {
+            return Err(source.error(format!(
+                "generator `{api_version}` `{kind}` is a plugin, which stagegate does not run; \
+                 render this directory with kustomize and commit the output"
+            )));
+        }
+    };
+    // The generated object's name and namespace are the configuration's own.
+    let meta = value.get("metadata").cloned().unwrap_or(Value::Null);
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("apiVersion");
+        obj.remove("kind");
+        obj.remove("metadata");
+        for key in ["name", "namespace"] {
+            if let Some(v) = meta.get(key) {
+                obj.insert(key.to_string(), v.clone());
+            }
+        }
+    }
+    Ok((generated, source.parse(&kind, value)?))
+}
+
+/// Read each entry — a file, or the configuration itself when it spans
+/// lines — and call `f` on each YAML document.
+fn for_each_config(
+    ctx: &Ctx<'_>,
+    file: &Path,
+    field: &str,
+    entries: &[String],
+    resolve: &dyn Fn(&str) -> Result<PathBuf, RenderError>,
+    f: &mut dyn FnMut(&Source<'_>, Value) -> Result<(), RenderError>,
+) -> Result<(), RenderError> {
     for entry in entries {
         // kustomize takes an entry with a line break as the configuration itself.
         let (text, source) = if entry.contains('\n') {
@@ -85,26 +152,31 @@ pub(crate) fn run(
                 ctx,
                 file: file.to_path_buf(),
                 inline: true,
+                field,
             };
             (entry.clone(), source)
         } else {
             let path = resolve(entry)?;
-            if path.is_dir() {
+            if ctx.tree.is_dir(&path) {
                 return Err(ctx.kustomization_error(
                     file,
                     format!(
-                        "transformers entry `{entry}` is a directory; stagegate runs no transformer \
-                         plugins — render this directory with kustomize and commit the output"
+                        "{field} entry `{entry}` is a directory; stagegate runs no plugins \
+                         — render this directory with kustomize and commit the output"
                     ),
                 ));
             }
-            let text = std::fs::read_to_string(&path).map_err(|e| ctx.io_error(&path, e))?;
+            let text = ctx
+                .tree
+                .read_to_string(&path)
+                .map_err(|e| ctx.io_error(&path, e))?;
             (
                 text,
                 Source {
                     ctx,
                     file: path,
                     inline: false,
+                    field,
                 },
             )
         };
@@ -116,7 +188,7 @@ pub(crate) fn run(
             message: e.message,
         })?;
         for doc in docs {
-            apply_one(&source, dir, doc.value, resources)?;
+            f(&source, doc.value)?;
         }
     }
     Ok(())
@@ -147,6 +219,10 @@ fn apply_one(
             ),
         ));
     }
+    let meta_namespace = config
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     if let Some(obj) = config.as_object_mut() {
         obj.remove("apiVersion");
         obj.remove("kind");
@@ -252,11 +328,14 @@ fn apply_one(
                 })
                 .collect();
             for r in resources.iter_mut() {
-                let specs: Vec<&FieldSpec> =
-                    c.field_specs.iter().filter(|s| s.selects(r)).collect();
+                let (group, version, kind) = r.gvk();
+                let specs: Vec<&FieldSpec> = c
+                    .field_specs
+                    .iter()
+                    .filter(|s| s.selects(&group, &version, &kind))
+                    .collect();
                 for spec in specs {
-                    let steps: Vec<&str> = spec.path.split('/').collect();
-                    set_map_entries(&mut r.value, &steps, spec.create, &pairs);
+                    set_map_entries(&mut r.value, spec, &pairs);
                 }
             }
             Ok(())
@@ -307,20 +386,15 @@ fn apply_one(
             for r in resources.iter_mut() {
                 let named = r.name() == c.replica.name
                     || r.previous.iter().any(|(n, _)| *n == c.replica.name);
+                let (group, version, kind) = r.gvk();
                 let specs: Vec<&FieldSpec> = c
                     .field_specs
                     .iter()
-                    .filter(|s| named && s.selects(r))
+                    .filter(|s| named && s.selects(&group, &version, &kind))
                     .collect();
                 for spec in specs {
                     found = true;
-                    let steps: Vec<&str> = spec.path.split('/').collect();
-                    set_scalar(
-                        &mut r.value,
-                        &steps,
-                        spec.create,
-                        &Value::from(c.replica.count),
-                    );
+                    set_scalar(&mut r.value, spec, &Value::from(c.replica.count));
                 }
             }
             if found {
@@ -345,12 +419,116 @@ fn apply_one(
             }
             replacement::apply(&c.replacements, resources).map_err(|m| source.error(m))
         }
+        "NamespaceTransformer" => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase", deny_unknown_fields)]
+            struct C {
+                #[serde(default)]
+                field_specs: Vec<FieldSpec>,
+                #[serde(default)]
+                unset_only: bool,
+                #[serde(default)]
+                set_role_binding_subjects: Option<String>,
+            }
+            let c: C = source.parse(&kind, config)?;
+            namespace_transformer(
+                source,
+                meta_namespace,
+                &c.field_specs,
+                c.unset_only,
+                c.set_role_binding_subjects.as_deref(),
+                resources,
+            )
+        }
+        "ImageTagTransformer" => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase", deny_unknown_fields)]
+            struct C {
+                image_tag: ImageOverride,
+                #[serde(default)]
+                field_specs: Vec<FieldSpec>,
+            }
+            let c: C = source.parse(&kind, config)?;
+            let overrides = [c.image_tag];
+            images::apply(resources, &overrides);
+            images::apply_to_fields(resources, &overrides, &c.field_specs);
+            Ok(())
+        }
         other => Err(source.error(format!(
             "built-in transformer `{other}` is not supported by stagegate in `transformers`; \
-             use the kustomization's own fields (namespace, images, …) or render with kustomize \
+             use the kustomization's own fields (sortOptions, generators, …) or render with kustomize \
              and commit the output"
         ))),
     }
+}
+
+/// kustomize's NamespaceTransformer configured as the `namespace` field
+/// configures it; the variations kustomize offers beyond that (only unset
+/// namespaces, other subject rules, no `metadata/namespace`) are refused.
+fn namespace_transformer(
+    source: &Source<'_>,
+    namespace: Option<String>,
+    specs: &[FieldSpec],
+    unset_only: bool,
+    subjects: Option<&str>,
+    resources: &mut [Resource],
+) -> Result<(), RenderError> {
+    let Some(namespace) = namespace.filter(|ns| !ns.is_empty()) else {
+        return Err(
+            source.error("NamespaceTransformer: give the namespace as `metadata.namespace`")
+        );
+    };
+    let refuse = |what: &str| {
+        Err(source.error(format!(
+            "NamespaceTransformer: {what} is not supported by stagegate; use the kustomization's \
+             `namespace` field, or render with kustomize and commit the output"
+        )))
+    };
+    if unset_only {
+        return refuse("`unsetOnly: true`");
+    }
+    if !matches!(subjects, None | Some("defaultOnly")) {
+        return refuse("`setRoleBindingSubjects` other than defaultOnly");
+    }
+    if !specs
+        .iter()
+        .any(|s| s.path == "metadata/namespace" && s.kind.is_empty() && s.group.is_empty())
+    {
+        return refuse("fieldSpecs without `path: metadata/namespace`");
+    }
+    let listed = |kind: &str, group: &str, path: &str| {
+        specs
+            .iter()
+            .any(|s| s.path == path && s.kind == kind && s.group == group)
+    };
+    let fields = metadata::NamespaceFields {
+        namespace_name: listed("Namespace", "", "metadata/name"),
+        api_service: listed(
+            "APIService",
+            "apiregistration.k8s.io",
+            "spec/service/namespace",
+        ),
+        crd_conversion: listed(
+            "CustomResourceDefinition",
+            "apiextensions.k8s.io",
+            "spec/conversion/webhook/clientConfig/service/namespace",
+        ),
+    };
+    metadata::set_namespace_in(resources, &namespace, fields);
+    // The built-in ones are handled above; the others are custom fields.
+    let custom: Vec<FieldSpec> = specs
+        .iter()
+        .filter(|s| {
+            !(s.path == "metadata/name" && s.kind == "Namespace"
+                || s.path.starts_with("subjects")
+                || s.kind == "APIService" && s.path == "spec/service/namespace"
+                || s.kind == "CustomResourceDefinition"
+                    && s.path == "spec/conversion/webhook/clientConfig/service/namespace")
+        })
+        .cloned()
+        .collect();
+    metadata::set_custom_namespace_fields(resources, &namespace, &custom);
+    Ok(())
 }
 
 /// A patch's text, from the configuration or from a file beside it.
@@ -363,71 +541,17 @@ fn patch_text(
     match (inline, path) {
         (Some(text), None) => Ok((text, source.file.clone(), true)),
         (None, Some(rel)) => {
-            let real = crate::paths::resolve_inside(source.ctx.root, dir, Path::new(&rel))
+            let real = source
+                .ctx
+                .resolve(dir, Path::new(&rel))
                 .map_err(|e| source.ctx.path_error(e))?;
-            let text = std::fs::read_to_string(&real).map_err(|e| source.ctx.io_error(&real, e))?;
+            let text = source
+                .ctx
+                .tree
+                .read_to_string(&real)
+                .map_err(|e| source.ctx.io_error(&real, e))?;
             Ok((text, real, false))
         }
         _ => Err(source.error("a patch needs exactly one of `patch` (or `jsonOp`) and `path`")),
     }
-}
-
-/// Walk `steps` (entering lists; `x[]` names a list), creating maps when
-/// `create`, and call `f` on the parent map with the last key.
-fn walk(
-    node: &mut Value,
-    steps: &[&str],
-    create: bool,
-    f: &mut dyn FnMut(&mut Map<String, Value>, &str),
-) {
-    if let Value::Array(items) = node {
-        for item in items {
-            walk(item, steps, create, f);
-        }
-        return;
-    }
-    let Some((first, rest)) = steps.split_first() else {
-        return;
-    };
-    let key = first.strip_suffix("[]").unwrap_or(first);
-    let Some(map) = node.as_object_mut() else {
-        return;
-    };
-    if rest.is_empty() {
-        f(map, key);
-        return;
-    }
-    if !map.contains_key(key) {
-        if !create {
-            return;
-        }
-        map.insert(key.to_string(), Value::Object(Map::new()));
-    }
-    if let Some(next) = map.get_mut(key) {
-        walk(next, rest, create, f);
-    }
-}
-
-fn set_map_entries(node: &mut Value, steps: &[&str], create: bool, pairs: &Map<String, Value>) {
-    walk(node, steps, create, &mut |map, key| {
-        if !map.contains_key(key) {
-            if !create {
-                return;
-            }
-            map.insert(key.to_string(), Value::Object(Map::new()));
-        }
-        if let Some(Value::Object(target)) = map.get_mut(key) {
-            for (k, v) in pairs {
-                target.insert(k.clone(), v.clone());
-            }
-        }
-    });
-}
-
-fn set_scalar(node: &mut Value, steps: &[&str], create: bool, value: &Value) {
-    walk(node, steps, create, &mut |map, key| {
-        if create || map.contains_key(key) {
-            map.insert(key.to_string(), value.clone());
-        }
-    });
 }

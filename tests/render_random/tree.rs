@@ -208,6 +208,15 @@ pub fn generate(seed: u64, root: &Path) -> PathBuf {
                 rng.pick(&["default", "apps", "staging"])
             );
         }
+        if rng.chance(30) {
+            // A var naming the overlay's Service by its base name, read into
+            // an annotation of its Deployment once every prefix is applied.
+            let _ = write!(
+                k,
+                "vars:\n- name: SVC_O{o}\n  objref: {{apiVersion: v1, kind: Service, name: web}}\n\
+                 patchesJson6902:\n- target: {{group: apps, version: v1, kind: Deployment, name: web}}\n  patch: |\n    - op: add\n      path: /metadata/annotations/peer-o{o}\n      value: \"svc=$(SVC_O{o}) port=$$80\"\n"
+            );
+        }
         write(&dir.join("kustomization.yaml"), &k);
         let _ = writeln!(top, "- overlay{o}");
     }
