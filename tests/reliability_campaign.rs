@@ -563,7 +563,10 @@ async fn fault_campaign_converges_without_running_a_job_twice_or_applying_early(
     // Messages name the call: a fault that reached the agent is reported
     // with what was asked, never as a bare status dump.
     let log = std::fs::read_to_string(c.log_path(c.starts)).unwrap_or_default();
-    for line in log.lines().filter(|l| l.contains("injected fault")) {
+    let api_errors = log
+        .lines()
+        .filter(|l| l.contains("injected fault") || l.contains("failed with"));
+    for line in api_errors {
         assert!(
             named_call(line),
             "seed {seed}: an API error without the call it answered: {line}"
