@@ -152,6 +152,8 @@ struct Campaign {
     commits: Vec<(String, Revision)>,
     logs: PathBuf,
     starts: usize,
+    /// Job runs whose end the agent could not learn (see [`Campaign::converged`]).
+    outcomes_lost: usize,
 }
 
 impl Campaign {
@@ -169,6 +171,7 @@ impl Campaign {
             commits: Vec::new(),
             logs,
             starts: 0,
+            outcomes_lost: 0,
         };
         campaign.commit();
         campaign
@@ -231,19 +234,36 @@ impl Campaign {
 
     /// Waits until every stage is Ready at the last commit, as the Stage
     /// objects say; the history then shows whether it got there honestly.
-    async fn converged(&self) -> Result<(), String> {
-        let (sha, _) = self.commits.last().expect("a commit");
+    ///
+    /// A Job killed with the agent, finished and removed by its TTL before
+    /// the agent was back leaves no trace of how it ended: the agent then
+    /// fails its stage rather than run the spec again (the known gap in
+    /// docs/reliability.md). That is counted, and a new commit moves on, as
+    /// an operator would; the once-per-spec rule is still judged.
+    async fn converged(&mut self) -> Result<(), String> {
         let store = StateStore::new(self.env.c.client.clone(), NS);
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
+            let sha = self.commits.last().expect("a commit").0.clone();
             let state = store.read().await.unwrap_or_default();
             let done = state.stages.len() == 3
                 && state.stages.values().all(|s| {
                     s.phase == Phase::Ready
-                        && s.revision.as_deref().is_some_and(|r| sha_matches(r, sha))
+                        && s.revision.as_deref().is_some_and(|r| sha_matches(r, &sha))
                 });
             if done {
                 return Ok(());
+            }
+            let lost = state.stages.values().any(|s| {
+                s.phase == Phase::Failed
+                    && s.message.contains("before its end was seen")
+                    && s.attempted_revision
+                        .as_deref()
+                        .is_some_and(|r| sha_matches(r, &sha))
+            });
+            if lost && self.outcomes_lost < 5 {
+                self.outcomes_lost += 1;
+                self.commit();
             }
             if Instant::now() > deadline {
                 return Err(format!("not converged on {sha}: {state:?}"));
@@ -436,6 +456,7 @@ async fn kill_campaign_runs_each_job_spec_once_and_opens_no_gate_early() {
             ("commits", c.commits.len().to_string()),
             ("Job specs", specs.to_string()),
             ("Job creations", runs.to_string()),
+            ("Job outcomes lost", c.outcomes_lost.to_string()),
         ],
     );
     if !twice.is_empty() || !verdict.breaches.is_empty() {
