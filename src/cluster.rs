@@ -25,7 +25,17 @@ pub enum ClusterError {
 
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClusterError> {
     let config = config(kubeconfig).await?;
-    Client::try_from(config).map_err(|e| ClusterError::Client(e.to_string()))
+    let named = named_server(&config);
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| ClusterError::Client(e.to_string()))?;
+    Ok(builder.with_layer(&named).build())
+}
+
+/// Transport errors name the server (see [`crate::api_server`]).
+fn named_server(config: &Config) -> crate::api_server::NameServer {
+    crate::api_server::NameServer::new(crate::redact::RedactedUrl::new(
+        &config.cluster_url.to_string(),
+    ))
 }
 
 /// A client that has at most `limit` API requests in flight; watches, which
@@ -36,9 +46,13 @@ pub async fn limited_client(
     limit: usize,
 ) -> Result<Client, ClusterError> {
     let config = config(kubeconfig).await?;
+    let named = named_server(&config);
     let builder = kube::client::ClientBuilder::try_from(config)
         .map_err(|e| ClusterError::Client(e.to_string()))?;
-    Ok(builder.with_layer(&api_limit::ApiLimit::new(limit)).build())
+    Ok(builder
+        .with_layer(&api_limit::ApiLimit::new(limit))
+        .with_layer(&named)
+        .build())
 }
 
 /// The API server's URL (credentials stripped), for errors that must say

@@ -5,6 +5,7 @@
 //! and [`render`] (manifests of one stage, without kustomize). Neither knows about
 //! Git or a cluster: files in, objects out.
 
+pub mod api_server;
 pub mod apply;
 pub mod cluster;
 pub mod config;

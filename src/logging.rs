@@ -9,8 +9,22 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// The filter `STAGEGATE_LOG` gives (an `EnvFilter` directive), else `info`.
+/// kube's own request tracing is off unless the filter names it: its
+/// "failed with error …" lines say neither the call nor the server, and
+/// the agent reports each failure itself, with both (#13).
 fn filter() -> EnvFilter {
-    EnvFilter::try_from_env("STAGEGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"))
+    let given = std::env::var("STAGEGATE_LOG").ok();
+    let filter = given
+        .as_deref()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    if given.is_some_and(|f| f.contains("kube_client")) {
+        return filter;
+    }
+    match "kube_client::client::builder=off".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
 }
 
 /// Logs as text lines on stderr, coloured when stderr is a terminal.

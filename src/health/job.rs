@@ -51,18 +51,43 @@ pub struct JobWatch<'a> {
 
 enum Seen {
     Job(Box<Job>),
+    /// The Job's last state, as it was deleted.
+    Deleted(Box<Job>),
+    /// A relist without the Job: deleted while the watch was broken.
+    Gone,
     Pod(Box<Pod>),
 }
 
 pub async fn wait_job(w: JobWatch<'_>) -> JobEnd {
     w.progress.set("waiting for the Job's first status");
+    // Every event, deletions and relists included: a Job whose TTL removes
+    // it while the watch is broken is seen in its last state (a deletion
+    // replayed on re-watch) or missing from the relist, never waited on
+    // forever.
+    let uid = w.uid.to_string();
+    let mut listed = false;
     let jobs = watcher(
         w.jobs.clone(),
         watcher::Config::default().fields(&format!("metadata.name={}", w.name)),
     )
     .default_backoff()
-    .applied_objects()
-    .filter_map(|r| async move { r.ok().map(|j| Seen::Job(Box::new(j))) });
+    .filter_map(move |r| {
+        let seen = match r {
+            Ok(watcher::Event::Init) => {
+                listed = false;
+                None
+            }
+            Ok(watcher::Event::InitApply(job)) => {
+                listed |= job.metadata.uid.as_deref() == Some(uid.as_str());
+                Some(Seen::Job(Box::new(job)))
+            }
+            Ok(watcher::Event::InitDone) => (!listed).then_some(Seen::Gone),
+            Ok(watcher::Event::Apply(job)) => Some(Seen::Job(Box::new(job))),
+            Ok(watcher::Event::Delete(job)) => Some(Seen::Deleted(Box::new(job))),
+            Err(_) => None,
+        };
+        async move { seen }
+    });
     let pods = watcher(
         w.pods.clone(),
         watcher::Config::default().labels(&pod_selector(w.uid)),
@@ -95,6 +120,30 @@ pub async fn wait_job(w: JobWatch<'_>) -> JobEnd {
                 return JobEnd::Failed {
                     reason: "watch ended".into(),
                     log_tail: None,
+                };
+            }
+            Some(Seen::Gone) => {
+                return JobEnd::Failed {
+                    reason: "the Job was deleted (by its TTL or by hand) before its end was seen"
+                        .into(),
+                    log_tail: None,
+                };
+            }
+            Some(Seen::Deleted(job)) => {
+                if job.metadata.uid.as_deref() != Some(w.uid) {
+                    continue;
+                }
+                let value = serde_json::to_value(&job).unwrap_or_default();
+                return match evaluate("Job", &value) {
+                    Health::Ready => JobEnd::Succeeded,
+                    Health::Failed(reason) => JobEnd::Failed {
+                        reason,
+                        log_tail: None,
+                    },
+                    Health::Progressing(_) => JobEnd::Failed {
+                        reason: "the Job was deleted before it finished".into(),
+                        log_tail: None,
+                    },
                 };
             }
             Some(Seen::Job(job)) => {

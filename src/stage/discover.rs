@@ -13,7 +13,7 @@ use super::{
 use crate::diagnostics::{DISCOVERY_YAML, Problem, Problems};
 use crate::paths::display_path;
 use crate::tree::{DISK, EntryKind, FileTree};
-use crate::yaml::parse_documents;
+use crate::yaml::parse_documents_where;
 
 /// Every stage declared under `dir` (inside the canonical `root`), in file
 /// order, with the problems met on the way.
@@ -64,7 +64,11 @@ fn discover_in(
                 continue;
             }
         };
-        let docs = match parse_documents(&text) {
+        // Only stage documents become values: a large manifest costs its parse, not a tree.
+        let docs = match parse_documents_where(&text, |h| {
+            is_stage_document(&h.api_version, &h.kind)
+                || is_unreadable_stage_document(&h.api_version, &h.kind)
+        }) {
             Ok(docs) => docs,
             // An application's own config (custom tags, templates) is not a
             // stage definition; only a file that names a stage API must parse.

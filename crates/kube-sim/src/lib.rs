@@ -15,6 +15,7 @@ mod controllers;
 mod discovery;
 mod events;
 mod faults;
+mod history;
 mod listener;
 mod ops;
 mod patch;
@@ -45,6 +46,7 @@ pub use controllers::job::{
 };
 pub use controllers::rollout::ROLLOUT as ROLLOUT_ANNOTATION;
 pub use faults::{FailRule, Faults};
+pub use history::{Change, ChangeType};
 pub use stats::{RequestStats, Verb};
 
 /// Settings of one simulated cluster.
@@ -272,6 +274,27 @@ users:
     /// The requests recorded since [`KubeSim::start_audit`], in order.
     pub fn audit_log(&self) -> Vec<AuditEntry> {
         self.shared.audit.entries()
+    }
+
+    /// From now on, keep every change the server makes to any object (a
+    /// creation, a modification, a deletion, with the object as stored), for
+    /// [`KubeSim::history`]; also `POST /sim/history/start`.
+    pub fn start_history(&self) {
+        self.shared
+            .store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .start_recording();
+    }
+
+    /// The changes kept since [`KubeSim::start_history`], in resourceVersion
+    /// order; also `GET /sim/history`.
+    pub fn history(&self) -> Vec<Change> {
+        self.shared
+            .store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .recorded()
     }
 
     /// Requests counted by verb since start (admin paths not counted).

@@ -55,6 +55,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/sim/faults/expire-watches", post(admin_expire_watches))
         .route("/sim/faults/unreachable", post(admin_unreachable))
         .route("/sim/faults", axum::routing::delete(admin_clear))
+        .route("/sim/history/start", post(admin_history_start))
+        .route("/sim/history", get(admin_history))
         .fallback(api)
         .with_state(shared)
 }
@@ -134,6 +136,32 @@ async fn admin_close_watches(State(s): State<Arc<Shared>>) -> Response {
 async fn admin_expire_watches(State(s): State<Arc<Shared>>) -> Response {
     s.faults.expire_watches();
     json_response(200, &json!({"ok": true}))
+}
+
+async fn admin_history_start(State(s): State<Arc<Shared>>) -> Response {
+    match s.lock() {
+        Ok(mut store) => {
+            store.start_recording();
+            json_response(200, &json!({"ok": true}))
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+/// `{"recording": bool, "changes": [{rv, change, group, resource, namespace, name, object}]}`;
+/// `?resource=jobs` keeps one resource's changes.
+async fn admin_history(State(s): State<Arc<Shared>>, uri: axum::http::Uri) -> Response {
+    let q = Query::parse(uri.query());
+    let store = match s.lock() {
+        Ok(store) => store,
+        Err(e) => return error_response(&e),
+    };
+    let mut changes = store.recorded();
+    drop(store);
+    if let Some(resource) = q.get("resource") {
+        changes.retain(|c| c.resource == resource);
+    }
+    json_response(200, &json!({ "changes": changes }))
 }
 
 async fn admin_clear(State(s): State<Arc<Shared>>) -> Response {

@@ -68,6 +68,8 @@ pub struct Store {
     ip_counter: u32,
     /// Dependents by the uid their ownerReferences name, for garbage collection.
     owned_by: HashMap<String, HashSet<(ResKey, ObjKey)>>,
+    /// Every change since recording started (`None`: not recording).
+    recorded: Option<Vec<Arc<Event>>>,
 }
 
 impl Store {
@@ -85,6 +87,7 @@ impl Store {
             pod_termination: Duration::ZERO,
             ip_counter: 0,
             owned_by: HashMap::new(),
+            recorded: None,
         }
     }
 
@@ -119,6 +122,21 @@ impl Store {
         }
         let start = self.history.partition_point(|e| e.rv <= rv);
         Some(self.history.range(start..).cloned().collect())
+    }
+
+    /// From now on, keep every change (see [`crate::history`]); a second
+    /// call keeps what was recorded.
+    pub fn start_recording(&mut self) {
+        self.recorded.get_or_insert_with(Vec::new);
+    }
+
+    /// The changes kept since [`Store::start_recording`], oldest first.
+    pub fn recorded(&self) -> Vec<crate::history::Change> {
+        self.recorded
+            .iter()
+            .flatten()
+            .map(|e| crate::history::Change::of(e))
+            .collect()
     }
 
     /// Forgets the whole history, as an etcd compaction would; watches from
@@ -258,6 +276,9 @@ impl Store {
             previous,
             json: OnceLock::new(),
         });
+        if let Some(recorded) = &mut self.recorded {
+            recorded.push(ev.clone());
+        }
         self.history.push_back(ev.clone());
         while self.history.len() > self.history_cap {
             if let Some(old) = self.history.pop_front() {

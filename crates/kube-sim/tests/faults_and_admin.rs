@@ -391,3 +391,69 @@ async fn malformed_requests_get_status_errors_and_the_server_survives() {
     assert_eq!(raw(&sim, "GET", "/version", &[], "").await.status, 200);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_records_every_change_in_resource_version_order_once_started() {
+    let sim = sim().await;
+    let c = client(&sim);
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    cms.create(&PostParams::default(), &cm("before"))
+        .await
+        .unwrap();
+    assert!(sim.history().is_empty(), "nothing is kept before it starts");
+    let r = raw(&sim, "POST", "/sim/history/start", &[], "").await;
+    assert_eq!(r.status, 200);
+    cms.create(&PostParams::default(), &cm("a")).await.unwrap();
+    let mut changed = cm("a");
+    changed.data = Some([("k".to_string(), "v".to_string())].into());
+    cms.replace("a", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    cms.delete("a", &Default::default()).await.unwrap();
+    let history: Vec<_> = sim
+        .history()
+        .into_iter()
+        .filter(|c| c.resource == "configmaps")
+        .collect();
+    let kinds: Vec<_> = history
+        .iter()
+        .map(|c| (c.change, c.name.as_str()))
+        .collect();
+    use kube_sim::ChangeType::*;
+    assert_eq!(kinds, [(Created, "a"), (Modified, "a"), (Deleted, "a")]);
+    assert!(history.windows(2).all(|w| w[0].rv < w[1].rv));
+    assert_eq!(history[1].object["data"]["k"], "v");
+    assert_eq!(
+        (history[0].group.as_str(), history[0].namespace.as_str()),
+        ("", "default")
+    );
+    let v = raw(&sim, "GET", "/sim/history?resource=configmaps", &[], "")
+        .await
+        .json();
+    let listed: Vec<_> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["change"].as_str().unwrap().to_string(),
+                c["rv"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<_> = history
+        .iter()
+        .map(|c| {
+            (
+                serde_json::to_value(c.change)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                c.rv,
+            )
+        })
+        .collect();
+    assert_eq!(listed, expected);
+    sim.shutdown().await;
+}
