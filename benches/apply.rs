@@ -6,9 +6,9 @@
 use std::time::{Duration, Instant};
 
 use kube_sim::{KubeSim, RequestStats, SimConfig};
-use stagegate::apply::{Engine, EngineSettings};
-use stagegate::plan::build_plan;
-use stagegate::state::StageState;
+use stagegate::cluster::apply::{Engine, EngineSettings};
+use stagegate::cluster::state::StageState;
+use stagegate::core::plan::build_plan;
 
 fn writes(s: &RequestStats) -> u64 {
     s.create + s.update + s.patch + s.delete

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use stagegate::source::{Fetched, GitRef, GitSource, SourceConfig};
+use stagegate::agent::source::{Fetched, GitRef, GitSource, SourceConfig};
 
 // The tests' git daemon helper, shared rather than written twice.
 #[allow(dead_code)]

@@ -12,9 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use stagegate::labels::{MANAGED_BY_KEY, SPEC_HASH_ANNOTATION, STAGE_LABEL};
-use stagegate::render::render_stage;
-use stagegate::stage::Stage;
+use stagegate::core::labels::{MANAGED_BY_KEY, SPEC_HASH_ANNOTATION, STAGE_LABEL};
+use stagegate::core::render::render_stage;
+use stagegate::core::stage::Stage;
 
 #[path = "../tests/render_random/tree.rs"]
 mod tree;
@@ -189,7 +189,7 @@ fn time_kubectl(root: &Path) -> (Duration, Vec<Value>) {
         ),
     };
     let text = String::from_utf8_lossy(&output.stdout);
-    let objects = match stagegate::yaml::parse_documents(&text) {
+    let objects = match stagegate::core::yaml::parse_documents(&text) {
         Ok(docs) => docs.into_iter().map(|d| d.value).collect(),
         Err(e) => panic!("kubectl kustomize printed invalid YAML: {e}"),
     };

@@ -7,12 +7,12 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod stage_commands;
-use stagegate::apply::{Engine, EngineSettings};
-use stagegate::diagnostics::Problems;
-use stagegate::output::{graph_dot, graph_text, yaml_stream};
-use stagegate::plan::{Plan, PlanOptions, build_plan_with};
-use stagegate::state::StateStore;
-use stagegate::web::{Topology, svg};
+use stagegate::agent::web::{Topology, svg};
+use stagegate::cli::output::{graph_dot, graph_text, yaml_stream};
+use stagegate::cluster::apply::{Engine, EngineSettings};
+use stagegate::cluster::state::StateStore;
+use stagegate::core::diagnostics::Problems;
+use stagegate::core::plan::{Plan, PlanOptions, build_plan_with};
 
 #[derive(Parser)]
 #[command(
@@ -40,7 +40,7 @@ enum Command {
     ///
     /// With --once: reconcile the current revision, wait for every stage's
     /// outcome, print a summary and exit 0 only when every stage is Ready.
-    Run(Box<stagegate::config::RunArgs>),
+    Run(Box<stagegate::agent::config::RunArgs>),
     /// Check a repository's stages and manifests; exit 1 listing every problem.
     Validate(RepoArgs),
     /// Print the stages in dependency order.
@@ -136,8 +136,8 @@ impl ClusterArgs {
     /// The Stage objects of the agent's namespace, checking first that the
     /// namespace exists, so that a typo gets a hint rather than an empty list.
     async fn connect(&self) -> anyhow::Result<StateStore> {
-        let client = stagegate::cluster::client(self.kubeconfig.as_deref()).await?;
-        stagegate::cluster::require_namespace(&client, &self.namespace).await?;
+        let client = stagegate::cluster::client::client(self.kubeconfig.as_deref()).await?;
+        stagegate::cluster::client::require_namespace(&client, &self.namespace).await?;
         Ok(StateStore::new(client, &self.namespace))
     }
 }
@@ -190,14 +190,14 @@ async fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     match format {
-        LogFormat::Text => stagegate::logging::init_text(),
-        LogFormat::Json => stagegate::logging::init_json(),
+        LogFormat::Text => stagegate::agent::logging::init_text(),
+        LogFormat::Json => stagegate::agent::logging::init_json(),
     }
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run(args) => stagegate::run::main::run(*args).await,
+        Command::Run(args) => stagegate::agent::run::main::run(*args).await,
         Command::Diff {
             repo,
             stage,
@@ -314,7 +314,7 @@ async fn diff(
         eprintln!("error: no stage named {name}");
         return Ok(ExitCode::from(2));
     }
-    let client = stagegate::cluster::client(cluster.kubeconfig.as_deref()).await?;
+    let client = stagegate::cluster::client::client(cluster.kubeconfig.as_deref()).await?;
     let state = StateStore::new(client.clone(), &cluster.namespace)
         .read()
         .await?;
@@ -388,12 +388,12 @@ fn load(repo: &RepoArgs) -> Result<Plan, ExitCode> {
         return Err(ExitCode::from(2));
     }
     let substitution = match &repo.substitute_from {
-        Some(file) => match stagegate::config::read_substitute_file(file) {
-            Ok(values) => Some(Box::new(stagegate::stage::substitute_from::Values {
+        Some(file) => match stagegate::agent::config::read_substitute_file(file) {
+            Ok(values) => Some(Box::new(stagegate::core::stage::substitute_from::Values {
                 values,
                 origin: format!("--substitute-from {}", file.display()),
             })
-                as Box<dyn stagegate::stage::substitute_from::SubstitutionSource>),
+                as Box<dyn stagegate::core::stage::substitute_from::SubstitutionSource>),
             Err(e) => {
                 eprintln!("error: {e}");
                 return Err(ExitCode::from(2));

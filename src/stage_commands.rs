@@ -9,12 +9,12 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
-use stagegate::state::requests::SUSPEND_ANNOTATION;
-use stagegate::state::store::StageObject;
-use stagegate::state::{Phase, StateStore};
-use stagegate::status::RunningJob;
-use stagegate::web::StatusReport;
-use stagegate::web::report::{Topology, TopologyStage};
+use stagegate::agent::web::StatusReport;
+use stagegate::agent::web::report::{Topology, TopologyStage};
+use stagegate::cli::status::RunningJob;
+use stagegate::cluster::state::requests::SUSPEND_ANNOTATION;
+use stagegate::cluster::state::store::StageObject;
+use stagegate::cluster::state::{Phase, StateStore};
 
 use super::{OutputFormat, print_stdout};
 
@@ -58,7 +58,12 @@ async fn render(store: &StateStore, output: OutputFormat) -> anyhow::Result<Stri
             let running = running_jobs(store, &stages).await;
             // Elapsed times go up every second; `--watch` reprints on
             // change, so in a table they are rounded by `age` already.
-            stagegate::status::table(source.as_ref(), &stages, &running, jiff::Timestamp::now())
+            stagegate::cli::status::table(
+                source.as_ref(),
+                &stages,
+                &running,
+                jiff::Timestamp::now(),
+            )
         }
         // The status page serves the same report at /api/status.
         OutputFormat::Json => serde_json::to_string_pretty(&report(store, &stages).await?)? + "\n",
@@ -71,7 +76,7 @@ async fn render(store: &StateStore, output: OutputFormat) -> anyhow::Result<Stri
 async fn report(store: &StateStore, stages: &[StageObject]) -> anyhow::Result<StatusReport> {
     let state = store.load().await?;
     let topology = Topology {
-        stages: stagegate::status::dependency_order(stages)
+        stages: stagegate::cli::status::dependency_order(stages)
             .into_iter()
             .map(|o| TopologyStage {
                 name: o.name.clone(),
@@ -93,7 +98,7 @@ async fn running_jobs(store: &StateStore, stages: &[StageObject]) -> Vec<Running
         .filter(|s| s.status.stage.phase == Phase::Running)
     {
         let jobs: Api<Job> = Api::all(store.client().clone());
-        let selector = format!("{}={}", stagegate::labels::STAGE_LABEL, stage.name);
+        let selector = format!("{}={}", stagegate::core::labels::STAGE_LABEL, stage.name);
         let Ok(list) = jobs.list(&ListParams::default().labels(&selector)).await else {
             continue;
         };

@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
 use kube::runtime::watcher;
-use stagegate::state::{Phase, State, StateStore};
+use stagegate::cluster::state::{Phase, State, StateStore};
 
 const NS: &str = "stagegate-system";
 

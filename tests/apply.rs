@@ -10,10 +10,10 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
-use stagegate::apply::job_policy::{JobAction, SkipReason};
-use stagegate::apply::{Engine, EngineSettings};
-use stagegate::events::{EventSink, Reason};
-use stagegate::state::StageState;
+use stagegate::cluster::apply::job_policy::{JobAction, SkipReason};
+use stagegate::cluster::apply::{Engine, EngineSettings};
+use stagegate::cluster::events::{EventSink, Reason};
+use stagegate::cluster::state::StageState;
 
 fn engine(client: &kube::Client) -> Engine {
     Engine::new(
@@ -86,7 +86,7 @@ async fn changed_job_is_recreated_with_its_pods_gone_and_completes() {
     assert_eq!(runs.len(), 2);
     assert!(
         runs.iter()
-            .all(|r| r.result == stagegate::state::JobResult::Succeeded),
+            .all(|r| r.result == stagegate::cluster::state::JobResult::Succeeded),
         "{runs:?}"
     );
 
@@ -581,7 +581,7 @@ async fn running_job_of_an_older_spec_is_waited_for_before_replacement() {
         .unwrap();
     assert_eq!(
         old.result,
-        stagegate::state::JobResult::Succeeded,
+        stagegate::cluster::state::JobResult::Succeeded,
         "the old run was allowed to finish"
     );
     let jobs: Api<Job> = Api::namespaced(c.client.clone(), "default");
@@ -694,14 +694,14 @@ async fn pod_stuck_pulling_its_image_is_reported_and_fails_after_the_grace_perio
 
 /// Job runs as a state store would hold them: what the journal wrote.
 #[derive(Default)]
-struct Persisted(std::sync::Mutex<stagegate::state::StageState>);
+struct Persisted(std::sync::Mutex<stagegate::cluster::state::StageState>);
 
-impl stagegate::apply::JobJournal for Persisted {
+impl stagegate::cluster::apply::JobJournal for Persisted {
     fn record<'a>(
         &'a self,
         _stage: &'a str,
         job: &'a str,
-        run: &'a stagegate::state::JobRun,
+        run: &'a stagegate::cluster::state::JobRun,
     ) -> futures::future::BoxFuture<'a, ()> {
         let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
         state

@@ -5,9 +5,10 @@
 //! core and cluster; the agent imports everything but the command line.
 //! `docs/architecture.md` describes the layers; this test keeps it true.
 //!
-//! The table maps today's top-level modules to their layer. When modules
-//! move into layer directories (`src/core/…`), the table is the one place to
-//! update: map the new paths' first segments the same way.
+//! Each layer is a directory (`src/core/`, `src/cluster/`, `src/agent/`,
+//! `src/cli/`) and every path names it (`crate::core::plan`). The table
+//! below is the design: it says which layer each module belongs to, and the
+//! test fails when a module sits in another layer's directory.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ enum Layer {
     Cli,
 }
 
-/// Every top-level module of `src/` and its layer.
+/// Every module of a layer directory and the layer it belongs to.
 const LAYERS: &[(&str, Layer)] = &[
     ("stage", Layer::Core),
     ("render", Layer::Core),
@@ -32,14 +33,15 @@ const LAYERS: &[(&str, Layer)] = &[
     ("object", Layer::Core),
     ("labels", Layer::Core),
     ("paths", Layer::Core),
+    ("permission", Layer::Core),
     // Pure text scrubbing, used by the cluster client and the source alike.
     ("redact", Layer::Core),
     ("apply", Layer::Cluster),
     ("health", Layer::Cluster),
     ("events", Layer::Cluster),
     ("state", Layer::Cluster),
-    ("cluster", Layer::Cluster),
-    ("rbac", Layer::Cluster),
+    ("client", Layer::Cluster),
+    ("api_server", Layer::Cluster),
     ("run", Layer::Agent),
     ("source", Layer::Agent),
     ("server", Layer::Agent),
@@ -47,6 +49,9 @@ const LAYERS: &[(&str, Layer)] = &[
     ("metrics", Layer::Agent),
     ("logging", Layer::Agent),
     ("config", Layer::Agent),
+    // It gathers every module's permissions, the agent's Lease and
+    // namespace ones included.
+    ("rbac", Layer::Agent),
     ("stage_commands", Layer::Cli),
     ("output", Layer::Cli),
     ("status", Layer::Cli),
@@ -54,20 +59,18 @@ const LAYERS: &[(&str, Layer)] = &[
 
 /// Imports against the rule that are known and owned, each with why it is
 /// still there. Keep this short: an entry is a debt, not a permission.
-const KNOWN: &[(&str, &str, &str)] = &[
-    (
-        "web",
-        "output",
-        "the status page's report uses output::hook_lines, the command \
-         line's wording of a hook; it belongs with hooks, below both",
-    ),
-    (
-        "rbac",
-        "run",
-        "rbac::required() gathers every module's permissions, the agent's \
-         Lease and namespace ones included; it belongs with the agent",
-    ),
-];
+const KNOWN: &[(&str, &str, &str)] = &[];
+
+/// A layer directory's name.
+fn layer_dir(name: &str) -> Option<Layer> {
+    match name {
+        "core" => Some(Layer::Core),
+        "cluster" => Some(Layer::Cluster),
+        "agent" => Some(Layer::Agent),
+        "cli" => Some(Layer::Cli),
+        _ => None,
+    }
+}
 
 fn layer_of(module: &str) -> Option<Layer> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)
@@ -84,74 +87,95 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level module a file under `src/` belongs to (`src/apply/x.rs` and
-/// `src/apply.rs` are `apply`); `None` for the crate roots.
-fn module_of(src: &Path, file: &Path) -> Option<String> {
+/// The layer directory and module a file under `src/` belongs to
+/// (`src/core/render/x.rs` is `core`, `render`); `None` for the crate roots,
+/// the binary's own files and a layer's `mod.rs`.
+fn module_of(src: &Path, file: &Path) -> Option<(Layer, String)> {
     let relative = file.strip_prefix(src).ok()?;
-    let first = relative.components().next()?.as_os_str().to_str()?;
-    let name = first.strip_suffix(".rs").unwrap_or(first);
-    (!matches!(name, "lib" | "main")).then(|| name.to_string())
+    let mut parts = relative.components().map(|c| c.as_os_str().to_str());
+    let layer = layer_dir(parts.next()??)?;
+    let second = parts.next()??;
+    let name = second.strip_suffix(".rs").unwrap_or(second);
+    (name != "mod").then(|| (layer, name.to_string()))
 }
 
-/// The modules a source text names as `crate::<module>`, outside comments:
-/// `use crate::a::b;`, `use crate::{a, b::c};` and inline `crate::a::f()`.
-fn crate_imports(text: &str) -> BTreeSet<String> {
+/// The `(layer, module)` pairs a source text names as `crate::<layer>::<module>`,
+/// outside comments: `use` lines, use trees (`crate::core::{plan, stage::X}`,
+/// over several lines too) and inline paths (`crate::agent::logging::f()`).
+fn crate_imports(text: &str) -> BTreeSet<(String, String)> {
+    let code: String = text
+        .lines()
+        .map(|line| line.split("//").next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
     let mut found = BTreeSet::new();
-    for line in text.lines() {
-        let code = line.split("//").next().unwrap_or_default();
-        let mut rest = code;
-        while let Some(at) = rest.find("crate::") {
-            let before = rest[..at].chars().last();
-            rest = &rest[at + "crate::".len()..];
-            // `stagegate::crate::` cannot occur; `$crate::` is a macro's.
-            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
-                continue;
-            }
-            if let Some(group) = rest.strip_prefix('{') {
-                let end = group.find('}').unwrap_or(group.len());
-                for item in group[..end].split(',') {
-                    let name = item.trim().split("::").next().unwrap_or_default().trim();
-                    if !name.is_empty() {
-                        found.insert(name.to_string());
-                    }
-                }
-                continue;
-            }
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                found.insert(name);
-            }
-        }
-    }
-    found
-}
-
-/// Multi-line `use crate::{…}` groups: the names on the lines after the brace.
-fn grouped_imports(text: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    let mut in_group = false;
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with("use crate::{") && !trimmed.contains('}') {
-            in_group = true;
+    let mut rest = code.as_str();
+    while let Some(at) = rest.find("crate::") {
+        let before = rest[..at].chars().last();
+        rest = &rest[at + "crate::".len()..];
+        // `$crate::` is a macro's; `xcrate::` is another name.
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
             continue;
         }
-        if in_group {
-            if trimmed.starts_with('}') {
-                in_group = false;
-                continue;
-            }
-            let name = trimmed.split("::").next().unwrap_or_default();
-            let name = name.trim_end_matches(',').trim();
-            if !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_') {
-                found.insert(name.to_string());
+        let mut paths = Vec::new();
+        use_tree(rest, &mut Vec::new(), &mut paths);
+        for path in paths {
+            if let [layer, module, ..] = path.as_slice() {
+                found.insert((layer.clone(), module.clone()));
             }
         }
     }
     found
+}
+
+/// The paths of one use tree at the start of `text`, each prefixed with
+/// `prefix`; returns how much of `text` the tree took.
+fn use_tree(text: &str, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
+    let text_trimmed = text.trim_start();
+    let mut used = text.len() - text_trimmed.len();
+    let mut rest = text_trimmed;
+    if let Some(group) = rest.strip_prefix('{') {
+        used += 1;
+        rest = group;
+        loop {
+            let trimmed = rest.trim_start();
+            used += rest.len() - trimmed.len();
+            rest = trimmed;
+            if let Some(after) = rest.strip_prefix('}') {
+                return used + rest.len() - after.len();
+            }
+            if rest.is_empty() {
+                return used;
+            }
+            let took = use_tree(rest, &mut prefix.clone(), out);
+            rest = &rest[took..];
+            used += took;
+            let trimmed = rest.trim_start();
+            used += rest.len() - trimmed.len();
+            rest = trimmed;
+            if let Some(after) = rest.strip_prefix(',') {
+                used += 1;
+                rest = after;
+            }
+        }
+    }
+    let name: String = rest
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    used += name.len();
+    rest = &rest[name.len()..];
+    if name.is_empty() {
+        return used.max(1);
+    }
+    prefix.push(name);
+    match rest.strip_prefix("::") {
+        Some(after) => used + 2 + use_tree(after, prefix, out),
+        None => {
+            out.push(prefix.clone());
+            used
+        }
+    }
 }
 
 /// A file's code up to its unit tests (a top-level `#[cfg(test)]`).
@@ -176,18 +200,22 @@ fn every_module_imports_only_its_own_layer_or_the_ones_below() {
     let mut broken = Vec::new();
     let mut known_seen = BTreeSet::new();
     for file in &files {
-        let Some(module) = module_of(&src, file) else {
+        let Some((directory, module)) = module_of(&src, file) else {
             continue;
         };
         let Some(layer) = layer_of(&module) else {
             unmapped.insert(module);
             continue;
         };
+        if directory != layer {
+            broken.push(format!(
+                "{} is in the {directory:?} directory but belongs to {layer:?}",
+                file.strip_prefix(&src).unwrap_or(file).display()
+            ));
+        }
         let text = std::fs::read_to_string(file).expect("a readable source file");
         let text = code_before_unit_tests(&text);
-        let mut imports = crate_imports(text);
-        imports.extend(grouped_imports(text));
-        for imported in imports {
+        for (imported_layer, imported) in crate_imports(text) {
             if imported == module {
                 continue;
             }
@@ -195,6 +223,13 @@ fn every_module_imports_only_its_own_layer_or_the_ones_below() {
                 unmapped.insert(imported);
                 continue;
             };
+            if layer_dir(&imported_layer) != Some(target) {
+                broken.push(format!(
+                    "{} names crate::{imported_layer}::{imported}, which is in {target:?}",
+                    file.strip_prefix(&src).unwrap_or(file).display()
+                ));
+                continue;
+            }
             if target <= layer {
                 continue;
             }
@@ -232,14 +267,20 @@ fn every_module_imports_only_its_own_layer_or_the_ones_below() {
 
 #[test]
 fn imports_are_read_from_use_lines_groups_and_inline_paths() {
-    let text = "use crate::apply::Engine;\nuse crate::{plan::Plan, stage};\n\
-                let x = crate::logging::short(r); // crate::web in a comment\n\
-                use crate::{\n    metrics::Metrics,\n    state::{State, StateStore},\n};\n";
-    let mut found = crate_imports(text);
-    found.extend(grouped_imports(text));
-    let expected: BTreeSet<String> = ["apply", "plan", "stage", "logging", "metrics", "state"]
-        .into_iter()
-        .map(String::from)
-        .collect();
-    assert_eq!(found, expected);
+    let text = "use crate::cluster::apply::Engine;\nuse crate::{core::plan::Plan, core::stage};\n\
+                let x = crate::agent::logging::short(r); // crate::agent::web in a comment\n\
+                use crate::cluster::{\n    events::EventSink,\n    state::{State, StateStore},\n};\n\
+                let y = $crate::cli::output::f();\n";
+    let expected: BTreeSet<(String, String)> = [
+        ("cluster", "apply"),
+        ("core", "plan"),
+        ("core", "stage"),
+        ("agent", "logging"),
+        ("cluster", "events"),
+        ("cluster", "state"),
+    ]
+    .into_iter()
+    .map(|(l, m)| (l.to_string(), m.to_string()))
+    .collect();
+    assert_eq!(crate_imports(text), expected);
 }

@@ -10,8 +10,8 @@ use common::*;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
-use stagegate::apply::{Engine, EngineSettings};
-use stagegate::state::{Phase, StageSpec, State, StateStore};
+use stagegate::cluster::apply::{Engine, EngineSettings};
+use stagegate::cluster::state::{Phase, StageSpec, State, StateStore};
 
 fn stagegate(kubeconfig: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stagegate"))

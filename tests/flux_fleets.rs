@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use stagegate::plan::{Plan, PlanOptions, build_plan, build_plan_with};
+use stagegate::core::plan::{Plan, PlanOptions, build_plan, build_plan_with};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::git::GitDaemon;
-use stagegate::source::{Fetched, GitAuth, GitRef, GitSource, SourceConfig, SourceError};
+use stagegate::agent::source::{Fetched, GitAuth, GitRef, GitSource, SourceConfig, SourceError};
 
 // ---------------------------------------------------------------------------
 // Repositories

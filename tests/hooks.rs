@@ -21,11 +21,11 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use stagegate::apply::job_policy::{JobAction, SkipReason};
-use stagegate::apply::report::HookDeletion;
-use stagegate::apply::{Engine, EngineSettings, JobOutcome, StageReport};
-use stagegate::events::EventSink;
-use stagegate::state::{JobResult, Phase, StageState, StateStore};
+use stagegate::cluster::apply::job_policy::{JobAction, SkipReason};
+use stagegate::cluster::apply::report::HookDeletion;
+use stagegate::cluster::apply::{Engine, EngineSettings, JobOutcome, StageReport};
+use stagegate::cluster::events::EventSink;
+use stagegate::cluster::state::{JobResult, Phase, StageState, StateStore};
 
 fn engine(client: &kube::Client) -> Engine {
     Engine::new(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::cluster;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use stagegate::run::leader::{LEASE_NAME, LeaderLease};
+use stagegate::agent::run::leader::{LEASE_NAME, LeaderLease};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! The install manifests: they apply to an API server both ways the README
 //! gives (`kubectl apply -k` and `kubectl apply -f -R`), the Deployment is
 //! locked down as promised, and the RBAC rules grant every permission the
-//! agent's code declares (`stagegate::rbac::required()`), and nothing else.
+//! agent's code declares (`stagegate::agent::rbac::required()`), and nothing else.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -13,9 +13,9 @@ use kube::Api;
 use kube_sim::{KubeSim, SimConfig};
 use serde::Deserialize;
 use serde_json::Value;
-use stagegate::config::{RunArgs, Settings};
-use stagegate::rbac::{Permission, required};
-use stagegate::source::GitAuth;
+use stagegate::agent::config::{RunArgs, Settings};
+use stagegate::agent::rbac::{Permission, required};
+use stagegate::agent::source::GitAuth;
 
 const OWN_NAMESPACE: &str = "stagegate-system";
 

@@ -3,7 +3,7 @@
 //! `manifests-namespaced/`) installs, kube-sim enforces RBAC, and the seed
 //! scenarios (the examples/native repository: a Job stage and its dependent,
 //! a changed Job, prune) must pass without one forbidden call. Every call the
-//! agent made must also be declared in `stagegate::rbac::required()`, so the
+//! agent made must also be declared in `stagegate::agent::rbac::required()`, so the
 //! hand-kept list is checked against what the agent really does.
 
 mod common;
@@ -17,7 +17,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use kube_sim::AuditEntry;
-use stagegate::rbac::{Call, undeclared};
+use stagegate::agent::rbac::{Call, undeclared};
 
 const NS: &str = "stagegate-system";
 const SA_USER: &str = "system:serviceaccount:stagegate-system:stagegate";
@@ -150,7 +150,7 @@ impl Installed {
         let missing = undeclared(&calls, NS);
         assert!(
             missing.is_empty(),
-            "calls not declared in stagegate::rbac::required(): {missing:#?}"
+            "calls not declared in stagegate::agent::rbac::required(): {missing:#?}"
         );
     }
 }

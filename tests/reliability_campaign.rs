@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use common::git::GitRepo;
 use common::{Env, env};
 use kube_sim::{Change, ChangeType, FailRule, Verb};
-use stagegate::state::{Phase, StateStore};
+use stagegate::cluster::state::{Phase, StateStore};
 
 const NS: &str = "stagegate-system";
 const SPEC_HASH: &str = "stagegate.dev/spec-hash";

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::git::GitRepo;
 use common::{env, stage_doc};
-use stagegate::state::{Phase, StateStore};
+use stagegate::cluster::state::{Phase, StateStore};
 
 const NS: &str = "stagegate-system";
 

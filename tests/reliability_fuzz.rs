@@ -15,9 +15,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue};
-use stagegate::redact::{RedactedUrl, scrub_urls};
-use stagegate::server::Webhook;
-use stagegate::source::RemoteUrl;
+use stagegate::agent::server::Webhook;
+use stagegate::agent::source::RemoteUrl;
+use stagegate::core::redact::{RedactedUrl, scrub_urls};
 
 const DEFAULT_EXECS: usize = 400;
 
@@ -260,7 +260,7 @@ fn fuzz_yaml_loading() {
             "key: !!binary aGVsbG8=\nn: .inf\n",
         ],
         |bytes| {
-            let _ = stagegate::yaml::parse_documents(&String::from_utf8_lossy(bytes));
+            let _ = stagegate::core::yaml::parse_documents(&String::from_utf8_lossy(bytes));
         },
     );
 }
@@ -276,7 +276,7 @@ fn plan_from(bytes: &[u8]) {
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(file, content).unwrap();
     }
-    if let Err(problems) = stagegate::plan::build_plan(dir.path(), None) {
+    if let Err(problems) = stagegate::core::plan::build_plan(dir.path(), None) {
         // Bad input is an error with a message, never a panic or silence.
         assert!(problems.has_errors(), "{problems}");
     }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use stagegate::metrics::Metrics;
-use stagegate::server::{ConnectionLimits, ServerState, serve, serve_with};
+use stagegate::agent::metrics::Metrics;
+use stagegate::agent::server::{ConnectionLimits, ServerState, serve, serve_with};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 

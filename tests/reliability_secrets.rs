@@ -7,9 +7,9 @@ use common::*;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
-use stagegate::apply::{Engine, EngineSettings};
-use stagegate::source::{GitRef, GitSource, SourceConfig};
-use stagegate::state::StageState;
+use stagegate::agent::source::{GitRef, GitSource, SourceConfig};
+use stagegate::cluster::apply::{Engine, EngineSettings};
+use stagegate::cluster::state::StageState;
 
 const LIVE_VALUE: &str = "live-password-4711";
 const GIT_VALUE: &str = "git-password-0815";

@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 use common::*;
-use stagegate::plan::build_plan;
+use stagegate::core::plan::build_plan;
 
 fn errors_of(files: &[(&str, &str)]) -> String {
     let dir = repo(files);

@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use stagegate::yaml;
+use stagegate::core::yaml;
 
 struct Counting;
 
@@ -110,7 +110,8 @@ fn discovery_within(name: &str, text: &str, bound: usize) {
         "apiVersion: stagegate.dev/v1alpha1\nkind: Stage\nmetadata: {name: app}\nspec: {path: app}\n",
     )
     .expect("write");
-    let ((stages, problems), peak, _) = peak_of(|| stagegate::stage::discover_stages(&root, &root));
+    let ((stages, problems), peak, _) =
+        peak_of(|| stagegate::core::stage::discover_stages(&root, &root));
     assert!(problems.is_empty(), "{name}: {problems:?}");
     assert_eq!(stages.len(), 1, "{name}");
     println!(

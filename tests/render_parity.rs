@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use stagegate::labels::{MANAGED_BY_KEY, SPEC_HASH_ANNOTATION, STAGE_LABEL};
-use stagegate::render::{
+use stagegate::core::labels::{MANAGED_BY_KEY, SPEC_HASH_ANNOTATION, STAGE_LABEL};
+use stagegate::core::render::{
     ImageOverride, Overlay, Patch, PatchTarget, render_stage, render_stage_with,
 };
-use stagegate::stage::Stage;
+use stagegate::core::stage::Stage;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/render")
@@ -32,7 +32,7 @@ fn kubectl_kustomize(dir: &Path) -> Vec<Value> {
         String::from_utf8_lossy(&output.stderr)
     );
     let text = String::from_utf8_lossy(&output.stdout);
-    stagegate::yaml::parse_documents(&text)
+    stagegate::core::yaml::parse_documents(&text)
         .expect("kubectl's output is YAML")
         .into_iter()
         .map(|d| d.value)
@@ -90,8 +90,9 @@ fn assert_overlay_same_as_kustomize(stage: &Stage, overlay: &Overlay, reference:
     let rendered = render_stage_with(&root, stage, overlay)
         .unwrap_or_else(|e| panic!("stagegate failed to render {}: {e}", stage.name));
     for m in &rendered {
-        let text = stagegate::yaml::to_yaml(&m.value);
-        let back = stagegate::yaml::parse_documents(&text).expect("stagegate's output is YAML");
+        let text = stagegate::core::yaml::to_yaml(&m.value);
+        let back =
+            stagegate::core::yaml::parse_documents(&text).expect("stagegate's output is YAML");
         assert_eq!(
             back.first().map(|d| &d.value),
             Some(&m.value),

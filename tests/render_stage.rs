@@ -3,10 +3,10 @@
 use std::fs;
 use std::path::Path;
 
-use stagegate::labels::{MANAGED_BY_KEY, SPEC_HASH_ANNOTATION, STAGE_LABEL};
-use stagegate::object::Manifest;
-use stagegate::render::{Patch, PatchTarget, RenderError, render_stage};
-use stagegate::stage::Stage;
+use stagegate::core::labels::{MANAGED_BY_KEY, SPEC_HASH_ANNOTATION, STAGE_LABEL};
+use stagegate::core::object::Manifest;
+use stagegate::core::render::{Patch, PatchTarget, RenderError, render_stage};
+use stagegate::core::stage::Stage;
 
 fn write(root: &Path, rel: &str, text: &str) {
     let path = root.join(rel);
@@ -392,7 +392,7 @@ fn kustomization_header_escaping_paths_and_huge_files_are_refused_naming_the_fil
 
     let big = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata:\n  blob: \"{}\"\n",
-        "x".repeat(stagegate::yaml::MAX_FILE_BYTES)
+        "x".repeat(stagegate::core::yaml::MAX_FILE_BYTES)
     );
     write(root, "big/cm.yaml", &big);
     let err = render_stage(root, &Stage::new("big", "big")).unwrap_err();

@@ -16,9 +16,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
-use stagegate::labels::SPEC_HASH_ANNOTATION;
-use stagegate::state::store::StageObject;
-use stagegate::state::{Phase, StateStore};
+use stagegate::cluster::state::store::StageObject;
+use stagegate::cluster::state::{Phase, StateStore};
+use stagegate::core::labels::SPEC_HASH_ANNOTATION;
 
 const NS: &str = "stagegate-system";
 
@@ -248,7 +248,7 @@ async fn kubectl_gets_waits_for_describes_and_annotates_stages() {
         pre.status.stage.jobs["shop/db-migrate"]
             .runs
             .iter()
-            .all(|r| r.result != stagegate::state::JobResult::Failed)
+            .all(|r| r.result != stagegate::cluster::state::JobResult::Failed)
     );
 
     // Suspend and resume, as an emergency brake over Git.
@@ -440,7 +440,7 @@ async fn a_former_state_configmap_is_converted_once_and_its_jobs_do_not_run_agai
         binary_data: Some(
             [(
                 "state.json.gz".to_string(),
-                ByteString(stagegate::state::legacy::encode(&old)),
+                ByteString(stagegate::cluster::state::legacy::encode(&old)),
             )]
             .into(),
         ),

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use kube_sim::{KubeSim, SimConfig};
-use stagegate::plan::{Plan, build_plan};
+use stagegate::core::plan::{Plan, build_plan};
 
 pub struct Cluster {
     pub sim: KubeSim,

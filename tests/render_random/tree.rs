@@ -256,14 +256,14 @@ pub fn kubectl_kustomize(dir: &Path) -> Result<Vec<Value>, String> {
         return Err(String::from_utf8_lossy(&output.stderr).into_owned());
     }
     let text = String::from_utf8_lossy(&output.stdout);
-    stagegate::yaml::parse_documents(&text)
+    stagegate::core::yaml::parse_documents(&text)
         .map(|docs| docs.into_iter().map(|d| d.value).collect())
         .map_err(|e| format!("kubectl's output is not YAML: {e}"))
 }
 
 /// Objects without what stagegate adds, keyed and sorted for comparison.
 pub fn canonical(objects: Vec<Value>) -> Vec<(String, Value)> {
-    use stagegate::labels::{MANAGED_BY_KEY, SPEC_HASH_ANNOTATION, STAGE_LABEL};
+    use stagegate::core::labels::{MANAGED_BY_KEY, SPEC_HASH_ANNOTATION, STAGE_LABEL};
     let mut out: Vec<(String, Value)> = objects
         .into_iter()
         .map(|mut v| {
@@ -311,8 +311,8 @@ pub fn compare(seed: u64, scratch: &Path) -> Outcome {
     let root = root.canonicalize().expect("canonical scratch directory");
     generate(seed, &root);
     let reference = kubectl_kustomize(&root);
-    let stage = stagegate::stage::Stage::new("random", ".");
-    let ours = stagegate::render::render_stage(&root, &stage);
+    let stage = stagegate::core::stage::Stage::new("random", ".");
+    let ours = stagegate::core::render::render_stage(&root, &stage);
     let outcome = match (reference, ours) {
         (Err(_), Err(_)) => Outcome::BothRefused,
         (Err(e), Ok(_)) => Outcome::Differs(format!("kubectl refused, stagegate rendered: {e}")),
@@ -344,8 +344,8 @@ fn describe_difference(want: &[(String, Value)], got: &[(String, Value)]) -> Str
                 let _ = writeln!(
                     out,
                     "{id} differs\n--- kubectl\n{}--- stagegate\n{}",
-                    stagegate::yaml::to_yaml(v),
-                    stagegate::yaml::to_yaml(g)
+                    stagegate::core::yaml::to_yaml(v),
+                    stagegate::core::yaml::to_yaml(g)
                 );
             }
             _ => {}

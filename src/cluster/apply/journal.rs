@@ -1,0 +1,23 @@
+//! Where a Job run is written down the moment it starts and the moment its
+//! end is seen, before the stage ends: the agent persists it through its
+//! state store, so no crash, restart or TTL can make it run twice (#13).
+//! The engine calls the journal; it does not know where the record goes.
+
+use futures::future::BoxFuture;
+
+use crate::cluster::state::JobRun;
+
+pub trait JobJournal: Send + Sync {
+    /// Record `run` of the Job `job` (`namespace/name`) of `stage`, durably,
+    /// before returning.
+    fn record<'a>(&'a self, stage: &'a str, job: &'a str, run: &'a JobRun) -> BoxFuture<'a, ()>;
+}
+
+/// For callers whose record is the returned state alone (`diff`, tests).
+pub struct NoJournal;
+
+impl JobJournal for NoJournal {
+    fn record<'a>(&'a self, _: &'a str, _: &'a str, _: &'a JobRun) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+}
