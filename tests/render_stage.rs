@@ -398,7 +398,8 @@ fn kustomization_header_escaping_paths_and_huge_files_are_refused_naming_the_fil
     let err = render_stage(root, &Stage::new("big", "big")).unwrap_err();
     let text = err.to_string();
     assert_eq!(err.file(), Path::new("big/cm.yaml"), "{text}");
-    assert!(text.contains("limit of 8388608 bytes"), "{text}");
+    let limit = format!("limit of {} bytes", stagegate::core::yaml::MAX_FILE_BYTES);
+    assert!(text.contains(&limit), "{text}");
 }
 
 #[test]
