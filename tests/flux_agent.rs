@@ -59,24 +59,7 @@ fn fleet(children: &[&str], api_version: &str) -> Vec<(String, String)> {
 }
 
 fn run_once(kubeconfig: &PathBuf, cache: &PathBuf, url: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stagegate"))
-        .args([
-            "run",
-            "--repo",
-            url,
-            "--namespace",
-            NS,
-            "--create-namespace",
-        ])
-        .args(["--once", "--listen", "127.0.0.1:0"])
-        .arg("--cache-dir")
-        .arg(cache)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .env_remove("KUBECONFIG")
-        .env("STAGEGATE_LOG", "info")
-        .output()
-        .expect("run stagegate")
+    run_once_with(kubeconfig, cache, url, &[])
 }
 
 fn text(o: &Output) -> String {
