@@ -361,3 +361,10 @@ fn a_var_fitting_two_objects_is_refused_naming_both() {
         "ConfigMap a/settings, ConfigMap b/settings",
     );
 }
+
+#[test]
+fn lists_merged_by_their_declared_keys_in_a_strategic_patch_match_kustomize() {
+    // ownerReferences (uid), resourceClaims (name) and status conditions
+    // (type): the shared merge-key table, judged by kustomize.
+    assert_same_as_kustomize("overlays/merge-keys");
+}

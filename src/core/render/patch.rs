@@ -331,6 +331,12 @@ fn directive(map: &Map<String, Value>) -> Option<&str> {
 /// The key that identifies an item of the list under `field` (the one
 /// table, `merge_keys`); ports only when every item carries it.
 fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
+    // kustomize's built-in schema predates `resourceClaims` (Kubernetes
+    // 1.26): `kubectl kustomize` replaces that list where the API server
+    // merges it by name (tests/render_parity.rs, merge keys).
+    if field == "resourceClaims" {
+        return None;
+    }
     merge_keys::merge_key(field, items).filter(|k| {
         field != "ports"
             || items
