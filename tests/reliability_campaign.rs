@@ -63,10 +63,9 @@ impl Rng {
 fn seed() -> u64 {
     match std::env::var("STAGEGATE_CAMPAIGN_SEED") {
         Ok(s) => s.parse().expect("STAGEGATE_CAMPAIGN_SEED is a number"),
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1),
+        // The suite replays one fixed campaign so that CI judges the code,
+        // not the draw; new seeds are explored with the variable.
+        Err(_) => 7,
     }
 }
 
