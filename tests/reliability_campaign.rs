@@ -603,6 +603,8 @@ fn named_call(line: &str) -> bool {
         "delete ",
         "watch ",
         "discover ",
+        "patch ",
+        "create ",
         "call=",
         "GET ",
         "PATCH ",

@@ -70,7 +70,7 @@ impl CallError {
 }
 
 /// The server's message without kube's debug dump of the whole Status.
-struct ServerMessage<'a>(&'a kube::Error);
+pub struct ServerMessage<'a>(pub &'a kube::Error);
 
 impl fmt::Display for ServerMessage<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

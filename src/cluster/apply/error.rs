@@ -20,8 +20,14 @@ pub enum ApplyError {
         object: ObjectRef,
         api_version: String,
     },
-    #[error("{object}: {message}")]
-    Rejected { object: ObjectRef, message: String },
+    /// The server refused the apply for a reason other than an immutable
+    /// field (validation, admission, conflict).
+    #[error("{object}: apply refused ({code}): {message}")]
+    Rejected {
+        object: ObjectRef,
+        code: u16,
+        message: String,
+    },
     #[error(
         "{object}: immutable field changed ({message}); set force: true on the stage to recreate it"
     )]

@@ -182,6 +182,7 @@ impl Engine {
             return Err(match api_status(&error.source) {
                 Some(status) => ApplyError::Rejected {
                     object,
+                    code: status.code,
                     message: status.message.clone(),
                 },
                 None => ApplyError::Call {

@@ -19,6 +19,7 @@ use super::legacy::{LEGACY_CONFIGMAP, decode_configmap};
 use super::requests::Requests;
 use super::resource::{CRD_NAME, GROUP, KIND, StageSpec, StageStatus, VERSION, api_resource};
 use super::{SourceState, StageState, State};
+use crate::cluster::apply::api_call::ServerMessage;
 
 /// The ConfigMap that stands for the Git source: its status (revision, error)
 /// and its Events; `stagegate reconcile` annotates it.
@@ -54,9 +55,11 @@ pub const PERMISSIONS: &[crate::core::permission::Permission] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("Stage objects in namespace {namespace}: {source}")]
+    /// A call to the API server failed: `call` says which (`patch status
+    /// of Stage shop/app`), the text gives the server's message once.
+    #[error("{call}: {}", ServerMessage(.source))]
     Kube {
-        namespace: String,
+        call: String,
         #[source]
         source: kube::Error,
     },
@@ -193,7 +196,9 @@ impl StateStore {
         &self.configmaps
     }
 
-    fn kube_err(&self, source: kube::Error) -> StateError {
+    /// The error for a failed call; `call` is the verb and what it was
+    /// about, as in `get Stage app` (the namespace is added here).
+    fn kube_err(&self, call: &str, source: kube::Error) -> StateError {
         if let Some(s) = crate::cluster::client::api_status(&source)
             && s.code == 404
         {
@@ -206,7 +211,7 @@ impl StateStore {
             }
         }
         StateError::Kube {
-            namespace: self.namespace.clone(),
+            call: format!("{call} in namespace {}", self.namespace),
             source,
         }
     }
@@ -221,7 +226,7 @@ impl StateStore {
                 .stages
                 .list(&params)
                 .await
-                .map_err(|e| self.kube_err(e))?;
+                .map_err(|e| self.kube_err("list Stages", e))?;
             objects.extend(page.items.iter().filter_map(StageObject::from_dynamic));
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params = params.continue_token(&token),
@@ -273,7 +278,7 @@ impl StateStore {
             .configmaps
             .get_opt(LEGACY_CONFIGMAP)
             .await
-            .map_err(|e| self.kube_err(e))?
+            .map_err(|e| self.kube_err(&format!("get ConfigMap {LEGACY_CONFIGMAP}"), e))?
         else {
             return Ok(());
         };
@@ -299,7 +304,7 @@ impl StateStore {
         self.configmaps
             .delete(LEGACY_CONFIGMAP, &DeleteParams::default())
             .await
-            .map_err(|e| self.kube_err(e))?;
+            .map_err(|e| self.kube_err(&format!("delete ConfigMap {LEGACY_CONFIGMAP}"), e))?;
         tracing::info!(
             namespace = %self.namespace,
             stages = converted,
@@ -346,7 +351,7 @@ impl StateStore {
                     .stages
                     .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
-                    .map_err(|e| self.kube_err(e))?;
+                    .map_err(|e| self.kube_err(&format!("patch Stage {name}"), e))?;
                 written.generation = obj.metadata.generation;
                 written.spec = spec;
             }
@@ -358,7 +363,7 @@ impl StateStore {
             self.stages
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-                .map_err(|e| self.kube_err(e))?;
+                .map_err(|e| self.kube_err(&format!("patch status of Stage {name}"), e))?;
             written.status = status;
         }
         self.lock().insert(name.to_string(), written);
@@ -376,10 +381,12 @@ impl StateStore {
         let created = match self.stages.create(&PostParams::default(), &obj).await {
             Ok(created) => created,
             // Made by an earlier agent whose record this one lost: start from it.
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                self.stages.get(name).await.map_err(|e| self.kube_err(e))?
-            }
-            Err(e) => return Err(self.kube_err(e)),
+            Err(kube::Error::Api(s)) if s.code == 409 => self
+                .stages
+                .get(name)
+                .await
+                .map_err(|e| self.kube_err(&format!("get Stage {name}"), e))?,
+            Err(e) => return Err(self.kube_err(&format!("create Stage {name}"), e)),
         };
         let object = StageObject::from_dynamic(&created);
         Ok(Written {
@@ -405,7 +412,7 @@ impl StateStore {
         match self.stages.delete(name, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(e) if crate::cluster::apply::error::is_not_found(&e) => Ok(()),
-            Err(e) => Err(self.kube_err(e)),
+            Err(e) => Err(self.kube_err(&format!("delete Stage {name}"), e)),
         }
     }
 
@@ -437,7 +444,7 @@ impl StateStore {
             .configmaps
             .get_opt(SOURCE_CONFIGMAP)
             .await
-            .map_err(|e| self.kube_err(e))?;
+            .map_err(|e| self.kube_err(&format!("get ConfigMap {SOURCE_CONFIGMAP}"), e))?;
         Ok(cm
             .and_then(|cm| cm.data)
             .and_then(|d| d.get(SOURCE_KEY).cloned())
@@ -472,7 +479,7 @@ impl StateStore {
                 &Patch::Apply(&value),
             )
             .await
-            .map_err(|e| self.kube_err(e))?;
+            .map_err(|e| self.kube_err(&format!("apply ConfigMap {SOURCE_CONFIGMAP}"), e))?;
         Ok(())
     }
 
@@ -482,7 +489,7 @@ impl StateStore {
             .stages
             .get_opt(stage)
             .await
-            .map_err(|e| self.kube_err(e))?;
+            .map_err(|e| self.kube_err(&format!("get Stage {stage}"), e))?;
         if let Some(object) = found.as_ref().and_then(StageObject::from_dynamic) {
             return Ok(object);
         }
@@ -539,7 +546,7 @@ impl StateStore {
         self.stages
             .patch(stage, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(|e| self.kube_err(e))?;
+            .map_err(|e| self.kube_err(&format!("patch Stage {stage} (annotation {key})"), e))?;
         Ok(())
     }
 
@@ -562,7 +569,7 @@ impl StateStore {
             Err(e) if crate::cluster::apply::error::is_not_found(&e) => Err(StateError::NoSource {
                 namespace: self.namespace.clone(),
             }),
-            Err(e) => Err(self.kube_err(e)),
+            Err(e) => Err(self.kube_err(&format!("patch ConfigMap {SOURCE_CONFIGMAP}"), e)),
         }
     }
 }
