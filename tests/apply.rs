@@ -376,7 +376,7 @@ async fn prune_deletes_what_left_the_repository_but_never_foreign_objects() {
     );
 
     // The whole stage leaves the repository.
-    let (pruned, _) = engine.prune_removed_stage("app", &state.inventory).await;
+    let (pruned, _) = engine.prune_removed_stage("app", &state).await;
     assert_eq!(pruned, 1);
     assert!(cms.get_opt("one").await.unwrap().is_none());
     c.sim.shutdown().await;

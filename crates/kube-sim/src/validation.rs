@@ -523,10 +523,43 @@ fn check_replicas(obj: &Value, errs: &mut Vec<FieldError>) {
 /// Fields that may not change once set: the real messages for Job, Deployment,
 /// StatefulSet, Service, and immutable ConfigMaps/Secrets.
 #[allow(clippy::collapsible_match)]
+/// An object being deleted may lose finalizers, never gain one: otherwise
+/// its deletion could be put off for ever (the real server's rule).
+fn finalizers_added_while_deleting(old: &Value, new: &Value) -> Option<FieldError> {
+    old.pointer("/metadata/deletionTimestamp")?;
+    let list = |v: &Value| -> Vec<String> {
+        v.pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let before = list(old);
+    let added: Vec<String> = list(new)
+        .into_iter()
+        .filter(|f| !before.contains(f))
+        .collect();
+    (!added.is_empty()).then(|| FieldError {
+        kind: crate::status::FieldErrorKind::Forbidden,
+        field: "metadata.finalizers".into(),
+        detail: format!(
+            "no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+            added
+                .iter()
+                .map(|f| format!("{f:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        value: None,
+    })
+}
+
 pub fn validate_update(rt: &ResourceType, old: &Value, new: &Value) -> Result<(), ApiError> {
     let name = name_of(new);
     let mut errs = Vec::new();
     let changed = |p: &str| old.pointer(p) != new.pointer(p);
+    if let Some(err) = finalizers_added_while_deleting(old, new) {
+        errs.push(err);
+    }
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("batch", "jobs") => {
             if changed("/spec/template") {

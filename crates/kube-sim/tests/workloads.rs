@@ -330,3 +330,71 @@ async fn a_daemonset_runs_one_pod_per_node() {
     k.ok(&["delete", "node", "worker-1"]).await;
     wait_running(&k, "app=agent", 1, "fluent-bit:4").await;
 }
+
+const HELD_JOB: &str = r#"
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: held
+  finalizers: ["example.com/outcome"]
+spec:
+  ttlSecondsAfterFinished: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: main
+        image: busybox:1.36
+"#;
+
+/// As a real API server: the TTL controller's deletion of a finished Job
+/// only marks it while a finalizer holds it; no finalizer can be added
+/// then; the Job goes when the last one is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finalizer_keeps_a_finished_job_past_its_ttl_until_it_is_removed() {
+    let sim = sim().await;
+    let k = Kubectl::new(&sim);
+    let f = k.file("held.yaml", HELD_JOB);
+    k.ok(&["apply", "-f", f.to_str().unwrap()]).await;
+    eventually("the TTL controller marks the finished Job deleted", || async {
+        let job = json(&k, &["job", "held"]).await;
+        !job["metadata"]["deletionTimestamp"].is_null()
+    })
+    .await;
+    let job = json(&k, &["job", "held"]).await;
+    let complete = job["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Complete" && c["status"] == "True"));
+    assert!(complete, "its status is still there to read: {job}");
+
+    let refused = k
+        .fails(&[
+            "patch",
+            "job",
+            "held",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":["example.com/outcome","example.com/more"]}}"#,
+        ])
+        .await;
+    assert!(
+        refused.contains("no new finalizers can be added if the object is being deleted"),
+        "{refused}"
+    );
+
+    k.ok(&[
+        "patch",
+        "job",
+        "held",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers/0"}]"#,
+    ])
+    .await;
+    eventually("the released Job is gone", || async {
+        let out = k.run(&["get", "job", "held", "--ignore-not-found", "-o", "name"]).await;
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    })
+    .await;
+    sim.shutdown().await;
+}

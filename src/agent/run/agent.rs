@@ -439,7 +439,7 @@ impl Agent {
                 let (pruned, notes) = self
                     .ctx
                     .engine
-                    .prune_removed_stage(&name, &stage.inventory)
+                    .prune_removed_stage(&name, &stage)
                     .await;
                 info!(stage = %name, pruned, "stage removed from the repository; its objects were pruned");
                 for note in notes {

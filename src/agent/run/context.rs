@@ -187,7 +187,7 @@ fn record_transition(
 /// Job runs are persisted as they start and end, not when the stage ends: a
 /// SIGKILL, a restart or a Job's TTL then cannot make one run twice (#13).
 impl JobJournal for AgentContext {
-    fn record<'a>(&'a self, stage: &'a str, job: &'a str, run: &'a JobRun) -> BoxFuture<'a, ()> {
+    fn record<'a>(&'a self, stage: &'a str, job: &'a str, run: &'a JobRun) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             {
                 let mut state = self.state.lock().await;
@@ -198,7 +198,7 @@ impl JobJournal for AgentContext {
                     .or_default()
                     .record(run.clone());
             }
-            self.persist_stage(stage).await;
+            self.persist_stage(stage).await
         })
     }
 }

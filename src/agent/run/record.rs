@@ -12,13 +12,18 @@ use crate::core::plan::PlannedStage;
 impl AgentContext {
     /// Write one stage's object (spec and status) if anything changed; a
     /// failed write is logged and made good by the next one: the cluster is
-    /// the truth, the state a memory of it.
-    pub async fn persist_stage(&self, name: &str) {
+    /// the truth, the state a memory of it. `true` when the object now
+    /// holds the stage's state (what a Job's outcome finalizer waits for).
+    pub async fn persist_stage(&self, name: &str) -> bool {
         let stage = self.state.lock().await.stages.get(name).cloned();
-        let Some(stage) = stage else { return };
+        let Some(stage) = stage else { return false };
         let spec = self.spec_of(name);
-        if let Err(e) = self.store.save_stage(name, spec.as_ref(), &stage).await {
-            error!(stage = name, error = %e, "cannot write the stage's status");
+        match self.store.save_stage(name, spec.as_ref(), &stage).await {
+            Ok(_) => true,
+            Err(e) => {
+                error!(stage = name, error = %e, "cannot write the stage's status");
+                false
+            }
         }
     }
 

@@ -3,7 +3,8 @@
 //! by [`job_policy::decide`](super::job_policy::decide) from its spec hash,
 //! the live Job and the recorded runs. A run is
 //! journaled when its Job is created and again when its end is seen, before
-//! the stage ends (see [`super::journal`]).
+//! the stage ends (see [`super::journal`]); a Job waited on holds the
+//! outcome finalizer until then (see [`super::job_finalizer`]).
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use super::delete_wait::delete_and_wait_for;
 use super::engine::{Engine, StageRun, apply_params};
 use super::error::{ApplyError, JobError, WithTail};
 use super::item::Item;
+use super::job_finalizer::{JOB_OUTCOME_FINALIZER, release, with_finalizer};
 use super::job_policy::{
     JobAction, JobInputs, LiveJob, LiveStatus, REPLACE_RUNNING_ANNOTATION, RUN_POLICY_ANNOTATION,
     RunPolicy, SkipReason, decide,
@@ -153,15 +155,22 @@ impl JobTask<'_> {
     /// the same spec: the engine finds it absent and already recorded.
     async fn delete_by_policy(&self, policy: &'static str) -> HookDeletion {
         let jobs: Api<Job> = Api::namespaced(self.engine.client.clone(), self.namespace());
-        // Foreground, as for a replacement: once the Job is gone, so are its pods.
-        let deleted = delete_and_wait_for(
-            &jobs,
-            &self.item.name,
-            &self.item.object_ref().to_string(),
-            &DeleteParams::foreground(),
-            self.engine.settings.default_timeout,
-        )
-        .await;
+        let target = self.item.object_ref().to_string();
+        // Its end is recorded (that is what `settled` says): nothing to
+        // hold it for. Foreground, as for a replacement: once the Job is
+        // gone, so are its pods.
+        let deleted = match release(&jobs, &self.item.name, &target).await {
+            Ok(()) => delete_and_wait_for(
+                &jobs,
+                &self.item.name,
+                &target,
+                &DeleteParams::foreground(),
+                self.engine.settings.default_timeout,
+            )
+            .await
+            .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         let object = self.item.object_ref();
         let error = match deleted {
             Ok(()) => {
@@ -170,7 +179,7 @@ impl JobTask<'_> {
             }
             Err(e) => {
                 warn!(stage = self.ctx.name(), object = %object, policy, error = %e, "deleting the hook Job failed");
-                Some(e.to_string())
+                Some(e)
             }
         };
         HookDeletion { policy, error }
@@ -333,12 +342,16 @@ impl JobTask<'_> {
         match (recorded.map(|r| r.result), &job.status) {
             // Already watched to its end and recorded: nothing to wait for,
             // and no new Event for an old failure.
+            // A kill between the record and the release leaves the Job
+            // held: release it now.
             (Some(JobResult::Succeeded), LiveStatus::Succeeded) => {
                 result.settled = Some(true);
+                self.release_recorded(&live.jobs).await;
                 Ok(Carried::Done(JobOutcome::SucceededUnchanged))
             }
             (Some(JobResult::Failed), LiveStatus::Failed) => {
                 result.settled = Some(false);
+                self.release_recorded(&live.jobs).await;
                 let run = recorded.ok_or(JobError::Vanished)?;
                 Err(JobError::Failed {
                     reason: run.reason.clone().unwrap_or_else(|| "failed".into()),
@@ -398,7 +411,14 @@ impl JobTask<'_> {
         result: &mut JobTaskResult,
     ) -> Result<String, JobError> {
         let object = self.item.object_ref();
-        let (params, patch) = (apply_params(), Patch::Apply(&self.item.value));
+        // A Job waited on is held until its end is recorded, from its
+        // creation on. One not waited on is not: nothing waits for its end,
+        // and nothing would be sure to come back and release it.
+        let body = match self.wait {
+            true => with_finalizer(&self.item.value),
+            false => self.item.value.clone(),
+        };
+        let (params, patch) = (apply_params(), Patch::Apply(&body));
         let created = call(Verb::Apply, &object, || {
             jobs.patch(&self.item.name, &params, &patch)
         })
@@ -443,11 +463,12 @@ impl JobTask<'_> {
         );
     }
 
-    async fn journal(&self, run: &JobRun) {
+    /// `true` once the record is durable.
+    async fn journal(&self, run: &JobRun) -> bool {
         self.ctx
             .journal
             .record(self.ctx.name(), &self.key(), run)
-            .await;
+            .await
     }
 
     /// Delete the live Job with its pods, wait until it is gone, create the new one.
@@ -462,7 +483,9 @@ impl JobTask<'_> {
         // its pods, so once it is gone no pod of the old spec is left running
         // beside the new one. Background would drop the Job at once and leave
         // its pods to be collected later, possibly overlapping the new run;
-        // and with no policy at all, batch/v1 orphans the pods.
+        // and with no policy at all, batch/v1 orphans the pods. The old Job
+        // is let go first, or the deletion would wait on our own finalizer.
+        release(jobs, &self.item.name, &self.item.object_ref().to_string()).await?;
         delete_and_wait_for(
             jobs,
             &self.item.name,
@@ -554,8 +577,26 @@ impl JobTask<'_> {
             finished: Some(now()),
             log_tail,
         };
-        self.journal(&run).await;
+        let durable = self.journal(&run).await;
         result.runs.push((self.key(), run));
+        if durable {
+            self.release_recorded(&Api::namespaced(
+                self.engine.client.clone(),
+                self.namespace(),
+            ))
+            .await;
+        } else {
+            warn!(stage = self.ctx.name(), object = %self.item.object_ref(), "the Job's end could not be recorded; the Job is kept (finalizer {JOB_OUTCOME_FINALIZER}) until it is");
+        }
+    }
+
+    /// The Job's end is recorded: let the cluster delete it. A failure here
+    /// costs nothing but the Job staying until the next run releases it.
+    async fn release_recorded(&self, jobs: &Api<Job>) {
+        let object = self.item.object_ref();
+        if let Err(e) = release(jobs, &self.item.name, &object.to_string()).await {
+            warn!(stage = self.ctx.name(), object = %object, error = %e, "cannot release the Job's outcome finalizer; the next run of the stage will");
+        }
     }
 }
 

@@ -9,15 +9,19 @@ use crate::cluster::state::JobRun;
 
 pub trait JobJournal: Send + Sync {
     /// Record `run` of the Job `job` (`namespace/name`) of `stage`, durably,
-    /// before returning.
-    fn record<'a>(&'a self, stage: &'a str, job: &'a str, run: &'a JobRun) -> BoxFuture<'a, ()>;
+    /// before returning. `true` once the record is durable: only then may
+    /// the Job's outcome finalizer be released (a failed write keeps the
+    /// Job, and its end, in the cluster for the next attempt to read).
+    fn record<'a>(&'a self, stage: &'a str, job: &'a str, run: &'a JobRun)
+    -> BoxFuture<'a, bool>;
 }
 
-/// For callers whose record is the returned state alone (`diff`, tests).
+/// For callers whose record is the returned state alone (`diff`, tests):
+/// that state is all the record there is, so it counts as durable.
 pub struct NoJournal;
 
 impl JobJournal for NoJournal {
-    fn record<'a>(&'a self, _: &'a str, _: &'a str, _: &'a JobRun) -> BoxFuture<'a, ()> {
-        Box::pin(async {})
+    fn record<'a>(&'a self, _: &'a str, _: &'a str, _: &'a JobRun) -> BoxFuture<'a, bool> {
+        Box::pin(async { true })
     }
 }

@@ -14,6 +14,7 @@ mod engine;
 pub mod error;
 mod hook_runner;
 mod item;
+mod job_finalizer;
 pub mod job_policy;
 mod job_runner;
 pub mod journal;
@@ -29,6 +30,7 @@ mod waits;
 pub use diff::StageDiff;
 pub use engine::{Engine, EngineSettings};
 pub use error::{ApplyError, JobError};
+pub use job_finalizer::JOB_OUTCOME_FINALIZER;
 pub use journal::{JobJournal, NoJournal};
 pub use report::{JobOutcome, JobReport, StageReport};
 

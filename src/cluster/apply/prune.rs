@@ -13,7 +13,8 @@ use tracing::{info, warn};
 
 use super::api_call::{CallError, Verb, call};
 use super::engine::{Engine, StageRun};
-use crate::cluster::state::InventoryEntry;
+use super::job_finalizer::{holds, release_by_patch};
+use crate::cluster::state::{InventoryEntry, StageState};
 use crate::core::labels::{MANAGED_BY_KEY, MANAGED_BY_VALUE, STAGE_LABEL};
 use crate::core::object::ObjectRef;
 
@@ -109,6 +110,11 @@ async fn prune_one(
     {
         return Err(NotPruned::ForeignObjects(foreign));
     }
+    // A Job still held for its outcome is let go: pruned, nobody will
+    // read its end, and the deletion must not wait on us.
+    if holds(live.metadata.finalizers.as_deref()) {
+        release_by_patch(&api, &entry.name, &object.to_string()).await?;
+    }
     let params = DeleteParams::background();
     match call(Verb::Delete, &object, || api.delete(&entry.name, &params)).await {
         Ok(_) => Ok(true),
@@ -172,12 +178,35 @@ async fn unmanaged_in_namespace(client: &Client, ns: &str) -> Option<String> {
 
 impl Engine {
     /// Delete the objects of a stage that is no longer in the repository, if
-    /// it pruned when it was last applied.
+    /// it pruned when it was last applied: its inventory, and the Jobs its
+    /// runs name. A Job journaled at its creation by an agent killed before
+    /// the stage ended is in no inventory, and would otherwise hold its
+    /// outcome finalizer for ever once its TTL deleted it.
     pub async fn prune_removed_stage(
         &self,
         stage: &str,
-        inventory: &[InventoryEntry],
+        recorded: &StageState,
     ) -> (usize, Vec<String>) {
-        prune_entries(self, stage, inventory, &HashSet::new()).await
+        let mut doomed = recorded.inventory.clone();
+        for key in recorded.jobs.keys() {
+            let entry = job_entry(key);
+            if !doomed.iter().any(|e| e.object_ref() == entry.object_ref()) {
+                doomed.push(entry);
+            }
+        }
+        prune_entries(self, stage, &doomed, &HashSet::new()).await
+    }
+}
+
+/// The inventory entry of a Job known by its run's key, `namespace/name`.
+fn job_entry(key: &str) -> InventoryEntry {
+    let (namespace, name) = key.split_once('/').unwrap_or(("default", key));
+    InventoryEntry {
+        api_version: "batch/v1".into(),
+        kind: "Job".into(),
+        namespace: Some(namespace.to_string()),
+        name: name.to_string(),
+        hash: String::new(),
+        resource_version: String::new(),
     }
 }

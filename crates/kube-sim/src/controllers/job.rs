@@ -324,8 +324,12 @@ fn reconcile(store: &mut Store, job: &Value, pods: Vec<Arc<Value>>, config: &Sim
                     &job_type,
                     &ns,
                     &name,
+                    // As the real TTL controller: Foreground, and only the
+                    // Job it looked at. A finalizer on the Job (anyone's)
+                    // keeps it, deletionTimestamp set, until it is removed.
                     &DeleteOpts {
-                        propagation: Some(Propagation::Background),
+                        propagation: Some(Propagation::Foreground),
+                        precondition_uid: Some(crate::util::uid_of(job).to_string()),
                         ..Default::default()
                     },
                 );
