@@ -702,32 +702,27 @@ impl stagegate::cluster::apply::JobJournal for Persisted {
         _stage: &'a str,
         job: &'a str,
         run: &'a stagegate::cluster::state::JobRun,
-    ) -> futures::future::BoxFuture<'a, ()> {
+    ) -> futures::future::BoxFuture<'a, bool> {
         let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
         state
             .jobs
             .entry(job.to_string())
             .or_default()
             .record(run.clone());
-        Box::pin(async {})
+        Box::pin(async { true })
     }
 }
 
-#[tokio::test]
-async fn job_started_before_the_agent_was_killed_and_removed_by_ttl_is_not_run_again() {
-    let c = cluster().await;
-    let slow = pi_job("pi", 2000, "").replace("duration: 200ms", "duration: 3s");
-    let dir = repo(&[
-        ("stages.yaml", &stage_doc("pre", "pre", "")),
-        ("pre/job.yaml", &slow),
-    ]);
-    let engine = engine(&c.client);
-    let planned = plan(dir.path()).stages.remove(0);
+/// The agent dies (its apply is dropped) once the Job `pi` exists; what it
+/// journaled until then is returned.
+async fn kill_while_the_job_runs(
+    c: &Cluster,
+    engine: &Engine,
+    planned: &stagegate::core::plan::PlannedStage,
+) -> StageState {
     let persisted = Persisted::default();
-
-    // The agent dies (its apply is dropped) while the Job runs.
     let mut state = StageState::default();
-    let apply = engine.apply_stage_journaled(&planned, "r1", &mut state, &persisted);
+    let apply = engine.apply_stage_journaled(planned, "r1", &mut state, &persisted);
     let job_exists = async {
         while job_uid(&c.client, "default", "pi").await.is_none() {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -737,8 +732,140 @@ async fn job_started_before_the_agent_was_killed_and_removed_by_ttl_is_not_run_a
         _ = apply => panic!("the Job should still be running"),
         () = job_exists => {}
     }
-    // Its TTL removes the Job before the agent is back.
+    persisted.0.lock().unwrap().clone()
+}
+
+async fn job_deleted(c: &Cluster, name: &str) -> Option<Job> {
     let jobs: Api<Job> = Api::namespaced(c.client.clone(), "default");
+    let job = jobs.get_opt(name).await.unwrap()?;
+    job.metadata.deletion_timestamp.is_some().then_some(job)
+}
+
+#[tokio::test]
+async fn job_outcome_survives_an_agent_killed_while_it_ran_and_its_ttl_and_the_gate_opens() {
+    let c = cluster().await;
+    let job = pi_job("pi", 2000, "")
+        .replace("duration: 200ms", "duration: 1s")
+        .replace(
+            "backoffLimit: 4",
+            "backoffLimit: 4\n  ttlSecondsAfterFinished: 0",
+        );
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("pre", "pre", "")),
+        ("pre/job.yaml", &job),
+    ]);
+    let engine = engine(&c.client);
+    let planned = plan(dir.path()).stages.remove(0);
+    let mut restarted = kill_while_the_job_runs(&c, &engine, &planned).await;
+
+    // The Job ends and its TTL deletes it while the agent is down: the
+    // finalizer keeps it, ended, for the agent to read.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while job_deleted(&c, "pi").await.is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the TTL controller deletes the finished Job");
+    let held = job_deleted(&c, "pi").await.expect("held by the finalizer");
+    assert_eq!(
+        held.metadata.finalizers,
+        Some(vec![stagegate::cluster::apply::JOB_OUTCOME_FINALIZER.to_string()])
+    );
+
+    // The agent is back with what it had persisted: the end is read, the
+    // Job not run again, the stage Ready (its dependents may start).
+    let creates = c.sim.stats().create;
+    let report = engine.apply_stage(&planned, "r1", &mut restarted).await;
+    assert!(report.ready, "{}", report.message);
+    assert_eq!(report.jobs[0].action, Some(JobAction::Keep), "{:?}", report.jobs);
+    assert_eq!(c.sim.stats().create, creates, "the Job was not created again");
+    let runs = &restarted.jobs["default/pi"].runs;
+    assert_eq!(runs.len(), 1, "one run, now ended: {runs:?}");
+    assert_eq!(runs[0].result, stagegate::cluster::state::JobResult::Succeeded);
+
+    // Its end recorded, the Job is let go, and the deletion completes.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while job_uid(&c.client, "default", "pi").await.is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the released Job is deleted");
+    let report = engine.apply_stage(&planned, "r2", &mut restarted).await;
+    assert!(report.ready, "{}", report.message);
+    assert_eq!(
+        report.jobs[0].action,
+        Some(JobAction::Skip(SkipReason::AlreadySucceeded))
+    );
+    assert_eq!(c.sim.stats().create, creates);
+    c.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_held_job_of_a_stage_removed_from_git_is_released_and_pruned_even_outside_its_inventory() {
+    let c = cluster().await;
+    let job = pi_job("pi", 2000, "")
+        .replace("duration: 200ms", "duration: 1s")
+        .replace(
+            "backoffLimit: 4",
+            "backoffLimit: 4\n  ttlSecondsAfterFinished: 0",
+        );
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("pre", "pre", "")),
+        ("pre/job.yaml", &job),
+    ]);
+    let engine = engine(&c.client);
+    let planned = plan(dir.path()).stages.remove(0);
+    // Killed before the stage ended: the run is journaled, the inventory
+    // never written.
+    let recorded = kill_while_the_job_runs(&c, &engine, &planned).await;
+    assert!(recorded.inventory.is_empty());
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while job_deleted(&c, "pi").await.is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the TTL controller deletes the finished Job");
+
+    // The stage leaves the repository: its Job does not hang on the
+    // finalizer of an agent that will never read it.
+    let (pruned, notes) = engine.prune_removed_stage("pre", &recorded).await;
+    assert_eq!((pruned, notes), (1, Vec::<String>::new()));
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while job_uid(&c.client, "default", "pi").await.is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the Job is gone");
+    c.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn job_deleted_by_hand_past_its_finalizer_while_the_agent_was_down_is_not_run_again() {
+    let c = cluster().await;
+    let slow = pi_job("pi", 2000, "").replace("duration: 200ms", "duration: 3s");
+    let dir = repo(&[
+        ("stages.yaml", &stage_doc("pre", "pre", "")),
+        ("pre/job.yaml", &slow),
+    ]);
+    let engine = engine(&c.client);
+    let planned = plan(dir.path()).stages.remove(0);
+    let mut restarted = kill_while_the_job_runs(&c, &engine, &planned).await;
+
+    // Someone removes the finalizer and deletes the Job: nothing in the
+    // cluster says how it ended.
+    let jobs: Api<Job> = Api::namespaced(c.client.clone(), "default");
+    let release = serde_json::json!({"metadata": {"finalizers": null}});
+    jobs.patch(
+        "pi",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&release),
+    )
+    .await
+    .unwrap();
     jobs.delete("pi", &DeleteParams::background())
         .await
         .unwrap();
@@ -747,7 +874,6 @@ async fn job_started_before_the_agent_was_killed_and_removed_by_ttl_is_not_run_a
     }
 
     // The restarted agent has only what was persisted.
-    let mut restarted = persisted.0.lock().unwrap().clone();
     let creates = c.sim.stats().create;
     let report = engine.apply_stage(&planned, "r1", &mut restarted).await;
     assert!(!report.ready, "its end was never seen: the gate stays shut");

@@ -112,13 +112,15 @@ async fn prune_one(
     }
     // A Job still held for its outcome is let go: pruned, nobody will
     // read its end, and the deletion must not wait on us.
-    if holds(live.metadata.finalizers.as_deref()) {
+    // (A Job its TTL already deleted then goes at once: pruned all the same.)
+    let released = holds(live.metadata.finalizers.as_deref());
+    if released {
         release_by_patch(&api, &entry.name, &object.to_string()).await?;
     }
     let params = DeleteParams::background();
     match call(Verb::Delete, &object, || api.delete(&entry.name, &params)).await {
         Ok(_) => Ok(true),
-        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) if e.is_not_found() => Ok(released),
         Err(e) => Err(e.into()),
     }
 }
