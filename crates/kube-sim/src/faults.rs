@@ -105,6 +105,39 @@ impl Faults {
         self.close_watches();
     }
 
+    /// The API server restarts with its data kept: for `down` it answers
+    /// no one (as [`Faults::unreachable_for`]), every watch ends, and its
+    /// watch cache starts anew, so a client re-watching from before gets
+    /// 410 Expired and relists. Objects, uids and resourceVersions stay.
+    pub fn restart_for(&self, down: Duration) {
+        self.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .compact();
+        self.unreachable_for(down);
+    }
+
+    /// The API server comes back after `down` without its data: every
+    /// object is gone (custom resource definitions and what they served
+    /// too), and the cluster holds what a new one holds (namespaces
+    /// `default`, `kube-system`…, the node, the bootstrap RBAC). Returns the
+    /// last resourceVersion before the reset: in [`crate::KubeSim::history`],
+    /// the changes after it are the new cluster's.
+    pub fn reset_for(&self, down: Duration) -> u64 {
+        let last = {
+            let mut store = self
+                .store
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let last = store.current_rv();
+            store.wipe();
+            crate::bootstrap(&mut store);
+            last
+        };
+        self.unreachable_for(down);
+        last
+    }
+
     /// Removes every fault.
     pub fn clear(&self) {
         if let Ok(mut s) = self.state.lock() {

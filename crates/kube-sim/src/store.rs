@@ -139,6 +139,21 @@ impl Store {
             .collect()
     }
 
+    /// Loses every object, as an API server restored empty does (the data
+    /// store gone), and starts again from the built-in types. Kept across
+    /// it: the recording of changes, so a test can judge what came after,
+    /// and the resourceVersion counter, so that one history orders both
+    /// sides (a real reset restarts it; no client may compare versions
+    /// anyway). Every watch from before gets 410 Expired and must relist.
+    pub fn wipe(&mut self) {
+        self.registry = Registry::with_builtins();
+        self.objects.clear();
+        self.terminating.clear();
+        self.owned_by.clear();
+        self.ip_counter = 0;
+        self.compact();
+    }
+
     /// Forgets the whole history, as an etcd compaction would; watches from
     /// any earlier resourceVersion then get 410 Expired.
     pub fn compact(&mut self) {

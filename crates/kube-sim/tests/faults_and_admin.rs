@@ -457,3 +457,43 @@ async fn history_records_every_change_in_resource_version_order_once_started() {
     assert_eq!(listed, expected);
     sim.shutdown().await;
 }
+
+/// A restart keeps every object as it was; a reset loses them all (custom
+/// resource definitions too) and leaves what a new cluster holds. Both
+/// refuse requests while down; the history orders both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_data_and_a_reset_loses_it() {
+    let sim = sim().await;
+    sim.start_history();
+    let c = client(&sim);
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
+    let kept = cms.create(&PostParams::default(), &cm("kept")).await.unwrap();
+
+    sim.faults().restart_for(Duration::from_millis(300));
+    assert!(sim.faults().is_unreachable());
+    eventually("the restarted server answers", || async {
+        cms.get_opt("kept").await.is_ok()
+    })
+    .await;
+    let after = cms.get("kept").await.unwrap();
+    assert_eq!(after.metadata.uid, kept.metadata.uid);
+    assert_eq!(after.metadata.resource_version, kept.metadata.resource_version);
+
+    let last = sim.faults().reset_for(Duration::from_millis(300));
+    eventually("the reset server answers", || async {
+        cms.get_opt("kept").await.is_ok()
+    })
+    .await;
+    assert!(cms.get_opt("kept").await.unwrap().is_none(), "the data is gone");
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(c.clone());
+    assert!(namespaces.get_opt("default").await.unwrap().is_some());
+    cms.create(&PostParams::default(), &cm("new")).await.unwrap();
+    let history = sim.history();
+    let created_new = history
+        .iter()
+        .find(|h| h.name == "new")
+        .expect("the new cluster's change is recorded");
+    assert!(created_new.rv > last, "{} after {last}", created_new.rv);
+    assert!(history.iter().any(|h| h.name == "kept" && h.rv <= last));
+    sim.shutdown().await;
+}
