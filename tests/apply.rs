@@ -770,7 +770,9 @@ async fn job_outcome_survives_an_agent_killed_while_it_ran_and_its_ttl_and_the_g
     let held = job_deleted(&c, "pi").await.expect("held by the finalizer");
     assert_eq!(
         held.metadata.finalizers,
-        Some(vec![stagegate::cluster::apply::JOB_OUTCOME_FINALIZER.to_string()])
+        Some(vec![
+            stagegate::cluster::apply::JOB_OUTCOME_FINALIZER.to_string()
+        ])
     );
 
     // The agent is back with what it had persisted: the end is read, the
@@ -778,11 +780,23 @@ async fn job_outcome_survives_an_agent_killed_while_it_ran_and_its_ttl_and_the_g
     let creates = c.sim.stats().create;
     let report = engine.apply_stage(&planned, "r1", &mut restarted).await;
     assert!(report.ready, "{}", report.message);
-    assert_eq!(report.jobs[0].action, Some(JobAction::Keep), "{:?}", report.jobs);
-    assert_eq!(c.sim.stats().create, creates, "the Job was not created again");
+    assert_eq!(
+        report.jobs[0].action,
+        Some(JobAction::Keep),
+        "{:?}",
+        report.jobs
+    );
+    assert_eq!(
+        c.sim.stats().create,
+        creates,
+        "the Job was not created again"
+    );
     let runs = &restarted.jobs["default/pi"].runs;
     assert_eq!(runs.len(), 1, "one run, now ended: {runs:?}");
-    assert_eq!(runs[0].result, stagegate::cluster::state::JobResult::Succeeded);
+    assert_eq!(
+        runs[0].result,
+        stagegate::cluster::state::JobResult::Succeeded
+    );
 
     // Its end recorded, the Job is let go, and the deletion completes.
     tokio::time::timeout(Duration::from_secs(30), async {
@@ -803,7 +817,8 @@ async fn job_outcome_survives_an_agent_killed_while_it_ran_and_its_ttl_and_the_g
 }
 
 #[tokio::test]
-async fn a_held_job_of_a_stage_removed_from_git_is_released_and_pruned_even_outside_its_inventory() {
+async fn a_held_job_of_a_stage_removed_from_git_is_released_and_pruned_even_outside_its_inventory()
+{
     let c = cluster().await;
     let job = pi_job("pi", 2000, "")
         .replace("duration: 200ms", "duration: 1s")

@@ -10,9 +10,13 @@
 //!
 //! `kill_campaign`: SIGKILL at random moments, commits arriving at random
 //! moments, Jobs short enough and `ttlSecondsAfterFinished` small enough that
-//! they finish and vanish while the agent is down. `fault_campaign`: one
-//! agent through API faults (500/503/429/409/504, latency, closed and
-//! expired watches, an outage). Both are seeded: the seed is printed, and
+//! they finish and would vanish while the agent is down; no Job's outcome
+//! may be lost. `fault_campaign`: one agent through API faults
+//! (500/503/429/409/504, latency, closed and expired watches, an outage, an
+//! API server restarted with its data). `reset_campaign`: API servers
+//! restarted with their data and reset (restored empty) between commits;
+//! after a reset each Job runs again before its dependents are applied,
+//! after a restart none runs twice. All are seeded: the seed is printed, and
 //! `STAGEGATE_CAMPAIGN_SEED=S` replays a run; `STAGEGATE_CAMPAIGN_ROUNDS=N`
 //! makes a longer one (docs/reliability.md has the figures).
 
@@ -153,6 +157,8 @@ struct Campaign {
     starts: usize,
     /// Job runs whose end the agent could not learn (see [`Campaign::converged`]).
     outcomes_lost: usize,
+    /// The last resourceVersion before each reset: the history's epochs.
+    resets: Vec<u64>,
 }
 
 impl Campaign {
@@ -171,6 +177,7 @@ impl Campaign {
             logs,
             starts: 0,
             outcomes_lost: 0,
+            resets: Vec::new(),
         };
         campaign.commit();
         campaign
@@ -234,11 +241,10 @@ impl Campaign {
     /// Waits until every stage is Ready at the last commit, as the Stage
     /// objects say; the history then shows whether it got there honestly.
     ///
-    /// A Job killed with the agent, finished and removed by its TTL before
-    /// the agent was back leaves no trace of how it ended: the agent then
-    /// fails its stage rather than run the spec again (the known gap in
-    /// docs/reliability.md). That is counted, and a new commit moves on, as
-    /// an operator would; the once-per-spec rule is still judged.
+    /// A stage failed because its Job's end was never seen is a lost
+    /// outcome: the finalizer `stagegate.dev/job-outcome` exists so that a
+    /// Job killed with the agent and deleted by its TTL is still there to
+    /// read. It fails the campaign at once.
     async fn converged(&mut self) -> Result<(), String> {
         let store = StateStore::new(self.env.c.client.clone(), NS);
         let deadline = Instant::now() + Duration::from_secs(180);
@@ -253,16 +259,15 @@ impl Campaign {
             if done {
                 return Ok(());
             }
-            let lost = state.stages.values().any(|s| {
-                s.phase == Phase::Failed
-                    && s.message.contains("before its end was seen")
-                    && s.attempted_revision
-                        .as_deref()
-                        .is_some_and(|r| sha_matches(r, &sha))
+            let lost = state.stages.iter().find(|(_, s)| {
+                s.phase == Phase::Failed && s.message.contains("before its end was seen")
             });
-            if lost && self.outcomes_lost < 5 {
+            if let Some((name, stage)) = lost {
                 self.outcomes_lost += 1;
-                self.commit();
+                return Err(format!(
+                    "a Job outcome was lost in stage {name}: {}",
+                    stage.message
+                ));
             }
             if Instant::now() > deadline {
                 return Err(format!("not converged on {sha}: {state:?}"));
@@ -305,8 +310,37 @@ impl Verdict {
     }
 }
 
-/// Judges the history of the `shop` namespace.
-fn judge(history: &[Change]) -> Verdict {
+/// Judges the history of the `shop` namespace, each cluster on its own: a
+/// reset (the last resourceVersion before it in `resets`) starts a new
+/// one, where every Job spec may run once more and every gate is checked
+/// again.
+fn judge(history: &[Change], resets: &[u64]) -> Vec<Verdict> {
+    let mut epochs = Vec::new();
+    let mut rest = history;
+    for last in resets {
+        let cut = rest.partition_point(|c| c.rv <= *last);
+        epochs.push(judge_epoch(&rest[..cut]));
+        rest = &rest[cut..];
+    }
+    epochs.push(judge_epoch(rest));
+    epochs
+}
+
+/// The verdicts of all epochs as one: creations added up by spec (a spec
+/// created once in each of two clusters counts 2), breaches together.
+fn merged(epochs: &[Verdict]) -> Verdict {
+    let mut all = Verdict::default();
+    for v in epochs {
+        for (k, n) in &v.job_runs {
+            *all.job_runs.entry(k.clone()).or_default() += n;
+        }
+        all.breaches.extend(v.breaches.iter().cloned());
+    }
+    all
+}
+
+/// Judges one cluster's part of the history of the `shop` namespace.
+fn judge_epoch(history: &[Change]) -> Verdict {
     let mut verdict = Verdict::default();
     // The first resourceVersion at which a Job of (name, tag) was Complete.
     let mut complete: BTreeMap<(String, String), u64> = BTreeMap::new();
@@ -442,7 +476,7 @@ async fn kill_campaign_runs_each_job_spec_once_and_opens_no_gate_early() {
     if let Err(e) = converged {
         c.fail(&e);
     }
-    let verdict = judge(&c.env.c.sim.history());
+    let verdict = merged(&judge(&c.env.c.sim.history(), &c.resets));
     let twice = verdict.twice();
     let specs = verdict.job_runs.len();
     let runs: usize = verdict.job_runs.values().sum();
@@ -461,6 +495,7 @@ async fn kill_campaign_runs_each_job_spec_once_and_opens_no_gate_early() {
     if !twice.is_empty() || !verdict.breaches.is_empty() {
         c.fail(&format!("{twice:#?}\n{:#?}", verdict.breaches));
     }
+    assert_eq!(c.outcomes_lost, 0, "no Job outcome lost");
     assert!(specs >= 2, "the campaign ran Jobs: {verdict:?}");
 }
 
@@ -482,7 +517,7 @@ fn inject(c: &mut Campaign, log: &mut Vec<String>) {
         Some("/api/v1"),
         Some("/apis/stagegate.dev"),
     ];
-    match c.rng.below(6) {
+    match c.rng.below(7) {
         0..=2 => {
             let code = [500, 503, 429, 409, 504][c.rng.below(5) as usize];
             let verb = (c.rng.chance(70)).then(|| verbs[c.rng.below(verbs.len() as u64) as usize]);
@@ -495,6 +530,11 @@ fn inject(c: &mut Campaign, log: &mut Vec<String>) {
             let latency = c.rng.millis(50, 400);
             faults.set_latency(latency);
             log.push(format!("latency {latency:?}"));
+        }
+        5 => {
+            let down = c.rng.millis(300, 2000);
+            faults.restart_for(down);
+            log.push(format!("API server restarted with its data, down {down:?}"));
         }
         4 => {
             if c.rng.chance(50) {
@@ -545,7 +585,7 @@ async fn fault_campaign_converges_without_running_a_job_twice_or_applying_early(
         ));
     }
     let history = c.env.c.sim.history();
-    let verdict = judge(&history);
+    let verdict = merged(&judge(&history, &c.resets));
     let twice = verdict.twice();
     // Nothing applied twice: no object of the repository was deleted and
     // created again (a Job of a new spec replaces the old one by design).
@@ -613,4 +653,112 @@ fn named_call(line: &str) -> bool {
         "DELETE ",
     ];
     CALLS.iter().any(|c| line.contains(c))
+}
+
+impl Campaign {
+    /// The cluster is reset under a stopped agent, and the agent's memory
+    /// (its Stage objects: Job runs, inventories) restored onto the empty
+    /// cluster, as a backup of its namespace would be. The agent is stopped
+    /// across the reset so that every write after it comes from a run that
+    /// began after it: a run already past a gate when the data vanishes
+    /// cannot have checked it (that race is not a rule any agent can keep).
+    async fn reset_cluster(&mut self, agent: &mut Child) {
+        kill(agent);
+        let client = self.env.c.client.clone();
+        let memory = StateStore::new(client.clone(), NS)
+            .read()
+            .await
+            .expect("read the agent's state before the reset");
+        let down = self.rng.millis(100, 800);
+        self.resets.push(self.env.c.sim.faults().reset_for(down));
+        while self.env.c.sim.faults().is_unreachable() {
+            sleep(Duration::from_millis(50)).await;
+        }
+        common::install_stage_crd(&client).await;
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+            kube::Api::all(client.clone());
+        let ns: k8s_openapi::api::core::v1::Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": NS}}))
+                .expect("a Namespace");
+        namespaces
+            .create(&kube::api::PostParams::default(), &ns)
+            .await
+            .expect("create the agent's namespace again");
+        let store = StateStore::new(client, NS);
+        for (name, stage) in &memory.stages {
+            store
+                .save_stage(name, None, stage)
+                .await
+                .expect("restore a Stage");
+        }
+        if let Some(source) = &memory.source {
+            store.save_source(source).await.expect("restore the source");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_campaign_reruns_jobs_before_dependents_after_a_reset_and_none_after_a_restart() {
+    let seed = seed();
+    println!("reset campaign seed {seed}");
+    let mut c = Campaign::new(seed).await;
+    let mut agent = c.spawn();
+    if let Err(e) = c.converged().await {
+        c.fail(&e);
+    }
+    let (mut restarts, mut resets) = (0, 0);
+    for _ in 0..rounds(4) {
+        if c.rng.chance(50) {
+            c.commit();
+        }
+        sleep(c.rng.millis(0, 1500)).await;
+        if c.rng.chance(50) {
+            // Mid-run, at any moment: nothing may run twice.
+            let down = c.rng.millis(300, 2000);
+            c.env.c.sim.faults().restart_for(down);
+            restarts += 1;
+        } else {
+            c.reset_cluster(&mut agent).await;
+            agent = c.spawn();
+            resets += 1;
+        }
+        if let Err(e) = c.converged().await {
+            kill(&mut agent);
+            c.fail(&e);
+        }
+    }
+    kill(&mut agent);
+    let epochs = judge(&c.env.c.sim.history(), &c.resets);
+    let verdict = merged(&epochs);
+    // Within one cluster each spec ran once, and no gate opened early.
+    let twice: Vec<String> = epochs.iter().flat_map(Verdict::twice).collect();
+    // Each reset cluster ran the migration again (its dependents were
+    // applied again, after it, as the gate rule judged).
+    let not_rerun: Vec<usize> = epochs
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, v)| !v.job_runs.keys().any(|(name, _)| name == "migrate"))
+        .map(|(i, _)| i)
+        .collect();
+    figures(
+        "reset campaign",
+        seed,
+        &[
+            ("restarts with data", restarts.to_string()),
+            ("resets", resets.to_string()),
+            ("commits", c.commits.len().to_string()),
+            ("Job specs", verdict.job_runs.len().to_string()),
+            (
+                "Job creations",
+                verdict.job_runs.values().sum::<usize>().to_string(),
+            ),
+        ],
+    );
+    if !twice.is_empty() || !verdict.breaches.is_empty() || !not_rerun.is_empty() {
+        c.fail(&format!(
+            "{twice:#?}\n{:#?}\nclusters after a reset where migrate did not run again: {not_rerun:?}",
+            verdict.breaches
+        ));
+    }
 }

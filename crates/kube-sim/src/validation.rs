@@ -530,7 +530,12 @@ fn finalizers_added_while_deleting(old: &Value, new: &Value) -> Option<FieldErro
     let list = |v: &Value| -> Vec<String> {
         v.pointer("/metadata/finalizers")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let before = list(old);

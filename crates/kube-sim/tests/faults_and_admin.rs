@@ -467,7 +467,10 @@ async fn a_restart_keeps_the_data_and_a_reset_loses_it() {
     sim.start_history();
     let c = client(&sim);
     let cms: Api<ConfigMap> = Api::default_namespaced(c.clone());
-    let kept = cms.create(&PostParams::default(), &cm("kept")).await.unwrap();
+    let kept = cms
+        .create(&PostParams::default(), &cm("kept"))
+        .await
+        .unwrap();
 
     sim.faults().restart_for(Duration::from_millis(300));
     assert!(sim.faults().is_unreachable());
@@ -477,17 +480,25 @@ async fn a_restart_keeps_the_data_and_a_reset_loses_it() {
     .await;
     let after = cms.get("kept").await.unwrap();
     assert_eq!(after.metadata.uid, kept.metadata.uid);
-    assert_eq!(after.metadata.resource_version, kept.metadata.resource_version);
+    assert_eq!(
+        after.metadata.resource_version,
+        kept.metadata.resource_version
+    );
 
     let last = sim.faults().reset_for(Duration::from_millis(300));
     eventually("the reset server answers", || async {
         cms.get_opt("kept").await.is_ok()
     })
     .await;
-    assert!(cms.get_opt("kept").await.unwrap().is_none(), "the data is gone");
+    assert!(
+        cms.get_opt("kept").await.unwrap().is_none(),
+        "the data is gone"
+    );
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(c.clone());
     assert!(namespaces.get_opt("default").await.unwrap().is_some());
-    cms.create(&PostParams::default(), &cm("new")).await.unwrap();
+    cms.create(&PostParams::default(), &cm("new"))
+        .await
+        .unwrap();
     let history = sim.history();
     let created_new = history
         .iter()

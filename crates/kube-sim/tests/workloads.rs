@@ -356,15 +356,19 @@ async fn a_finalizer_keeps_a_finished_job_past_its_ttl_until_it_is_removed() {
     let k = Kubectl::new(&sim);
     let f = k.file("held.yaml", HELD_JOB);
     k.ok(&["apply", "-f", f.to_str().unwrap()]).await;
-    eventually("the TTL controller marks the finished Job deleted", || async {
-        let job = json(&k, &["job", "held"]).await;
-        !job["metadata"]["deletionTimestamp"].is_null()
-    })
+    eventually(
+        "the TTL controller marks the finished Job deleted",
+        || async {
+            let job = json(&k, &["job", "held"]).await;
+            !job["metadata"]["deletionTimestamp"].is_null()
+        },
+    )
     .await;
     let job = json(&k, &["job", "held"]).await;
-    let complete = job["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Complete" && c["status"] == "True"));
+    let complete = job["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Complete" && c["status"] == "True")
+    });
     assert!(complete, "its status is still there to read: {job}");
 
     let refused = k
@@ -392,7 +396,9 @@ async fn a_finalizer_keeps_a_finished_job_past_its_ttl_until_it_is_removed() {
     ])
     .await;
     eventually("the released Job is gone", || async {
-        let out = k.run(&["get", "job", "held", "--ignore-not-found", "-o", "name"]).await;
+        let out = k
+            .run(&["get", "job", "held", "--ignore-not-found", "-o", "name"])
+            .await;
         out.status.success() && String::from_utf8_lossy(&out.stdout).trim().is_empty()
     })
     .await;

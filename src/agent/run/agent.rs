@@ -436,11 +436,7 @@ impl Agent {
         };
         for (name, stage) in removed {
             if stage.prune {
-                let (pruned, notes) = self
-                    .ctx
-                    .engine
-                    .prune_removed_stage(&name, &stage)
-                    .await;
+                let (pruned, notes) = self.ctx.engine.prune_removed_stage(&name, &stage).await;
                 info!(stage = %name, pruned, "stage removed from the repository; its objects were pruned");
                 for note in notes {
                     warn!(stage = %name, "{note}");

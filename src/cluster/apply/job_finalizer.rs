@@ -88,7 +88,10 @@ mod tests {
             json!(["example.com/keep", JOB_OUTCOME_FINALIZER])
         );
         let bare = with_finalizer(&json!({"metadata": {"name": "m"}}));
-        assert_eq!(bare["metadata"]["finalizers"], json!([JOB_OUTCOME_FINALIZER]));
+        assert_eq!(
+            bare["metadata"]["finalizers"],
+            json!([JOB_OUTCOME_FINALIZER])
+        );
         assert!(holds(Some(&[JOB_OUTCOME_FINALIZER.to_string()])));
         assert!(!holds(Some(&["example.com/keep".to_string()])));
         assert!(!holds(None));

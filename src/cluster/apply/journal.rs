@@ -12,8 +12,7 @@ pub trait JobJournal: Send + Sync {
     /// before returning. `true` once the record is durable: only then may
     /// the Job's outcome finalizer be released (a failed write keeps the
     /// Job, and its end, in the cluster for the next attempt to read).
-    fn record<'a>(&'a self, stage: &'a str, job: &'a str, run: &'a JobRun)
-    -> BoxFuture<'a, bool>;
+    fn record<'a>(&'a self, stage: &'a str, job: &'a str, run: &'a JobRun) -> BoxFuture<'a, bool>;
 }
 
 /// For callers whose record is the returned state alone (`diff`, tests):
