@@ -1,7 +1,7 @@
 //! Fuzzing every parser stagegate has, on the stable toolchain: a seeded
 //! mutation loop (no nightly, so no cargo-fuzz) over YAML loading, stage
-//! documents, kustomizations with `${VAR}` substitution, webhook payloads and
-//! Git URLs. Each target starts from its seeds plus every file kept under
+//! documents, kustomizations, `postBuild` substitution, a whole repository
+//! through the planner, webhook payloads, Git URLs and `known_hosts` files. Each target starts from its seeds plus every file kept under
 //! `tests/fuzz-corpus/<target>/`; an input that panics is written there
 //! (so it stays a regression case) and fails the test.
 //!
@@ -294,4 +294,137 @@ fn fuzz_stage_documents_kustomizations_and_substitution() {
         common::pi_job("migrate-${DIGITS:=10}", 10, ""),
     );
     fuzz("plan", &[&seed], plan_from);
+}
+
+/// Where the in-memory repositories of the targets below live.
+const ROOT: &str = "/repo";
+
+/// Stages discovered in, and rendered from, an in-memory repository:
+/// `(path, content)` pairs. No disk: the mutation loop runs the parsers,
+/// not the file system.
+/// Returns how many objects rendered, and the errors met.
+fn render_all(files: &[(&str, &str)]) -> (usize, Vec<String>) {
+    let root = std::path::Path::new(ROOT);
+    let tree = stagegate::core::tree::MemoryTree::new(root, files);
+    let (stages, problems) = stagegate::core::stage::discover_stages_in(&tree, root, root);
+    // A problem is a message; an empty one would tell nobody anything.
+    assert!(
+        problems.to_string().lines().all(|l| !l.trim().is_empty()),
+        "{problems}"
+    );
+    let mut errors: Vec<String> = problems.to_string().lines().map(str::to_string).collect();
+    let mut rendered = 0;
+    for stage in &stages {
+        match stagegate::core::render::render_stage_in(&tree, root, stage) {
+            Ok(out) => rendered += out.objects.len(),
+            Err(e) => {
+                assert!(!e.to_string().trim().is_empty(), "an empty render error");
+                errors.push(e.to_string());
+            }
+        }
+    }
+    (rendered, errors)
+}
+
+/// The seeds must render, or the loop would only ever fuzz error paths.
+fn assert_renders(files: &[(&str, &str)]) {
+    let (rendered, errors) = render_all(files);
+    assert!(
+        rendered > 0 && errors.is_empty(),
+        "the seed does not render: {errors:#?}"
+    );
+}
+
+const STAGE_DOCS: &str = "apiVersion: stagegate.dev/v1alpha1\nkind: Stage\nmetadata: {name: pre}\n\
+     spec: {path: app, targetNamespace: shop, timeout: 5m, prune: true}\n---\n\
+     apiVersion: stagegate.dev/v1alpha1\nkind: Stage\nmetadata: {name: web}\n\
+     spec: {path: app, dependsOn: [pre], jobRetries: 2, retryInterval: 10s, wait: true}\n---\n\
+     apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {name: flux, namespace: flux-system}\n\
+     spec: {path: ./app, prune: true, interval: 5m, dependsOn: [{name: pre}], namePrefix: a-, sourceRef: {kind: GitRepository, name: repo}}\n";
+
+const CONFIGMAP: &str =
+    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {tag: v1}\n";
+
+#[test]
+fn fuzz_stage_documents() {
+    // Property beyond "no panic": a stage file that is not YAML is an
+    // error naming the file (nothing is skipped silently, rule 1).
+    assert_renders(&[("stages.yaml", STAGE_DOCS), ("app/cm.yaml", CONFIGMAP)]);
+    fuzz("stage_documents", &[STAGE_DOCS], |bytes| {
+        let text = String::from_utf8_lossy(bytes);
+        let root = std::path::Path::new(ROOT);
+        let tree = stagegate::core::tree::MemoryTree::new(
+            root,
+            &[("stages.yaml", &text), ("app/cm.yaml", CONFIGMAP)],
+        );
+        let (_, problems) = stagegate::core::stage::discover_stages_in(&tree, root, root);
+        if stagegate::core::yaml::parse_documents(&text).is_err() {
+            assert!(problems.has_errors(), "unreadable YAML accepted: {text:?}");
+            assert!(problems.to_string().contains("stages.yaml"), "{problems}");
+        }
+    });
+}
+
+#[test]
+fn fuzz_kustomizations() {
+    let kustomization = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+        namespace: shop\nnamePrefix: p-\nresources: [cm.yaml, job.yaml]\n\
+        labels: [{pairs: {team: a}, includeSelectors: false}]\n\
+        images: [{name: perl, newTag: \"5.36\"}]\n\
+        configMapGenerator: [{name: gen, literals: [a=b]}]\n\
+        patches: [{target: {kind: Job}, patch: \"- op: add\\n  path: /metadata/annotations/x\\n  value: y\"}]\n\
+        replacements: [{source: {kind: ConfigMap, name: settings, fieldPath: data.tag}, targets: [{select: {kind: Job}, fieldPaths: [metadata.labels.tag], options: {create: true}}]}]\n\
+        vars: [{name: TAG, objref: {kind: ConfigMap, name: settings, apiVersion: v1}, fieldref: {fieldpath: data.tag}}]\n";
+    let job = common::pi_job("migrate", 10, "");
+    assert_renders(&[
+        ("stages.yaml", STAGE_DOCS),
+        ("app/kustomization.yaml", kustomization),
+        ("app/cm.yaml", CONFIGMAP),
+        ("app/job.yaml", &job),
+    ]);
+    fuzz("kustomization", &[kustomization], |bytes| {
+        let text = String::from_utf8_lossy(bytes);
+        render_all(&[
+            ("stages.yaml", STAGE_DOCS),
+            ("app/kustomization.yaml", &text),
+            ("app/cm.yaml", CONFIGMAP),
+            ("app/job.yaml", &job),
+        ]);
+    });
+}
+
+#[test]
+fn fuzz_post_build_substitution() {
+    let stages = "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\n\
+        metadata: {name: app, namespace: flux-system}\n\
+        spec:\n  path: ./app\n  prune: true\n  interval: 5m\n  sourceRef: {kind: GitRepository, name: repo}\n  \
+        postBuild:\n    substitute: {DIGITS: \"20\", NS: shop, EMPTY: \"\", TAG: v1.2}\n";
+    let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-${NS}\n  namespace: ${NS:=default}\n\
+        data:\n  digits: ${DIGITS}\n  tag: \"${TAG}\"\n  empty: \"${EMPTY:-fallback}\"\n  \
+        unset: \"${UNSET:=x}\"\n  escaped: \"$${NS}\"\n";
+    assert_renders(&[("stages.yaml", stages), ("app/cm.yaml", manifest)]);
+    fuzz("substitution", &[manifest], |bytes| {
+        let text = String::from_utf8_lossy(bytes);
+        render_all(&[("stages.yaml", stages), ("app/cm.yaml", &text)]);
+    });
+}
+
+#[test]
+fn fuzz_known_hosts() {
+    const KNOWN_HOSTS: &str = "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n\
+             [gitea.example.com]:2222,10.0.0.5 ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY=\n\
+             |1|c2FsdA==|aGFzaA== ssh-rsa AAAAB3NzaC1yc2E=\n@revoked * ssh-rsa AAAAB3NzaC1yc2E=\n# comment\n";
+    assert!(
+        stagegate::agent::source::KnownHosts::parse(KNOWN_HOSTS).is_ok(),
+        "the seed parses"
+    );
+    fuzz("known_hosts", &[KNOWN_HOSTS], |bytes| {
+        if let Ok(hosts) =
+            stagegate::agent::source::KnownHosts::parse(&String::from_utf8_lossy(bytes))
+        {
+            let key = stagegate::agent::source::HostKey::from_blob(bytes);
+            let _ = hosts.verify("github.com", 22, &key);
+            let _ = hosts.verify("gitea.example.com", 2222, &key);
+        }
+    });
 }
