@@ -416,6 +416,27 @@ fn judge_epoch(history: &[Change]) -> Verdict {
     verdict
 }
 
+/// Jobs (by uid) that a deletion (their TTL's) found held by the agent's
+/// outcome finalizer: the cases where the agent read an end the TTL would
+/// otherwise have taken. A figure, not a rule: how often it happens
+/// depends on timing.
+fn held_past_deletion(history: &[Change]) -> usize {
+    let finalizer = stagegate::cluster::apply::JOB_OUTCOME_FINALIZER;
+    history
+        .iter()
+        .filter(|c| c.resource == "jobs" && c.namespace == APP_NS)
+        .filter(|c| {
+            c.object.pointer("/metadata/deletionTimestamp").is_some()
+                && c.object
+                    .pointer("/metadata/finalizers")
+                    .and_then(|f| f.as_array())
+                    .is_some_and(|f| f.iter().any(|f| f == finalizer))
+        })
+        .filter_map(|c| c.object.pointer("/metadata/uid").and_then(|u| u.as_str()))
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
 fn figures(title: &str, seed: u64, lines: &[(&str, String)]) {
     let mut out = format!("{title} (seed {seed}):");
     for (k, v) in lines {
@@ -476,9 +497,11 @@ async fn kill_campaign_runs_each_job_spec_once_and_opens_no_gate_early() {
     if let Err(e) = converged {
         c.fail(&e);
     }
-    let verdict = merged(&judge(&c.env.c.sim.history(), &c.resets));
+    let history = c.env.c.sim.history();
+    let verdict = merged(&judge(&history, &c.resets));
     let twice = verdict.twice();
     let specs = verdict.job_runs.len();
+    let held = held_past_deletion(&history);
     let runs: usize = verdict.job_runs.values().sum();
     figures(
         "kill campaign",
@@ -490,6 +513,7 @@ async fn kill_campaign_runs_each_job_spec_once_and_opens_no_gate_early() {
             ("Job specs", specs.to_string()),
             ("Job creations", runs.to_string()),
             ("Job outcomes lost", c.outcomes_lost.to_string()),
+            ("Jobs read while held past a deletion", held.to_string()),
         ],
     );
     if !twice.is_empty() || !verdict.breaches.is_empty() {
