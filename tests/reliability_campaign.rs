@@ -255,7 +255,8 @@ impl Campaign {
                 && state.stages.values().all(|s| {
                     s.phase == Phase::Ready
                         && s.revision.as_deref().is_some_and(|r| sha_matches(r, &sha))
-                });
+                })
+                && self.cluster_holds_the_last_revision().await;
             if done {
                 return Ok(());
             }
@@ -274,6 +275,21 @@ impl Campaign {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// The cluster, not only the Stage objects, is at the last commit:
+    /// after a reset the restored Stage objects say Ready before the agent
+    /// did anything, and only the objects it applies again tell.
+    async fn cluster_holds_the_last_revision(&self) -> bool {
+        let last = &self.commits.last().expect("a commit").1;
+        let settings: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(self.env.c.client.clone(), APP_NS);
+        let Ok(Some(cm)) = settings.get_opt("settings").await else {
+            return false;
+        };
+        let data = cm.data.unwrap_or_default();
+        data.get("tag") == Some(&last.tag)
+            && data.get("replicas") == Some(&last.replicas.to_string())
     }
 
     fn fail(&self, what: &str) -> ! {

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::context::AgentContext;
+use crate::cluster::apply::api_call::WatchMessage;
 use crate::cluster::state::Requests;
 use crate::cluster::state::requests::RECONCILE_ANNOTATION;
 use crate::cluster::state::store::{SOURCE_CONFIGMAP, StageObject};
@@ -47,7 +48,7 @@ pub async fn watch_requests(
                 }
                 Some(Ok(Event::Delete(obj))) => on_deleted(&ctx, &obj).await,
                 Some(Ok(_)) => {}
-                Some(Err(e)) => warn!(error = %e, "watching Stage objects"),
+                Some(Err(e)) => warn!(error = %WatchMessage("Stage objects", &e), "watching Stage objects failed; retrying"),
                 None => return,
             },
             event = source.next() => match event {
@@ -66,7 +67,7 @@ pub async fn watch_requests(
                     source_seen = Some(at);
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => warn!(error = %e, "watching the source object"),
+                Some(Err(e)) => warn!(error = %WatchMessage("the source object", &e), "watching the source object failed; retrying"),
                 None => return,
             },
         }

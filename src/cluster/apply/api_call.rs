@@ -86,6 +86,28 @@ impl fmt::Display for ServerMessage<'_> {
     }
 }
 
+/// A watcher's error as the call that failed, on what (`.0`), and the
+/// server's message, never kube's debug dump of the Status:
+/// `list Stage objects: <message> (500)`.
+pub struct WatchMessage<'a>(pub &'a str, pub &'a kube::runtime::watcher::Error);
+
+impl fmt::Display for WatchMessage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use kube::runtime::watcher::Error as E;
+        let target = self.0;
+        match self.1 {
+            E::InitialListFailed(e) => write!(f, "list {target}: {}", ServerMessage(e)),
+            E::WatchStartFailed(e) | E::WatchFailed(e) => {
+                write!(f, "watch {target}: {}", ServerMessage(e))
+            }
+            E::WatchError(status) => {
+                write!(f, "watch {target}: {} ({})", status.message, status.code)
+            }
+            other => write!(f, "watch {target}: {other}"),
+        }
+    }
+}
+
 fn is_transient_code(code: u16) -> bool {
     matches!(code, 429 | 500 | 502 | 503 | 504)
 }
