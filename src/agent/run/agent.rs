@@ -311,6 +311,7 @@ impl Agent {
                 for warning in plan.warnings.iter() {
                     warn!(revision = %fetched.reference, "{warning}");
                 }
+                self.keep_warnings(&plan).await;
                 if let Some(observe) = &self.plan_observer {
                     observe(&plan);
                 }
@@ -320,6 +321,19 @@ impl Agent {
                 revision: fetched.reference.clone(),
                 problems,
             }),
+        }
+    }
+
+    /// The plan's warnings go to the source object, for `status` and the
+    /// status page: a skipped stage is said wherever stages are shown.
+    async fn keep_warnings(&self, plan: &Plan) {
+        let changed = {
+            let mut state = self.ctx.state.lock().await;
+            let source = state.source.get_or_insert_with(SourceState::default);
+            source.set_warnings(plan.warnings.iter().map(ToString::to_string).collect())
+        };
+        if changed {
+            self.ctx.persist_source().await;
         }
     }
 

@@ -14,14 +14,15 @@ use futures::future::BoxFuture;
 use crate::agent::config::Settings;
 use crate::agent::metrics::Metrics;
 use crate::cluster::apply::{Engine, JobJournal};
-use crate::cluster::events::EventSink;
+use crate::cluster::events::EventQueue;
 use crate::cluster::state::stage_events::{EventKind, StageEvents};
 use crate::cluster::state::{JobRun, Phase, StageState, State, StateStore};
 
 pub struct AgentContext {
     pub engine: Engine,
-    /// Where the Events the engine reports about applied objects go.
-    pub events: EventSink,
+    /// Where the Events the engine notes about applied objects go, as
+    /// they happen.
+    pub events: EventQueue,
     pub settings: Settings,
     pub store: StateStore,
     pub state: Mutex<State>,
@@ -36,7 +37,7 @@ pub struct AgentContext {
 impl AgentContext {
     pub fn new(
         engine: Engine,
-        events: EventSink,
+        events: EventQueue,
         settings: Settings,
         store: StateStore,
         state: State,

@@ -24,7 +24,7 @@ use crate::agent::metrics::Metrics;
 use crate::agent::server::{ServerState, serve};
 use crate::agent::web::{SourceOrigin, StatusFeed};
 use crate::cluster::apply::{Engine, EngineSettings};
-use crate::cluster::events::EventSink;
+use crate::cluster::events::{EventQueue, EventSink};
 use crate::cluster::state::{Phase, StateStore};
 
 /// The binary's edge: `anyhow` errors, an exit code.
@@ -217,13 +217,16 @@ async fn context(
 ) -> anyhow::Result<Arc<AgentContext>> {
     let store = StateStore::new(client.clone(), &settings.namespace);
     let state = startup::retry(
-        "reading the state ConfigMap",
+        "reading the Stage objects",
         shutdown,
         |e: &crate::cluster::state::StateError| matches!(e, crate::cluster::state::StateError::Kube { source, .. } if startup::is_transient(source)),
         || store.load(),
     )
     .await?;
-    let events = EventSink::new(client.clone(), std::env::var("POD_NAME").ok());
+    let events = EventQueue::start(EventSink::new(
+        client.clone(),
+        std::env::var("POD_NAME").ok(),
+    ));
     let engine = Engine::new(
         client,
         EngineSettings {

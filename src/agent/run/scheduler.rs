@@ -262,7 +262,13 @@ async fn run_stage(ctx: &AgentContext, plan: &Plan, revision: &str, i: usize) ->
     let begin = Instant::now();
     let report = ctx
         .engine
-        .apply_stage_journaled(&plan.stages[i], revision, &mut stage_state, ctx)
+        .apply_stage_observed(
+            &plan.stages[i],
+            revision,
+            &mut stage_state,
+            ctx,
+            Some(&ctx.events),
+        )
         .await;
     settle(ctx, plan, revision, i, stage_state, report, begin.elapsed()).await
 }
@@ -293,7 +299,8 @@ async fn settle(
     } else {
         report.message.clone()
     };
-    ctx.events.publish_all(&report.events).await;
+    // Its Events were sent as they happened; they are out before its transition.
+    ctx.events.flush().await;
     let changed = ctx
         .transition(&name, revision, phase, &message, Some(stage_state))
         .await;

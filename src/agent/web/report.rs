@@ -44,6 +44,9 @@ pub struct SourceReport {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_since: Option<String>,
+    /// What the last plan warned about (a skipped stage, for one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -188,6 +191,7 @@ impl StatusReport {
                 attempted: recorded.revision,
                 error: recorded.error,
                 error_since: recorded.since,
+                warnings: recorded.warnings,
             })
         };
         Self { source, stages }

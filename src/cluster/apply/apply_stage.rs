@@ -21,6 +21,7 @@ use super::report::StageReport;
 use super::server_side_apply::Unchanged;
 use super::tally::{Tally, merge_inventory};
 use super::waits::{needs_wait, wait_all};
+use crate::cluster::events::EventOutlet;
 use crate::cluster::state::{InventoryEntry, StageState};
 use crate::core::hooks::{DeletePolicy, HookPhase};
 use crate::core::plan::PlannedStage;
@@ -47,7 +48,21 @@ impl Engine {
         state: &mut StageState,
         journal: &dyn JobJournal,
     ) -> StageReport {
-        let run = StageRun::new(planned, revision, journal);
+        self.apply_stage_observed(planned, revision, state, journal, None)
+            .await
+    }
+
+    /// [`Self::apply_stage_journaled`], sending each Event to `outlet` when
+    /// it happens (the report still lists them all).
+    pub async fn apply_stage_observed(
+        &self,
+        planned: &PlannedStage,
+        revision: &str,
+        state: &mut StageState,
+        journal: &dyn JobJournal,
+        outlet: Option<&dyn EventOutlet>,
+    ) -> StageReport {
+        let run = StageRun::new(planned, revision, journal).with_outlet(outlet);
         let mut tally = Tally::default();
         let result = match self.for_stage(planned) {
             Ok(Some(engine)) => engine.apply_recorded(&run, state, &mut tally).await,

@@ -14,7 +14,7 @@ use kube::api::PatchParams;
 use super::item::Item;
 use super::journal::JobJournal;
 use super::resolve::Resolver;
-use crate::cluster::events::{ObjectEvent, Reason};
+use crate::cluster::events::{EventOutlet, ObjectEvent, Reason};
 use crate::core::labels::{FIELD_MANAGER, STAGE_LABEL};
 use crate::core::plan::PlannedStage;
 
@@ -63,6 +63,8 @@ pub(super) struct StageRun<'a> {
     pub cluster_reset: AtomicBool,
     /// Events to emit, in the order they happened; they go in the report.
     events: Mutex<Vec<ObjectEvent>>,
+    /// Where each Event also goes at once, when the caller publishes them.
+    outlet: Option<&'a dyn EventOutlet>,
 }
 
 impl<'a> StageRun<'a> {
@@ -74,7 +76,14 @@ impl<'a> StageRun<'a> {
             journal,
             cluster_reset: AtomicBool::new(false),
             events: Mutex::default(),
+            outlet: None,
         }
+    }
+
+    /// Send each Event to `outlet` as well, as it happens.
+    pub fn with_outlet(mut self, outlet: Option<&'a dyn EventOutlet>) -> Self {
+        self.outlet = outlet;
+        self
     }
 
     /// Note an Event about `item` (the incarnation `uid`) for the report.
@@ -86,6 +95,9 @@ impl<'a> StageRun<'a> {
             reason,
             note,
         };
+        if let Some(outlet) = self.outlet {
+            outlet.send(event.clone());
+        }
         self.events
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -63,6 +63,32 @@ pub struct SourceState {
     /// When the error was first seen (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    /// What the last plan warned about (a stage skipped, a field that
+    /// changes nothing), so that `status` says it too; at most
+    /// [`MAX_SOURCE_WARNINGS`], the last line counting the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Warnings kept in the source object; `stagegate validate` lists them all.
+pub const MAX_SOURCE_WARNINGS: usize = 20;
+
+impl SourceState {
+    /// Keep a plan's warnings, at most [`MAX_SOURCE_WARNINGS`] of them.
+    /// Whether anything changed.
+    pub fn set_warnings(&mut self, mut warnings: Vec<String>) -> bool {
+        let total = warnings.len();
+        warnings.truncate(MAX_SOURCE_WARNINGS);
+        if total > MAX_SOURCE_WARNINGS {
+            warnings.push(format!(
+                "… and {} more (stagegate validate lists them)",
+                total - MAX_SOURCE_WARNINGS
+            ));
+        }
+        let changed = warnings != self.warnings;
+        self.warnings = warnings;
+        changed
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
