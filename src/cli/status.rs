@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
+use crate::core::object::Revision;
 use crate::cluster::state::store::StageObject;
 use crate::cluster::state::{JobResult, Phase, SourceState};
 
@@ -80,7 +81,7 @@ pub fn table(
     for object in dependency_order(stages) {
         let stage = &object.status.stage;
         let short =
-            |r: &Option<String>| r.as_deref().map(short_revision).unwrap_or("-").to_string();
+            |r: &Option<Revision>| r.as_deref().map(short_revision).unwrap_or("-").to_string();
         let since = stage
             .since
             .as_deref()

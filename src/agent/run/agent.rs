@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use super::context::AgentContext;
 use super::scheduler::{RevisionOutcome, run_revision};
+use crate::core::object::Revision;
 use crate::agent::metrics::ReasonLabels;
 use crate::agent::source::{Fetched, GitSource, SourceConfig};
 use crate::cluster::state::SourceState;
@@ -28,7 +29,7 @@ pub enum AgentError {
     Fetch { url: String, message: String },
     #[error("revision {revision} is invalid; nothing was applied:\n{problems}")]
     InvalidRepository {
-        revision: String,
+        revision: Revision,
         problems: Problems,
     },
     #[error("{0}")]

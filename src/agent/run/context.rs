@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 
 use futures::future::BoxFuture;
 
+use crate::core::object::Revision;
 use crate::agent::config::Settings;
 use crate::agent::metrics::Metrics;
 use crate::cluster::apply::{Engine, JobJournal};
@@ -62,7 +63,7 @@ impl AgentContext {
 
     /// Mark a stage Running (persisted only when this is a new revision for
     /// it, so a no-change cycle writes nothing) and hand out its state.
-    pub async fn begin_stage(&self, name: &str, revision: &str) -> StageState {
+    pub async fn begin_stage(&self, name: &str, revision: &Revision) -> StageState {
         let snapshot = {
             let mut state = self.state.lock().await;
             let stage = state.stages.entry(name.to_string()).or_default();
@@ -73,7 +74,7 @@ impl AgentContext {
                     stage.since = Some(jiff::Timestamp::now().to_string());
                 }
                 stage.phase = Phase::Running;
-                stage.attempted_revision = Some(revision.to_string());
+                stage.attempted_revision = Some(revision.clone());
                 stage.message = match stage.rerun.is_empty() {
                     true => format!("applying {revision}"),
                     false => format!(
@@ -97,7 +98,7 @@ impl AgentContext {
     pub async fn transition(
         &self,
         name: &str,
-        revision: &str,
+        revision: &Revision,
         phase: Phase,
         message: &str,
         updated: Option<StageState>,
@@ -118,7 +119,7 @@ impl AgentContext {
     /// One log line and one Event on the Stage object per transition: the
     /// first line of the message in the text, the rest (a pod's log tail) as
     /// a field.
-    async fn announce(&self, name: &str, revision: &str, phase: Phase, message: &str) {
+    async fn announce(&self, name: &str, revision: &Revision, phase: Phase, message: &str) {
         let first_line = message.lines().next().unwrap_or_default();
         let detail = message.split_once('\n').map(|(_, rest)| rest).unwrap_or("");
         let short = crate::agent::logging::short_revision(revision);
@@ -156,7 +157,7 @@ impl AgentContext {
 /// Ready at this revision.
 fn record_transition(
     stage: &mut StageState,
-    revision: &str,
+    revision: &Revision,
     phase: Phase,
     message: &str,
     updated: Option<StageState>,
@@ -177,10 +178,10 @@ fn record_transition(
     stage.phase = phase;
     stage.message = message.to_string();
     if phase != Phase::Suspended {
-        stage.attempted_revision = Some(revision.to_string());
+        stage.attempted_revision = Some(revision.clone());
     }
     if phase == Phase::Ready {
-        stage.revision = Some(revision.to_string());
+        stage.revision = Some(revision.clone());
     }
     changed
 }
@@ -213,7 +214,7 @@ mod tests {
         let mut stage = StageState::default();
         assert!(record_transition(
             &mut stage,
-            "r1",
+            &"r1".into(),
             Phase::Failed,
             "Job failed",
             None
@@ -225,25 +226,25 @@ mod tests {
         );
         let since = stage.since.clone();
         assert!(
-            !record_transition(&mut stage, "r1", Phase::Failed, "Job failed", None),
+            !record_transition(&mut stage, &"r1".into(), Phase::Failed, "Job failed", None),
             "the same phase and message again is no news"
         );
         assert_eq!(stage.since, since, "the phase did not change");
         assert!(record_transition(
             &mut stage,
-            "r2",
+            &"r2".into(),
             Phase::Ready,
             "3 objects applied",
             None
         ));
         assert_eq!(stage.revision.as_deref(), Some("r2"));
         assert!(
-            record_transition(&mut stage, "r3", Phase::Ready, "3 objects applied", None),
+            record_transition(&mut stage, &"r3".into(), Phase::Ready, "3 objects applied", None),
             "Ready at a new revision is news"
         );
         assert!(record_transition(
             &mut stage,
-            "r4",
+            &"r4".into(),
             Phase::Suspended,
             "suspended",
             None
@@ -263,7 +264,7 @@ mod tests {
             stalled: true,
             ..StageState::default()
         };
-        record_transition(&mut stage, "r1", Phase::Failed, "x", Some(updated));
+        record_transition(&mut stage, &"r1".into(), Phase::Failed, "x", Some(updated));
         assert!(stage.prune && stage.stalled);
     }
 }

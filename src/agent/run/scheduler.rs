@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::context::AgentContext;
+use crate::core::object::Revision;
 use crate::agent::metrics::{StageLabels, StageReasonLabels, StageResultLabels};
 use crate::cluster::apply::{JobOutcome, StageReport};
 use crate::cluster::state::{Phase, StageState};
@@ -22,7 +23,7 @@ use crate::core::plan::Plan;
 /// How a revision's run ended.
 #[derive(Debug, Clone)]
 pub struct RevisionOutcome {
-    pub revision: String,
+    pub revision: Revision,
     /// Final phase and message of every stage, in plan order.
     pub stages: Vec<(String, Phase, String)>,
     pub cancelled: bool,
@@ -105,7 +106,7 @@ impl Progress {
 pub async fn run_revision(
     ctx: Arc<AgentContext>,
     plan: Arc<Plan>,
-    revision: String,
+    revision: Revision,
     cancel: CancellationToken,
 ) -> RevisionOutcome {
     let n = plan.stages.len();
@@ -159,7 +160,7 @@ pub async fn run_revision(
         }
     }
     if cancelled {
-        info!(revision, "run of this revision stopped before its end");
+        info!(revision = %revision.short(), "run of this revision stopped before its end");
     }
     let stages = (0..n)
         .map(|i| {
@@ -182,7 +183,7 @@ pub async fn run_revision(
 async fn settle_suspended(
     ctx: &AgentContext,
     plan: &Plan,
-    revision: &str,
+    revision: &Revision,
     progress: &mut Progress,
 ) {
     let suspended: Vec<(usize, bool)> = {
@@ -217,7 +218,7 @@ async fn settle_suspended(
 async fn start_ready(
     ctx: &Arc<AgentContext>,
     plan: &Arc<Plan>,
-    revision: &str,
+    revision: &Revision,
     progress: &mut Progress,
     running: &mut JoinSet<Finished>,
 ) {
@@ -248,7 +249,7 @@ async fn start_ready(
                 // (bounded by the client), and this loop is free at once
                 // for the next stage to start or finish.
                 let (ctx, plan) = (ctx.clone(), plan.clone());
-                let revision = revision.to_string();
+                let revision = revision.clone();
                 running.spawn(async move { run_stage(&ctx, &plan, &revision, i).await });
             }
         }
@@ -256,7 +257,7 @@ async fn start_ready(
 }
 
 /// One stage from Running to its outcome: begin, apply, transition.
-async fn run_stage(ctx: &AgentContext, plan: &Plan, revision: &str, i: usize) -> Finished {
+async fn run_stage(ctx: &AgentContext, plan: &Plan, revision: &Revision, i: usize) -> Finished {
     let name = plan.stages[i].stage.name.as_str();
     let mut stage_state = ctx.begin_stage(name, revision).await;
     let begin = Instant::now();
@@ -277,7 +278,7 @@ async fn run_stage(ctx: &AgentContext, plan: &Plan, revision: &str, i: usize) ->
 async fn settle(
     ctx: &AgentContext,
     plan: &Plan,
-    revision: &str,
+    revision: &Revision,
     i: usize,
     mut stage_state: StageState,
     report: StageReport,
@@ -294,7 +295,7 @@ async fn settle(
     // the next, so that such a cycle writes nothing; the details are logged.
     let message = if report.ready {
         // The Ready transition says it for people; the counts are detail.
-        tracing::debug!(stage = %name, revision, "{}", report.message);
+        tracing::debug!(stage = %name, revision = %revision.short(), "{}", report.message);
         format!("{} objects applied", plan.stages[i].objects.len())
     } else {
         report.message.clone()

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::object::Revision;
 use crate::cluster::state::{JobHistory, JobResult, Phase, StageState, State};
 use crate::core::plan::Plan;
 use crate::core::plan::hook_lines;
@@ -35,10 +36,10 @@ pub struct SourceReport {
     pub reference: Option<String>,
     /// The revision every stage reached Ready at, when they agree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub applied: Option<String>,
+    pub applied: Option<Revision>,
     /// The revision last fetched, which the stages are brought to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempted: Option<String>,
+    pub attempted: Option<Revision>,
     /// Why the last fetch or plan failed; empty when it succeeded.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
@@ -59,9 +60,9 @@ pub struct StageReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
+    pub revision: Option<Revision>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempted_revision: Option<String>,
+    pub attempted_revision: Option<Revision>,
     /// From the revision the agent planned last (absent when not known).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
@@ -105,7 +106,7 @@ pub struct JobReport {
 #[serde(rename_all = "camelCase")]
 pub struct RunReport {
     pub hash: String,
-    pub revision: String,
+    pub revision: Revision,
     pub result: JobResult,
     /// 1 for the first run of this spec hash, 2 for its first retry, ….
     pub attempt: u32,
@@ -199,16 +200,14 @@ impl StatusReport {
 }
 
 /// The revision all stages are Ready at, if they agree on one.
-fn applied_revision(state: &State) -> Option<String> {
+fn applied_revision(state: &State) -> Option<Revision> {
     let mut revisions = state.stages.values().map(|s| {
         (s.phase == Phase::Ready)
-            .then_some(s.revision.as_deref())
+            .then_some(s.revision.as_ref())
             .flatten()
     });
     let first = revisions.next()??;
-    revisions
-        .all(|r| r == Some(first))
-        .then(|| first.to_string())
+    revisions.all(|r| r == Some(first)).then(|| first.clone())
 }
 
 fn stage_report(stage: &StageState) -> StageReport {

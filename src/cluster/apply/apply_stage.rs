@@ -24,6 +24,7 @@ use super::waits::{needs_wait, wait_all};
 use crate::cluster::events::EventOutlet;
 use crate::cluster::state::{InventoryEntry, StageState};
 use crate::core::hooks::{DeletePolicy, HookPhase};
+use crate::core::object::Revision;
 use crate::core::plan::PlannedStage;
 
 impl Engine {
@@ -32,7 +33,7 @@ impl Engine {
     pub async fn apply_stage(
         &self,
         planned: &PlannedStage,
-        revision: &str,
+        revision: impl Into<Revision>,
         state: &mut StageState,
     ) -> StageReport {
         self.apply_stage_journaled(planned, revision, state, &NoJournal)
@@ -44,11 +45,12 @@ impl Engine {
     pub async fn apply_stage_journaled(
         &self,
         planned: &PlannedStage,
-        revision: &str,
+        revision: impl Into<Revision>,
         state: &mut StageState,
         journal: &dyn JobJournal,
     ) -> StageReport {
-        self.apply_stage_observed(planned, revision, state, journal, None)
+        let revision = revision.into();
+        self.apply_stage_observed(planned, &revision, state, journal, None)
             .await
     }
 
@@ -57,7 +59,7 @@ impl Engine {
     pub async fn apply_stage_observed(
         &self,
         planned: &PlannedStage,
-        revision: &str,
+        revision: &Revision,
         state: &mut StageState,
         journal: &dyn JobJournal,
         outlet: Option<&dyn EventOutlet>,
@@ -164,7 +166,7 @@ impl Engine {
         {
             warn!(
                 stage = run.name(),
-                revision = run.revision,
+                revision = %run.revision.short(),
                 "every object recorded as applied is gone from the cluster: recorded Job runs are not trusted"
             );
             run.cluster_reset.store(true, Ordering::Relaxed);

@@ -16,6 +16,7 @@ use super::journal::JobJournal;
 use super::resolve::Resolver;
 use crate::cluster::events::{EventOutlet, ObjectEvent, Reason};
 use crate::core::labels::{FIELD_MANAGER, STAGE_LABEL};
+use crate::core::object::Revision;
 use crate::core::plan::PlannedStage;
 
 #[derive(Debug, Clone)]
@@ -53,7 +54,7 @@ pub struct Engine {
 /// One apply of one stage: what every step reads.
 pub(super) struct StageRun<'a> {
     pub planned: &'a PlannedStage,
-    pub revision: &'a str,
+    pub revision: &'a Revision,
     /// The label selector of the stage's objects.
     pub selector: String,
     /// Where Job runs are written down as they start and end.
@@ -68,7 +69,11 @@ pub(super) struct StageRun<'a> {
 }
 
 impl<'a> StageRun<'a> {
-    pub fn new(planned: &'a PlannedStage, revision: &'a str, journal: &'a dyn JobJournal) -> Self {
+    pub fn new(
+        planned: &'a PlannedStage,
+        revision: &'a Revision,
+        journal: &'a dyn JobJournal,
+    ) -> Self {
         Self {
             planned,
             revision,

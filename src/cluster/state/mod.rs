@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::object::ObjectRef;
+use crate::core::object::{ObjectRef, Revision};
 
 pub mod legacy;
 pub mod requests;
@@ -49,10 +49,10 @@ pub struct State {
 pub struct SourceState {
     /// The revision last fetched (or refused as invalid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
+    pub revision: Option<Revision>,
     /// The last revision every stage reached Ready at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub applied: Option<String>,
+    pub applied: Option<Revision>,
     /// Why the last fetch or plan failed; empty when it succeeded.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
@@ -121,7 +121,7 @@ pub struct StageState {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub revision: Option<String>,
+    pub revision: Option<Revision>,
     /// The revision of the latest attempt, whatever its outcome.
     #[serde(
         rename = "lastAttemptedRevision",
@@ -129,7 +129,7 @@ pub struct StageState {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub attempted_revision: Option<String>,
+    pub attempted_revision: Option<Revision>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// When the stage entered its phase (RFC 3339).
@@ -208,7 +208,7 @@ pub enum JobResult {
 #[serde(rename_all = "camelCase")]
 pub struct JobRun {
     pub hash: String,
-    pub revision: String,
+    pub revision: Revision,
     pub result: JobResult,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -6,8 +6,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 
+pub use crate::core::object::StageName;
 use crate::core::render::{ImageOverride, Patch};
 
 pub mod definition;
@@ -86,32 +86,6 @@ fn near(a: &str, b: &str) -> bool {
         }
     }
     row[b.len()] <= 2
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct StageName(String);
-
-impl StageName {
-    pub fn new(name: impl Into<String>) -> Self {
-        Self(name.into())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for StageName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<&str> for StageName {
-    fn from(s: &str) -> Self {
-        Self(s.to_string())
-    }
 }
 
 /// Which document form declared a stage.
