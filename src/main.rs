@@ -362,7 +362,11 @@ async fn diff(
         out.push_str(&diff.to_string());
     }
     if stage.is_none() {
-        for (name, removed) in state.stages.iter().filter(|(n, _)| plan.stage(n).is_none()) {
+        for (name, removed) in state
+            .stages
+            .iter()
+            .filter(|(n, _)| plan.stage(n.as_str()).is_none())
+        {
             if removed.prune && !removed.inventory.is_empty() {
                 changes = true;
                 out.push_str(&format!("stage {name}: removed from the repository\n"));

@@ -3,9 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use crate::core::object::Revision;
 use crate::cluster::state::store::StageObject;
 use crate::cluster::state::{JobResult, Phase, SourceState};
+use crate::core::object::Revision;
 
 /// A Job running now, as seen live in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -85,6 +85,12 @@ impl From<&str> for StageName {
     }
 }
 
+impl PartialEq<str> for StageName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
 impl std::borrow::Borrow<str> for StageName {
     fn borrow(&self) -> &str {
         &self.0

@@ -15,12 +15,12 @@ use tracing::{error, info, warn};
 
 use super::context::AgentContext;
 use super::scheduler::{RevisionOutcome, run_revision};
-use crate::core::object::Revision;
 use crate::agent::metrics::ReasonLabels;
 use crate::agent::source::{Fetched, GitSource, SourceConfig};
 use crate::cluster::state::SourceState;
 use crate::cluster::state::stage_events::EventKind;
 use crate::core::diagnostics::Problems;
+use crate::core::object::{Revision, StageName};
 use crate::core::plan::{Plan, build_plan_with};
 
 #[derive(Debug, thiserror::Error)]
@@ -394,11 +394,11 @@ impl Agent {
     /// Apply the requests made on the Stage objects to a fresh plan: a
     /// stage suspended by `stagegate suspend` is suspended whatever Git says.
     async fn with_requests(&self, plan: Arc<Plan>) -> Arc<Plan> {
-        let suspended: Vec<String> = {
+        let suspended: Vec<StageName> = {
             let state = self.ctx.state.lock().await;
             plan.stages
                 .iter()
-                .map(|s| s.stage.name.to_string())
+                .map(|s| s.stage.name.clone())
                 .filter(|n| state.requests.get(n).is_some_and(|r| r.suspend))
                 .collect()
         };
@@ -407,7 +407,7 @@ impl Agent {
         }
         let mut plan = (*plan).clone();
         for planned in plan.stages.iter_mut() {
-            if suspended.iter().any(|n| n == planned.stage.name.as_str()) {
+            if suspended.contains(&planned.stage.name) {
                 planned.stage.suspend = true;
             }
         }
@@ -439,7 +439,7 @@ impl Agent {
         if newly_applied {
             self.ctx.persist_source().await;
         }
-        let removed: Vec<(String, crate::cluster::state::StageState)> = {
+        let removed: Vec<(StageName, crate::cluster::state::StageState)> = {
             let state = self.ctx.state.lock().await;
             let plan_names: Vec<&str> = outcome.stages.iter().map(|(n, _, _)| n.as_str()).collect();
             state
@@ -454,7 +454,7 @@ impl Agent {
                 let (pruned, notes) = self
                     .ctx
                     .engine
-                    .prune_removed_stage(&name, &stage.inventory)
+                    .prune_removed_stage(name.as_str(), &stage.inventory)
                     .await;
                 info!(stage = %name, pruned, "stage removed from the repository; its objects were pruned");
                 for note in notes {
@@ -466,7 +466,7 @@ impl Agent {
             self.ctx.state.lock().await.stages.remove(&name);
             // The object goes last: until the objects are pruned it holds
             // the inventory that says what to prune.
-            if let Err(e) = self.ctx.store.delete_stage(&name).await {
+            if let Err(e) = self.ctx.store.delete_stage(name.as_str()).await {
                 warn!(stage = %name, error = %e, "cannot delete the stage's object");
             }
         }

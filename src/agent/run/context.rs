@@ -11,13 +11,13 @@ use tracing::{error, info, warn};
 
 use futures::future::BoxFuture;
 
-use crate::core::object::Revision;
 use crate::agent::config::Settings;
 use crate::agent::metrics::Metrics;
 use crate::cluster::apply::{Engine, JobJournal};
 use crate::cluster::events::EventQueue;
 use crate::cluster::state::stage_events::{EventKind, StageEvents};
 use crate::cluster::state::{JobRun, Phase, StageState, State, StateStore};
+use crate::core::object::{Revision, StageName};
 
 pub struct AgentContext {
     pub engine: Engine,
@@ -63,10 +63,10 @@ impl AgentContext {
 
     /// Mark a stage Running (persisted only when this is a new revision for
     /// it, so a no-change cycle writes nothing) and hand out its state.
-    pub async fn begin_stage(&self, name: &str, revision: &Revision) -> StageState {
+    pub async fn begin_stage(&self, name: &StageName, revision: &Revision) -> StageState {
         let snapshot = {
             let mut state = self.state.lock().await;
-            let stage = state.stages.entry(name.to_string()).or_default();
+            let stage = state.stages.entry(name.clone()).or_default();
             let new_revision =
                 stage.revision.as_deref() != Some(revision) || stage.phase != Phase::Ready;
             if new_revision || !stage.rerun.is_empty() {
@@ -83,13 +83,13 @@ impl AgentContext {
                     ),
                 };
                 let revision = crate::agent::logging::short_revision(revision);
-                info!(stage = name, %revision, "stage {name} is Running");
+                info!(stage = %name, %revision, "stage {name} is Running");
             }
             let snapshot = stage.clone();
-            self.metrics.set_phase(name, stage.phase);
+            self.metrics.set_phase(name.as_str(), stage.phase);
             snapshot
         };
-        self.persist_stage(name).await;
+        self.persist_stage(name.as_str()).await;
         snapshot
     }
 
@@ -97,7 +97,7 @@ impl AgentContext {
     /// persist. True when the phase or message changed.
     pub async fn transition(
         &self,
-        name: &str,
+        name: &StageName,
         revision: &Revision,
         phase: Phase,
         message: &str,
@@ -105,14 +105,14 @@ impl AgentContext {
     ) -> bool {
         let changed = {
             let mut state = self.state.lock().await;
-            let stage = state.stages.entry(name.to_string()).or_default();
+            let stage = state.stages.entry(name.clone()).or_default();
             record_transition(stage, revision, phase, message, updated)
         };
-        self.metrics.set_phase(name, phase);
+        self.metrics.set_phase(name.as_str(), phase);
         if changed {
-            self.announce(name, revision, phase, message).await;
+            self.announce(name.as_str(), revision, phase, message).await;
         }
-        self.persist_stage(name).await;
+        self.persist_stage(name.as_str()).await;
         changed
     }
 
@@ -189,18 +189,23 @@ fn record_transition(
 /// Job runs are persisted as they start and end, not when the stage ends: a
 /// SIGKILL, a restart or a Job's TTL then cannot make one run twice (#13).
 impl JobJournal for AgentContext {
-    fn record<'a>(&'a self, stage: &'a str, job: &'a str, run: &'a JobRun) -> BoxFuture<'a, ()> {
+    fn record<'a>(
+        &'a self,
+        stage: &'a StageName,
+        job: &'a str,
+        run: &'a JobRun,
+    ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             {
                 let mut state = self.state.lock().await;
-                let stage = state.stages.entry(stage.to_string()).or_default();
+                let stage = state.stages.entry(stage.clone()).or_default();
                 stage
                     .jobs
                     .entry(job.to_string())
                     .or_default()
                     .record(run.clone());
             }
-            self.persist_stage(stage).await;
+            self.persist_stage(stage.as_str()).await;
         })
     }
 }
@@ -239,7 +244,13 @@ mod tests {
         ));
         assert_eq!(stage.revision.as_deref(), Some("r2"));
         assert!(
-            record_transition(&mut stage, &"r3".into(), Phase::Ready, "3 objects applied", None),
+            record_transition(
+                &mut stage,
+                &"r3".into(),
+                Phase::Ready,
+                "3 objects applied",
+                None
+            ),
             "Ready at a new revision is news"
         );
         assert!(record_transition(

@@ -236,7 +236,7 @@ async fn context(
         },
     );
     for (name, stage) in &state.stages {
-        metrics.set_phase(name, stage.phase);
+        metrics.set_phase(name.as_str(), stage.phase);
     }
     Ok(Arc::new(AgentContext::new(
         engine, events, settings, store, state, metrics,

@@ -5,9 +5,9 @@
 use tracing::{error, info};
 
 use super::context::AgentContext;
-use crate::core::object::Revision;
 use crate::cluster::state::{JobResult, Phase, StageSpec, StageState};
 use crate::core::labels::SPEC_HASH_ANNOTATION;
+use crate::core::object::Revision;
 use crate::core::plan::PlannedStage;
 
 impl AgentContext {
@@ -54,7 +54,11 @@ impl AgentContext {
     /// with no retry left, and nobody asked for a rerun), its recorded phase
     /// and message: it is not run again, so no Running transition, Event,
     /// metric or write, until a new revision or a request.
-    pub async fn steady(&self, planned: &PlannedStage, revision: &Revision) -> Option<(Phase, String)> {
+    pub async fn steady(
+        &self,
+        planned: &PlannedStage,
+        revision: &Revision,
+    ) -> Option<(Phase, String)> {
         let state = self.state.lock().await;
         let stage = state.stages.get(planned.stage.name.as_str())?;
         let steady = stage.phase == Phase::Failed

@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::context::AgentContext;
-use crate::core::object::Revision;
 use crate::agent::metrics::{StageLabels, StageReasonLabels, StageResultLabels};
 use crate::cluster::apply::{JobOutcome, StageReport};
 use crate::cluster::state::{Phase, StageState};
+use crate::core::object::Revision;
 use crate::core::plan::Plan;
 
 /// How a revision's run ended.
@@ -208,7 +208,7 @@ async fn settle_suspended(
             (Phase::Blocked, "suspended before it was ever applied")
         };
         progress.settle(i, phase, message.to_string());
-        let name = plan.stages[i].stage.name.as_str();
+        let name = &plan.stages[i].stage.name;
         ctx.transition(name, revision, phase, message, None).await;
     }
 }
@@ -228,7 +228,7 @@ async fn start_ready(
         if progress.started[i] {
             continue;
         }
-        let name = plan.stages[i].stage.name.as_str();
+        let name = &plan.stages[i].stage.name;
         match progress.next(plan, i) {
             Next::Wait => {}
             Next::Block(reason) => {
@@ -258,7 +258,7 @@ async fn start_ready(
 
 /// One stage from Running to its outcome: begin, apply, transition.
 async fn run_stage(ctx: &AgentContext, plan: &Plan, revision: &Revision, i: usize) -> Finished {
-    let name = plan.stages[i].stage.name.as_str();
+    let name = &plan.stages[i].stage.name;
     let mut stage_state = ctx.begin_stage(name, revision).await;
     let begin = Instant::now();
     let report = ctx
@@ -285,7 +285,7 @@ async fn settle(
     elapsed: Duration,
 ) -> Finished {
     stage_state.stalled = !report.ready && super::record::stalled(&plan.stages[i], &stage_state);
-    let name = plan.stages[i].stage.name.to_string();
+    let name = &plan.stages[i].stage.name;
     let phase = if report.ready {
         Phase::Ready
     } else {
@@ -303,11 +303,11 @@ async fn settle(
     // Its Events were sent as they happened; they are out before its transition.
     ctx.events.flush().await;
     let changed = ctx
-        .transition(&name, revision, phase, &message, Some(stage_state))
+        .transition(name, revision, phase, &message, Some(stage_state))
         .await;
     // A drift check that found nothing to do is no reconcile.
     if changed || report.applied > 0 || report.recreated > 0 || report.pruned > 0 {
-        record_metrics(ctx, &name, &report, elapsed);
+        record_metrics(ctx, name.as_str(), &report, elapsed);
     }
     (i, phase, message)
 }

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::object::Revision;
 use crate::cluster::state::{JobHistory, JobResult, Phase, StageState, State};
+use crate::core::object::Revision;
 use crate::core::plan::Plan;
 use crate::core::plan::hook_lines;
 
@@ -173,7 +173,7 @@ impl StatusReport {
         let mut stages: BTreeMap<String, StageReport> = state
             .stages
             .iter()
-            .map(|(name, stage)| (name.clone(), stage_report(stage)))
+            .map(|(name, stage)| (name.to_string(), stage_report(stage)))
             .collect();
         for planned in topology.map(|t| t.stages.as_slice()).unwrap_or_default() {
             let stage = stages.entry(planned.name.clone()).or_default();

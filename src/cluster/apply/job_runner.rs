@@ -446,7 +446,7 @@ impl JobTask<'_> {
     async fn journal(&self, run: &JobRun) {
         self.ctx
             .journal
-            .record(self.ctx.name(), &self.key(), run)
+            .record(&self.ctx.planned.stage.name, &self.key(), run)
             .await;
     }
 

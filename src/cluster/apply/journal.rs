@@ -6,18 +6,24 @@
 use futures::future::BoxFuture;
 
 use crate::cluster::state::JobRun;
+use crate::core::object::StageName;
 
 pub trait JobJournal: Send + Sync {
     /// Record `run` of the Job `job` (`namespace/name`) of `stage`, durably,
     /// before returning.
-    fn record<'a>(&'a self, stage: &'a str, job: &'a str, run: &'a JobRun) -> BoxFuture<'a, ()>;
+    fn record<'a>(
+        &'a self,
+        stage: &'a StageName,
+        job: &'a str,
+        run: &'a JobRun,
+    ) -> BoxFuture<'a, ()>;
 }
 
 /// For callers whose record is the returned state alone (`diff`, tests).
 pub struct NoJournal;
 
 impl JobJournal for NoJournal {
-    fn record<'a>(&'a self, _: &'a str, _: &'a str, _: &'a JobRun) -> BoxFuture<'a, ()> {
+    fn record<'a>(&'a self, _: &'a StageName, _: &'a str, _: &'a JobRun) -> BoxFuture<'a, ()> {
         Box::pin(async {})
     }
 }

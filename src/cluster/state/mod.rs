@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::object::{ObjectRef, Revision};
+use crate::core::object::{ObjectRef, Revision, StageName};
 
 pub mod legacy;
 pub mod requests;
@@ -30,7 +30,7 @@ const RUNS_KEPT: usize = 5;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     #[serde(default)]
-    pub stages: BTreeMap<String, StageState>,
+    pub stages: BTreeMap<StageName, StageState>,
     /// The Git source: last good revision and the current fetch error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceState>,
@@ -41,7 +41,7 @@ pub struct State {
     /// What the annotations of the Stage objects ask for, by stage: kept
     /// on the objects, not in the status.
     #[serde(skip)]
-    pub requests: BTreeMap<String, Requests>,
+    pub requests: BTreeMap<StageName, Requests>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -20,6 +20,7 @@ use super::requests::Requests;
 use super::resource::{CRD_NAME, GROUP, KIND, StageSpec, StageStatus, VERSION, api_resource};
 use super::{SourceState, StageState, State};
 use crate::cluster::apply::api_call::ServerMessage;
+use crate::core::object::StageName;
 
 /// The ConfigMap that stands for the Git source: its status (revision, error)
 /// and its Events; `stagegate reconcile` annotates it.
@@ -251,8 +252,10 @@ impl StateStore {
             self.remember(&object);
             state
                 .requests
-                .insert(object.name.clone(), object.requests.clone());
-            state.stages.insert(object.name, object.status.stage);
+                .insert(StageName::new(object.name.clone()), object.requests.clone());
+            state
+                .stages
+                .insert(StageName::new(object.name), object.status.stage);
         }
         state.source = self.load_source().await?;
         Ok(state)
@@ -288,10 +291,10 @@ impl StateStore {
         })?;
         let mut converted = 0;
         for (name, stage) in old.stages {
-            if state.stages.contains_key(&name) {
+            if state.stages.contains_key(name.as_str()) {
                 continue;
             }
-            self.save_stage(&name, None, &stage).await?;
+            self.save_stage(name.as_str(), None, &stage).await?;
             state.stages.insert(name, stage);
             converted += 1;
         }

@@ -6,7 +6,6 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-
 pub use crate::core::object::StageName;
 use crate::core::render::{ImageOverride, Patch};
 
