@@ -14,8 +14,14 @@ use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::mpsc;
 
-pub use crate::cluster::state::stage_events::EventKind;
 use crate::core::object::ObjectRef;
+
+/// An Event's type, as the API server knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Normal,
+    Warning,
+}
 
 /// Why the engine has something to say about an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -300,13 +300,14 @@ fn limit_malloc_arenas() {
 /// What start-up needs (see [`crate::agent::rbac`]). A GET of namespace X is
 /// authorized as a request in X, so a Role in the agent's namespace covers
 /// it; `--create-namespace` needs more, and is for development clusters.
-pub const PERMISSIONS: &[crate::agent::rbac::Permission] = &[crate::agent::rbac::Permission {
-    group: "",
-    resource: "namespaces",
-    verbs: &["get"],
-    cluster_wide: false,
-    why: "stagegate run checks at start-up that its own namespace exists",
-}];
+pub const PERMISSIONS: &[crate::core::permission::Permission] =
+    &[crate::core::permission::Permission {
+        group: "",
+        resource: "namespaces",
+        verbs: &["get"],
+        cluster_wide: false,
+        why: "stagegate run checks at start-up that its own namespace exists",
+    }];
 
 /// The agent's namespace holds its state and Lease: say clearly when it is
 /// missing, or create it when asked to.
