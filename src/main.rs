@@ -166,6 +166,11 @@ struct RepoArgs {
     /// Take Flux's own bootstrap Kustomization as a stage instead of skipping it.
     #[arg(long, env = "STAGEGATE_APPLY_FLUX_BOOTSTRAP", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     apply_flux_bootstrap: Option<bool>,
+    /// The ServiceAccount (in each Kustomization's namespace) Flux stages
+    /// without serviceAccountName are applied as, as the agent's flag of the
+    /// same name: `diff` then compares as that account.
+    #[arg(long, value_name = "NAME", env = "STAGEGATE_DEFAULT_SERVICE_ACCOUNT")]
+    default_service_account: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -357,7 +362,11 @@ async fn diff(
         out.push_str(&diff.to_string());
     }
     if stage.is_none() {
-        for (name, removed) in state.stages.iter().filter(|(n, _)| plan.stage(n).is_none()) {
+        for (name, removed) in state
+            .stages
+            .iter()
+            .filter(|(n, _)| plan.stage(n.as_str()).is_none())
+        {
             if removed.prune && !removed.inventory.is_empty() {
                 changes = true;
                 out.push_str(&format!("stage {name}: removed from the repository\n"));
@@ -401,10 +410,18 @@ fn load(repo: &RepoArgs) -> Result<Plan, ExitCode> {
         },
         None => None,
     };
+    let default_service_account =
+        match stagegate::agent::config::service_account(repo.default_service_account.clone()) {
+            Ok(name) => name,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(ExitCode::from(2));
+            }
+        };
     let options = PlanOptions {
         apply_flux_bootstrap: repo.apply_flux_bootstrap.unwrap_or(false),
+        default_service_account,
         substitution,
-        ..PlanOptions::default()
     };
     match build_plan_with(&repo.dir, repo.path.as_deref(), &options) {
         Ok(plan) => {

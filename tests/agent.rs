@@ -724,3 +724,60 @@ async fn suspended_stage_blocks_dependents_only_until_it_was_once_ready() {
     assert_eq!(image, "registry.example.com/shop/app:1.1.0");
     e.c.sim.shutdown().await;
 }
+
+/// An Event is published when it happens, not when its stage ends: a pod
+/// stuck pulling its image is on the Job while the stage still waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_pod_is_an_event_while_its_stage_still_waits() {
+    let e = env().await;
+    let repo = GitRepo::init(&e.tmp.path().join("repo"));
+    commit(
+        &repo,
+        "stuck",
+        &seed_files(
+            "print bpi(20)",
+            "1.0.0",
+            "    sim.stagegate.dev/outcome: image-pull-backoff\n",
+        ),
+    );
+    let mut agent = e.spawn(
+        &repo.file_url(),
+        &[
+            "--interval",
+            "1h",
+            "--leader-elect",
+            "false",
+            "--stuck-pod-grace",
+            "10m",
+        ],
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(e.c.client.clone(), "shop");
+    let stuck = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let found = events
+                .list(&Default::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|ev| ev.reason.as_deref() == Some("PodStuck"));
+            if let Some(found) = found {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("a PodStuck Event within a minute");
+    assert_eq!(
+        stuck.regarding.as_ref().and_then(|r| r.name.as_deref()),
+        Some("db-migrate")
+    );
+    // The stage cannot end before the 10m grace: it is still Running.
+    let state = e.state().await;
+    assert_eq!(state.stages["pre"].phase, Phase::Running, "{state:?}");
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    e.c.sim.shutdown().await;
+}

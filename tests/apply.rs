@@ -699,7 +699,7 @@ struct Persisted(std::sync::Mutex<stagegate::cluster::state::StageState>);
 impl stagegate::cluster::apply::JobJournal for Persisted {
     fn record<'a>(
         &'a self,
-        _stage: &'a str,
+        _stage: &'a stagegate::core::stage::StageName,
         job: &'a str,
         run: &'a stagegate::cluster::state::JobRun,
     ) -> futures::future::BoxFuture<'a, bool> {

@@ -10,7 +10,7 @@
 //! below is the design: it says which layer each module belongs to, and the
 //! test fails when a module sits in another layer's directory.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,6 +27,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("render", Layer::Core),
     ("plan", Layer::Core),
     ("hooks", Layer::Core),
+    ("kinds", Layer::Core),
     ("tree", Layer::Core),
     ("yaml", Layer::Core),
     ("diagnostics", Layer::Core),
@@ -262,6 +263,88 @@ fn every_module_imports_only_its_own_layer_or_the_ones_below() {
     assert!(
         stale.is_empty(),
         "known exceptions no longer needed: {stale:?}"
+    );
+}
+
+/// Which modules each module imports (its unit tests aside), over all layers.
+fn import_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let Some((_, module)) = module_of(&src, file) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(file).expect("a readable source file");
+        let imports = crate_imports(code_before_unit_tests(&text));
+        let edges = graph.entry(module.clone()).or_default();
+        edges.extend(
+            imports
+                .into_iter()
+                .map(|(_, imported)| imported)
+                .filter(|imported| *imported != module),
+        );
+    }
+    graph
+}
+
+/// A cycle in `graph`, as the modules along it, if there is one.
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        module: &str,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|m| m == module) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(module.to_string());
+            return Some(cycle);
+        }
+        if done.contains(module) {
+            return None;
+        }
+        path.push(module.to_string());
+        for next in graph.get(module).into_iter().flatten() {
+            if let Some(cycle) = visit(graph, next, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(module.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|module| visit(graph, module, &mut Vec::new(), &mut done))
+}
+
+/// Within a layer too, modules import each other in one direction only:
+/// `stage` reads definitions and asks `render` for objects; `render` takes
+/// a `StageInput` and knows nothing of stages.
+#[test]
+fn no_two_modules_import_each_other_even_through_others() {
+    let graph = import_graph();
+    assert!(graph.contains_key("render") && graph.contains_key("stage"));
+    assert!(
+        graph["stage"].contains("render"),
+        "the check sees stage's imports"
+    );
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!(
+            "modules importing each other in a circle: {}",
+            cycle.join(" -> ")
+        );
+    }
+    let mut circular = BTreeMap::new();
+    circular.insert("a".to_string(), BTreeSet::from(["b".to_string()]));
+    circular.insert("b".to_string(), BTreeSet::from(["a".to_string()]));
+    assert_eq!(
+        find_cycle(&circular),
+        Some(vec!["a".into(), "b".into(), "a".into()]),
+        "the cycle finder finds one"
     );
 }
 

@@ -90,10 +90,7 @@ async fn diff_status_and_rerun_against_a_cluster() {
     let store = StateStore::new(c.client.clone(), "stagegate-system");
     let mut state = State::default();
     for planned in &plan(&repo).stages {
-        let stage_state = state
-            .stages
-            .entry(planned.stage.name.to_string())
-            .or_default();
+        let stage_state = state.stages.entry(planned.stage.name.clone()).or_default();
         let report = engine
             .apply_stage(
                 planned,

@@ -525,5 +525,105 @@ async fn the_default_service_account_locks_down_stages_that_name_none() {
         !ns.status.success(),
         "nothing of the tenants stage was created"
     );
+
+    // `diff` compares as the stage would be applied: with the same flag, as
+    // the ServiceAccount, which may not even read; without it, as the user.
+    let checkout =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flux/tenants");
+    let diff = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_stagegate"))
+            .arg("diff")
+            .arg(&checkout)
+            .args(["--stage", "tenants", "--namespace", NS, "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args(extra)
+            .env_remove("KUBECONFIG")
+            .env_remove("STAGEGATE_DEFAULT_SERVICE_ACCOUNT")
+            .output()
+            .unwrap()
+    };
+    let as_account = diff(&["--default-service-account", "reconciler"]);
+    let out = text(&as_account);
+    assert_eq!(as_account.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("system:serviceaccount:flux-system:reconciler"),
+        "{out}"
+    );
+    let as_user = diff(&[]);
+    let out = text(&as_user);
+    assert_eq!(as_user.status.code(), Some(1), "changes to show: {out}");
+    assert!(
+        !out.contains("system:serviceaccount:flux-system:reconciler"),
+        "{out}"
+    );
+    c.sim.shutdown().await;
+}
+
+/// A repository as `flux bootstrap` leaves it: the agent skips Flux's own
+/// Kustomization, applies nothing of Flux's controllers, and `status`
+/// says the bootstrap was skipped, as `validate` and `graph` do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flux_bootstrap_is_skipped_and_status_says_so() {
+    let c = cluster().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    c.sim.write_kubeconfig(&kubeconfig).unwrap();
+    let cache = tmp.path().join("cache");
+    let repo = GitRepo::init(&tmp.path().join("repo"));
+    let bootstrap = "clusters/production/flux-system";
+    let sync = format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: flux-system\n  namespace: flux-system\nspec:\n  interval: 1m\n  ref: {{branch: main}}\n  url: ssh://git@example.com/fleet\n---\n{}",
+        kustomization("flux-system", "./clusters/production", "")
+    );
+    let components = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: kustomize-controller\n  namespace: flux-system\nspec:\n  selector: {matchLabels: {app: kc}}\n  template:\n    metadata: {labels: {app: kc}}\n    spec: {containers: [{name: manager, image: ghcr.io/fluxcd/kustomize-controller:v1.4.0}]}\n";
+    let files = [
+        (
+            format!("{bootstrap}/kustomization.yaml"),
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [gotk-components.yaml, gotk-sync.yaml]\n".to_string(),
+        ),
+        (format!("{bootstrap}/gotk-components.yaml"), components.to_string()),
+        (format!("{bootstrap}/gotk-sync.yaml"), sync),
+        (
+            "clusters/production/apps.yaml".to_string(),
+            kustomization("apps", "./apps", ""),
+        ),
+        ("apps/config.yaml".to_string(), configmap("app-config", "v1")),
+    ];
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    repo.commit("bootstrapped", &refs);
+    let (k, cc, url) = (kubeconfig.clone(), cache.clone(), repo.file_url());
+    let o = tokio::task::spawn_blocking(move || run_once(&k, &cc, &url))
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let configmaps: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    assert!(configmaps.get_opt("app-config").await.unwrap().is_some());
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(c.client.clone(), "flux-system");
+    assert!(
+        deployments
+            .get_opt("kustomize-controller")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing of Flux's own install is applied"
+    );
+
+    let status = Command::new(env!("CARGO_BIN_EXE_stagegate"))
+        .args(["status", "--namespace", NS, "--kubeconfig"])
+        .arg(&kubeconfig)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let out = text(&status);
+    assert!(status.status.success(), "{out}");
+    assert!(
+        out.contains("Flux's own bootstrap Kustomization flux-system/flux-system")
+            && out.contains("is skipped"),
+        "status says the bootstrap was skipped:\n{out}"
+    );
     c.sim.shutdown().await;
 }

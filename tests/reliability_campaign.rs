@@ -727,7 +727,7 @@ impl Campaign {
         let store = StateStore::new(client, NS);
         for (name, stage) in &memory.stages {
             store
-                .save_stage(name, None, stage)
+                .save_stage(name.as_str(), None, stage)
                 .await
                 .expect("restore a Stage");
         }

@@ -307,7 +307,7 @@ impl Settings {
 }
 
 /// A ServiceAccount name is a DNS subdomain; an empty one means unset.
-fn service_account(name: Option<String>) -> Result<Option<String>, ConfigError> {
+pub fn service_account(name: Option<String>) -> Result<Option<String>, ConfigError> {
     let Some(name) = name.filter(|n| !n.is_empty()) else {
         return Ok(None);
     };

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use crate::cluster::state::store::StageObject;
 use crate::cluster::state::{JobResult, Phase, SourceState};
+use crate::core::object::Revision;
 
 /// A Job running now, as seen live in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +81,7 @@ pub fn table(
     for object in dependency_order(stages) {
         let stage = &object.status.stage;
         let short =
-            |r: &Option<String>| r.as_deref().map(short_revision).unwrap_or("-").to_string();
+            |r: &Option<Revision>| r.as_deref().map(short_revision).unwrap_or("-").to_string();
         let since = stage
             .since
             .as_deref()
@@ -182,8 +183,8 @@ pub fn running_line(job: &RunningJob, now: jiff::Timestamp) -> String {
     )
 }
 
-/// The source: the revision fetched, the one the stages are at, and a
-/// failure with its whole cause.
+/// The source: the revision fetched, the one the stages are at, a
+/// failure with its whole cause, and what the last plan warned about.
 fn source_lines(source: &SourceState) -> String {
     let revision = source
         .revision
@@ -200,16 +201,19 @@ fn source_lines(source: &SourceState) -> String {
     }
     if source.error.is_empty() {
         out.push('\n');
-        return out;
+    } else {
+        let since = source
+            .since
+            .as_deref()
+            .map(|s| format!(" since {s}"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "; failing{since}:");
+        for line in source.error.lines() {
+            let _ = writeln!(out, "  {line}");
+        }
     }
-    let since = source
-        .since
-        .as_deref()
-        .map(|s| format!(" since {s}"))
-        .unwrap_or_default();
-    let _ = writeln!(out, "; failing{since}:");
-    for line in source.error.lines() {
-        let _ = writeln!(out, "  {line}");
+    for warning in &source.warnings {
+        let _ = writeln!(out, "  {warning}");
     }
     out
 }
@@ -327,6 +331,7 @@ mod tests {
             error: "revision main@sha1:9999 is invalid; nothing was applied:\nstages/x.yaml: unknown apiVersion".into(),
             since: Some("2026-01-01T00:01:00Z".into()),
             invalid: true,
+            warnings: vec!["warning: flux-system.yaml: stage flux-system: skipped".into()],
         };
         let now: jiff::Timestamp = "2026-01-01T00:05:00Z".parse().unwrap();
         let text = table(Some(&source), &stages, &running, now);
@@ -337,12 +342,16 @@ mod tests {
             "{text}"
         );
         assert_eq!(lines[2], "  stages/x.yaml: unknown apiVersion", "{text}");
-        assert!(lines[3].starts_with("STAGE"), "{text}");
+        assert_eq!(
+            lines[3], "  warning: flux-system.yaml: stage flux-system: skipped",
+            "{text}"
+        );
+        assert!(lines[4].starts_with("STAGE"), "{text}");
         assert!(
-            lines[4].starts_with("pre ")
-                && lines[4].contains("main@sha1:ffffffffffff")
-                && lines[4].contains("main@sha1:0123456789ab")
-                && lines[4].contains("5m0s"),
+            lines[5].starts_with("pre ")
+                && lines[5].contains("main@sha1:ffffffffffff")
+                && lines[5].contains("main@sha1:0123456789ab")
+                && lines[5].contains("5m0s"),
             "{text}"
         );
         assert!(text.contains("  hook post-apply shop/smoke: succeeded at main@sha1:0123456789ab (spec abababababab)\n"), "{text}");
@@ -352,7 +361,7 @@ mod tests {
         );
         let app_line = lines.iter().position(|l| l.starts_with("app ")).unwrap();
         assert!(
-            app_line > 4 && lines[app_line].contains("blocked: stage pre failed"),
+            app_line > 5 && lines[app_line].contains("blocked: stage pre failed"),
             "{text}"
         );
         assert_eq!(lines[app_line + 1], "  more", "{text}");

@@ -1,6 +1,7 @@
 //! Connecting to a cluster: a kubeconfig file when given, else the usual
 //! inference (`KUBECONFIG`, `~/.kube/config`, then in-cluster).
 
+use std::fmt;
 use std::path::Path;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -303,5 +304,20 @@ impl crate::core::stage::substitute_from::SubstitutionSource for ClusterVariable
 
     fn describe(&self) -> String {
         "the cluster".to_string()
+    }
+}
+
+/// The server's message without kube's debug dump of the whole Status.
+pub struct ServerMessage<'a>(pub &'a kube::Error);
+
+impl fmt::Display for ServerMessage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match api_status(self.0) {
+            Some(status) if status.message.is_empty() => {
+                write!(f, "the server answered {} {}", status.code, status.reason)
+            }
+            Some(status) => write!(f, "{} ({})", status.message, status.code),
+            None => write!(f, "{}", self.0),
+        }
     }
 }

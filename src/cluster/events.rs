@@ -1,18 +1,27 @@
 //! Kubernetes Events about the objects stagegate applies. The apply engine
-//! does not publish them: it returns them, typed, in its report
-//! ([`ObjectEvent`]), and the agent publishes them through its [`EventSink`]
-//! when it records the stage. `diff` and the other commands get the same
-//! report and publish nothing. Publishing an Event never fails a stage: an
-//! Event that cannot be written is logged instead.
+//! does not publish them: it notes them, typed ([`ObjectEvent`]), in its
+//! report and, when given one, to an [`EventOutlet`] at the moment they
+//! happen. The agent's outlet is an [`EventQueue`], which publishes them in
+//! order while the stage still runs (a pod stuck pulling its image is said
+//! when it is seen, not when the stage gives up). `diff` and the other
+//! commands get the same report and publish nothing. Publishing an Event
+//! never fails a stage: an Event that cannot be written is logged instead.
 
 use std::fmt;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tokio::sync::mpsc;
 
-pub use crate::cluster::state::stage_events::EventKind;
 use crate::core::object::ObjectRef;
+
+/// An Event's type, as the API server knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Normal,
+    Warning,
+}
 
 /// Why the engine has something to say about an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +140,7 @@ impl EventSink {
             tracing::warn!(
                 object = %event.object,
                 reason = %event.reason,
-                error = %e,
+                error = %crate::cluster::client::ServerMessage(&e),
                 "could not record event"
             );
         }
@@ -160,6 +169,60 @@ pub const PERMISSIONS: &[crate::core::permission::Permission] = &[
         why: "Events on the objects stagegate applies (Jobs recreated or failed) and on its Stage objects and the source ConfigMap",
     },
 ];
+
+/// Takes the engine's Events as they happen.
+pub trait EventOutlet: Send + Sync {
+    fn send(&self, event: ObjectEvent);
+}
+
+/// An [`EventSink`] fed through a queue: [`EventOutlet::send`] never waits,
+/// and one task publishes the Events in the order they were sent.
+pub struct EventQueue {
+    queue: mpsc::UnboundedSender<Queued>,
+}
+
+enum Queued {
+    Event(ObjectEvent),
+    /// Answered once every Event sent before it is published.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+impl EventQueue {
+    /// Start the task publishing to `sink`; it ends when the queue is dropped.
+    pub fn start(sink: EventSink) -> Self {
+        let (queue, mut events) = mpsc::unbounded_channel::<Queued>();
+        tokio::spawn(async move {
+            while let Some(queued) = events.recv().await {
+                match queued {
+                    Queued::Event(event) => sink.publish(&event).await,
+                    Queued::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Wait until every Event sent so far is published (or failed and
+    /// logged): a stage's Events come before its transition.
+    pub async fn flush(&self) {
+        let (done, published) = tokio::sync::oneshot::channel();
+        if self.queue.send(Queued::Flush(done)).is_ok() {
+            let _ = published.await;
+        }
+    }
+}
+
+impl EventOutlet for EventQueue {
+    fn send(&self, event: ObjectEvent) {
+        if let Err(lost) = self.queue.send(Queued::Event(event))
+            && let Queued::Event(event) = lost.0
+        {
+            tracing::warn!(object = %event.object, reason = %event.reason, "event not recorded: the agent is stopping");
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

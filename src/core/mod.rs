@@ -11,6 +11,7 @@
 
 pub mod diagnostics;
 pub mod hooks;
+pub mod kinds;
 pub mod labels;
 pub mod object;
 pub mod paths;

@@ -57,6 +57,126 @@ impl fmt::Display for SpecHash {
     }
 }
 
+/// A stage's name: what its Stage object is called and its objects are
+/// labelled with. Lives here, below `stage` and `render`, which both use it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StageName(String);
+
+impl StageName {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StageName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for StageName {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+impl PartialEq<str> for StageName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl std::borrow::Borrow<str> for StageName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A revision of the repository: the followed reference and its commit,
+/// `main@sha1:9f5ddfa3c0…` (or whatever a caller names a run, such as
+/// `diff`). Stored as written, compared as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Revision(String);
+
+impl Revision {
+    pub fn new(revision: impl Into<String>) -> Self {
+        Self(revision.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// As a log line shows it: `main@9f5ddfa` (see [`short_revision`]).
+    pub fn short(&self) -> String {
+        short_revision(&self.0)
+    }
+}
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Revision {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+impl From<String> for Revision {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&String> for Revision {
+    fn from(s: &String) -> Self {
+        Self(s.clone())
+    }
+}
+
+impl From<&Revision> for Revision {
+    fn from(r: &Revision) -> Self {
+        r.clone()
+    }
+}
+
+impl PartialEq<str> for Revision {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<String> for Revision {
+    fn eq(&self, other: &String) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for Revision {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// Read as the text it is (`as_deref`, `starts_with`); made only by its
+/// constructors.
+impl std::ops::Deref for Revision {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A revision as people read it in a log line: `main@sha1:9f5ddfa3c0…` is
 /// `main@9f5ddfa`. Anything else is shown as it is.
 pub fn short_revision(revision: &str) -> String {

@@ -1,4 +1,5 @@
-//! Resolving repository-relative paths without ever leaving the repository.
+//! Repository-relative paths, and the errors of resolving them without ever
+//! leaving the repository (done through a file tree: `tree::resolve_inside`).
 //!
 //! A stage path or a kustomization resource comes from the repository's author;
 //! following it outside the checkout (through `..` or a symlink) would let a
@@ -15,37 +16,6 @@ pub enum PathError {
     OutsideRoot { path: PathBuf },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-}
-
-/// Join `rel` (relative to `base`, itself inside `root`) and return the real path,
-/// refusing anything that resolves outside `root`. `root` must be canonical.
-pub fn resolve_inside(root: &Path, base: &Path, rel: &Path) -> Result<PathBuf, PathError> {
-    let joined = normalize(&base.join(rel));
-    if !joined.starts_with(root) {
-        return Err(PathError::OutsideRoot {
-            path: display_path(root, &joined),
-        });
-    }
-    let real = match joined.canonicalize() {
-        Ok(real) => real,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(PathError::Missing {
-                path: display_path(root, &joined),
-            });
-        }
-        Err(source) => {
-            return Err(PathError::Io {
-                path: display_path(root, &joined),
-                source,
-            });
-        }
-    };
-    if !real.starts_with(root) {
-        return Err(PathError::OutsideRoot {
-            path: display_path(root, &joined),
-        });
-    }
-    Ok(real)
 }
 
 /// Lexically remove `.` and `..` components (`..` at the top stays, so the
@@ -85,8 +55,13 @@ mod tests {
         );
     }
 
+    /// The checks of [`crate::core::tree::resolve_inside`] on a real disk.
     #[test]
     fn refuses_parent_escape_and_symlink_escape() {
+        use crate::core::tree::DISK;
+        let resolve_inside = |root: &Path, base: &Path, rel: &Path| {
+            crate::core::tree::resolve_inside(&DISK, root, base, rel)
+        };
         let outside = tempfile::tempdir().unwrap();
         let repo = tempfile::tempdir().unwrap();
         let root = repo.path().canonicalize().unwrap();

@@ -10,13 +10,13 @@ use crate::core::diagnostics::{Problem, Problems};
 use crate::core::hooks::{self, HookKind, HookPhase};
 use crate::core::labels::SPEC_HASH_ANNOTATION;
 use crate::core::object::{Manifest, ObjectRef, SpecHash};
-use crate::core::paths::{PathError, display_path, resolve_inside};
-use crate::core::render::{
-    RenderError, annotate_spec_hashes, is_cluster_scoped, render_stage_with_children,
-};
+use crate::core::paths::{PathError, display_path};
+use crate::core::render::{RenderError, annotate_spec_hashes, is_cluster_scoped, render_stage_in};
 use crate::core::stage::discover::DiscoverOptions;
+use crate::core::stage::discover::discover_in;
 use crate::core::stage::substitute_from::SubstitutionSource;
-use crate::core::stage::{Stage, StageGraph, StageName, discover_stages_with, nested};
+use crate::core::stage::{Stage, StageGraph, StageName, nested};
+use crate::core::tree::{DISK, FileTree, resolve_inside};
 
 /// The stages of one repository revision, dependencies first, each with its
 /// rendered objects.
@@ -116,13 +116,24 @@ pub fn build_plan_with(
     stages_dir: Option<&Path>,
     options: &PlanOptions,
 ) -> Result<Plan, Problems> {
+    build_plan_in(&DISK, root, stages_dir, options)
+}
+
+/// [`build_plan_with`], reading the repository from `tree` (the checkout on
+/// disk, or files in memory): the plan needs nothing else.
+pub fn build_plan_in(
+    tree: &dyn FileTree,
+    root: &Path,
+    stages_dir: Option<&Path>,
+    options: &PlanOptions,
+) -> Result<Plan, Problems> {
     let mut problems = Problems::default();
-    let root = root.canonicalize().map_err(|e| {
+    let root = tree.canonicalize(root).map_err(|e| {
         one_problem(Problem::error(format!("cannot open repository: {e}")).in_file(root))
     })?;
     let dir = match stages_dir {
         None => root.clone(),
-        Some(dir) => resolve_dir(&root, dir).map_err(|p| {
+        Some(dir) => resolve_dir(tree, &root, dir).map_err(|p| {
             one_problem(Problem::error(format!(
                 "--path {}: {}",
                 dir.display(),
@@ -134,7 +145,7 @@ pub fn build_plan_with(
     let discover = DiscoverOptions {
         apply_flux_bootstrap: options.apply_flux_bootstrap,
     };
-    let (discovered, found) = discover_stages_with(&root, &dir, &discover);
+    let (discovered, found) = discover_in(tree, &root, &dir, &discover);
     problems.extend(found);
     if discovered.is_empty() && !problems.has_errors() {
         problems.push(
@@ -148,7 +159,7 @@ pub fn build_plan_with(
     // Rendering finds nested stages, so it comes before the graph is known.
     let (mut stages, mut rendered) = nested::expand(
         discovered,
-        |batch| render_all(&root, batch),
+        |batch| render_all(tree, &root, batch),
         options.substitution.as_deref(),
         &mut problems,
     );
@@ -289,15 +300,15 @@ fn one_problem(problem: Problem) -> Problems {
 
 /// A directory inside the repository; the problem says what is wrong with it
 /// without repeating the path, which the caller names as the user wrote it.
-fn resolve_dir(root: &Path, rel: &Path) -> Result<PathBuf, Problem> {
-    let path = resolve_inside(root, root, rel).map_err(|e| {
+fn resolve_dir(tree: &dyn FileTree, root: &Path, rel: &Path) -> Result<PathBuf, Problem> {
+    let path = resolve_inside(tree, root, root, rel).map_err(|e| {
         Problem::error(match e {
             PathError::Missing { .. } => "does not exist".to_string(),
             PathError::OutsideRoot { .. } => "is outside the repository root; refused".to_string(),
             PathError::Io { source, .. } => source.to_string(),
         })
     })?;
-    if !path.is_dir() {
+    if !tree.is_dir(&path) {
         return Err(Problem::error("is not a directory"));
     }
     Ok(path)
@@ -366,7 +377,7 @@ fn check_dependencies(stages: &[Stage], problems: &mut Problems) {
 /// they are independent and rendering is CPU-bound.
 type Rendered = nested::RenderResult;
 
-fn render_all(root: &Path, stages: &[Stage]) -> Vec<Rendered> {
+fn render_all(tree: &dyn FileTree, root: &Path, stages: &[Stage]) -> Vec<Rendered> {
     // One worker per core, each taking the next stage: a thread per stage
     // would cost a stack and an allocator arena each in a 50-stage repository.
     let workers = std::thread::available_parallelism()
@@ -381,7 +392,7 @@ fn render_all(root: &Path, stages: &[Stage]) -> Vec<Rendered> {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(stage) = stages.get(i) else { break };
-                    let result = render_one(root, stage);
+                    let result = render_one(tree, root, stage);
                     *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
                 }
             });
@@ -404,16 +415,16 @@ fn render_all(root: &Path, stages: &[Stage]) -> Vec<Rendered> {
         .collect()
 }
 
-fn render_one(root: &Path, stage: &Stage) -> Rendered {
+fn render_one(tree: &dyn FileTree, root: &Path, stage: &Stage) -> Rendered {
     let at = |p: Problem| p.in_file(&stage.source).in_stage(&stage.name);
-    resolve_dir(root, &stage.path).map_err(|p| {
+    resolve_dir(tree, root, &stage.path).map_err(|p| {
         at(Problem::error(format!(
             "spec.path {}: {}",
             shown_path(&stage.path),
             p.message
         )))
     })?;
-    render_stage_with_children(root, stage).map_err(|e| {
+    render_stage_in(tree, root, stage).map_err(|e| {
         // The renderer's errors name the stage and file themselves; the
         // stage is taken out of the text to be the problem's own.
         let text = e.to_string();
@@ -571,4 +582,62 @@ pub fn hook_lines(planned: &PlannedStage) -> Vec<String> {
     }
     points.sort_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
     points.into_iter().map(|p| p.4).chain(ignored).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::tree::MemoryTree;
+
+    /// The whole plan, discovery to spec hashes, from files in memory: the
+    /// core reads nothing but its tree.
+    #[test]
+    fn a_plan_is_built_from_a_tree_in_memory() {
+        let stages = "apiVersion: stagegate.dev/v1alpha1\nkind: Stage\nmetadata: {name: pre}\nspec: {path: pre, targetNamespace: shop}\n---\n\
+                      apiVersion: stagegate.dev/v1alpha1\nkind: Stage\nmetadata: {name: app}\nspec: {path: app, dependsOn: [pre]}\n";
+        let job = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: migrate}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: m, image: busybox, command: [sh, /s/up.sh]}]\n      volumes: [{name: s, configMap: {name: scripts}}]\n";
+        let tree = MemoryTree::new(
+            Path::new("/repo"),
+            &[
+                ("stages.yaml", stages),
+                (
+                    "pre/kustomization.yaml",
+                    "resources: [job.yaml]\nconfigMapGenerator:\n- name: scripts\n  files: [up.sh]\n",
+                ),
+                ("pre/job.yaml", job),
+                ("pre/up.sh", "echo up\n"),
+                (
+                    "app/cm.yaml",
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app, namespace: shop}\n",
+                ),
+            ],
+        );
+        let plan = build_plan_in(&tree, Path::new("/repo"), None, &PlanOptions::default())
+            .unwrap_or_else(|problems| panic!("{problems}"));
+        let names: Vec<&str> = plan.stages.iter().map(|s| s.stage.name.as_str()).collect();
+        assert_eq!(names, ["pre", "app"]);
+        let pre = plan.stage("pre").unwrap();
+        let job = pre.objects.iter().find(|o| o.kind() == "Job").unwrap();
+        assert!(job.job.is_some(), "the Job has its spec hash");
+        let volume = &job.value["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"];
+        assert!(
+            volume.as_str().is_some_and(|n| n.starts_with("scripts-")),
+            "the reference follows the generated name: {volume}"
+        );
+
+        let Err(missing) = build_plan_in(
+            &tree,
+            Path::new("/repo"),
+            Some(Path::new("nowhere")),
+            &PlanOptions::default(),
+        ) else {
+            panic!("a --path that is not in the tree is refused");
+        };
+        assert!(
+            missing
+                .to_string()
+                .contains("--path nowhere: does not exist"),
+            "{missing}"
+        );
+    }
 }

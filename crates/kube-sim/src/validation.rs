@@ -520,9 +520,6 @@ fn check_replicas(obj: &Value, errs: &mut Vec<FieldError>) {
     }
 }
 
-/// Fields that may not change once set: the real messages for Job, Deployment,
-/// StatefulSet, Service, and immutable ConfigMaps/Secrets.
-#[allow(clippy::collapsible_match)]
 /// An object being deleted may lose finalizers, never gain one: otherwise
 /// its deletion could be put off for ever (the real server's rule).
 fn finalizers_added_while_deleting(old: &Value, new: &Value) -> Option<FieldError> {
@@ -558,6 +555,9 @@ fn finalizers_added_while_deleting(old: &Value, new: &Value) -> Option<FieldErro
     })
 }
 
+/// Fields that may not change once set: the real messages for Job, Deployment,
+/// StatefulSet, Service, and immutable ConfigMaps/Secrets.
+#[allow(clippy::collapsible_match)]
 pub fn validate_update(rt: &ResourceType, old: &Value, new: &Value) -> Result<(), ApiError> {
     let name = name_of(new);
     let mut errs = Vec::new();

@@ -20,6 +20,7 @@ use crate::agent::source::{Fetched, GitSource, SourceConfig};
 use crate::cluster::state::SourceState;
 use crate::cluster::state::stage_events::EventKind;
 use crate::core::diagnostics::Problems;
+use crate::core::object::{Revision, StageName};
 use crate::core::plan::{Plan, build_plan_with};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +29,7 @@ pub enum AgentError {
     Fetch { url: String, message: String },
     #[error("revision {revision} is invalid; nothing was applied:\n{problems}")]
     InvalidRepository {
-        revision: String,
+        revision: Revision,
         problems: Problems,
     },
     #[error("{0}")]
@@ -311,6 +312,7 @@ impl Agent {
                 for warning in plan.warnings.iter() {
                     warn!(revision = %fetched.reference, "{warning}");
                 }
+                self.keep_warnings(&plan).await;
                 if let Some(observe) = &self.plan_observer {
                     observe(&plan);
                 }
@@ -320,6 +322,19 @@ impl Agent {
                 revision: fetched.reference.clone(),
                 problems,
             }),
+        }
+    }
+
+    /// The plan's warnings go to the source object, for `status` and the
+    /// status page: a skipped stage is said wherever stages are shown.
+    async fn keep_warnings(&self, plan: &Plan) {
+        let changed = {
+            let mut state = self.ctx.state.lock().await;
+            let source = state.source.get_or_insert_with(SourceState::default);
+            source.set_warnings(plan.warnings.iter().map(ToString::to_string).collect())
+        };
+        if changed {
+            self.ctx.persist_source().await;
         }
     }
 
@@ -379,11 +394,11 @@ impl Agent {
     /// Apply the requests made on the Stage objects to a fresh plan: a
     /// stage suspended by `stagegate suspend` is suspended whatever Git says.
     async fn with_requests(&self, plan: Arc<Plan>) -> Arc<Plan> {
-        let suspended: Vec<String> = {
+        let suspended: Vec<StageName> = {
             let state = self.ctx.state.lock().await;
             plan.stages
                 .iter()
-                .map(|s| s.stage.name.to_string())
+                .map(|s| s.stage.name.clone())
                 .filter(|n| state.requests.get(n).is_some_and(|r| r.suspend))
                 .collect()
         };
@@ -392,7 +407,7 @@ impl Agent {
         }
         let mut plan = (*plan).clone();
         for planned in plan.stages.iter_mut() {
-            if suspended.iter().any(|n| n == planned.stage.name.as_str()) {
+            if suspended.contains(&planned.stage.name) {
                 planned.stage.suspend = true;
             }
         }
@@ -424,7 +439,7 @@ impl Agent {
         if newly_applied {
             self.ctx.persist_source().await;
         }
-        let removed: Vec<(String, crate::cluster::state::StageState)> = {
+        let removed: Vec<(StageName, crate::cluster::state::StageState)> = {
             let state = self.ctx.state.lock().await;
             let plan_names: Vec<&str> = outcome.stages.iter().map(|(n, _, _)| n.as_str()).collect();
             state
@@ -436,7 +451,11 @@ impl Agent {
         };
         for (name, stage) in removed {
             if stage.prune {
-                let (pruned, notes) = self.ctx.engine.prune_removed_stage(&name, &stage).await;
+                let (pruned, notes) = self
+                    .ctx
+                    .engine
+                    .prune_removed_stage(name.as_str(), &stage)
+                    .await;
                 info!(stage = %name, pruned, "stage removed from the repository; its objects were pruned");
                 for note in notes {
                     warn!(stage = %name, "{note}");
@@ -447,7 +466,7 @@ impl Agent {
             self.ctx.state.lock().await.stages.remove(&name);
             // The object goes last: until the objects are pruned it holds
             // the inventory that says what to prune.
-            if let Err(e) = self.ctx.store.delete_stage(&name).await {
+            if let Err(e) = self.ctx.store.delete_stage(name.as_str()).await {
                 warn!(stage = %name, error = %e, "cannot delete the stage's object");
             }
         }

@@ -14,14 +14,16 @@ use futures::future::BoxFuture;
 use crate::agent::config::Settings;
 use crate::agent::metrics::Metrics;
 use crate::cluster::apply::{Engine, JobJournal};
-use crate::cluster::events::EventSink;
+use crate::cluster::events::EventQueue;
 use crate::cluster::state::stage_events::{EventKind, StageEvents};
 use crate::cluster::state::{JobRun, Phase, StageState, State, StateStore};
+use crate::core::object::{Revision, StageName};
 
 pub struct AgentContext {
     pub engine: Engine,
-    /// Where the Events the engine reports about applied objects go.
-    pub events: EventSink,
+    /// Where the Events the engine notes about applied objects go, as
+    /// they happen.
+    pub events: EventQueue,
     pub settings: Settings,
     pub store: StateStore,
     pub state: Mutex<State>,
@@ -36,7 +38,7 @@ pub struct AgentContext {
 impl AgentContext {
     pub fn new(
         engine: Engine,
-        events: EventSink,
+        events: EventQueue,
         settings: Settings,
         store: StateStore,
         state: State,
@@ -61,10 +63,10 @@ impl AgentContext {
 
     /// Mark a stage Running (persisted only when this is a new revision for
     /// it, so a no-change cycle writes nothing) and hand out its state.
-    pub async fn begin_stage(&self, name: &str, revision: &str) -> StageState {
+    pub async fn begin_stage(&self, name: &StageName, revision: &Revision) -> StageState {
         let snapshot = {
             let mut state = self.state.lock().await;
-            let stage = state.stages.entry(name.to_string()).or_default();
+            let stage = state.stages.entry(name.clone()).or_default();
             let new_revision =
                 stage.revision.as_deref() != Some(revision) || stage.phase != Phase::Ready;
             if new_revision || !stage.rerun.is_empty() {
@@ -72,7 +74,7 @@ impl AgentContext {
                     stage.since = Some(jiff::Timestamp::now().to_string());
                 }
                 stage.phase = Phase::Running;
-                stage.attempted_revision = Some(revision.to_string());
+                stage.attempted_revision = Some(revision.clone());
                 stage.message = match stage.rerun.is_empty() {
                     true => format!("applying {revision}"),
                     false => format!(
@@ -81,13 +83,13 @@ impl AgentContext {
                     ),
                 };
                 let revision = crate::agent::logging::short_revision(revision);
-                info!(stage = name, %revision, "stage {name} is Running");
+                info!(stage = %name, %revision, "stage {name} is Running");
             }
             let snapshot = stage.clone();
-            self.metrics.set_phase(name, stage.phase);
+            self.metrics.set_phase(name.as_str(), stage.phase);
             snapshot
         };
-        self.persist_stage(name).await;
+        self.persist_stage(name.as_str()).await;
         snapshot
     }
 
@@ -95,29 +97,29 @@ impl AgentContext {
     /// persist. True when the phase or message changed.
     pub async fn transition(
         &self,
-        name: &str,
-        revision: &str,
+        name: &StageName,
+        revision: &Revision,
         phase: Phase,
         message: &str,
         updated: Option<StageState>,
     ) -> bool {
         let changed = {
             let mut state = self.state.lock().await;
-            let stage = state.stages.entry(name.to_string()).or_default();
+            let stage = state.stages.entry(name.clone()).or_default();
             record_transition(stage, revision, phase, message, updated)
         };
-        self.metrics.set_phase(name, phase);
+        self.metrics.set_phase(name.as_str(), phase);
         if changed {
-            self.announce(name, revision, phase, message).await;
+            self.announce(name.as_str(), revision, phase, message).await;
         }
-        self.persist_stage(name).await;
+        self.persist_stage(name.as_str()).await;
         changed
     }
 
     /// One log line and one Event on the Stage object per transition: the
     /// first line of the message in the text, the rest (a pod's log tail) as
     /// a field.
-    async fn announce(&self, name: &str, revision: &str, phase: Phase, message: &str) {
+    async fn announce(&self, name: &str, revision: &Revision, phase: Phase, message: &str) {
         let first_line = message.lines().next().unwrap_or_default();
         let detail = message.split_once('\n').map(|(_, rest)| rest).unwrap_or("");
         let short = crate::agent::logging::short_revision(revision);
@@ -155,7 +157,7 @@ impl AgentContext {
 /// Ready at this revision.
 fn record_transition(
     stage: &mut StageState,
-    revision: &str,
+    revision: &Revision,
     phase: Phase,
     message: &str,
     updated: Option<StageState>,
@@ -176,10 +178,10 @@ fn record_transition(
     stage.phase = phase;
     stage.message = message.to_string();
     if phase != Phase::Suspended {
-        stage.attempted_revision = Some(revision.to_string());
+        stage.attempted_revision = Some(revision.clone());
     }
     if phase == Phase::Ready {
-        stage.revision = Some(revision.to_string());
+        stage.revision = Some(revision.clone());
     }
     changed
 }
@@ -187,18 +189,23 @@ fn record_transition(
 /// Job runs are persisted as they start and end, not when the stage ends: a
 /// SIGKILL, a restart or a Job's TTL then cannot make one run twice (#13).
 impl JobJournal for AgentContext {
-    fn record<'a>(&'a self, stage: &'a str, job: &'a str, run: &'a JobRun) -> BoxFuture<'a, bool> {
+    fn record<'a>(
+        &'a self,
+        stage: &'a StageName,
+        job: &'a str,
+        run: &'a JobRun,
+    ) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             {
                 let mut state = self.state.lock().await;
-                let stage = state.stages.entry(stage.to_string()).or_default();
+                let stage = state.stages.entry(stage.clone()).or_default();
                 stage
                     .jobs
                     .entry(job.to_string())
                     .or_default()
                     .record(run.clone());
             }
-            self.persist_stage(stage).await
+            self.persist_stage(stage.as_str()).await
         })
     }
 }
@@ -212,7 +219,7 @@ mod tests {
         let mut stage = StageState::default();
         assert!(record_transition(
             &mut stage,
-            "r1",
+            &"r1".into(),
             Phase::Failed,
             "Job failed",
             None
@@ -224,25 +231,31 @@ mod tests {
         );
         let since = stage.since.clone();
         assert!(
-            !record_transition(&mut stage, "r1", Phase::Failed, "Job failed", None),
+            !record_transition(&mut stage, &"r1".into(), Phase::Failed, "Job failed", None),
             "the same phase and message again is no news"
         );
         assert_eq!(stage.since, since, "the phase did not change");
         assert!(record_transition(
             &mut stage,
-            "r2",
+            &"r2".into(),
             Phase::Ready,
             "3 objects applied",
             None
         ));
         assert_eq!(stage.revision.as_deref(), Some("r2"));
         assert!(
-            record_transition(&mut stage, "r3", Phase::Ready, "3 objects applied", None),
+            record_transition(
+                &mut stage,
+                &"r3".into(),
+                Phase::Ready,
+                "3 objects applied",
+                None
+            ),
             "Ready at a new revision is news"
         );
         assert!(record_transition(
             &mut stage,
-            "r4",
+            &"r4".into(),
             Phase::Suspended,
             "suspended",
             None
@@ -262,7 +275,7 @@ mod tests {
             stalled: true,
             ..StageState::default()
         };
-        record_transition(&mut stage, "r1", Phase::Failed, "x", Some(updated));
+        record_transition(&mut stage, &"r1".into(), Phase::Failed, "x", Some(updated));
         assert!(stage.prune && stage.stalled);
     }
 }

@@ -26,7 +26,7 @@ use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::agent::rbac::Permission;
+use crate::core::permission::Permission;
 
 /// What leader election needs (see [`crate::agent::rbac`]).
 pub const PERMISSIONS: &[Permission] = &[Permission {

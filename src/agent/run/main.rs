@@ -24,7 +24,7 @@ use crate::agent::metrics::Metrics;
 use crate::agent::server::{ServerState, serve};
 use crate::agent::web::{SourceOrigin, StatusFeed};
 use crate::cluster::apply::{Engine, EngineSettings};
-use crate::cluster::events::EventSink;
+use crate::cluster::events::{EventQueue, EventSink};
 use crate::cluster::state::{Phase, StateStore};
 
 /// The binary's edge: `anyhow` errors, an exit code.
@@ -217,13 +217,16 @@ async fn context(
 ) -> anyhow::Result<Arc<AgentContext>> {
     let store = StateStore::new(client.clone(), &settings.namespace);
     let state = startup::retry(
-        "reading the state ConfigMap",
+        "reading the Stage objects",
         shutdown,
         |e: &crate::cluster::state::StateError| matches!(e, crate::cluster::state::StateError::Kube { source, .. } if startup::is_transient(source)),
         || store.load(),
     )
     .await?;
-    let events = EventSink::new(client.clone(), std::env::var("POD_NAME").ok());
+    let events = EventQueue::start(EventSink::new(
+        client.clone(),
+        std::env::var("POD_NAME").ok(),
+    ));
     let engine = Engine::new(
         client,
         EngineSettings {
@@ -233,7 +236,7 @@ async fn context(
         },
     );
     for (name, stage) in &state.stages {
-        metrics.set_phase(name, stage.phase);
+        metrics.set_phase(name.as_str(), stage.phase);
     }
     Ok(Arc::new(AgentContext::new(
         engine, events, settings, store, state, metrics,
@@ -297,13 +300,14 @@ fn limit_malloc_arenas() {
 /// What start-up needs (see [`crate::agent::rbac`]). A GET of namespace X is
 /// authorized as a request in X, so a Role in the agent's namespace covers
 /// it; `--create-namespace` needs more, and is for development clusters.
-pub const PERMISSIONS: &[crate::agent::rbac::Permission] = &[crate::agent::rbac::Permission {
-    group: "",
-    resource: "namespaces",
-    verbs: &["get"],
-    cluster_wide: false,
-    why: "stagegate run checks at start-up that its own namespace exists",
-}];
+pub const PERMISSIONS: &[crate::core::permission::Permission] =
+    &[crate::core::permission::Permission {
+        group: "",
+        resource: "namespaces",
+        verbs: &["get"],
+        cluster_wide: false,
+        why: "stagegate run checks at start-up that its own namespace exists",
+    }];
 
 /// The agent's namespace holds its state and Lease: say clearly when it is
 /// missing, or create it when asked to.

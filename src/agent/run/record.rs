@@ -7,6 +7,7 @@ use tracing::{error, info};
 use super::context::AgentContext;
 use crate::cluster::state::{JobResult, Phase, StageSpec, StageState};
 use crate::core::labels::SPEC_HASH_ANNOTATION;
+use crate::core::object::Revision;
 use crate::core::plan::PlannedStage;
 
 impl AgentContext {
@@ -58,7 +59,11 @@ impl AgentContext {
     /// with no retry left, and nobody asked for a rerun), its recorded phase
     /// and message: it is not run again, so no Running transition, Event,
     /// metric or write, until a new revision or a request.
-    pub async fn steady(&self, planned: &PlannedStage, revision: &str) -> Option<(Phase, String)> {
+    pub async fn steady(
+        &self,
+        planned: &PlannedStage,
+        revision: &Revision,
+    ) -> Option<(Phase, String)> {
         let state = self.state.lock().await;
         let stage = state.stages.get(planned.stage.name.as_str())?;
         let steady = stage.phase == Phase::Failed
@@ -77,7 +82,7 @@ impl AgentContext {
     pub async fn report_waiting(
         &self,
         plan: &crate::core::plan::Plan,
-        revision: &str,
+        revision: &Revision,
         running: impl Iterator<Item = usize>,
     ) {
         let now = jiff::Timestamp::now();
@@ -100,7 +105,7 @@ impl AgentContext {
                 .unwrap_or_else(|| "a while".into());
             info!(
                 stage = name,
-                revision,
+                revision = %revision.short(),
                 "stage {name} still running after {elapsed}: waiting for {}",
                 waiting_for(planned)
             );

@@ -18,6 +18,7 @@ use crate::cluster::apply::api_call::WatchMessage;
 use crate::cluster::state::Requests;
 use crate::cluster::state::requests::RECONCILE_ANNOTATION;
 use crate::cluster::state::store::{SOURCE_CONFIGMAP, StageObject};
+use crate::core::object::StageName;
 
 /// Watch the Stage objects and the source object until `shutdown`.
 pub async fn watch_requests(
@@ -79,7 +80,7 @@ async fn on_stage(ctx: &AgentContext, obj: &DynamicObject) -> bool {
     let Some(object) = StageObject::from_dynamic(obj) else {
         return false;
     };
-    let name = object.name.clone();
+    let name = StageName::new(object.name.clone());
     let requests = object.requests;
     let (act, write) = {
         let mut state = ctx.state.lock().await;
@@ -115,7 +116,7 @@ async fn on_stage(ctx: &AgentContext, obj: &DynamicObject) -> bool {
         (act, write)
     };
     if write {
-        ctx.persist_stage(&name).await;
+        ctx.persist_stage(name.as_str()).await;
     }
     act
 }
@@ -126,7 +127,7 @@ async fn on_deleted(ctx: &AgentContext, obj: &DynamicObject) {
     let Some(name) = obj.metadata.name.clone() else {
         return;
     };
-    if !ctx.state.lock().await.stages.contains_key(&name) {
+    if !ctx.state.lock().await.stages.contains_key(name.as_str()) {
         return;
     }
     warn!(stage = %name, "the Stage object was deleted; writing it again");

@@ -17,12 +17,13 @@ use super::context::AgentContext;
 use crate::agent::metrics::{StageLabels, StageReasonLabels, StageResultLabels};
 use crate::cluster::apply::{JobOutcome, StageReport};
 use crate::cluster::state::{Phase, StageState};
+use crate::core::object::Revision;
 use crate::core::plan::Plan;
 
 /// How a revision's run ended.
 #[derive(Debug, Clone)]
 pub struct RevisionOutcome {
-    pub revision: String,
+    pub revision: Revision,
     /// Final phase and message of every stage, in plan order.
     pub stages: Vec<(String, Phase, String)>,
     pub cancelled: bool,
@@ -105,7 +106,7 @@ impl Progress {
 pub async fn run_revision(
     ctx: Arc<AgentContext>,
     plan: Arc<Plan>,
-    revision: String,
+    revision: Revision,
     cancel: CancellationToken,
 ) -> RevisionOutcome {
     let n = plan.stages.len();
@@ -159,7 +160,7 @@ pub async fn run_revision(
         }
     }
     if cancelled {
-        info!(revision, "run of this revision stopped before its end");
+        info!(revision = %revision.short(), "run of this revision stopped before its end");
     }
     let stages = (0..n)
         .map(|i| {
@@ -182,7 +183,7 @@ pub async fn run_revision(
 async fn settle_suspended(
     ctx: &AgentContext,
     plan: &Plan,
-    revision: &str,
+    revision: &Revision,
     progress: &mut Progress,
 ) {
     let suspended: Vec<(usize, bool)> = {
@@ -207,7 +208,7 @@ async fn settle_suspended(
             (Phase::Blocked, "suspended before it was ever applied")
         };
         progress.settle(i, phase, message.to_string());
-        let name = plan.stages[i].stage.name.as_str();
+        let name = &plan.stages[i].stage.name;
         ctx.transition(name, revision, phase, message, None).await;
     }
 }
@@ -217,7 +218,7 @@ async fn settle_suspended(
 async fn start_ready(
     ctx: &Arc<AgentContext>,
     plan: &Arc<Plan>,
-    revision: &str,
+    revision: &Revision,
     progress: &mut Progress,
     running: &mut JoinSet<Finished>,
 ) {
@@ -227,7 +228,7 @@ async fn start_ready(
         if progress.started[i] {
             continue;
         }
-        let name = plan.stages[i].stage.name.as_str();
+        let name = &plan.stages[i].stage.name;
         match progress.next(plan, i) {
             Next::Wait => {}
             Next::Block(reason) => {
@@ -248,7 +249,7 @@ async fn start_ready(
                 // (bounded by the client), and this loop is free at once
                 // for the next stage to start or finish.
                 let (ctx, plan) = (ctx.clone(), plan.clone());
-                let revision = revision.to_string();
+                let revision = revision.clone();
                 running.spawn(async move { run_stage(&ctx, &plan, &revision, i).await });
             }
         }
@@ -256,13 +257,19 @@ async fn start_ready(
 }
 
 /// One stage from Running to its outcome: begin, apply, transition.
-async fn run_stage(ctx: &AgentContext, plan: &Plan, revision: &str, i: usize) -> Finished {
-    let name = plan.stages[i].stage.name.as_str();
+async fn run_stage(ctx: &AgentContext, plan: &Plan, revision: &Revision, i: usize) -> Finished {
+    let name = &plan.stages[i].stage.name;
     let mut stage_state = ctx.begin_stage(name, revision).await;
     let begin = Instant::now();
     let report = ctx
         .engine
-        .apply_stage_journaled(&plan.stages[i], revision, &mut stage_state, ctx)
+        .apply_stage_observed(
+            &plan.stages[i],
+            revision,
+            &mut stage_state,
+            ctx,
+            Some(&ctx.events),
+        )
         .await;
     settle(ctx, plan, revision, i, stage_state, report, begin.elapsed()).await
 }
@@ -271,14 +278,14 @@ async fn run_stage(ctx: &AgentContext, plan: &Plan, revision: &str, i: usize) ->
 async fn settle(
     ctx: &AgentContext,
     plan: &Plan,
-    revision: &str,
+    revision: &Revision,
     i: usize,
     mut stage_state: StageState,
     report: StageReport,
     elapsed: Duration,
 ) -> Finished {
     stage_state.stalled = !report.ready && super::record::stalled(&plan.stages[i], &stage_state);
-    let name = plan.stages[i].stage.name.to_string();
+    let name = &plan.stages[i].stage.name;
     let phase = if report.ready {
         Phase::Ready
     } else {
@@ -288,18 +295,19 @@ async fn settle(
     // the next, so that such a cycle writes nothing; the details are logged.
     let message = if report.ready {
         // The Ready transition says it for people; the counts are detail.
-        tracing::debug!(stage = %name, revision, "{}", report.message);
+        tracing::debug!(stage = %name, revision = %revision.short(), "{}", report.message);
         format!("{} objects applied", plan.stages[i].objects.len())
     } else {
         report.message.clone()
     };
-    ctx.events.publish_all(&report.events).await;
+    // Its Events were sent as they happened; they are out before its transition.
+    ctx.events.flush().await;
     let changed = ctx
-        .transition(&name, revision, phase, &message, Some(stage_state))
+        .transition(name, revision, phase, &message, Some(stage_state))
         .await;
     // A drift check that found nothing to do is no reconcile.
     if changed || report.applied > 0 || report.recreated > 0 || report.pruned > 0 {
-        record_metrics(ctx, &name, &report, elapsed);
+        record_metrics(ctx, name.as_str(), &report, elapsed);
     }
     (i, phase, message)
 }

@@ -106,7 +106,7 @@ pub struct Fetched {
     pub commit: String,
     /// The revision as Flux prints it: `main@sha1:<commit>`, `v1.2.0@sha1:<commit>`,
     /// or `sha1:<commit>` for a pinned commit.
-    pub reference: String,
+    pub reference: crate::core::object::Revision,
     /// False when the commit is the one this source's previous successful
     /// fetch returned. The first fetch of a process always reports a change,
     /// so a restarted agent reconciles once.
@@ -219,7 +219,7 @@ impl GitSource {
         );
         Ok(Fetched {
             commit,
-            reference: outcome.reference,
+            reference: outcome.reference.into(),
             changed,
             bytes_received: outcome.bytes_received,
             duration,

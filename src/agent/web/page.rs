@@ -92,6 +92,9 @@ fn source_html(source: Option<&SourceReport>) -> String {
             escape(&source.error)
         );
     }
+    for warning in &source.warnings {
+        let _ = write!(out, r#"<p class="warning">{}</p>"#, escape(warning));
+    }
     out
 }
 

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::state::{JobHistory, JobResult, Phase, StageState, State};
+use crate::core::object::Revision;
 use crate::core::plan::Plan;
 use crate::core::plan::hook_lines;
 
@@ -35,15 +36,18 @@ pub struct SourceReport {
     pub reference: Option<String>,
     /// The revision every stage reached Ready at, when they agree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub applied: Option<String>,
+    pub applied: Option<Revision>,
     /// The revision last fetched, which the stages are brought to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempted: Option<String>,
+    pub attempted: Option<Revision>,
     /// Why the last fetch or plan failed; empty when it succeeded.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_since: Option<String>,
+    /// What the last plan warned about (a skipped stage, for one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -56,9 +60,9 @@ pub struct StageReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
+    pub revision: Option<Revision>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempted_revision: Option<String>,
+    pub attempted_revision: Option<Revision>,
     /// From the revision the agent planned last (absent when not known).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
@@ -102,7 +106,7 @@ pub struct JobReport {
 #[serde(rename_all = "camelCase")]
 pub struct RunReport {
     pub hash: String,
-    pub revision: String,
+    pub revision: Revision,
     pub result: JobResult,
     /// 1 for the first run of this spec hash, 2 for its first retry, ….
     pub attempt: u32,
@@ -169,7 +173,7 @@ impl StatusReport {
         let mut stages: BTreeMap<String, StageReport> = state
             .stages
             .iter()
-            .map(|(name, stage)| (name.clone(), stage_report(stage)))
+            .map(|(name, stage)| (name.to_string(), stage_report(stage)))
             .collect();
         for planned in topology.map(|t| t.stages.as_slice()).unwrap_or_default() {
             let stage = stages.entry(planned.name.clone()).or_default();
@@ -188,6 +192,7 @@ impl StatusReport {
                 attempted: recorded.revision,
                 error: recorded.error,
                 error_since: recorded.since,
+                warnings: recorded.warnings,
             })
         };
         Self { source, stages }
@@ -195,16 +200,14 @@ impl StatusReport {
 }
 
 /// The revision all stages are Ready at, if they agree on one.
-fn applied_revision(state: &State) -> Option<String> {
+fn applied_revision(state: &State) -> Option<Revision> {
     let mut revisions = state.stages.values().map(|s| {
         (s.phase == Phase::Ready)
-            .then_some(s.revision.as_deref())
+            .then_some(s.revision.as_ref())
             .flatten()
     });
     let first = revisions.next()??;
-    revisions
-        .all(|r| r == Some(first))
-        .then(|| first.to_string())
+    revisions.all(|r| r == Some(first)).then(|| first.clone())
 }
 
 fn stage_report(stage: &StageState) -> StageReport {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
+pub use crate::cluster::client::ServerMessage;
 use crate::cluster::client::api_status;
 
 /// Attempts of one call, the first included.
@@ -68,21 +69,6 @@ impl CallError {
 
     pub fn is_not_found(&self) -> bool {
         api_status(&self.source).is_some_and(|s| s.code == 404)
-    }
-}
-
-/// The server's message without kube's debug dump of the whole Status.
-pub struct ServerMessage<'a>(pub &'a kube::Error);
-
-impl fmt::Display for ServerMessage<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match api_status(self.0) {
-            Some(status) if status.message.is_empty() => {
-                write!(f, "the server answered {} {}", status.code, status.reason)
-            }
-            Some(status) => write!(f, "{} ({})", status.message, status.code),
-            None => write!(f, "{}", self.0),
-        }
     }
 }
 

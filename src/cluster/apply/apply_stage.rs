@@ -21,8 +21,10 @@ use super::report::StageReport;
 use super::server_side_apply::Unchanged;
 use super::tally::{Tally, merge_inventory};
 use super::waits::{needs_wait, wait_all};
+use crate::cluster::events::EventOutlet;
 use crate::cluster::state::{InventoryEntry, StageState};
 use crate::core::hooks::{DeletePolicy, HookPhase};
+use crate::core::object::Revision;
 use crate::core::plan::PlannedStage;
 
 impl Engine {
@@ -31,7 +33,7 @@ impl Engine {
     pub async fn apply_stage(
         &self,
         planned: &PlannedStage,
-        revision: &str,
+        revision: impl Into<Revision>,
         state: &mut StageState,
     ) -> StageReport {
         self.apply_stage_journaled(planned, revision, state, &NoJournal)
@@ -43,11 +45,26 @@ impl Engine {
     pub async fn apply_stage_journaled(
         &self,
         planned: &PlannedStage,
-        revision: &str,
+        revision: impl Into<Revision>,
         state: &mut StageState,
         journal: &dyn JobJournal,
     ) -> StageReport {
-        let run = StageRun::new(planned, revision, journal);
+        let revision = revision.into();
+        self.apply_stage_observed(planned, &revision, state, journal, None)
+            .await
+    }
+
+    /// [`Self::apply_stage_journaled`], sending each Event to `outlet` when
+    /// it happens (the report still lists them all).
+    pub async fn apply_stage_observed(
+        &self,
+        planned: &PlannedStage,
+        revision: &Revision,
+        state: &mut StageState,
+        journal: &dyn JobJournal,
+        outlet: Option<&dyn EventOutlet>,
+    ) -> StageReport {
+        let run = StageRun::new(planned, revision, journal).with_outlet(outlet);
         let mut tally = Tally::default();
         let result = match self.for_stage(planned) {
             Ok(Some(engine)) => engine.apply_recorded(&run, state, &mut tally).await,
@@ -149,7 +166,7 @@ impl Engine {
         {
             warn!(
                 stage = run.name(),
-                revision = run.revision,
+                revision = %run.revision.short(),
                 "every object recorded as applied is gone from the cluster: recorded Job runs are not trusted"
             );
             run.cluster_reset.store(true, Ordering::Relaxed);

@@ -97,15 +97,16 @@ impl Engine {
     pub async fn diff_stage(
         &self,
         planned: &PlannedStage,
-        revision: &str,
+        revision: impl Into<crate::core::object::Revision>,
         state: &StageState,
     ) -> StageDiff {
+        let revision = revision.into();
         let stage = &planned.stage;
         let mut diff = StageDiff {
             stage: stage.name.to_string(),
             ..StageDiff::default()
         };
-        let run = StageRun::new(planned, revision, &NoJournal);
+        let run = StageRun::new(planned, &revision, &NoJournal);
         let prepared = match self.prepare(&run, state).await {
             Ok(prepared) => prepared,
             Err(e) => {

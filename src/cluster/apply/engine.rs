@@ -14,8 +14,9 @@ use kube::api::PatchParams;
 use super::item::Item;
 use super::journal::JobJournal;
 use super::resolve::Resolver;
-use crate::cluster::events::{ObjectEvent, Reason};
+use crate::cluster::events::{EventOutlet, ObjectEvent, Reason};
 use crate::core::labels::{FIELD_MANAGER, STAGE_LABEL};
+use crate::core::object::Revision;
 use crate::core::plan::PlannedStage;
 
 #[derive(Debug, Clone)]
@@ -53,7 +54,7 @@ pub struct Engine {
 /// One apply of one stage: what every step reads.
 pub(super) struct StageRun<'a> {
     pub planned: &'a PlannedStage,
-    pub revision: &'a str,
+    pub revision: &'a Revision,
     /// The label selector of the stage's objects.
     pub selector: String,
     /// Where Job runs are written down as they start and end.
@@ -63,10 +64,16 @@ pub(super) struct StageRun<'a> {
     pub cluster_reset: AtomicBool,
     /// Events to emit, in the order they happened; they go in the report.
     events: Mutex<Vec<ObjectEvent>>,
+    /// Where each Event also goes at once, when the caller publishes them.
+    outlet: Option<&'a dyn EventOutlet>,
 }
 
 impl<'a> StageRun<'a> {
-    pub fn new(planned: &'a PlannedStage, revision: &'a str, journal: &'a dyn JobJournal) -> Self {
+    pub fn new(
+        planned: &'a PlannedStage,
+        revision: &'a Revision,
+        journal: &'a dyn JobJournal,
+    ) -> Self {
         Self {
             planned,
             revision,
@@ -74,7 +81,14 @@ impl<'a> StageRun<'a> {
             journal,
             cluster_reset: AtomicBool::new(false),
             events: Mutex::default(),
+            outlet: None,
         }
+    }
+
+    /// Send each Event to `outlet` as well, as it happens.
+    pub fn with_outlet(mut self, outlet: Option<&'a dyn EventOutlet>) -> Self {
+        self.outlet = outlet;
+        self
     }
 
     /// Note an Event about `item` (the incarnation `uid`) for the report.
@@ -86,6 +100,9 @@ impl<'a> StageRun<'a> {
             reason,
             note,
         };
+        if let Some(outlet) = self.outlet {
+            outlet.send(event.clone());
+        }
         self.events
             .lock()
             .unwrap_or_else(|e| e.into_inner())

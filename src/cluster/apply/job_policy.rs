@@ -53,7 +53,7 @@ pub enum LiveStatus {
 
 pub struct JobInputs<'a> {
     pub hash: &'a str,
-    pub revision: &'a str,
+    pub revision: &'a crate::core::object::Revision,
     pub policy: RunPolicy,
     pub replace_running: bool,
     pub live: Option<&'a LiveJob>,
@@ -117,7 +117,7 @@ pub fn decide(input: &JobInputs<'_>) -> JobAction {
             let ran_this_revision = input.history.is_some_and(|h| {
                 h.runs
                     .iter()
-                    .any(|r| r.hash == input.hash && r.revision == input.revision)
+                    .any(|r| r.hash == input.hash && r.revision == *input.revision)
             });
             match input.live {
                 _ if ran_this_revision => on_change(input),
@@ -188,7 +188,7 @@ mod tests {
         for (i, (hash, revision, result)) in runs.iter().enumerate() {
             h.record(JobRun {
                 hash: hash.to_string(),
-                revision: revision.to_string(),
+                revision: (*revision).into(),
                 result: *result,
                 reason: None,
                 uid: Some(i.to_string()),
@@ -211,7 +211,8 @@ mod tests {
     fn input<'a>(live: Option<&'a LiveJob>, history: Option<&'a JobHistory>) -> JobInputs<'a> {
         JobInputs {
             hash: "new",
-            revision: "r2",
+            // A test's inputs live as long as it does.
+            revision: Box::leak(Box::new("r2".into())),
             policy: RunPolicy::OnChange,
             replace_running: false,
             live,

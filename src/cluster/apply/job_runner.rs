@@ -427,7 +427,7 @@ impl JobTask<'_> {
         self.log_started(hash, result);
         let run = JobRun {
             hash: hash.to_string(),
-            revision: self.ctx.revision.to_string(),
+            revision: self.ctx.revision.clone(),
             result: JobResult::Running,
             reason: None,
             uid: Some(uid.clone()),
@@ -467,7 +467,7 @@ impl JobTask<'_> {
     async fn journal(&self, run: &JobRun) -> bool {
         self.ctx
             .journal
-            .record(self.ctx.name(), &self.key(), run)
+            .record(&self.ctx.planned.stage.name, &self.key(), run)
             .await
     }
 
@@ -560,7 +560,7 @@ impl JobTask<'_> {
             .or_else(|| previous.and_then(|r| r.started.clone()));
         let revision = previous
             .map(|r| r.revision.clone())
-            .unwrap_or_else(|| self.ctx.revision.to_string());
+            .unwrap_or_else(|| self.ctx.revision.clone());
         let (job_result, reason, log_tail) = match end {
             JobEnd::Succeeded => (JobResult::Succeeded, None, None),
             JobEnd::Failed { reason, log_tail } => {

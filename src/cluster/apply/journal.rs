@@ -6,13 +6,19 @@
 use futures::future::BoxFuture;
 
 use crate::cluster::state::JobRun;
+use crate::core::object::StageName;
 
 pub trait JobJournal: Send + Sync {
     /// Record `run` of the Job `job` (`namespace/name`) of `stage`, durably,
     /// before returning. `true` once the record is durable: only then may
     /// the Job's outcome finalizer be released (a failed write keeps the
     /// Job, and its end, in the cluster for the next attempt to read).
-    fn record<'a>(&'a self, stage: &'a str, job: &'a str, run: &'a JobRun) -> BoxFuture<'a, bool>;
+    fn record<'a>(
+        &'a self,
+        stage: &'a StageName,
+        job: &'a str,
+        run: &'a JobRun,
+    ) -> BoxFuture<'a, bool>;
 }
 
 /// For callers whose record is the returned state alone (`diff`, tests):
@@ -20,7 +26,7 @@ pub trait JobJournal: Send + Sync {
 pub struct NoJournal;
 
 impl JobJournal for NoJournal {
-    fn record<'a>(&'a self, _: &'a str, _: &'a str, _: &'a JobRun) -> BoxFuture<'a, bool> {
+    fn record<'a>(&'a self, _: &'a StageName, _: &'a str, _: &'a JobRun) -> BoxFuture<'a, bool> {
         Box::pin(async { true })
     }
 }

@@ -48,7 +48,7 @@ pub fn decode_configmap(cm: &ConfigMap) -> Result<State, LegacyError> {
     for request in reruns.iter().filter(|r| r.id > state.rerun_seen) {
         state
             .stages
-            .entry(request.stage.clone())
+            .entry(request.stage.as_str().into())
             .or_default()
             .rerun
             .insert(request.job.clone());

@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::object::ObjectRef;
+use crate::core::object::{ObjectRef, Revision, StageName};
 
 pub mod legacy;
 pub mod requests;
@@ -30,7 +30,7 @@ const RUNS_KEPT: usize = 5;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     #[serde(default)]
-    pub stages: BTreeMap<String, StageState>,
+    pub stages: BTreeMap<StageName, StageState>,
     /// The Git source: last good revision and the current fetch error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceState>,
@@ -41,7 +41,7 @@ pub struct State {
     /// What the annotations of the Stage objects ask for, by stage: kept
     /// on the objects, not in the status.
     #[serde(skip)]
-    pub requests: BTreeMap<String, Requests>,
+    pub requests: BTreeMap<StageName, Requests>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -49,10 +49,10 @@ pub struct State {
 pub struct SourceState {
     /// The revision last fetched (or refused as invalid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
+    pub revision: Option<Revision>,
     /// The last revision every stage reached Ready at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub applied: Option<String>,
+    pub applied: Option<Revision>,
     /// Why the last fetch or plan failed; empty when it succeeded.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
@@ -63,6 +63,32 @@ pub struct SourceState {
     /// When the error was first seen (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    /// What the last plan warned about (a stage skipped, a field that
+    /// changes nothing), so that `status` says it too; at most
+    /// [`MAX_SOURCE_WARNINGS`], the last line counting the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Warnings kept in the source object; `stagegate validate` lists them all.
+pub const MAX_SOURCE_WARNINGS: usize = 20;
+
+impl SourceState {
+    /// Keep a plan's warnings, at most [`MAX_SOURCE_WARNINGS`] of them.
+    /// Whether anything changed.
+    pub fn set_warnings(&mut self, mut warnings: Vec<String>) -> bool {
+        let total = warnings.len();
+        warnings.truncate(MAX_SOURCE_WARNINGS);
+        if total > MAX_SOURCE_WARNINGS {
+            warnings.push(format!(
+                "… and {} more (stagegate validate lists them)",
+                total - MAX_SOURCE_WARNINGS
+            ));
+        }
+        let changed = warnings != self.warnings;
+        self.warnings = warnings;
+        changed
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,7 +121,7 @@ pub struct StageState {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub revision: Option<String>,
+    pub revision: Option<Revision>,
     /// The revision of the latest attempt, whatever its outcome.
     #[serde(
         rename = "lastAttemptedRevision",
@@ -103,7 +129,7 @@ pub struct StageState {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub attempted_revision: Option<String>,
+    pub attempted_revision: Option<Revision>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// When the stage entered its phase (RFC 3339).
@@ -182,7 +208,7 @@ pub enum JobResult {
 #[serde(rename_all = "camelCase")]
 pub struct JobRun {
     pub hash: String,
-    pub revision: String,
+    pub revision: Revision,
     pub result: JobResult,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

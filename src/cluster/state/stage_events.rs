@@ -10,13 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 
-/// Event notes are limited to 1 kB by the API server.
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    Normal,
-    Warning,
-}
+pub use crate::cluster::events::EventKind;
+use crate::cluster::events::truncate_note;
 
 #[derive(Clone)]
 pub struct StageEvents {
@@ -66,7 +61,7 @@ impl StageEvents {
             ),
             reason: Some(reason.into()),
             action: Some(action.into()),
-            note: Some(crate::cluster::events::truncate_note(note)),
+            note: Some(truncate_note(note)),
             regarding: Some(regarding.clone()),
             reporting_controller: Some("stagegate".into()),
             reporting_instance: Some(self.instance.clone()),

@@ -19,7 +19,8 @@ use super::legacy::{LEGACY_CONFIGMAP, decode_configmap};
 use super::requests::Requests;
 use super::resource::{CRD_NAME, GROUP, KIND, StageSpec, StageStatus, VERSION, api_resource};
 use super::{SourceState, StageState, State};
-use crate::cluster::apply::api_call::ServerMessage;
+use crate::cluster::client::{ServerMessage, is_not_found};
+use crate::core::object::StageName;
 
 /// The ConfigMap that stands for the Git source: its status (revision, error)
 /// and its Events; `stagegate reconcile` annotates it.
@@ -98,7 +99,7 @@ pub enum StateError {
 impl StateError {
     fn is_not_found(&self) -> bool {
         match self {
-            StateError::Kube { source, .. } => crate::cluster::apply::error::is_not_found(source),
+            StateError::Kube { source, .. } => is_not_found(source),
             StateError::MissingCrd => true,
             _ => false,
         }
@@ -251,8 +252,10 @@ impl StateStore {
             self.remember(&object);
             state
                 .requests
-                .insert(object.name.clone(), object.requests.clone());
-            state.stages.insert(object.name, object.status.stage);
+                .insert(StageName::new(object.name.clone()), object.requests.clone());
+            state
+                .stages
+                .insert(StageName::new(object.name), object.status.stage);
         }
         state.source = self.load_source().await?;
         Ok(state)
@@ -288,10 +291,10 @@ impl StateStore {
         })?;
         let mut converted = 0;
         for (name, stage) in old.stages {
-            if state.stages.contains_key(&name) {
+            if state.stages.contains_key(name.as_str()) {
                 continue;
             }
-            self.save_stage(&name, None, &stage).await?;
+            self.save_stage(name.as_str(), None, &stage).await?;
             state.stages.insert(name, stage);
             converted += 1;
         }
@@ -411,7 +414,7 @@ impl StateStore {
         self.lock().remove(name);
         match self.stages.delete(name, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
-            Err(e) if crate::cluster::apply::error::is_not_found(&e) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(self.kube_err(&format!("delete Stage {name}"), e)),
         }
     }
@@ -566,7 +569,7 @@ impl StateStore {
             .await
         {
             Ok(_) => Ok(now),
-            Err(e) if crate::cluster::apply::error::is_not_found(&e) => Err(StateError::NoSource {
+            Err(e) if is_not_found(&e) => Err(StateError::NoSource {
                 namespace: self.namespace.clone(),
             }),
             Err(e) => Err(self.kube_err(&format!("patch ConfigMap {SOURCE_CONFIGMAP}"), e)),

@@ -5,8 +5,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::core::object::StageName;
 use crate::core::paths::PathError;
-use crate::core::stage::StageName;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {

@@ -829,7 +829,7 @@ pub(crate) fn check_duplicates(ctx: &Ctx<'_>, resources: &[Resource]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::stage::StageName;
+    use crate::core::object::StageName;
     use std::fs;
 
     fn write(dir: &Path, rel: &str, text: &str) {

@@ -175,7 +175,7 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::stage::StageName;
+    use crate::core::object::StageName;
     use std::fs;
 
     fn parse(text: &str) -> Result<Vec<Resource>, RenderError> {

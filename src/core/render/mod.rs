@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::object::Manifest;
-use crate::core::stage::{Stage, is_stage_document, is_unreadable_stage_document};
+use crate::core::kinds::{is_stage_document, is_unreadable_stage_document};
+use crate::core::object::{Manifest, StageName};
 use crate::core::tree::{DISK, FileTree};
 
 pub use error::{Ambiguity, RenderError};
@@ -110,33 +110,62 @@ impl Overlay {
     }
 }
 
+/// What rendering reads of a stage: where its files are, and the settings
+/// its definition adds on top of them (a Flux Kustomization's fields).
+/// `core::stage` makes one from a `Stage`; rendering knows nothing else of
+/// stages, so `stage` sits above `render` and never the other way round.
+#[derive(Debug, Clone, Copy)]
+pub struct StageInput<'a> {
+    pub name: &'a StageName,
+    /// The stage's directory, relative to the root.
+    pub path: &'a Path,
+    /// The file that declares the stage (empty when none does).
+    pub source: &'a Path,
+    pub name_prefix: Option<&'a str>,
+    pub name_suffix: Option<&'a str>,
+    pub components: &'a [String],
+    pub patches: &'a [Patch],
+    pub target_namespace: Option<&'a str>,
+    pub common_labels: &'a std::collections::BTreeMap<String, String>,
+    pub common_annotations: &'a std::collections::BTreeMap<String, String>,
+    pub images: &'a [ImageOverride],
+    pub substitute: &'a std::collections::BTreeMap<String, String>,
+    /// Whether the stage names variable sources (Flux's `substituteFrom`):
+    /// Flux then substitutes even when no value came of them.
+    pub substitutes_from: bool,
+}
+
 /// Render every object of `stage`, reading only below `root`.
 ///
 /// Jobs carry a spec hash computed over the stage's own ConfigMaps and
 /// Secrets; the planner may recompute it with the whole repository's through
 /// [`annotate_spec_hashes`].
-pub fn render_stage(root: &Path, stage: &Stage) -> Result<Vec<Manifest>, RenderError> {
+pub fn render_stage<'a>(
+    root: &Path,
+    stage: impl Into<StageInput<'a>>,
+) -> Result<Vec<Manifest>, RenderError> {
     render_stage_with_children(root, stage).map(|rendered| rendered.objects)
 }
 
 /// [`render_stage`] with `overlay` written into the stage's kustomization
 /// instead of the one the stage's own fields make.
-pub fn render_stage_with(
+pub fn render_stage_with<'a>(
     root: &Path,
-    stage: &Stage,
+    stage: impl Into<StageInput<'a>>,
     overlay: &Overlay,
 ) -> Result<Vec<Manifest>, RenderError> {
-    render_split(&DISK, root, stage, overlay).map(|rendered| rendered.objects)
+    render_split(&DISK, root, &stage.into(), overlay).map(|rendered| rendered.objects)
 }
 
 /// [`render_stage_with_children`], reading the files of `tree` (the
 /// checkout, or an in-memory tree in tests) instead of the disk.
-pub fn render_stage_in(
+pub fn render_stage_in<'a>(
     tree: &dyn FileTree,
     root: &Path,
-    stage: &Stage,
+    stage: impl Into<StageInput<'a>>,
 ) -> Result<RenderedStage, RenderError> {
-    render_split(tree, root, stage, &stage_overlay(stage))
+    let stage = stage.into();
+    render_split(tree, root, &stage, &stage_overlay(&stage))
 }
 
 /// A stage's output split as Flux's kustomize-controller splits it: the
@@ -149,28 +178,29 @@ pub struct RenderedStage {
 }
 
 /// [`render_stage`], keeping the stage documents found in the output.
-pub fn render_stage_with_children(
+pub fn render_stage_with_children<'a>(
     root: &Path,
-    stage: &Stage,
+    stage: impl Into<StageInput<'a>>,
 ) -> Result<RenderedStage, RenderError> {
-    render_split(&DISK, root, stage, &stage_overlay(stage))
+    let stage = stage.into();
+    render_split(&DISK, root, &stage, &stage_overlay(&stage))
 }
 
 /// What a stage's own fields write into its kustomization, as Flux writes a
 /// Kustomization's `namePrefix`, `nameSuffix` and `components`: kustomize
 /// then renames the objects and every reference to them in one build.
-fn stage_overlay(stage: &Stage) -> Overlay {
+fn stage_overlay(stage: &StageInput<'_>) -> Overlay {
     Overlay {
-        name_prefix: stage.name_prefix.clone(),
-        name_suffix: stage.name_suffix.clone(),
-        components: stage.components.clone(),
+        name_prefix: stage.name_prefix.map(str::to_string),
+        name_suffix: stage.name_suffix.map(str::to_string),
+        components: stage.components.to_vec(),
     }
 }
 
 fn render_split(
     tree: &dyn FileTree,
     root: &Path,
-    stage: &Stage,
+    stage: &StageInput<'_>,
     overlay: &Overlay,
 ) -> Result<RenderedStage, RenderError> {
     let root = tree.canonicalize(root).map_err(|source| RenderError::Io {
@@ -178,9 +208,9 @@ fn render_split(
         path: root.to_path_buf(),
         source,
     })?;
-    let ctx = Ctx::in_tree(tree, &root, &stage.name);
+    let ctx = Ctx::in_tree(tree, &root, stage.name);
     let dir = ctx
-        .resolve(&root, &stage.path)
+        .resolve(&root, stage.path)
         .map_err(|e| ctx.path_error(e))?;
     if !tree.is_dir(&dir) {
         return Err(RenderError::NotADirectory {
@@ -204,7 +234,7 @@ fn render_split(
     let stage_file = if stage.source.as_os_str().is_empty() {
         ctx.rel(&dir)
     } else {
-        stage.source.clone()
+        stage.source.to_path_buf()
     };
     apply_stage_settings(&ctx, stage, &stage_file, &mut resources, &config)?;
 
@@ -231,13 +261,13 @@ fn render_split(
 /// The settings a stage definition adds on top of its kustomization.
 fn apply_stage_settings(
     ctx: &Ctx<'_>,
-    stage: &Stage,
+    stage: &StageInput<'_>,
     stage_file: &Path,
     resources: &mut Vec<Resource>,
     config: &fieldspec::Config,
 ) -> Result<(), RenderError> {
     let mut patches = Vec::with_capacity(stage.patches.len());
-    for p in &stage.patches {
+    for p in stage.patches {
         if p.path.is_some() {
             return Err(ctx.patch_error(
                 stage_file,
@@ -249,7 +279,7 @@ fn apply_stage_settings(
     // The order of kustomize's transformers in the kustomization Flux
     // generates for these settings: patches, namespace, images.
     patch::apply_all(ctx, resources, &patches)?;
-    if let Some(namespace) = &stage.target_namespace {
+    if let Some(namespace) = stage.target_namespace {
         metadata::set_namespace(resources, namespace);
     }
     // Flux's commonMetadata: labels on metadata only, annotations as
@@ -261,22 +291,22 @@ fn apply_stage_settings(
     };
     metadata::add_labels(
         resources,
-        &strings(&stage.common_labels),
+        &strings(stage.common_labels),
         metadata::LabelScope {
             selectors: false,
             templates: false,
         },
     );
-    metadata::add_annotations(resources, &strings(&stage.common_annotations));
-    images::apply(resources, &stage.images);
+    metadata::add_annotations(resources, &strings(stage.common_annotations));
+    images::apply(resources, stage.images);
     // kustomize names generated objects and follows renamed and moved
     // objects once the whole build is done; Flux's build includes the
     // stage's namespace, patches and images.
     finish_build(ctx, resources, config)?;
     // Flux substitutes whenever postBuild names variables, even when its
     // sources gave none (defaults then apply, undefined ones fail).
-    if !stage.substitute.is_empty() || !stage.substitute_from.is_empty() {
-        substitute::apply(ctx, resources, &stage.substitute)?;
+    if !stage.substitute.is_empty() || stage.substitutes_from {
+        substitute::apply(ctx, resources, stage.substitute)?;
     }
     Ok(())
 }
@@ -326,6 +356,8 @@ pub fn has_kustomization(dir: &Path) -> Option<PathBuf> {
 mod memory_tree_tests {
     use super::*;
     use crate::core::tree::MemoryTree;
+    // A unit test may build its input from a Stage; the code above never does.
+    use crate::core::stage::Stage;
 
     const BASE: &str = "resources: [cm.yaml]\nconfigMapGenerator:\n- name: script\n  files: [migrate.sh]\n  envs: [app.env]\n";
     const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain}\n";

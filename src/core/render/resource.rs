@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use super::error::RenderError;
 use crate::core::object::Manifest;
+use crate::core::object::StageName;
 use crate::core::paths::{PathError, display_path};
-use crate::core::stage::StageName;
 
 /// An object being rendered.
 #[derive(Debug, Clone, PartialEq)]

@@ -285,7 +285,7 @@ fn evaluate(body: &str, vars: &BTreeMap<String, String>) -> Result<String, Subst
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::stage::StageName;
+    use crate::core::object::StageName;
     use serde_json::json;
     use std::path::Path;
 

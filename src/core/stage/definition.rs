@@ -41,7 +41,6 @@ struct NativeDocument {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Metadata {
     name: String,
-    #[allow(dead_code)]
     #[serde(default)]
     namespace: Option<String>,
     #[allow(dead_code)]
@@ -80,6 +79,10 @@ struct NativeSpec {
     images: Vec<ImageOverride>,
     #[serde(default)]
     suspend: bool,
+    /// Applied as this ServiceAccount (impersonation), in the Stage's
+    /// `metadata.namespace`, else its `targetNamespace`.
+    #[serde(default)]
+    service_account_name: Option<String>,
 }
 
 /// The fields of a Flux Kustomization's spec that stagegate honours; the
@@ -307,9 +310,21 @@ fn read_value(file: &Path, value: &Value, location: &str) -> Definition {
     };
     if api_version == STAGE_API_VERSION && kind == STAGE_KIND {
         match serde_path_to_error::deserialize::<_, NativeDocument>(doc) {
-            Ok(native) => Definition {
-                stage: Some(from_native(file, native)),
-                problems: vec![],
+            Ok(native) => match native_service_account(&native) {
+                Ok(account) => {
+                    let mut stage = from_native(file, native);
+                    stage.service_account = account;
+                    Definition {
+                        stage: Some(stage),
+                        problems: vec![],
+                    }
+                }
+                Err(message) => Definition {
+                    stage: None,
+                    problems: vec![at(format!(
+                        "invalid Stage: spec.serviceAccountName: {message}"
+                    ))],
+                },
             },
             Err(e) => Definition {
                 stage: None,
@@ -403,6 +418,32 @@ fn flux_refused_fields(spec: &Value) -> Vec<(String, String)> {
         }
     }
     fields
+}
+
+/// A native Stage's ServiceAccount: its name in the Stage's own namespace,
+/// else in the namespace its objects go to. Neither set is an error: a
+/// guessed namespace would be someone else's account.
+fn native_service_account(doc: &NativeDocument) -> Result<Option<ServiceAccountRef>, &'static str> {
+    let Some(name) = doc.spec.service_account_name.as_deref() else {
+        return Ok(None);
+    };
+    if name.is_empty() {
+        return Err("is empty");
+    }
+    let namespace = doc
+        .metadata
+        .namespace
+        .as_deref()
+        .or(doc.spec.target_namespace.as_deref())
+        .filter(|ns| !ns.is_empty())
+        .ok_or(
+            "the ServiceAccount's namespace is unknown: set metadata.namespace \
+             (or spec.targetNamespace) on the Stage",
+        )?;
+    Ok(Some(ServiceAccountRef {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    }))
 }
 
 fn from_native(file: &Path, doc: NativeDocument) -> Stage {
@@ -655,6 +696,33 @@ spec:
             def.problems[0].to_string().contains("spec.timeout"),
             "{}",
             def.problems[0]
+        );
+    }
+
+    #[test]
+    fn a_native_stage_names_its_service_account_in_its_namespace() {
+        let stage = |meta: &str, spec: &str| {
+            read(&format!(
+                "apiVersion: stagegate.dev/v1alpha1\nkind: Stage\nmetadata: {{name: web{meta}}}\nspec:\n  path: web\n  serviceAccountName: deployer\n{spec}"
+            ))
+        };
+        let own = stage(", namespace: team-a", "  targetNamespace: web\n");
+        assert_eq!(
+            own.stage.unwrap().service_account.unwrap().user(),
+            "system:serviceaccount:team-a:deployer"
+        );
+        let target = stage("", "  targetNamespace: team-b\n");
+        assert_eq!(
+            target.stage.unwrap().service_account.unwrap().to_string(),
+            "team-b/deployer"
+        );
+        let unknown = stage("", "");
+        assert!(unknown.stage.is_none());
+        let message = unknown.problems[0].to_string();
+        assert!(
+            message.contains("spec.serviceAccountName")
+                && message.contains("set metadata.namespace"),
+            "{message}"
         );
     }
 

@@ -43,7 +43,8 @@ pub fn discover_stages_in(tree: &dyn FileTree, root: &Path, dir: &Path) -> (Vec<
     discover_in(tree, root, dir, &DiscoverOptions::default())
 }
 
-fn discover_in(
+/// [`discover_stages_with`] in any file tree.
+pub fn discover_in(
     tree: &dyn FileTree,
     root: &Path,
     dir: &Path,
