@@ -183,6 +183,20 @@ pub async fn require_namespace(client: &Client, namespace: &str) -> Result<(), C
     }
 }
 
+/// The UID of `namespace`, which changes when the cluster is rebuilt or
+/// restored from a backup (UIDs are never restored); `None` when it cannot
+/// be read (no right to, or the server does not answer).
+pub async fn namespace_uid(client: &Client, namespace: &str) -> Option<String> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    match api.get_opt(namespace).await {
+        Ok(found) => found.and_then(|ns| ns.metadata.uid),
+        Err(e) => {
+            tracing::warn!(namespace, error = %ServerMessage(&e), "cannot read the namespace's UID: a rebuilt cluster is told by its objects only");
+            None
+        }
+    }
+}
+
 /// The server's Status, when the error is one.
 pub fn api_status(e: &kube::Error) -> Option<&kube::core::Status> {
     match e {

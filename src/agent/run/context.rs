@@ -30,6 +30,9 @@ pub struct AgentContext {
     pub metrics: Arc<Metrics>,
     /// Events on the Stage objects and the source object.
     pub stage_events: StageEvents,
+    /// The cluster this agent applies to: the UID of its namespace (see
+    /// [`StageState::cluster_id`]).
+    pub cluster_id: Option<String>,
     /// What Git says about each stage of the revision being run (`Stage` spec).
     pub specs:
         std::sync::Mutex<std::collections::HashMap<String, crate::cluster::state::StageSpec>>,
@@ -52,8 +55,15 @@ impl AgentContext {
             store,
             state: Mutex::new(state),
             metrics,
+            cluster_id: None,
             specs: std::sync::Mutex::default(),
         }
+    }
+
+    /// The cluster's identity, to tell the Job runs recorded in another.
+    pub fn with_cluster_id(mut self, cluster_id: Option<String>) -> Self {
+        self.cluster_id = cluster_id;
+        self
     }
 
     /// The object the source's Events are about.
@@ -67,6 +77,7 @@ impl AgentContext {
         let snapshot = {
             let mut state = self.state.lock().await;
             let stage = state.stages.entry(name.clone()).or_default();
+            self.claim_record(name, stage);
             let new_revision =
                 stage.revision.as_deref() != Some(revision) || stage.phase != Phase::Ready;
             if new_revision || !stage.rerun.is_empty() {
@@ -91,6 +102,24 @@ impl AgentContext {
         };
         self.persist_stage(name.as_str()).await;
         snapshot
+    }
+
+    /// Make the stage's record this cluster's. Runs recorded in another
+    /// cluster (the namespace's UID differs: rebuilt, or restored from a
+    /// backup) are dropped, so its Jobs run again unless the cluster holds
+    /// them: the gate is checked against this cluster, not remembered (#13).
+    fn claim_record(&self, name: &StageName, stage: &mut StageState) {
+        let Some(current) = &self.cluster_id else {
+            return;
+        };
+        if let Some(recorded) = &stage.cluster_id
+            && recorded != current
+            && !stage.jobs.is_empty()
+        {
+            warn!(stage = %name, recorded, current, "the stage's Job runs were recorded in another cluster (its namespace UID changed): they are not trusted here");
+            stage.jobs.clear();
+        }
+        stage.cluster_id = Some(current.clone());
     }
 
     /// Record a stage's new phase: state, log line, Event, metric, then

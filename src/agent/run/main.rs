@@ -216,6 +216,7 @@ async fn context(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Arc<AgentContext>> {
     let store = StateStore::new(client.clone(), &settings.namespace);
+    let cluster_id = crate::cluster::client::namespace_uid(&client, &settings.namespace).await;
     let state = startup::retry(
         "reading the Stage objects",
         shutdown,
@@ -238,9 +239,10 @@ async fn context(
     for (name, stage) in &state.stages {
         metrics.set_phase(name.as_str(), stage.phase);
     }
-    Ok(Arc::new(AgentContext::new(
-        engine, events, settings, store, state, metrics,
-    )))
+    Ok(Arc::new(
+        AgentContext::new(engine, events, settings, store, state, metrics)
+            .with_cluster_id(cluster_id),
+    ))
 }
 
 /// `--once` prints the revision's stages and exits 0 when all are Ready.

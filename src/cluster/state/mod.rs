@@ -157,6 +157,11 @@ pub struct StageState {
     /// every poll.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stalled: bool,
+    /// The cluster the Job runs above were recorded in: the UID of the
+    /// agent's namespace. Another UID means the cluster was rebuilt or
+    /// restored since, and those runs say nothing about this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
 }
 
 /// One applied object: its identity, what was applied (hash of the rendered
