@@ -17,6 +17,7 @@ use super::metadata;
 use super::patch::{self, LoadedPatch};
 use super::replacement::{self, Replacement};
 use super::resource::{Ctx, Resource};
+use super::valueadd;
 use super::{ImageOverride, PatchTarget, images};
 use crate::core::yaml::parse_documents;
 
@@ -454,6 +455,21 @@ fn apply_one(
             images::apply_to_fields(resources, &overrides, &c.field_specs);
             Ok(())
         }
+        "ValueAddTransformer" => {
+            let c: valueadd::Config = source.parse(&kind, config)?;
+            let root_name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            valueadd::apply(&c, &root_name, resources)
+                .map_err(|e| source.error(format!("ValueAddTransformer: {e}")))
+        }
+        // kustomize v5.5 cannot load it as a transformer either ("unable to
+        // load builtin SortOrderTransformer"); the field is what works.
+        "SortOrderTransformer" => Err(source.error(
+            "built-in transformer `SortOrderTransformer` cannot be listed in `transformers` \
+             (kustomize refuses it too); use the kustomization's `sortOptions` field",
+        )),
         other => Err(source.error(format!(
             "built-in transformer `{other}` is not supported by stagegate in `transformers`; \
              use the kustomization's own fields (sortOptions, generators, …) or render with kustomize \
