@@ -382,3 +382,9 @@ fn a_sort_order_transformer_under_transformers_is_refused_as_kustomize_refuses_i
         "sortOptions",
     );
 }
+
+#[test]
+fn a_hash_transformer_in_a_base_suffixes_generated_names_twice_like_kustomize() {
+    assert_same_as_kustomize("scenarios/builtin-hash/overlay");
+    assert_same_as_kustomize("scenarios/builtin-hash/base");
+}

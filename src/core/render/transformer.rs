@@ -455,6 +455,13 @@ fn apply_one(
             images::apply_to_fields(resources, &overrides, &c.field_specs);
             Ok(())
         }
+        "HashTransformer" => {
+            // kustomize suffixes the generated objects whose names take a
+            // hash now, and again with their final content at the end of
+            // the build (their names then carry two suffixes).
+            generator::add_name_hashes_now(resources);
+            Ok(())
+        }
         "ValueAddTransformer" => {
             let c: valueadd::Config = source.parse(&kind, config)?;
             let root_name = dir
