@@ -388,3 +388,8 @@ fn a_hash_transformer_in_a_base_suffixes_generated_names_twice_like_kustomize() 
     assert_same_as_kustomize("scenarios/builtin-hash/overlay");
     assert_same_as_kustomize("scenarios/builtin-hash/base");
 }
+
+#[test]
+fn prefix_suffix_transformers_with_their_own_field_specs_match_kustomize() {
+    assert_same_as_kustomize("scenarios/prefix-field-specs");
+}

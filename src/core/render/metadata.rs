@@ -221,29 +221,35 @@ fn set_default_subject_namespace(value: &mut Value, namespace: &str) {
 /// `namePrefix` / `nameSuffix`. kustomize leaves the names of CRDs,
 /// APIServices and Namespaces alone: they are referred to by fixed names.
 pub(crate) fn add_prefix_suffix(resources: &mut [Resource], prefix: &str, suffix: &str) {
-    if prefix.is_empty() && suffix.is_empty() {
+    for r in resources {
+        add_name_prefix_suffix(r, prefix, suffix);
+    }
+}
+
+/// Whether kustomize's prefix and suffix transformer leaves `r` alone.
+pub(crate) fn keeps_its_name(r: &Resource) -> bool {
+    match r.kind() {
+        "CustomResourceDefinition" | "Namespace" => true,
+        "APIService" => r.group() == "apiregistration.k8s.io",
+        _ => false,
+    }
+}
+
+/// [`add_prefix_suffix`] for one object.
+pub(crate) fn add_name_prefix_suffix(r: &mut Resource, prefix: &str, suffix: &str) {
+    if (prefix.is_empty() && suffix.is_empty()) || keeps_its_name(r) {
         return;
     }
-    for r in resources {
-        let skipped = match r.kind() {
-            "CustomResourceDefinition" | "Namespace" => true,
-            "APIService" => r.group() == "apiregistration.k8s.io",
-            _ => false,
-        };
-        if skipped {
-            continue;
-        }
-        let new = format!("{prefix}{}{suffix}", r.name());
-        r.remember_identity();
-        if !prefix.is_empty() {
-            r.prefixes.push(prefix.to_string());
-        }
-        if !suffix.is_empty() {
-            r.suffixes.push(suffix.to_string());
-        }
-        if let Some(meta) = metadata_mut(&mut r.value) {
-            meta.insert("name".into(), Value::String(new));
-        }
+    let new = format!("{prefix}{}{suffix}", r.name());
+    r.remember_identity();
+    if !prefix.is_empty() {
+        r.prefixes.push(prefix.to_string());
+    }
+    if !suffix.is_empty() {
+        r.suffixes.push(suffix.to_string());
+    }
+    if let Some(meta) = metadata_mut(&mut r.value) {
+        meta.insert("name".into(), Value::String(new));
     }
 }
 
