@@ -106,23 +106,29 @@ fn merge_specs(into: &mut Vec<FieldSpec>, from: &[FieldSpec]) {
     }
 }
 
+/// A configuration file stagegate cannot follow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ConfigError {
+    #[error(
+        "namePrefix / nameSuffix field specs other than `metadata/name` are not \
+         supported by stagegate; rename those fields with a patch, or render this \
+         directory with kustomize and commit the output"
+    )]
+    RenamesOtherFields,
+}
+
 impl Config {
     /// Read a configuration file's sections; name prefix and suffix field
     /// specs are refused (kustomize's `namePrefix` config renames fields
     /// other than `metadata/name`, which name references would then miss).
-    pub fn from_file(file: ConfigFile) -> Result<Self, String> {
+    pub fn from_file(file: ConfigFile) -> Result<Self, ConfigError> {
         let renames = file
             .name_prefix
             .iter()
             .chain(&file.name_suffix)
             .any(|s| s.path != "metadata/name");
         if renames {
-            return Err(
-                "namePrefix / nameSuffix field specs other than `metadata/name` are not \
-                 supported by stagegate; rename those fields with a patch, or render this \
-                 directory with kustomize and commit the output"
-                    .into(),
-            );
+            return Err(ConfigError::RenamesOtherFields);
         }
         let mut config = Self::default();
         config.merge(&Self {

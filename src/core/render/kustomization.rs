@@ -681,7 +681,10 @@ fn load_configuration(
                 ),
             )
         })?;
-        config.merge(&Config::from_file(parsed).map_err(|m| ctx.kustomization_error(&path, m))?);
+        config.merge(
+            &Config::from_file(parsed)
+                .map_err(|e| ctx.kustomization_error(&path, e.to_string()))?,
+        );
     }
     Ok(config)
 }
