@@ -637,7 +637,8 @@ fn build_file(
     images::apply_to_fields(&mut resources, &k.images, &config.images);
     if !k.replacements.is_empty() {
         let list = load_replacements(ctx, dir, file, &k.replacements)?;
-        replacement::apply(&list, &mut resources).map_err(|m| ctx.kustomization_error(file, m))?;
+        replacement::apply(&list, &mut resources)
+            .map_err(|e| ctx.kustomization_error(file, e.to_string()))?;
     }
     if !k.transformers.is_empty() {
         let resolve = |entry: &str| resolve_entry(ctx, dir, file, "transformers", entry);

@@ -421,7 +421,7 @@ fn apply_one(
             if c.replacements.iter().any(|r| !r.is_inline()) {
                 return Err(source.error("ReplacementTransformer: give the replacements inline"));
             }
-            replacement::apply(&c.replacements, resources).map_err(|m| source.error(m))
+            replacement::apply(&c.replacements, resources).map_err(|e| source.error(e.to_string()))
         }
         "NamespaceTransformer" => {
             #[derive(Deserialize)]
