@@ -809,15 +809,10 @@ fn read_patch(
 
 /// kustomize refuses two resources with the same identity in one build.
 pub(crate) fn check_duplicates(ctx: &Ctx<'_>, resources: &[Resource]) -> Result<(), RenderError> {
-    let mut seen: HashMap<(String, String, String, String), &Path> =
+    let mut seen: HashMap<(&str, &str, &str, &str), &Path> =
         HashMap::with_capacity(resources.len());
     for r in resources {
-        let key = (
-            r.group().to_string(),
-            r.kind().to_string(),
-            r.namespace().unwrap_or("").to_string(),
-            r.name().to_string(),
-        );
+        let key = (r.group(), r.kind(), r.namespace().unwrap_or(""), r.name());
         if let Some(other) = seen.insert(key, &r.source) {
             return Err(RenderError::Duplicate {
                 stage: ctx.stage.clone(),
