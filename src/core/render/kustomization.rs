@@ -449,6 +449,76 @@ fn resolve_entry(
     })
 }
 
+/// A `resources` entry once read: a directory to build, or a file's objects.
+enum Entry {
+    Directory(PathBuf),
+    Objects(Vec<Resource>),
+}
+
+/// Below this many entries, reading them on other threads costs more than it saves.
+const PARALLEL_ENTRIES: usize = 64;
+
+/// The `resources` entries of `file`, in order: files are read and parsed
+/// (on every core when there are many: parsing is most of a large build),
+/// directories are left for the caller to build in order. Each entry keeps
+/// its own error, so the first one in order is the one reported.
+fn read_entries(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    file: &Path,
+    entries: &[&String],
+) -> Vec<Result<Entry, RenderError>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(entries.len() / PARALLEL_ENTRIES)
+        .max(1);
+    if workers == 1 {
+        return entries
+            .iter()
+            .map(|e| read_entry(ctx, dir, file, e))
+            .collect();
+    }
+    let chunk = entries.len().div_ceil(workers);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = entries
+            .chunks(chunk)
+            .map(|part| {
+                // `Ctx` holds the build's vars in a RefCell; reading files
+                // needs only the tree, the root and the stage.
+                let (tree, root, stage) = (ctx.tree, ctx.root, ctx.stage);
+                scope.spawn(move || {
+                    let ctx = Ctx::in_tree(tree, root, stage);
+                    part.iter()
+                        .map(|e| read_entry(&ctx, dir, file, e))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(read) => read,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
+}
+
+fn read_entry(ctx: &Ctx<'_>, dir: &Path, file: &Path, entry: &str) -> Result<Entry, RenderError> {
+    if entry.contains("://") || entry.starts_with("github.com/") || entry.starts_with("git@") {
+        return Err(ctx.kustomization_error(
+            file,
+            format!("remote resource `{entry}` is not supported; vendor it into the repository"),
+        ));
+    }
+    let path = resolve_entry(ctx, dir, file, "resources", entry)?;
+    if ctx.tree.is_dir(&path) {
+        Ok(Entry::Directory(path))
+    } else {
+        load::load_file(ctx, &path).map(Entry::Objects)
+    }
+}
+
 /// Build the kustomization `file` (in the directory entries are relative to).
 fn build_file(
     ctx: &Ctx<'_>,
@@ -486,20 +556,11 @@ fn build_file(
         }
         _ => {}
     }
-    for entry in k.resources.iter().chain(&k.bases) {
-        if entry.contains("://") || entry.starts_with("github.com/") || entry.starts_with("git@") {
-            return Err(ctx.kustomization_error(
-                file,
-                format!(
-                    "remote resource `{entry}` is not supported; vendor it into the repository"
-                ),
-            ));
-        }
-        let path = resolve_entry(ctx, dir, file, "resources", entry)?;
-        if ctx.tree.is_dir(&path) {
-            resources.extend(build(ctx, &path, stack, config)?);
-        } else {
-            resources.extend(load::load_file(ctx, &path)?);
+    let entries: Vec<&String> = k.resources.iter().chain(&k.bases).collect();
+    for read in read_entries(ctx, dir, file, &entries) {
+        match read? {
+            Entry::Directory(path) => resources.extend(build(ctx, &path, stack, config)?),
+            Entry::Objects(objects) => resources.extend(objects),
         }
     }
     check_duplicates(ctx, &resources)?;
@@ -848,6 +909,33 @@ mod tests {
             &mut Vec::new(),
             &mut Config::default(),
         )
+    }
+
+    #[test]
+    fn many_entries_read_in_parallel_keep_their_order_and_the_first_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let n = PARALLEL_ENTRIES * 3;
+        let mut k = String::from("resources:\n");
+        for i in 0..n {
+            k.push_str(&format!("- cm-{i:03}.yaml\n"));
+            let text = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i:03}\n");
+            write(&root, &format!("app/cm-{i:03}.yaml"), &text);
+        }
+        write(&root, "app/kustomization.yaml", &k);
+        let names: Vec<String> = build_dir(&root, "app")
+            .unwrap()
+            .iter()
+            .map(|r| r.name().to_string())
+            .collect();
+        let expected: Vec<String> = (0..n).map(|i| format!("cm-{i:03}")).collect();
+        assert_eq!(names, expected);
+
+        // A missing file before an invalid one: the missing one is reported.
+        fs::remove_file(root.join("app/cm-100.yaml")).unwrap();
+        write(&root, "app/cm-150.yaml", "a: [unclosed\n");
+        let text = build_dir(&root, "app").unwrap_err().to_string();
+        assert!(text.contains("`cm-100.yaml` does not exist"), "{text}");
     }
 
     #[test]

@@ -724,7 +724,10 @@ impl Lookup<'_> {
     ) -> Result<Option<usize>, Failure> {
         let target = &self.rule.target;
         let referrer = self.referrer;
-        let namesakes = self.by_previous_name.get(old).map_or(&[][..], Vec::as_slice);
+        let namesakes = self
+            .by_previous_name
+            .get(old)
+            .map_or(&[][..], Vec::as_slice);
         let mut found: Vec<usize> = namesakes
             .iter()
             .copied()
