@@ -495,15 +495,22 @@ pub(crate) fn fix_references(
         }
     }
     let mut reachable_in: HashMap<String, Vec<usize>> = HashMap::new();
+    // The rules of each referrer kind, chosen once per kind, not per object.
+    let mut rules_of: HashMap<(&str, &str, &str), Vec<&Rule>> = HashMap::new();
     for (index, r) in resources.iter_mut().enumerate() {
         let referrer = &candidates[index];
-        let applicable: Vec<&&Rule> = rules
-            .iter()
-            .filter(|rule| {
-                rule.referrer
-                    .selects(&referrer.group, &referrer.version, &referrer.kind)
-            })
-            .collect();
+        let key = (
+            referrer.group.as_str(),
+            referrer.version.as_str(),
+            referrer.kind.as_str(),
+        );
+        let applicable = rules_of.entry(key).or_insert_with(|| {
+            rules
+                .iter()
+                .copied()
+                .filter(|rule| rule.referrer.selects(key.0, key.1, key.2))
+                .collect()
+        });
         if applicable.is_empty() {
             continue;
         }
@@ -517,7 +524,7 @@ pub(crate) fn fix_references(
                 .entry(referrer.effective_namespace().to_string())
                 .or_insert_with(|| same_namespace(referrer, &renamed, &candidates)),
         };
-        for rule in applicable {
+        for &rule in applicable.iter() {
             let ctx = Lookup {
                 rule,
                 referrer,

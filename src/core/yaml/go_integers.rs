@@ -72,9 +72,12 @@ pub(crate) fn rewrite(text: &str) -> Cow<'_, str> {
 /// line-by-line rewrite.
 fn may_hold_go_integer(bytes: &[u8]) -> bool {
     bytes.windows(2).enumerate().any(|(i, w)| {
-        let candidate =
-            (w[0] == b'0' && w[1].is_ascii_digit()) || (w[0].is_ascii_digit() && w[1] == b'_');
-        candidate && starts_after_blank(bytes, i)
+        // An octal token starts with its `0` (`8080` is no candidate).
+        let octal = w[0] == b'0'
+            && w[1].is_ascii_digit()
+            && (i == 0 || !(bytes[i - 1].is_ascii_digit() || bytes[i - 1] == b'_'));
+        let underscored = w[0].is_ascii_digit() && w[1] == b'_';
+        (octal || underscored) && starts_after_blank(bytes, i)
     })
 }
 
@@ -159,7 +162,12 @@ mod tests {
 
     #[test]
     fn only_tokens_after_a_blank_send_a_text_through_the_rewrite() {
-        for text in ["name: svc-00012\n", "image: app:v1_2\n", "x: a0400\n"] {
+        for text in [
+            "name: svc-00012\n",
+            "image: app:v1_2\n",
+            "x: a0400\n",
+            "port: 8080\n",
+        ] {
             assert!(!may_hold_go_integer(text.as_bytes()), "{text}");
         }
         for text in ["a: 0400\n", "- -010\n", "b: 1_000\n", "c:\t+007\n"] {
