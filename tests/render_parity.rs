@@ -393,3 +393,9 @@ fn a_hash_transformer_in_a_base_suffixes_generated_names_twice_like_kustomize() 
 fn prefix_suffix_transformers_with_their_own_field_specs_match_kustomize() {
     assert_same_as_kustomize("scenarios/prefix-field-specs");
 }
+
+#[test]
+fn configurations_with_name_prefix_and_suffix_field_specs_match_kustomize() {
+    assert_same_as_kustomize("scenarios/configurations-prefix/overlay");
+    assert_same_as_kustomize("scenarios/configurations-prefix/base");
+}

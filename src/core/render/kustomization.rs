@@ -652,10 +652,12 @@ fn build_file(
         metadata::set_namespace(&mut resources, ns);
         metadata::set_custom_namespace_fields(&mut resources, ns, &config.namespace);
     }
-    metadata::add_prefix_suffix(
+    metadata::add_prefix_suffix_configured(
         &mut resources,
         k.name_prefix.as_deref().unwrap_or(""),
         k.name_suffix.as_deref().unwrap_or(""),
+        &config.name_prefix,
+        &config.name_suffix,
     );
     let common = to_map(k.common_labels);
     let both = LabelScope {
@@ -743,10 +745,7 @@ fn load_configuration(
                 ),
             )
         })?;
-        config.merge(
-            &Config::from_file(parsed)
-                .map_err(|e| ctx.kustomization_error(&path, e.to_string()))?,
-        );
+        config.merge(&Config::from_file(parsed));
     }
     Ok(config)
 }

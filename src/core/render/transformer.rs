@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::RenderError;
-use super::fieldspec::{FieldSpec, set_map_entries, set_scalar, walk};
+use super::fieldspec::{FieldSpec, set_map_entries, set_scalar};
 use super::generator::{self, GeneratedKind, GeneratorArgs, GeneratorSite};
 use super::metadata;
 use super::patch::{self, LoadedPatch};
@@ -353,22 +353,7 @@ fn apply_one(
                 field_specs: Vec<FieldSpec>,
             }
             let c: C = source.parse(&kind, config)?;
-            // kustomize renames an object (and records it for references)
-            // through a `metadata/name` spec; any other spec prefixes the
-            // strings at its path.
-            for r in resources.iter_mut() {
-                if metadata::keeps_its_name(r) {
-                    continue;
-                }
-                let (group, version, kind) = r.gvk();
-                for spec in c.field_specs.iter().filter(|s| s.selects(&group, &version, &kind)) {
-                    if spec.path == "metadata/name" {
-                        metadata::add_name_prefix_suffix(r, &c.prefix, &c.suffix);
-                    } else {
-                        affix_strings(&mut r.value, spec, &c.prefix, &c.suffix);
-                    }
-                }
-            }
+            metadata::prefix_suffix_by_specs(resources, &c.prefix, &c.suffix, &c.field_specs);
             Ok(())
         }
         "ReplicaCountTransformer" => {
@@ -580,24 +565,4 @@ fn patch_text(
         }
         _ => Err(source.error("a patch needs exactly one of `patch` (or `jsonOp`) and `path`")),
     }
-}
-
-/// `prefix` and `suffix` around the scalar at the spec's path (created
-/// empty first when the spec says `create`), as kustomize's prefix and
-/// suffix filter writes them: always a string.
-fn affix_strings(node: &mut Value, spec: &FieldSpec, prefix: &str, suffix: &str) {
-    let steps: Vec<&str> = spec.path.split('/').collect();
-    walk(node, &steps, spec.create, &mut |map, key| {
-        let old = match map.get(key) {
-            None if spec.create => String::new(),
-            None | Some(Value::Object(_) | Value::Array(_)) => return,
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) => String::new(),
-            Some(other) => other.to_string(),
-        };
-        map.insert(
-            key.to_string(),
-            Value::String(format!("{prefix}{old}{suffix}")),
-        );
-    });
 }
