@@ -368,3 +368,34 @@ fn lists_merged_by_their_declared_keys_in_a_strategic_patch_match_kustomize() {
     // (type): the shared merge-key table, judged by kustomize.
     assert_same_as_kustomize("overlays/merge-keys");
 }
+
+#[test]
+fn value_add_transformers_write_values_and_file_path_parts_like_kustomize() {
+    assert_same_as_kustomize("scenarios/builtin-value-add");
+}
+
+#[test]
+fn a_sort_order_transformer_under_transformers_is_refused_as_kustomize_refuses_it() {
+    assert_both_refuse(
+        "scenarios/sort-order-transformer",
+        "scenarios/sort-order-transformer/kustomization.yaml",
+        "sortOptions",
+    );
+}
+
+#[test]
+fn a_hash_transformer_in_a_base_suffixes_generated_names_twice_like_kustomize() {
+    assert_same_as_kustomize("scenarios/builtin-hash/overlay");
+    assert_same_as_kustomize("scenarios/builtin-hash/base");
+}
+
+#[test]
+fn prefix_suffix_transformers_with_their_own_field_specs_match_kustomize() {
+    assert_same_as_kustomize("scenarios/prefix-field-specs");
+}
+
+#[test]
+fn configurations_with_name_prefix_and_suffix_field_specs_match_kustomize() {
+    assert_same_as_kustomize("scenarios/configurations-prefix/overlay");
+    assert_same_as_kustomize("scenarios/configurations-prefix/base");
+}

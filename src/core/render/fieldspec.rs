@@ -96,6 +96,9 @@ pub(crate) struct Config {
     pub var_reference: Vec<FieldSpec>,
     pub images: Vec<FieldSpec>,
     pub replicas: Vec<FieldSpec>,
+    /// Fields `namePrefix` / `nameSuffix` change besides `metadata/name`.
+    pub name_prefix: Vec<FieldSpec>,
+    pub name_suffix: Vec<FieldSpec>,
 }
 
 fn merge_specs(into: &mut Vec<FieldSpec>, from: &[FieldSpec]) {
@@ -107,23 +110,8 @@ fn merge_specs(into: &mut Vec<FieldSpec>, from: &[FieldSpec]) {
 }
 
 impl Config {
-    /// Read a configuration file's sections; name prefix and suffix field
-    /// specs are refused (kustomize's `namePrefix` config renames fields
-    /// other than `metadata/name`, which name references would then miss).
-    pub fn from_file(file: ConfigFile) -> Result<Self, String> {
-        let renames = file
-            .name_prefix
-            .iter()
-            .chain(&file.name_suffix)
-            .any(|s| s.path != "metadata/name");
-        if renames {
-            return Err(
-                "namePrefix / nameSuffix field specs other than `metadata/name` are not \
-                 supported by stagegate; rename those fields with a patch, or render this \
-                 directory with kustomize and commit the output"
-                    .into(),
-            );
-        }
+    /// Read a configuration file's sections.
+    pub fn from_file(file: ConfigFile) -> Self {
         let mut config = Self::default();
         config.merge(&Self {
             name_reference: file.name_reference,
@@ -134,8 +122,10 @@ impl Config {
             var_reference: file.var_reference,
             images: file.images,
             replicas: file.replicas,
+            name_prefix: file.name_prefix,
+            name_suffix: file.name_suffix,
         });
-        Ok(config)
+        config
     }
 
     /// kustomize's `TransformerConfig.Merge`: field specs are added once;
@@ -156,6 +146,8 @@ impl Config {
         merge_specs(&mut self.var_reference, &other.var_reference);
         merge_specs(&mut self.images, &other.images);
         merge_specs(&mut self.replicas, &other.replicas);
+        merge_specs(&mut self.name_prefix, &other.name_prefix);
+        merge_specs(&mut self.name_suffix, &other.name_suffix);
     }
 }
 

@@ -489,6 +489,16 @@ fn effective(ns: Option<&str>) -> &str {
 
 /// Give every generated object its content-hash suffix.
 pub(crate) fn add_name_hashes(resources: &mut [Resource]) {
+    add_name_hashes_now(resources);
+    for r in resources.iter_mut() {
+        r.needs_hash = false;
+    }
+}
+
+/// kustomize's HashTransformer listed under `transformers`: the generated
+/// objects that take a hash get one for their content so far, and keep
+/// needing the one the end of the build gives.
+pub(crate) fn add_name_hashes_now(resources: &mut [Resource]) {
     for r in resources.iter_mut().filter(|r| r.needs_hash) {
         let hash = content_hash(&r.value);
         let name = format!("{}-{hash}", r.name());
@@ -496,7 +506,6 @@ pub(crate) fn add_name_hashes(resources: &mut [Resource]) {
         if let Some(meta) = r.value.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("name".into(), Value::String(name));
         }
-        r.needs_hash = false;
     }
 }
 

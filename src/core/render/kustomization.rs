@@ -449,6 +449,76 @@ fn resolve_entry(
     })
 }
 
+/// A `resources` entry once read: a directory to build, or a file's objects.
+enum Entry {
+    Directory(PathBuf),
+    Objects(Vec<Resource>),
+}
+
+/// Below this many entries, reading them on other threads costs more than it saves.
+const PARALLEL_ENTRIES: usize = 64;
+
+/// The `resources` entries of `file`, in order: files are read and parsed
+/// (on every core when there are many: parsing is most of a large build),
+/// directories are left for the caller to build in order. Each entry keeps
+/// its own error, so the first one in order is the one reported.
+fn read_entries(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    file: &Path,
+    entries: &[&String],
+) -> Vec<Result<Entry, RenderError>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(entries.len() / PARALLEL_ENTRIES)
+        .max(1);
+    if workers == 1 {
+        return entries
+            .iter()
+            .map(|e| read_entry(ctx, dir, file, e))
+            .collect();
+    }
+    let chunk = entries.len().div_ceil(workers);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = entries
+            .chunks(chunk)
+            .map(|part| {
+                // `Ctx` holds the build's vars in a RefCell; reading files
+                // needs only the tree, the root and the stage.
+                let (tree, root, stage) = (ctx.tree, ctx.root, ctx.stage);
+                scope.spawn(move || {
+                    let ctx = Ctx::in_tree(tree, root, stage);
+                    part.iter()
+                        .map(|e| read_entry(&ctx, dir, file, e))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(read) => read,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
+}
+
+fn read_entry(ctx: &Ctx<'_>, dir: &Path, file: &Path, entry: &str) -> Result<Entry, RenderError> {
+    if entry.contains("://") || entry.starts_with("github.com/") || entry.starts_with("git@") {
+        return Err(ctx.kustomization_error(
+            file,
+            format!("remote resource `{entry}` is not supported; vendor it into the repository"),
+        ));
+    }
+    let path = resolve_entry(ctx, dir, file, "resources", entry)?;
+    if ctx.tree.is_dir(&path) {
+        Ok(Entry::Directory(path))
+    } else {
+        load::load_file(ctx, &path).map(Entry::Objects)
+    }
+}
+
 /// Build the kustomization `file` (in the directory entries are relative to).
 fn build_file(
     ctx: &Ctx<'_>,
@@ -486,20 +556,11 @@ fn build_file(
         }
         _ => {}
     }
-    for entry in k.resources.iter().chain(&k.bases) {
-        if entry.contains("://") || entry.starts_with("github.com/") || entry.starts_with("git@") {
-            return Err(ctx.kustomization_error(
-                file,
-                format!(
-                    "remote resource `{entry}` is not supported; vendor it into the repository"
-                ),
-            ));
-        }
-        let path = resolve_entry(ctx, dir, file, "resources", entry)?;
-        if ctx.tree.is_dir(&path) {
-            resources.extend(build(ctx, &path, stack, config)?);
-        } else {
-            resources.extend(load::load_file(ctx, &path)?);
+    let entries: Vec<&String> = k.resources.iter().chain(&k.bases).collect();
+    for read in read_entries(ctx, dir, file, &entries) {
+        match read? {
+            Entry::Directory(path) => resources.extend(build(ctx, &path, stack, config)?),
+            Entry::Objects(objects) => resources.extend(objects),
         }
     }
     check_duplicates(ctx, &resources)?;
@@ -591,10 +652,12 @@ fn build_file(
         metadata::set_namespace(&mut resources, ns);
         metadata::set_custom_namespace_fields(&mut resources, ns, &config.namespace);
     }
-    metadata::add_prefix_suffix(
+    metadata::add_prefix_suffix_configured(
         &mut resources,
         k.name_prefix.as_deref().unwrap_or(""),
         k.name_suffix.as_deref().unwrap_or(""),
+        &config.name_prefix,
+        &config.name_suffix,
     );
     let common = to_map(k.common_labels);
     let both = LabelScope {
@@ -637,7 +700,8 @@ fn build_file(
     images::apply_to_fields(&mut resources, &k.images, &config.images);
     if !k.replacements.is_empty() {
         let list = load_replacements(ctx, dir, file, &k.replacements)?;
-        replacement::apply(&list, &mut resources).map_err(|m| ctx.kustomization_error(file, m))?;
+        replacement::apply(&list, &mut resources)
+            .map_err(|e| ctx.kustomization_error(file, e.to_string()))?;
     }
     if !k.transformers.is_empty() {
         let resolve = |entry: &str| resolve_entry(ctx, dir, file, "transformers", entry);
@@ -681,7 +745,7 @@ fn load_configuration(
                 ),
             )
         })?;
-        config.merge(&Config::from_file(parsed).map_err(|m| ctx.kustomization_error(&path, m))?);
+        config.merge(&Config::from_file(parsed));
     }
     Ok(config)
 }
@@ -805,15 +869,10 @@ fn read_patch(
 
 /// kustomize refuses two resources with the same identity in one build.
 pub(crate) fn check_duplicates(ctx: &Ctx<'_>, resources: &[Resource]) -> Result<(), RenderError> {
-    let mut seen: HashMap<(String, String, String, String), &Path> =
+    let mut seen: HashMap<(&str, &str, &str, &str), &Path> =
         HashMap::with_capacity(resources.len());
     for r in resources {
-        let key = (
-            r.group().to_string(),
-            r.kind().to_string(),
-            r.namespace().unwrap_or("").to_string(),
-            r.name().to_string(),
-        );
+        let key = (r.group(), r.kind(), r.namespace().unwrap_or(""), r.name());
         if let Some(other) = seen.insert(key, &r.source) {
             return Err(RenderError::Duplicate {
                 stage: ctx.stage.clone(),
@@ -849,6 +908,33 @@ mod tests {
             &mut Vec::new(),
             &mut Config::default(),
         )
+    }
+
+    #[test]
+    fn many_entries_read_in_parallel_keep_their_order_and_the_first_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let n = PARALLEL_ENTRIES * 3;
+        let mut k = String::from("resources:\n");
+        for i in 0..n {
+            k.push_str(&format!("- cm-{i:03}.yaml\n"));
+            let text = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i:03}\n");
+            write(&root, &format!("app/cm-{i:03}.yaml"), &text);
+        }
+        write(&root, "app/kustomization.yaml", &k);
+        let names: Vec<String> = build_dir(&root, "app")
+            .unwrap()
+            .iter()
+            .map(|r| r.name().to_string())
+            .collect();
+        let expected: Vec<String> = (0..n).map(|i| format!("cm-{i:03}")).collect();
+        assert_eq!(names, expected);
+
+        // A missing file before an invalid one: the missing one is reported.
+        fs::remove_file(root.join("app/cm-100.yaml")).unwrap();
+        write(&root, "app/cm-150.yaml", "a: [unclosed\n");
+        let text = build_dir(&root, "app").unwrap_err().to_string();
+        assert!(text.contains("`cm-100.yaml` does not exist"), "{text}");
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub(crate) fn parse_objects(
         if !doc.value.is_object() {
             return Err(invalid("is not a mapping (a Kubernetes object)".into()));
         }
-        check_identity(&doc.value).map_err(&invalid)?;
+        check_identity(&doc.value).map_err(|e| invalid(e.to_string()))?;
         let kind = doc.value["kind"].as_str().unwrap_or_default();
         if is_list(kind, &doc.value) {
             // kustomize flattens `kind: List` (and `*List`) into its items.
@@ -92,22 +92,27 @@ fn is_list(kind: &str, value: &Value) -> bool {
     kind.ends_with("List") && value.get("items").is_some_and(Value::is_array)
 }
 
+/// The identifying field a document lacks.
+#[derive(Debug, thiserror::Error)]
+#[error("missing {0}")]
+struct MissingIdentity(&'static str);
+
 /// apiVersion, kind and metadata.name are what identify an object; without
 /// them it cannot be applied, patched or pruned.
-fn check_identity(value: &Value) -> Result<(), String> {
+fn check_identity(value: &Value) -> Result<(), MissingIdentity> {
     let non_empty = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|s| !s.is_empty());
     if !non_empty(value.get("apiVersion")) {
-        return Err("missing apiVersion".into());
+        return Err(MissingIdentity("apiVersion"));
     }
     if !non_empty(value.get("kind")) {
-        return Err("missing kind".into());
+        return Err(MissingIdentity("kind"));
     }
     let kind = value["kind"].as_str().unwrap_or_default();
     if kind.ends_with("List") && value.get("items").is_some_and(Value::is_array) {
         return Ok(());
     }
     if !non_empty(value.get("metadata").and_then(|m| m.get("name"))) {
-        return Err("missing metadata.name".into());
+        return Err(MissingIdentity("metadata.name"));
     }
     Ok(())
 }

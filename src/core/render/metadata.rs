@@ -221,29 +221,114 @@ fn set_default_subject_namespace(value: &mut Value, namespace: &str) {
 /// `namePrefix` / `nameSuffix`. kustomize leaves the names of CRDs,
 /// APIServices and Namespaces alone: they are referred to by fixed names.
 pub(crate) fn add_prefix_suffix(resources: &mut [Resource], prefix: &str, suffix: &str) {
-    if prefix.is_empty() && suffix.is_empty() {
-        return;
-    }
     for r in resources {
-        let skipped = match r.kind() {
-            "CustomResourceDefinition" | "Namespace" => true,
-            "APIService" => r.group() == "apiregistration.k8s.io",
-            _ => false,
-        };
-        if skipped {
+        add_name_prefix_suffix(r, prefix, suffix);
+    }
+}
+
+/// kustomize's prefix and suffix transformer with its field specs: a
+/// `metadata/name` spec renames the objects it selects (and records them for
+/// references); any other spec puts the prefix and suffix around the scalar
+/// at its path, as a string.
+pub(crate) fn prefix_suffix_by_specs(
+    resources: &mut [Resource],
+    prefix: &str,
+    suffix: &str,
+    specs: &[super::fieldspec::FieldSpec],
+) {
+    for r in resources.iter_mut() {
+        if keeps_its_name(r) {
             continue;
         }
-        let new = format!("{prefix}{}{suffix}", r.name());
-        r.remember_identity();
-        if !prefix.is_empty() {
-            r.prefixes.push(prefix.to_string());
+        let (group, version, kind) = r.gvk();
+        for spec in specs.iter().filter(|s| s.selects(&group, &version, &kind)) {
+            if spec.path == "metadata/name" {
+                add_name_prefix_suffix(r, prefix, suffix);
+            } else {
+                affix_strings(&mut r.value, spec, prefix, suffix);
+            }
         }
-        if !suffix.is_empty() {
-            r.suffixes.push(suffix.to_string());
+    }
+}
+
+/// `namePrefix` and `nameSuffix` with the field specs `configurations` add
+/// to kustomize's `metadata/name`: kustomize then runs its prefix
+/// transformer, then its suffix transformer, each over its own list.
+pub(crate) fn add_prefix_suffix_configured(
+    resources: &mut [Resource],
+    prefix: &str,
+    suffix: &str,
+    prefix_specs: &[super::fieldspec::FieldSpec],
+    suffix_specs: &[super::fieldspec::FieldSpec],
+) {
+    if prefix_specs.is_empty() && suffix_specs.is_empty() {
+        add_prefix_suffix(resources, prefix, suffix);
+        return;
+    }
+    let with_name = |extra: &[super::fieldspec::FieldSpec]| {
+        let mut specs = vec![super::fieldspec::FieldSpec {
+            path: "metadata/name".into(),
+            ..Default::default()
+        }];
+        for spec in extra {
+            if !specs.contains(spec) {
+                specs.push(spec.clone());
+            }
         }
-        if let Some(meta) = metadata_mut(&mut r.value) {
-            meta.insert("name".into(), Value::String(new));
-        }
+        specs
+    };
+    if !prefix.is_empty() {
+        prefix_suffix_by_specs(resources, prefix, "", &with_name(prefix_specs));
+    }
+    if !suffix.is_empty() {
+        prefix_suffix_by_specs(resources, "", suffix, &with_name(suffix_specs));
+    }
+}
+
+/// `prefix` and `suffix` around the scalar at the spec's path (created
+/// empty first when the spec says `create`), as kustomize's prefix and
+/// suffix filter writes them: always a string.
+fn affix_strings(node: &mut Value, spec: &super::fieldspec::FieldSpec, prefix: &str, suffix: &str) {
+    let steps: Vec<&str> = spec.path.split('/').collect();
+    super::fieldspec::walk(node, &steps, spec.create, &mut |map, key| {
+        let old = match map.get(key) {
+            None if spec.create => String::new(),
+            None | Some(Value::Object(_) | Value::Array(_)) => return,
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) => String::new(),
+            Some(other) => other.to_string(),
+        };
+        map.insert(
+            key.to_string(),
+            Value::String(format!("{prefix}{old}{suffix}")),
+        );
+    });
+}
+
+/// Whether kustomize's prefix and suffix transformer leaves `r` alone.
+pub(crate) fn keeps_its_name(r: &Resource) -> bool {
+    match r.kind() {
+        "CustomResourceDefinition" | "Namespace" => true,
+        "APIService" => r.group() == "apiregistration.k8s.io",
+        _ => false,
+    }
+}
+
+/// [`add_prefix_suffix`] for one object.
+pub(crate) fn add_name_prefix_suffix(r: &mut Resource, prefix: &str, suffix: &str) {
+    if (prefix.is_empty() && suffix.is_empty()) || keeps_its_name(r) {
+        return;
+    }
+    let new = format!("{prefix}{}{suffix}", r.name());
+    r.remember_identity();
+    if !prefix.is_empty() {
+        r.prefixes.push(prefix.to_string());
+    }
+    if !suffix.is_empty() {
+        r.suffixes.push(suffix.to_string());
+    }
+    if let Some(meta) = metadata_mut(&mut r.value) {
+        meta.insert("name".into(), Value::String(new));
     }
 }
 

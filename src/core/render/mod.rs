@@ -25,6 +25,7 @@ mod resource;
 mod substitute;
 mod target;
 mod transformer;
+mod valueadd;
 mod vars;
 
 use std::path::{Path, PathBuf};

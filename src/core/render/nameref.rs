@@ -10,6 +10,7 @@
 //! referrer. Objects from sibling bases thus keep their own references, and
 //! a reference that still fits two objects is an error naming both.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use serde_json::{Map, Value};
@@ -481,26 +482,56 @@ pub(crate) fn fix_references(
     if rules.is_empty() {
         return Ok(());
     }
+    // Candidates by every name they had, and the reachable set of each
+    // namespace once: looking a reference up costs its namesakes, not the
+    // whole build (2,000 objects in one namespace made it quadratic).
+    let mut by_previous_name: HashMap<&str, Vec<usize>> = HashMap::new();
+    for &i in &renamed {
+        for name in &candidates[i].previous_names {
+            let list = by_previous_name.entry(name.as_str()).or_default();
+            if list.last() != Some(&i) {
+                list.push(i);
+            }
+        }
+    }
+    let mut reachable_in: HashMap<String, Vec<usize>> = HashMap::new();
+    // The rules of each referrer kind, chosen once per kind, not per object.
+    let mut rules_of: HashMap<(&str, &str, &str), Vec<&Rule>> = HashMap::new();
     for (index, r) in resources.iter_mut().enumerate() {
         let referrer = &candidates[index];
-        let applicable: Vec<&&Rule> = rules
-            .iter()
-            .filter(|rule| {
-                rule.referrer
-                    .selects(&referrer.group, &referrer.version, &referrer.kind)
-            })
-            .collect();
+        let key = (
+            referrer.group.as_str(),
+            referrer.version.as_str(),
+            referrer.kind.as_str(),
+        );
+        let applicable = rules_of.entry(key).or_insert_with(|| {
+            rules
+                .iter()
+                .copied()
+                .filter(|rule| rule.referrer.selects(key.0, key.1, key.2))
+                .collect()
+        });
         if applicable.is_empty() {
             continue;
         }
-        let reachable = reachable_from(referrer, &r.value, &renamed, &candidates);
-        for rule in applicable {
+        let computed: Vec<usize>;
+        let reachable: &[usize] = match reachable_from(referrer, &r.value, &renamed, &candidates) {
+            Reachable::Computed(list) => {
+                computed = list;
+                &computed
+            }
+            Reachable::Namespace => reachable_in
+                .entry(referrer.effective_namespace().to_string())
+                .or_insert_with(|| same_namespace(referrer, &renamed, &candidates)),
+        };
+        for &rule in applicable.iter() {
             let ctx = Lookup {
                 rule,
                 referrer,
                 role_ref: role_ref_gvk(&r.value, rule),
                 candidates: &candidates,
-                reachable: &reachable,
+                reachable,
+                by_previous_name: &by_previous_name,
             };
             let mut failure = None;
             visit(&mut r.value, &rule.path, &mut |node| {
@@ -530,9 +561,9 @@ fn reachable_from(
     value: &Value,
     renamed: &[usize],
     candidates: &[Candidate],
-) -> Vec<usize> {
+) -> Reachable {
     if referrer.cluster_scoped {
-        return renamed.to_vec();
+        return Reachable::Computed(renamed.to_vec());
     }
     let mut subject_namespaces = Vec::new();
     if referrer.kind == "RoleBinding"
@@ -546,14 +577,39 @@ fn reachable_from(
             }
         }
     }
+    if subject_namespaces.is_empty() {
+        return Reachable::Namespace;
+    }
+    Reachable::Computed(
+        renamed
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let c = &candidates[i];
+                c.cluster_scoped
+                    || c.effective_namespace() == referrer.effective_namespace()
+                    || subject_namespaces.contains(&c.namespace)
+            })
+            .collect(),
+    )
+}
+
+/// What [`reachable_from`] found: a list of its own, or the one every
+/// referrer of its namespace shares.
+enum Reachable {
+    Computed(Vec<usize>),
+    Namespace,
+}
+
+/// The renamed objects a referrer without subjects reaches: cluster-scoped
+/// ones and those of its namespace.
+fn same_namespace(referrer: &Candidate, renamed: &[usize], candidates: &[Candidate]) -> Vec<usize> {
     renamed
         .iter()
         .copied()
         .filter(|&i| {
             let c = &candidates[i];
-            c.cluster_scoped
-                || c.effective_namespace() == referrer.effective_namespace()
-                || subject_namespaces.contains(&c.namespace)
+            c.cluster_scoped || c.effective_namespace() == referrer.effective_namespace()
         })
         .collect()
 }
@@ -594,7 +650,9 @@ struct Lookup<'a> {
     referrer: &'a Candidate,
     role_ref: Option<(String, String)>,
     candidates: &'a [Candidate],
+    /// Sorted, as `renamed` is.
     reachable: &'a [usize],
+    by_previous_name: &'a HashMap<&'a str, Vec<usize>>,
 }
 
 type Failure = (String, Vec<usize>);
@@ -605,8 +663,7 @@ impl Lookup<'_> {
     fn update(&self, node: &mut Value) -> Result<(), Failure> {
         match node {
             Value::String(old) => {
-                let pool: Vec<usize> = self.reachable.to_vec();
-                if let Some(i) = self.select(old, pool, false)? {
+                if let Some(i) = self.select(old, self.reachable, false)? {
                     let name = &self.candidates[i].name;
                     if name != old {
                         *old = name.clone();
@@ -623,8 +680,9 @@ impl Lookup<'_> {
         let Some(old) = map.get("name").and_then(Value::as_str).map(str::to_string) else {
             return Ok(());
         };
-        let pool: Vec<usize> = match map.get("namespace").and_then(Value::as_str) {
-            None => self.reachable.to_vec(),
+        let narrowed: Vec<usize>;
+        let pool: &[usize] = match map.get("namespace").and_then(Value::as_str) {
+            None => self.reachable,
             Some(ns) => {
                 let by_original: Vec<usize> = self
                     .reachable
@@ -635,7 +693,7 @@ impl Lookup<'_> {
                         !c.cluster_scoped && c.original_namespace == ns
                     })
                     .collect();
-                if by_original.is_empty() {
+                narrowed = if by_original.is_empty() {
                     self.reachable
                         .iter()
                         .copied()
@@ -646,7 +704,8 @@ impl Lookup<'_> {
                         .collect()
                 } else {
                     by_original
-                }
+                };
+                &narrowed
             }
         };
         let Some(i) = self.select(&old, pool, true)? else {
@@ -663,20 +722,25 @@ impl Lookup<'_> {
         Ok(())
     }
 
-    /// kustomize's choice among `pool` for a reference to `old`.
+    /// kustomize's choice among `pool` (sorted) for a reference to `old`.
     fn select(
         &self,
         old: &str,
-        pool: Vec<usize>,
+        pool: &[usize],
         with_namespace: bool,
     ) -> Result<Option<usize>, Failure> {
         let target = &self.rule.target;
         let referrer = self.referrer;
-        let mut found: Vec<usize> = pool
-            .into_iter()
+        let namesakes = self
+            .by_previous_name
+            .get(old)
+            .map_or(&[][..], Vec::as_slice);
+        let mut found: Vec<usize> = namesakes
+            .iter()
+            .copied()
             .filter(|&i| {
                 let c = &self.candidates[i];
-                c.previous_names.iter().any(|n| n == old)
+                pool.binary_search(&i).is_ok()
                     && target.selects(&c.group, &c.version, &c.kind)
                     && self
                         .role_ref

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::resource::Resource;
-use super::target::LabelSelector;
+use super::target::{LabelSelector, SelectorSyntax};
 
 /// One `replacements` entry (inline, or read from the file it names).
 #[derive(Debug, Clone, Deserialize)]
@@ -94,6 +94,58 @@ impl Replacement {
     }
 }
 
+/// Where in a kustomization's `replacements` something went wrong, and what.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("replacements[{entry}]{}: {problem}", target.map(|t| format!(".targets[{t}]")).unwrap_or_default())]
+pub(crate) struct ReplacementError {
+    pub entry: usize,
+    pub target: Option<usize>,
+    pub problem: Problem,
+}
+
+/// What a replacement cannot do.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum Problem {
+    #[error("needs a `source`")]
+    NoSource,
+    #[error("a target needs `select`")]
+    NoSelect,
+    #[error("source `options.encoding` is not supported by stagegate")]
+    Encoding,
+    #[error("the source selects no object")]
+    NoSourceObject,
+    #[error("the source selects more than one object: {0}")]
+    ManySourceObjects(String),
+    #[error("`{pattern}`: {message}")]
+    Pattern { pattern: String, message: String },
+    #[error("`{text}`: {syntax}")]
+    Selector {
+        text: String,
+        syntax: SelectorSyntax,
+    },
+    #[error("path `{path}`: `[{inner}]` is not [key=value]")]
+    NotKeyValue { path: String, inner: String },
+    #[error("path `{path}`: `{part}` is not a field name")]
+    NotAField { path: String, part: String },
+    #[error(
+        "path `{0}` continues into a string (YAML or JSON held in a field); \
+         stagegate does not edit structured data inside strings"
+    )]
+    TargetIntoString(String),
+    #[error(
+        "source path `{0}` continues into a string; stagegate does not read structured data inside strings"
+    )]
+    SourceIntoString(String),
+    #[error("{object} has no field `{path}`")]
+    NoSourceField { object: String, path: String },
+    #[error("{object} has no field `{path}` (set options.create to add it)")]
+    NoTargetField { object: String, path: String },
+    #[error("a delimiter needs a scalar {0}")]
+    DelimiterNeedsScalar(&'static str),
+    #[error("options.index {index} is out of range for `{text}`")]
+    IndexOutOfRange { index: i64, text: String },
+}
+
 /// One object's identities: its current one and those before renames.
 fn identities(r: &Resource) -> Vec<(String, Option<String>)> {
     let mut ids = vec![(r.name().to_string(), r.namespace().map(str::to_string))];
@@ -101,14 +153,17 @@ fn identities(r: &Resource) -> Vec<(String, Option<String>)> {
     ids
 }
 
-fn anchored(pattern: &str) -> Result<Regex, String> {
-    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| format!("`{pattern}`: {e}"))
+fn anchored(pattern: &str) -> Result<Regex, Problem> {
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| Problem::Pattern {
+        pattern: pattern.to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// Whether `sel` (kustomize's regex form for targets, exact for sources)
 /// picks `r` by any of its identities.
-fn selects(sel: &Selector, r: &Resource, regex: bool) -> Result<bool, String> {
-    let fits = |want: &Option<String>, have: &str| -> Result<bool, String> {
+fn selects(sel: &Selector, r: &Resource, regex: bool) -> Result<bool, Problem> {
+    let fits = |want: &Option<String>, have: &str| -> Result<bool, Problem> {
         match want.as_deref() {
             None | Some("") => Ok(true),
             Some(w) if regex => Ok(anchored(w)?.is_match(have)),
@@ -142,13 +197,16 @@ fn selects(sel: &Selector, r: &Resource, regex: bool) -> Result<bool, String> {
     Ok(false)
 }
 
-fn labels_fit(sel: &Selector, r: &Resource) -> Result<bool, String> {
+fn labels_fit(sel: &Selector, r: &Resource) -> Result<bool, Problem> {
     for (text, field) in [
         (&sel.label_selector, "labels"),
         (&sel.annotation_selector, "annotations"),
     ] {
         if let Some(text) = text.as_deref().filter(|t| !t.is_empty()) {
-            let parsed = LabelSelector::parse(text).map_err(|e| format!("`{text}`: {e}"))?;
+            let parsed = LabelSelector::parse(text).map_err(|syntax| Problem::Selector {
+                text: text.to_string(),
+                syntax,
+            })?;
             let map = r
                 .value
                 .pointer(&format!("/metadata/{field}"))
@@ -172,7 +230,7 @@ enum Step {
 }
 
 /// Split at dots outside brackets, as kustomize does.
-fn parse_path(path: &str) -> Result<Vec<Step>, String> {
+fn parse_path(path: &str) -> Result<Vec<Step>, Problem> {
     let mut parts = Vec::new();
     let mut current = String::new();
     let mut depth = 0usize;
@@ -206,11 +264,17 @@ fn parse_path(path: &str) -> Result<Vec<Step>, String> {
             if let Some(inner) = p.strip_prefix('[').and_then(|p| p.strip_suffix(']')) {
                 return match inner.split_once('=') {
                     Some((k, v)) if !k.is_empty() => Ok(Step::Item(k.to_string(), v.to_string())),
-                    _ => Err(format!("path `{path}`: `[{inner}]` is not [key=value]")),
+                    _ => Err(Problem::NotKeyValue {
+                        path: path.to_string(),
+                        inner: inner.to_string(),
+                    }),
                 };
             }
             if p.is_empty() || p.contains(['[', ']']) {
-                return Err(format!("path `{path}`: `{p}` is not a field name"));
+                return Err(Problem::NotAField {
+                    path: path.to_string(),
+                    part: p,
+                });
             }
             Ok(Step::Field(p))
         })
@@ -224,7 +288,7 @@ fn find_mut<'a>(
     create: bool,
     path: &str,
     out: &mut Vec<&'a mut Value>,
-) -> Result<(), String> {
+) -> Result<(), Problem> {
     let Some((step, rest)) = steps.split_first() else {
         out.push(node);
         return Ok(());
@@ -247,10 +311,7 @@ fn find_mut<'a>(
                 None => Ok(()),
             }
         }
-        (Step::Field(_), Value::String(_)) => Err(format!(
-            "path `{path}` continues into a string (YAML or JSON held in a field); \
-             stagegate does not edit structured data inside strings"
-        )),
+        (Step::Field(_), Value::String(_)) => Err(Problem::TargetIntoString(path.to_string())),
         (Step::Item(key, value), Value::Array(items)) => {
             let wanted = |item: &Value| {
                 item.get(key).is_some_and(|v| match v {
@@ -278,7 +339,7 @@ fn find_mut<'a>(
     }
 }
 
-fn find<'a>(node: &'a Value, steps: &[Step], path: &str) -> Result<Option<&'a Value>, String> {
+fn find<'a>(node: &'a Value, steps: &[Step], path: &str) -> Result<Option<&'a Value>, Problem> {
     let Some((step, rest)) = steps.split_first() else {
         return Ok(Some(node));
     };
@@ -287,9 +348,7 @@ fn find<'a>(node: &'a Value, steps: &[Step], path: &str) -> Result<Option<&'a Va
             Some(next) => find(next, rest, path),
             None => Ok(None),
         },
-        (Step::Field(_), Value::String(_)) => Err(format!(
-            "source path `{path}` continues into a string; stagegate does not read structured data inside strings"
-        )),
+        (Step::Field(_), Value::String(_)) => Err(Problem::SourceIntoString(path.to_string())),
         (Step::Item(key, value), Value::Array(items)) => {
             let hit = items.iter().find(|i| {
                 i.get(key)
@@ -338,30 +397,36 @@ fn typed_like(target: &Value, text: &str) -> Value {
 pub(crate) fn apply(
     replacements: &[Replacement],
     resources: &mut [Resource],
-) -> Result<(), String> {
-    for (n, rep) in replacements.iter().enumerate() {
-        let which = |m: String| format!("replacements[{n}]: {m}");
+) -> Result<(), ReplacementError> {
+    for (entry, rep) in replacements.iter().enumerate() {
+        let at = |target| {
+            move |problem| ReplacementError {
+                entry,
+                target,
+                problem,
+            }
+        };
         let source = rep
             .source
             .as_ref()
-            .ok_or_else(|| which("needs a `source`".into()))?;
-        let value = source_value(source, resources).map_err(which)?;
+            .ok_or(Problem::NoSource)
+            .map_err(at(None))?;
+        let value = source_value(source, resources).map_err(at(None))?;
         for (t, target) in rep.targets.iter().enumerate() {
-            apply_target(target, &value, resources)
-                .map_err(|m| format!("replacements[{n}].targets[{t}]: {m}"))?;
+            apply_target(target, &value, resources).map_err(at(Some(t)))?;
         }
     }
     Ok(())
 }
 
-fn source_value(source: &Source, resources: &[Resource]) -> Result<Value, String> {
+fn source_value(source: &Source, resources: &[Resource]) -> Result<Value, Problem> {
     if source
         .options
         .as_ref()
         .and_then(|o| o.encoding.as_deref())
         .is_some()
     {
-        return Err("source `options.encoding` is not supported by stagegate".into());
+        return Err(Problem::Encoding);
     }
     let sel = Selector {
         group: source.group.clone(),
@@ -379,34 +444,37 @@ fn source_value(source: &Source, resources: &[Resource]) -> Result<Value, String
     }
     let r = match found.as_slice() {
         [one] => *one,
-        [] => return Err("the source selects no object".into()),
+        [] => return Err(Problem::NoSourceObject),
         many => {
             let names: Vec<String> = many.iter().map(|r| r.describe()).collect();
-            return Err(format!(
-                "the source selects more than one object: {}",
-                names.join(", ")
-            ));
+            return Err(Problem::ManySourceObjects(names.join(", ")));
         }
     };
     let path = source.field_path.as_deref().unwrap_or("metadata.name");
     let steps = parse_path(path)?;
     let value = find(&r.value, &steps, path)?
-        .ok_or_else(|| format!("{} has no field `{path}`", r.describe()))?
+        .ok_or_else(|| Problem::NoSourceField {
+            object: r.describe(),
+            path: path.to_string(),
+        })?
         .clone();
     let Some(opts) = source.options.as_ref().filter(|o| !o.delimiter.is_empty()) else {
         return Ok(value);
     };
-    let text = scalar_text(&value).ok_or("a delimiter needs a scalar source field")?;
+    let text = scalar_text(&value).ok_or(Problem::DelimiterNeedsScalar("source field"))?;
     let parts: Vec<&str> = text.split(opts.delimiter.as_str()).collect();
     let index = usize::try_from(opts.index)
         .ok()
         .filter(|i| *i < parts.len())
-        .ok_or_else(|| format!("options.index {} is out of range for `{text}`", opts.index))?;
+        .ok_or_else(|| Problem::IndexOutOfRange {
+            index: opts.index,
+            text: text.clone(),
+        })?;
     Ok(Value::String(parts[index].to_string()))
 }
 
-fn apply_target(target: &Target, value: &Value, resources: &mut [Resource]) -> Result<(), String> {
-    let select = target.select.as_ref().ok_or("a target needs `select`")?;
+fn apply_target(target: &Target, value: &Value, resources: &mut [Resource]) -> Result<(), Problem> {
+    let select = target.select.as_ref().ok_or(Problem::NoSelect)?;
     let default_path = ["metadata.name".to_string()];
     let paths: &[String] = if target.field_paths.is_empty() {
         &default_path
@@ -439,9 +507,10 @@ fn apply_target(target: &Target, value: &Value, resources: &mut [Resource]) -> R
             let mut fields = Vec::new();
             find_mut(&mut r.value, &steps, options.create, path, &mut fields)?;
             if fields.is_empty() {
-                return Err(format!(
-                    "{describe} has no field `{path}` (set options.create to add it)"
-                ));
+                return Err(Problem::NoTargetField {
+                    object: describe,
+                    path: path.clone(),
+                });
             }
             for field in fields {
                 set_field(field, value, &options)?;
@@ -451,10 +520,10 @@ fn apply_target(target: &Target, value: &Value, resources: &mut [Resource]) -> R
     Ok(())
 }
 
-fn set_field(field: &mut Value, value: &Value, options: &FieldOptions) -> Result<(), String> {
+fn set_field(field: &mut Value, value: &Value, options: &FieldOptions) -> Result<(), Problem> {
     if !options.delimiter.is_empty() {
-        let current = scalar_text(field).ok_or("a delimiter needs a scalar target field")?;
-        let text = scalar_text(value).ok_or("a delimiter needs a scalar source value")?;
+        let current = scalar_text(field).ok_or(Problem::DelimiterNeedsScalar("target field"))?;
+        let text = scalar_text(value).ok_or(Problem::DelimiterNeedsScalar("source value"))?;
         let mut parts: Vec<String> = current
             .split(options.delimiter.as_str())
             .map(str::to_string)
@@ -505,7 +574,7 @@ mod tests {
         }]))
         .unwrap();
         let mut resources = vec![cm];
-        let err = apply(&reps, &mut resources).unwrap_err();
+        let err = apply(&reps, &mut resources).unwrap_err().to_string();
         assert!(
             err.contains("targets[0]") && err.contains("continues into a string"),
             "{err}"

@@ -78,14 +78,12 @@ impl Selector {
         let labels = |v: &Option<String>| -> Result<Option<LabelSelector>, SelectorError> {
             match v.as_deref() {
                 None | Some("") => Ok(None),
-                Some(text) => {
-                    LabelSelector::parse(text)
-                        .map(Some)
-                        .map_err(|message| SelectorError {
-                            selector: text.to_string(),
-                            message,
-                        })
-                }
+                Some(text) => LabelSelector::parse(text)
+                    .map(Some)
+                    .map_err(|e| SelectorError {
+                        selector: text.to_string(),
+                        message: e.to_string(),
+                    }),
             }
         };
         Ok(Self {
@@ -181,13 +179,28 @@ enum Requirement {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct LabelSelector(Vec<Requirement>);
 
+/// Why a label or annotation selector cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SelectorSyntax {
+    #[error("empty requirement")]
+    EmptyRequirement,
+    #[error("invalid label key `{0}`")]
+    InvalidKey(String),
+    #[error("unclosed `(` in `{0}`")]
+    Unclosed(String),
+    #[error("expected `key in (…)` or `key notin (…)`, got `{0}`")]
+    NotASetRequirement(String),
+    #[error("unknown operator `{operator}` in `{term}`")]
+    UnknownOperator { operator: String, term: String },
+}
+
 impl LabelSelector {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, SelectorSyntax> {
         let mut reqs = Vec::new();
         for term in split_top_level(text) {
             let term = term.trim();
             if term.is_empty() {
-                return Err("empty requirement".into());
+                return Err(SelectorSyntax::EmptyRequirement);
             }
             reqs.push(parse_requirement(term)?);
         }
@@ -227,7 +240,7 @@ fn split_top_level(text: &str) -> Vec<&str> {
     parts
 }
 
-fn valid_key(key: &str) -> Result<String, String> {
+fn valid_key(key: &str) -> Result<String, SelectorSyntax> {
     let ok = !key.is_empty()
         && key
             .chars()
@@ -235,11 +248,11 @@ fn valid_key(key: &str) -> Result<String, String> {
     if ok {
         Ok(key.to_string())
     } else {
-        Err(format!("invalid label key `{key}`"))
+        Err(SelectorSyntax::InvalidKey(key.to_string()))
     }
 }
 
-fn parse_requirement(term: &str) -> Result<Requirement, String> {
+fn parse_requirement(term: &str) -> Result<Requirement, SelectorSyntax> {
     if let Some(key) = term.strip_prefix('!') {
         return Ok(Requirement::NotExists(valid_key(key.trim())?));
     }
@@ -258,7 +271,7 @@ fn parse_requirement(term: &str) -> Result<Requirement, String> {
     if let Some(open) = term.find('(') {
         let head = term[..open].trim();
         let Some(body) = term[open + 1..].trim_end().strip_suffix(')') else {
-            return Err(format!("unclosed `(` in `{term}`"));
+            return Err(SelectorSyntax::Unclosed(term.to_string()));
         };
         let values: BTreeSet<String> = body
             .split(',')
@@ -267,15 +280,16 @@ fn parse_requirement(term: &str) -> Result<Requirement, String> {
             .collect();
         let mut words = head.split_whitespace();
         let (Some(key), Some(op), None) = (words.next(), words.next(), words.next()) else {
-            return Err(format!(
-                "expected `key in (…)` or `key notin (…)`, got `{term}`"
-            ));
+            return Err(SelectorSyntax::NotASetRequirement(term.to_string()));
         };
         let key = valid_key(key)?;
         return match op {
             "in" => Ok(Requirement::In(key, values)),
             "notin" => Ok(Requirement::NotIn(key, values)),
-            other => Err(format!("unknown operator `{other}` in `{term}`")),
+            other => Err(SelectorSyntax::UnknownOperator {
+                operator: other.to_string(),
+                term: term.to_string(),
+            }),
         };
     }
     Ok(Requirement::Exists(valid_key(term)?))

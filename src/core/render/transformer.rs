@@ -17,6 +17,7 @@ use super::metadata;
 use super::patch::{self, LoadedPatch};
 use super::replacement::{self, Replacement};
 use super::resource::{Ctx, Resource};
+use super::valueadd;
 use super::{ImageOverride, PatchTarget, images};
 use crate::core::yaml::parse_documents;
 
@@ -352,19 +353,7 @@ fn apply_one(
                 field_specs: Vec<FieldSpec>,
             }
             let c: C = source.parse(&kind, config)?;
-            let only_names = c
-                .field_specs
-                .iter()
-                .all(|s| s.path == "metadata/name" && s.kind.is_empty() && s.group.is_empty());
-            if !only_names {
-                return Err(source.error(format!(
-                    "{kind}: only `fieldSpecs: [{{path: metadata/name}}]` is supported; \
-                     use namePrefix / nameSuffix, or render with kustomize and commit the output"
-                )));
-            }
-            if !c.field_specs.is_empty() {
-                metadata::add_prefix_suffix(resources, &c.prefix, &c.suffix);
-            }
+            metadata::prefix_suffix_by_specs(resources, &c.prefix, &c.suffix, &c.field_specs);
             Ok(())
         }
         "ReplicaCountTransformer" => {
@@ -417,7 +406,7 @@ fn apply_one(
             if c.replacements.iter().any(|r| !r.is_inline()) {
                 return Err(source.error("ReplacementTransformer: give the replacements inline"));
             }
-            replacement::apply(&c.replacements, resources).map_err(|m| source.error(m))
+            replacement::apply(&c.replacements, resources).map_err(|e| source.error(e.to_string()))
         }
         "NamespaceTransformer" => {
             #[derive(Deserialize)]
@@ -454,6 +443,28 @@ fn apply_one(
             images::apply_to_fields(resources, &overrides, &c.field_specs);
             Ok(())
         }
+        "HashTransformer" => {
+            // kustomize suffixes the generated objects whose names take a
+            // hash now, and again with their final content at the end of
+            // the build (their names then carry two suffixes).
+            generator::add_name_hashes_now(resources);
+            Ok(())
+        }
+        "ValueAddTransformer" => {
+            let c: valueadd::Config = source.parse(&kind, config)?;
+            let root_name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            valueadd::apply(&c, &root_name, resources)
+                .map_err(|e| source.error(format!("ValueAddTransformer: {e}")))
+        }
+        // kustomize v5.5 cannot load it as a transformer either ("unable to
+        // load builtin SortOrderTransformer"); the field is what works.
+        "SortOrderTransformer" => Err(source.error(
+            "built-in transformer `SortOrderTransformer` cannot be listed in `transformers` \
+             (kustomize refuses it too); use the kustomization's `sortOptions` field",
+        )),
         other => Err(source.error(format!(
             "built-in transformer `{other}` is not supported by stagegate in `transformers`; \
              use the kustomization's own fields (sortOptions, generators, …) or render with kustomize \

@@ -309,6 +309,11 @@ fn scalar_text(value: Option<&Value>) -> Option<String> {
     }
 }
 
+/// A list at a var reference field holding something other than strings.
+#[derive(Debug, thiserror::Error)]
+#[error("a list item is not a string (kustomize refuses this too)")]
+struct NonStringItem;
+
 /// Walk `steps` (entering lists on the way) and substitute at the end: a
 /// string, each string of a list, or each string value of a map.
 fn substitute_at(
@@ -316,7 +321,7 @@ fn substitute_at(
     steps: &[&str],
     values: &BTreeMap<&str, Value>,
     metadata_map: bool,
-) -> Result<(), String> {
+) -> Result<(), NonStringItem> {
     if let Value::Array(items) = node
         && !steps.is_empty()
     {
@@ -338,7 +343,7 @@ fn substitute_here(
     node: &mut Value,
     values: &BTreeMap<&str, Value>,
     metadata_map: bool,
-) -> Result<(), String> {
+) -> Result<(), NonStringItem> {
     match node {
         Value::String(text) => {
             *node = expand(text, values);
@@ -347,7 +352,7 @@ fn substitute_here(
         Value::Array(items) => {
             for item in items {
                 let Value::String(text) = item else {
-                    return Err("a list item is not a string (kustomize refuses this too)".into());
+                    return Err(NonStringItem);
                 };
                 *item = expand(text, values);
             }

@@ -66,11 +66,32 @@ pub(crate) fn rewrite(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// A digit `0` followed by a digit, or an underscore between digits.
+/// A digit `0` followed by a digit, or an underscore after a digit, in a
+/// token that starts after a space or tab (with an optional sign): what
+/// [`TOKEN`] needs. Names such as `svc-00012` do not send a file through the
+/// line-by-line rewrite.
 fn may_hold_go_integer(bytes: &[u8]) -> bool {
-    bytes
-        .windows(2)
-        .any(|w| (w[0] == b'0' && w[1].is_ascii_digit()) || (w[0].is_ascii_digit() && w[1] == b'_'))
+    bytes.windows(2).enumerate().any(|(i, w)| {
+        // An octal token starts with its `0` (`8080` is no candidate).
+        let octal = w[0] == b'0'
+            && w[1].is_ascii_digit()
+            && (i == 0 || !(bytes[i - 1].is_ascii_digit() || bytes[i - 1] == b'_'));
+        let underscored = w[0].is_ascii_digit() && w[1] == b'_';
+        (octal || underscored) && starts_after_blank(bytes, i)
+    })
+}
+
+/// Whether the run of digits and underscores holding `at` begins after a
+/// space or tab, or after a sign that does.
+fn starts_after_blank(bytes: &[u8], at: usize) -> bool {
+    let mut start = at;
+    while start > 0 && (bytes[start - 1].is_ascii_digit() || bytes[start - 1] == b'_') {
+        start -= 1;
+    }
+    if start > 0 && matches!(bytes[start - 1], b'+' | b'-') {
+        start -= 1;
+    }
+    start > 0 && matches!(bytes[start - 1], b' ' | b'\t')
 }
 
 fn rewrite_line(content: &str) -> Option<String> {
@@ -136,6 +157,21 @@ mod tests {
             "v: 1.0400\n",
         ] {
             assert_eq!(rewrite(text), text, "{text}");
+        }
+    }
+
+    #[test]
+    fn only_tokens_after_a_blank_send_a_text_through_the_rewrite() {
+        for text in [
+            "name: svc-00012\n",
+            "image: app:v1_2\n",
+            "x: a0400\n",
+            "port: 8080\n",
+        ] {
+            assert!(!may_hold_go_integer(text.as_bytes()), "{text}");
+        }
+        for text in ["a: 0400\n", "- -010\n", "b: 1_000\n", "c:\t+007\n"] {
+            assert!(may_hold_go_integer(text.as_bytes()), "{text}");
         }
     }
 
