@@ -8,6 +8,12 @@
 //!     measured in the same run.
 //!
 //! cargo bench --bench agent     (AGENT_BENCH_STAGES=200 for a smaller repository)
+//!
+//! Peak RSS is measured through a launcher (this binary again, `--measure-rss`):
+//! a process's `ru_maxrss` starts from the high-water mark of the memory it was
+//! forked from, and this process holds kube-sim with every object of the
+//! runs, so an agent spawned straight from it reports kube-sim's size (230 MiB
+//! after the first run) instead of its own.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -81,27 +87,30 @@ fn agent(sim: &KubeSim, work: &Path, repo: &str, extra: &[&str]) -> Command {
     // STAGEGATE_BIN measures another build, e.g. the image's (`--profile dist`).
     let bin = std::env::var("STAGEGATE_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_stagegate").to_string());
-    let mut cmd = Command::new(bin);
-    cmd.args([
-        "run",
-        "--once",
-        "--namespace",
-        "stagegate-system",
-        "--create-namespace",
-        "--listen",
-        "127.0.0.1:0",
-    ])
-    .arg("--repo")
-    .arg(format!("file://{}", work.join(repo).display()))
-    .arg("--cache-dir")
-    .arg(work.join(format!("cache-{repo}")))
-    .arg("--kubeconfig")
-    .arg(&kubeconfig)
-    .args(extra)
-    .stdout(log_file(work, repo))
-    .stderr(log_file(work, repo))
-    .env("STAGEGATE_LOG", "warn")
-    .env_remove("KUBECONFIG");
+    let mut cmd = Command::new(std::env::current_exe().expect("the bench's own path"));
+    cmd.arg(MEASURE_RSS)
+        .arg(rss_file(work, repo))
+        .arg(bin)
+        .args([
+            "run",
+            "--once",
+            "--namespace",
+            "stagegate-system",
+            "--create-namespace",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--repo")
+        .arg(format!("file://{}", work.join(repo).display()))
+        .arg("--cache-dir")
+        .arg(work.join(format!("cache-{repo}")))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(extra)
+        .stdout(log_file(work, repo))
+        .stderr(log_file(work, repo))
+        .env("STAGEGATE_LOG", "warn")
+        .env_remove("KUBECONFIG");
     cmd
 }
 
@@ -114,21 +123,55 @@ fn log_file(work: &Path, repo: &str) -> Stdio {
         .expect("log file")
 }
 
-/// Run the agent to its end: wall time and peak RSS (KiB) of that process.
-async fn measure(mut cmd: Command, log: std::path::PathBuf) -> (Duration, u64) {
+/// The launcher's first argument: `--measure-rss FILE PROGRAM ARGS...`.
+const MEASURE_RSS: &str = "--measure-rss";
+
+fn rss_file(work: &Path, repo: &str) -> std::path::PathBuf {
+    work.join(format!("rss-{repo}"))
+}
+
+/// Run a program to its end and wait for it with `wait4`: its exit status
+/// and its peak RSS in KiB.
+fn wait_child(mut cmd: Command) -> (libc::c_int, u64) {
+    // Reaped below by wait4, which also gives its peak RSS.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd.spawn().expect("spawn");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value to be filled in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child, not yet waited for; both pointers are valid.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4");
+    (status, usage.ru_maxrss as u64)
+}
+
+/// The launcher: a fresh process, a few MiB, that runs the agent and writes
+/// the agent's peak RSS (KiB) to FILE; its exit code is the agent's. Its own
+/// high-water mark is what the agent inherits, far below the agent's own.
+fn launch(args: &[String]) -> std::process::ExitCode {
+    let [file, program, rest @ ..] = args else {
+        panic!("usage: {MEASURE_RSS} FILE PROGRAM [ARGS...]");
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(rest);
+    let (status, rss) = wait_child(cmd);
+    std::fs::write(file, rss.to_string()).expect("write the peak RSS");
+    let code = match libc::WIFEXITED(status) {
+        true => libc::WEXITSTATUS(status),
+        false => 128 + libc::WTERMSIG(status),
+    };
+    std::process::ExitCode::from(code as u8)
+}
+
+/// Run the agent (through the launcher) to its end: wall time and the
+/// agent's own peak RSS (KiB).
+async fn measure(cmd: Command, log: std::path::PathBuf) -> (Duration, u64) {
     tokio::task::spawn_blocking(move || {
+        let rss = cmd.get_args().nth(1).map(std::path::PathBuf::from);
         let start = Instant::now();
-        // Reaped below by wait4, which also gives its peak RSS.
-        #[allow(clippy::zombie_processes)]
-        let child = cmd.spawn().expect("agent");
-        let pid = child.id() as libc::pid_t;
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is a valid value to be filled in.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: pid is our child, not yet waited for; both pointers are valid.
-        let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        let (status, _launcher_rss) = wait_child(cmd);
         let elapsed = start.elapsed();
-        assert_eq!(waited, pid, "wait4");
         let exited_ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
         if !exited_ok {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -137,7 +180,9 @@ async fn measure(mut cmd: Command, log: std::path::PathBuf) -> (Duration, u64) {
                 &text[text.len().saturating_sub(4000)..]
             );
         }
-        (elapsed, usage.ru_maxrss as u64)
+        let rss = rss.expect("the launcher's RSS file");
+        let text = std::fs::read_to_string(&rss).expect("the agent's peak RSS");
+        (elapsed, text.trim().parse().expect("a number of KiB"))
     })
     .await
     .expect("join")
@@ -358,7 +403,11 @@ async fn chain() {
     sim.shutdown().await;
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(MEASURE_RSS) {
+        return launch(&args[1..]);
+    }
     let stages = std::env::var("AGENT_BENCH_STAGES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -371,4 +420,5 @@ fn main() {
         scale(stages).await;
         chain().await;
     });
+    std::process::ExitCode::SUCCESS
 }

@@ -27,7 +27,7 @@ use crate::core::labels::{FIELD_MANAGER, MANAGED_BY_KEY, MANAGED_BY_VALUE, STAGE
 
 /// Objects read per page of the index's LIST: a bound on one response's
 /// memory, whatever the number of stages.
-const PAGE: u32 = 500;
+const PAGE: u32 = 100;
 
 /// How old a listing may be when a stage compares against it. A drift check
 /// is always a snapshot (an object can change a moment after it is read), so

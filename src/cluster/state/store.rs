@@ -158,8 +158,32 @@ impl StageObject {
 struct Written {
     uid: Option<String>,
     generation: Option<i64>,
-    spec: Value,
-    status: Value,
+    spec: Compact,
+    status: Compact,
+}
+
+/// A JSON value kept as its text: held for every stage all the time, where
+/// a [`Value`] tree costs several times its text in small allocations; it
+/// is parsed again only when a write has something to send.
+#[derive(Debug, Clone)]
+struct Compact(Box<str>);
+
+impl Compact {
+    fn of(value: &Value) -> Self {
+        Self(value.to_string().into_boxed_str())
+    }
+
+    /// The merge patch from this value to `new` (`new`'s text in
+    /// `new_text`); `None` when they are equal.
+    fn patch_to(&self, new: &Value, new_text: &str) -> Option<Value> {
+        if *self.0 == *new_text {
+            return None;
+        }
+        // Unreadable text (never written by us) is replaced whole.
+        let old: Value = serde_json::from_str(&self.0).unwrap_or(Value::Null);
+        // The same members in another order are no change.
+        (old != *new).then(|| merge_diff(&old, new))
+    }
 }
 
 pub struct StateStore {
@@ -265,8 +289,8 @@ impl StateStore {
         let written = Written {
             uid: object.uid.clone(),
             generation: object.generation,
-            spec: serde_json::to_value(&object.spec).unwrap_or(Value::Null),
-            status: serde_json::to_value(&object.status).unwrap_or(Value::Null),
+            spec: Compact::of(&serde_json::to_value(&object.spec).unwrap_or(Value::Null)),
+            status: Compact::of(&serde_json::to_value(&object.status).unwrap_or(Value::Null)),
         };
         self.lock().insert(object.name.clone(), written);
     }
@@ -348,26 +372,28 @@ impl StateStore {
         };
         if let Some(spec) = spec {
             let spec = serde_json::to_value(spec).unwrap_or(Value::Null);
-            if spec != written.spec {
-                let patch = json!({ "spec": merge_diff(&written.spec, &spec) });
+            let text = spec.to_string();
+            if let Some(diff) = written.spec.patch_to(&spec, &text) {
+                let patch = json!({ "spec": diff });
                 let obj = self
                     .stages
                     .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                     .map_err(|e| self.kube_err(&format!("patch Stage {name}"), e))?;
                 written.generation = obj.metadata.generation;
-                written.spec = spec;
+                written.spec = Compact(text.into_boxed_str());
             }
         }
         let status = serde_json::to_value(StageStatus::new(stage, written.generation))
             .unwrap_or(Value::Null);
-        if status != written.status {
-            let patch = json!({ "status": merge_diff(&written.status, &status) });
+        let text = status.to_string();
+        if let Some(diff) = written.status.patch_to(&status, &text) {
+            let patch = json!({ "status": diff });
             self.stages
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(|e| self.kube_err(&format!("patch status of Stage {name}"), e))?;
-            written.status = status;
+            written.status = Compact(text.into_boxed_str());
         }
         self.lock().insert(name.to_string(), written);
         Ok(())
@@ -395,11 +421,13 @@ impl StateStore {
         Ok(Written {
             uid: created.metadata.uid.clone(),
             generation: created.metadata.generation,
-            spec: object
-                .as_ref()
-                .and_then(|o| serde_json::to_value(&o.spec).ok())
-                .unwrap_or(spec),
-            status: created.data.get("status").cloned().unwrap_or(Value::Null),
+            spec: Compact::of(
+                &object
+                    .as_ref()
+                    .and_then(|o| serde_json::to_value(&o.spec).ok())
+                    .unwrap_or(spec),
+            ),
+            status: Compact::of(created.data.get("status").unwrap_or(&Value::Null)),
         })
     }
 
@@ -637,5 +665,24 @@ mod tests {
         apply_merge(&mut applied, &patch);
         assert_eq!(applied, new);
         assert_eq!(merge_diff(&new, &new), json!({}));
+    }
+
+    #[test]
+    fn compact_record_patches_only_a_real_change() {
+        let old = json!({"phase": "Ready", "jobs": {"shop/a": 1, "shop/b": 2}});
+        let kept = Compact::of(&old);
+        assert_eq!(kept.patch_to(&old, &old.to_string()), None);
+        let reordered = json!({"jobs": {"shop/b": 2, "shop/a": 1}, "phase": "Ready"});
+        assert_ne!(reordered.to_string(), old.to_string());
+        assert_eq!(
+            kept.patch_to(&reordered, &reordered.to_string()),
+            None,
+            "the same members in another order are no change"
+        );
+        let new = json!({"phase": "Failed", "jobs": {"shop/a": 1}});
+        assert_eq!(
+            kept.patch_to(&new, &new.to_string()),
+            Some(json!({"phase": "Failed", "jobs": {"shop/b": null}}))
+        );
     }
 }
