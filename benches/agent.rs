@@ -241,6 +241,12 @@ async fn scale(stages: usize) {
         (after.total() - between.total()) as f64 / stages,
         writes(after) - writes(between),
     );
+    println!(
+        "| unchanged run's requests by verb | get {} | list {} | watch {} |",
+        after.get - between.get,
+        after.list - between.list,
+        after.watch - between.watch,
+    );
     let floor = layer_floor(&client, per_layer).await;
     println!(
         "| the floor: one layer of {per_layer} ConfigMaps + Deployments applied directly (4 in flight) until all available | {:.2} s per layer | x{layers} = {:.2} s |",
