@@ -1017,3 +1017,52 @@ async fn after_a_cluster_reset_a_recorded_job_runs_again_before_the_stage_is_rea
     assert_eq!(state.jobs["default/pi"].runs.len(), 2);
     reset.sim.shutdown().await;
 }
+
+/// Stages starting together ask discovery about a kind once between them,
+/// not once each: a layer of a hundred stages made a hundred calls.
+#[tokio::test]
+async fn stages_applied_at_once_share_one_discovery_of_a_kind() {
+    let c = cluster().await;
+    let mut files: Vec<(String, String)> = Vec::new();
+    let mut stages = String::new();
+    for i in 0..12 {
+        stages.push_str(&stage_doc(&format!("s{i}"), &format!("s{i}"), ""));
+        stages.push_str("---\n");
+        files.push((
+            format!("s{i}/cm.yaml"),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{i}}}\ndata: {{a: b}}\n"
+            ),
+        ));
+    }
+    files.push(("stages.yaml".into(), stages));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    let dir = repo(&refs);
+    let planned = plan(dir.path()).stages;
+    assert_eq!(planned.len(), 12);
+    let engine = engine(&c.client);
+    let before = c.sim.stats();
+    let reports = futures::future::join_all(planned.iter().map(|p| {
+        let engine = &engine;
+        async move {
+            engine
+                .apply_stage(p, "r1", &mut StageState::default())
+                .await
+        }
+    }))
+    .await;
+    assert!(
+        reports.iter().all(|r| r.ready),
+        "{:?}",
+        reports.iter().map(|r| &r.message).collect::<Vec<_>>()
+    );
+    let gets = c.sim.stats().get - before.get;
+    assert!(
+        gets <= 1,
+        "one discovery of v1 ConfigMap for 12 stages, {gets} GETs made"
+    );
+    c.sim.shutdown().await;
+}

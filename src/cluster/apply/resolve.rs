@@ -2,11 +2,12 @@
 //! group/version of a kind is queried, not the whole cluster's discovery.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use kube::Client;
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{Scope, pinned_kind};
+use tokio::sync::OnceCell;
 
 use super::api_call::{CallError, Verb, call};
 
@@ -18,7 +19,20 @@ pub struct Resolved {
 
 pub struct Resolver {
     client: Client,
-    cache: Mutex<HashMap<(String, String), Resolved>>,
+    /// One cell per kind: stages asking for the same kind at once wait for
+    /// one discovery call instead of each making its own (a layer of a
+    /// hundred stages would otherwise ask a hundred times).
+    cache: Mutex<Cells>,
+}
+
+/// Per `(apiVersion, kind)`, the cell its resolution lands in.
+type Cells = HashMap<(String, String), Arc<OnceCell<Resolved>>>;
+
+/// Why a kind was not resolved: not served (not cached, asked again next
+/// time, as a CRD of the same stage may be on its way), or the call failed.
+enum Unresolved {
+    NotServed,
+    Call(CallError),
 }
 
 impl Resolver {
@@ -37,9 +51,18 @@ impl Resolver {
         kind: &str,
     ) -> Result<Option<Resolved>, CallError> {
         let key = (api_version.to_string(), kind.to_string());
-        if let Some(hit) = self.lock().get(&key) {
-            return Ok(Some(hit.clone()));
+        let cell = self.lock().entry(key).or_default().clone();
+        match cell
+            .get_or_try_init(|| self.discover(api_version, kind))
+            .await
+        {
+            Ok(resolved) => Ok(Some(resolved.clone())),
+            Err(Unresolved::NotServed) => Ok(None),
+            Err(Unresolved::Call(e)) => Err(e),
         }
+    }
+
+    async fn discover(&self, api_version: &str, kind: &str) -> Result<Resolved, Unresolved> {
         let (group, version) = match api_version.rsplit_once('/') {
             Some((g, v)) => (g, v),
             None => ("", api_version),
@@ -54,20 +77,17 @@ impl Resolver {
                 Err(e) => Err(e),
             }
         })
-        .await?;
-        let Some((resource, caps)) = found else {
-            return Ok(None);
-        };
-        let resolved = Resolved {
+        .await
+        .map_err(Unresolved::Call)?;
+        let (resource, caps) = found.ok_or(Unresolved::NotServed)?;
+        Ok(Resolved {
             resource,
             namespaced: caps.scope == Scope::Namespaced,
-        };
-        self.lock().insert(key, resolved.clone());
-        Ok(Some(resolved))
+        })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Resolved>> {
-        // A panic elsewhere cannot leave the cache half-written: entries are
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cells> {
+        // A panic elsewhere cannot leave the map half-written: entries are
         // inserted whole, so a poisoned lock is still consistent.
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
