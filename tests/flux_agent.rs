@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::cluster;
 use common::git::GitRepo;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
@@ -72,10 +71,7 @@ fn text(o: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_children_apply_as_stages_and_are_pruned_when_their_parent_drops_them() {
-    let c = cluster().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let kubeconfig = tmp.path().join("kubeconfig");
-    c.sim.write_kubeconfig(&kubeconfig).unwrap();
+    let common::Env { c, tmp, kubeconfig } = common::env().await;
     let cache = tmp.path().join("cache");
     let repo = GitRepo::init(&tmp.path().join("repo"));
     let commit = |message: &str, files: Vec<(String, String)>| {
@@ -184,6 +180,24 @@ fn run_once_with(kubeconfig: &PathBuf, cache: &PathBuf, url: &str, extra: &[&str
         .expect("run stagegate")
 }
 
+/// A `stagegate` command against the cluster (`diff`, `status`), with no
+/// setting from the environment.
+fn stagegate(kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stagegate"))
+        .args(args)
+        .args(["--namespace", NS, "--kubeconfig"])
+        .arg(kubeconfig)
+        .env_remove("KUBECONFIG")
+        .env_remove("STAGEGATE_DEFAULT_SERVICE_ACCOUNT")
+        .output()
+        .expect("run stagegate")
+}
+
+/// The checkout of the tenants fixture, as `diff` reads it.
+fn tenants_checkout() -> String {
+    format!("{}/tests/fixtures/flux/tenants", env!("CARGO_MANIFEST_DIR"))
+}
+
 /// kubectl as the cluster's admin.
 fn kubectl(kubeconfig: &PathBuf, args: &[&str]) -> Output {
     Command::new("kubectl")
@@ -197,10 +211,7 @@ fn kubectl(kubeconfig: &PathBuf, args: &[&str]) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_stage_is_applied_as_its_service_account_and_refused_outside_its_namespace() {
-    let c = cluster().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let kubeconfig = tmp.path().join("kubeconfig");
-    c.sim.write_kubeconfig(&kubeconfig).unwrap();
+    let common::Env { c, tmp, kubeconfig } = common::env().await;
     let cache = tmp.path().join("cache");
     let repo = GitRepo::init(&tmp.path().join("repo"));
     common::commit(&repo, "tenants", &fixture_files("tenants"));
@@ -293,16 +304,10 @@ async fn a_tenant_stage_is_applied_as_its_service_account_and_refused_outside_it
     );
 
     // `diff` compares each tenant's stage as its ServiceAccount too.
-    let fixture =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flux/tenants");
-    let diff = Command::new(env!("CARGO_BIN_EXE_stagegate"))
-        .arg("diff")
-        .arg(&fixture)
-        .args(["--stage", "team-b", "--namespace", NS, "--kubeconfig"])
-        .arg(&kubeconfig)
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("run stagegate diff");
+    let diff = stagegate(
+        &kubeconfig,
+        &["diff", &tenants_checkout(), "--stage", "team-b"],
+    );
     let diffed = text(&diff);
     assert_eq!(diff.status.code(), Some(2), "{diffed}");
     assert!(
@@ -314,10 +319,7 @@ async fn a_tenant_stage_is_applied_as_its_service_account_and_refused_outside_it
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn substitute_from_reads_the_cluster_and_a_stage_that_cannot_render_fails_alone() {
-    let c = cluster().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let kubeconfig = tmp.path().join("kubeconfig");
-    c.sim.write_kubeconfig(&kubeconfig).unwrap();
+    let common::Env { c, tmp, kubeconfig } = common::env().await;
     let cache = tmp.path().join("cache");
     let repo = GitRepo::init(&tmp.path().join("repo"));
     let secrets = "postBuild:\n    substituteFrom:\n      - {kind: Secret, name: cluster-secrets}\n      - {kind: ConfigMap, name: cluster-extra, optional: true}\n";
@@ -416,10 +418,7 @@ async fn substitute_from_reads_the_cluster_and_a_stage_that_cannot_render_fails_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_wait_for_exactly_the_objects_named_wherever_they_come_from() {
-    let c = cluster().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let kubeconfig = tmp.path().join("kubeconfig");
-    c.sim.write_kubeconfig(&kubeconfig).unwrap();
+    let common::Env { c, tmp, kubeconfig } = common::env().await;
     let cache = tmp.path().join("cache");
     let repo = GitRepo::init(&tmp.path().join("repo"));
     let checks = |extra: &str| {
@@ -498,10 +497,7 @@ async fn health_checks_wait_for_exactly_the_objects_named_wherever_they_come_fro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_service_account_locks_down_stages_that_name_none() {
-    let c = cluster().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let kubeconfig = tmp.path().join("kubeconfig");
-    c.sim.write_kubeconfig(&kubeconfig).unwrap();
+    let common::Env { c, tmp, kubeconfig } = common::env().await;
     let cache = tmp.path().join("cache");
     let repo = GitRepo::init(&tmp.path().join("repo"));
     common::commit(&repo, "tenants", &fixture_files("tenants"));
@@ -528,19 +524,11 @@ async fn the_default_service_account_locks_down_stages_that_name_none() {
 
     // `diff` compares as the stage would be applied: with the same flag, as
     // the ServiceAccount, which may not even read; without it, as the user.
-    let checkout =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flux/tenants");
+    let checkout = tenants_checkout();
     let diff = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_stagegate"))
-            .arg("diff")
-            .arg(&checkout)
-            .args(["--stage", "tenants", "--namespace", NS, "--kubeconfig"])
-            .arg(&kubeconfig)
-            .args(extra)
-            .env_remove("KUBECONFIG")
-            .env_remove("STAGEGATE_DEFAULT_SERVICE_ACCOUNT")
-            .output()
-            .unwrap()
+        let mut args = vec!["diff", checkout.as_str(), "--stage", "tenants"];
+        args.extend_from_slice(extra);
+        stagegate(&kubeconfig, &args)
     };
     let as_account = diff(&["--default-service-account", "reconciler"]);
     let out = text(&as_account);
@@ -564,10 +552,7 @@ async fn the_default_service_account_locks_down_stages_that_name_none() {
 /// says the bootstrap was skipped, as `validate` and `graph` do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flux_bootstrap_is_skipped_and_status_says_so() {
-    let c = cluster().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let kubeconfig = tmp.path().join("kubeconfig");
-    c.sim.write_kubeconfig(&kubeconfig).unwrap();
+    let common::Env { c, tmp, kubeconfig } = common::env().await;
     let cache = tmp.path().join("cache");
     let repo = GitRepo::init(&tmp.path().join("repo"));
     let bootstrap = "clusters/production/flux-system";
@@ -589,11 +574,7 @@ async fn a_flux_bootstrap_is_skipped_and_status_says_so() {
         ),
         ("apps/config.yaml".to_string(), configmap("app-config", "v1")),
     ];
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
-    repo.commit("bootstrapped", &refs);
+    common::commit(&repo, "bootstrapped", &files);
     let (k, cc, url) = (kubeconfig.clone(), cache.clone(), repo.file_url());
     let o = tokio::task::spawn_blocking(move || run_once(&k, &cc, &url))
         .await
@@ -612,12 +593,7 @@ async fn a_flux_bootstrap_is_skipped_and_status_says_so() {
         "nothing of Flux's own install is applied"
     );
 
-    let status = Command::new(env!("CARGO_BIN_EXE_stagegate"))
-        .args(["status", "--namespace", NS, "--kubeconfig"])
-        .arg(&kubeconfig)
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
+    let status = stagegate(&kubeconfig, &["status"]);
     let out = text(&status);
     assert!(status.status.success(), "{out}");
     assert!(

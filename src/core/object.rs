@@ -199,32 +199,23 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn api_version(&self) -> &str {
-        self.value
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
+        api_version_of(&self.value)
     }
 
     pub fn kind(&self) -> &str {
-        self.value
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
+        kind_of(&self.value)
     }
 
     pub fn name(&self) -> &str {
-        self.metadata_str("name").unwrap_or_default()
+        metadata_str(&self.value, "name").unwrap_or_default()
     }
 
     pub fn namespace(&self) -> Option<&str> {
-        self.metadata_str("namespace")
+        metadata_str(&self.value, "namespace")
     }
 
     pub fn group(&self) -> &str {
-        match self.api_version().rsplit_once('/') {
-            Some((group, _)) => group,
-            None => "",
-        }
+        group_of(self.api_version())
     }
 
     pub fn object_ref(&self) -> ObjectRef {
@@ -242,8 +233,31 @@ impl Manifest {
             .get(key)?
             .as_str()
     }
+}
 
-    fn metadata_str(&self, key: &str) -> Option<&str> {
-        self.value.get("metadata")?.get(key)?.as_str()
-    }
+/// An object's `apiVersion` in its JSON form (empty when missing). These
+/// few readers serve [`Manifest`] and rendering's own resources alike.
+pub fn api_version_of(value: &Value) -> &str {
+    value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// An object's `kind` (empty when missing).
+pub fn kind_of(value: &Value) -> &str {
+    value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// A string field of an object's `metadata` (`name`, `namespace`).
+pub fn metadata_str<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    value.get("metadata")?.get(key)?.as_str()
+}
+
+/// The API group of an `apiVersion`: empty for the core group (`v1`).
+pub fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
 }

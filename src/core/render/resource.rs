@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::error::RenderError;
-use crate::core::object::Manifest;
-use crate::core::object::StageName;
+use crate::core::object::{Manifest, StageName, api_version_of, kind_of, metadata_str};
 use crate::core::paths::{PathError, display_path};
 
 /// An object being rendered.
@@ -54,25 +53,19 @@ impl Resource {
     }
 
     pub fn api_version(&self) -> &str {
-        self.value
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
+        api_version_of(&self.value)
     }
 
     pub fn kind(&self) -> &str {
-        self.value
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
+        kind_of(&self.value)
     }
 
     pub fn name(&self) -> &str {
-        self.meta_str("name").unwrap_or_default()
+        metadata_str(&self.value, "name").unwrap_or_default()
     }
 
     pub fn namespace(&self) -> Option<&str> {
-        self.meta_str("namespace")
+        metadata_str(&self.value, "namespace")
     }
 
     pub fn group(&self) -> &str {
@@ -82,10 +75,6 @@ impl Resource {
     pub fn version(&self) -> &str {
         let api_version = self.api_version();
         api_version.rsplit_once('/').map_or(api_version, |(_, v)| v)
-    }
-
-    fn meta_str(&self, key: &str) -> Option<&str> {
-        self.value.get("metadata")?.get(key)?.as_str()
     }
 
     /// (group, version, kind), owned, for field spec matching.
@@ -131,9 +120,7 @@ impl Resource {
     }
 }
 
-pub(crate) fn group_of(api_version: &str) -> &str {
-    api_version.rsplit_once('/').map_or("", |(g, _)| g)
-}
+pub(crate) use crate::core::object::group_of;
 
 /// The stage being rendered and the repository root, for error messages.
 pub(crate) struct Ctx<'a> {
