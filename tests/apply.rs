@@ -741,19 +741,24 @@ async fn job_deleted(c: &Cluster, name: &str) -> Option<Job> {
     job.metadata.deletion_timestamp.is_some().then_some(job)
 }
 
-#[tokio::test]
-async fn job_outcome_survives_an_agent_killed_while_it_ran_and_its_ttl_and_the_gate_opens() {
-    let c = cluster().await;
+/// Stage `pre` with one Job of 1 s that its TTL deletes the moment it ends.
+fn ttl_zero_job_repo() -> tempfile::TempDir {
     let job = pi_job("pi", 2000, "")
         .replace("duration: 200ms", "duration: 1s")
         .replace(
             "backoffLimit: 4",
             "backoffLimit: 4\n  ttlSecondsAfterFinished: 0",
         );
-    let dir = repo(&[
+    repo(&[
         ("stages.yaml", &stage_doc("pre", "pre", "")),
         ("pre/job.yaml", &job),
-    ]);
+    ])
+}
+
+#[tokio::test]
+async fn job_outcome_survives_an_agent_killed_while_it_ran_and_its_ttl_and_the_gate_opens() {
+    let c = cluster().await;
+    let dir = ttl_zero_job_repo();
     let engine = engine(&c.client);
     let planned = plan(dir.path()).stages.remove(0);
     let mut restarted = kill_while_the_job_runs(&c, &engine, &planned).await;
@@ -820,16 +825,7 @@ async fn job_outcome_survives_an_agent_killed_while_it_ran_and_its_ttl_and_the_g
 async fn a_held_job_of_a_stage_removed_from_git_is_released_and_pruned_even_outside_its_inventory()
 {
     let c = cluster().await;
-    let job = pi_job("pi", 2000, "")
-        .replace("duration: 200ms", "duration: 1s")
-        .replace(
-            "backoffLimit: 4",
-            "backoffLimit: 4\n  ttlSecondsAfterFinished: 0",
-        );
-    let dir = repo(&[
-        ("stages.yaml", &stage_doc("pre", "pre", "")),
-        ("pre/job.yaml", &job),
-    ]);
+    let dir = ttl_zero_job_repo();
     let engine = engine(&c.client);
     let planned = plan(dir.path()).stages.remove(0);
     // Killed before the stage ended: the run is journaled, the inventory

@@ -25,7 +25,6 @@ use super::vars::{self, Var};
 use super::{ImageOverride, KUSTOMIZATION_FILE_NAMES, Overlay, Patch, PatchTarget, images, load};
 use crate::core::paths::PathError;
 use crate::core::tree::FileTree;
-use crate::core::yaml::parse_documents;
 
 const SUPPORTED_FIELDS: &[&str] = &[
     "apiVersion",
@@ -326,17 +325,7 @@ fn build_into(
 }
 
 fn parse(ctx: &Ctx<'_>, file: &Path) -> Result<Kustomization, RenderError> {
-    let text = ctx
-        .tree
-        .read_to_string(file)
-        .map_err(|e| ctx.io_error(file, e))?;
-    let docs = parse_documents(&text).map_err(|e| RenderError::Yaml {
-        stage: ctx.stage.clone(),
-        path: ctx.rel(file),
-        line: e.line,
-        column: e.column,
-        message: e.message,
-    })?;
+    let docs = ctx.read_documents(file)?;
     let value = match docs.as_slice() {
         [] => Value::Object(Map::new()),
         [one] => one.value.clone(),
@@ -722,17 +711,7 @@ fn load_configuration(
     entry: &str,
 ) -> Result<Config, RenderError> {
     let path = resolve_entry(ctx, dir, file, "configurations", entry)?;
-    let text = ctx
-        .tree
-        .read_to_string(&path)
-        .map_err(|e| ctx.io_error(&path, e))?;
-    let docs = parse_documents(&text).map_err(|e| RenderError::Yaml {
-        stage: ctx.stage.clone(),
-        path: ctx.rel(&path),
-        line: e.line,
-        column: e.column,
-        message: e.message,
-    })?;
+    let docs = ctx.read_documents(&path)?;
     let mut config = Config::default();
     for doc in docs {
         let parsed: ConfigFile = serde_json::from_value(doc.value).map_err(|e| {
@@ -765,17 +744,7 @@ fn load_replacements(
             continue;
         };
         let path = resolve_entry(ctx, dir, file, "replacements path", rel)?;
-        let text = ctx
-            .tree
-            .read_to_string(&path)
-            .map_err(|e| ctx.io_error(&path, e))?;
-        let docs = parse_documents(&text).map_err(|e| RenderError::Yaml {
-            stage: ctx.stage.clone(),
-            path: ctx.rel(&path),
-            line: e.line,
-            column: e.column,
-            message: e.message,
-        })?;
+        let docs = ctx.read_documents(&path)?;
         for doc in docs {
             let items = match doc.value {
                 Value::Array(items) => items,

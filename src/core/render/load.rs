@@ -29,13 +29,7 @@ pub(crate) fn parse_objects(
     text: &str,
 ) -> Result<Vec<Resource>, RenderError> {
     let rel = ctx.rel(path);
-    let documents = parse_documents(text).map_err(|e| RenderError::Yaml {
-        stage: ctx.stage.clone(),
-        path: rel.clone(),
-        line: e.line,
-        column: e.column,
-        message: e.message,
-    })?;
+    let documents = parse_documents(text).map_err(|e| ctx.yaml_error(path, e))?;
     let mut out = Vec::with_capacity(documents.len());
     for doc in documents {
         let invalid = |problem: String| RenderError::InvalidObject {

@@ -62,13 +62,7 @@ impl LoadedPatch {
                     ),
                 )
             } else {
-                RenderError::Yaml {
-                    stage: ctx.stage.clone(),
-                    path: ctx.rel(file),
-                    line: e.line,
-                    column: e.column,
-                    message: e.message,
-                }
+                ctx.yaml_error(file, e)
             }
         })?;
         let mut out = Vec::with_capacity(docs.len());

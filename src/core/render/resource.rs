@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::error::RenderError;
 use crate::core::object::{Manifest, StageName, api_version_of, kind_of, metadata_str};
 use crate::core::paths::{PathError, display_path};
+use crate::core::yaml::{Document, YamlError, parse_documents};
 
 /// An object being rendered.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,6 +175,26 @@ impl<'a> Ctx<'a> {
             path,
             source,
         }
+    }
+
+    /// A YAML file's syntax error, at its line and column.
+    pub fn yaml_error(&self, path: &Path, e: YamlError) -> RenderError {
+        RenderError::Yaml {
+            stage: self.stage.clone(),
+            path: self.rel(path),
+            line: e.line,
+            column: e.column,
+            message: e.message,
+        }
+    }
+
+    /// The YAML documents of a file of the tree.
+    pub fn read_documents(&self, path: &Path) -> Result<Vec<Document>, RenderError> {
+        let text = self
+            .tree
+            .read_to_string(path)
+            .map_err(|e| self.io_error(path, e))?;
+        parse_documents(&text).map_err(|e| self.yaml_error(path, e))
     }
 
     pub fn io_error(&self, path: &Path, source: std::io::Error) -> RenderError {

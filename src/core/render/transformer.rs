@@ -181,13 +181,7 @@ fn for_each_config(
                 },
             )
         };
-        let docs = parse_documents(&text).map_err(|e| RenderError::Yaml {
-            stage: ctx.stage.clone(),
-            path: ctx.rel(&source.file),
-            line: e.line,
-            column: e.column,
-            message: e.message,
-        })?;
+        let docs = parse_documents(&text).map_err(|e| ctx.yaml_error(&source.file, e))?;
         for doc in docs {
             f(&source, doc.value)?;
         }
